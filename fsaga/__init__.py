@@ -1,0 +1,81 @@
+"""fsaga: typed, functional sagas.
+
+A saga is an operation over several stores or services, made safe without a distributed
+transaction by pairing every step with a compensation. Build one as a value, run it with an
+interpreter, and get back `Success`, `Failure` (everything completed was undone) or
+`PartialFailure` (the undo is incomplete, and the outcome says exactly where).
+
+>>> import fsaga
+>>> from fsaga.interpreter import SyncInterpreter
+>>> saga = fsaga.step(lambda: 1).then(fsaga.step(lambda: 2)).map(lambda n: n * 10)
+>>> saga.run(SyncInterpreter())
+Success(value=20)
+"""
+
+from fsaga.errors import DuplicateStepNameError as DuplicateStepNameError
+from fsaga.errors import ReturnedFailure as ReturnedFailure
+from fsaga.events import CompensationCompleted as CompensationCompleted
+from fsaga.events import CompensationFailed as CompensationFailed
+from fsaga.events import CompensationRetrying as CompensationRetrying
+from fsaga.events import CompensationStarted as CompensationStarted
+from fsaga.events import Event as Event
+from fsaga.events import Listener as Listener
+from fsaga.events import SagaFinished as SagaFinished
+from fsaga.events import SagaStarted as SagaStarted
+from fsaga.events import StepCompleted as StepCompleted
+from fsaga.events import StepFailed as StepFailed
+from fsaga.events import StepRetrying as StepRetrying
+from fsaga.events import StepStarted as StepStarted
+from fsaga.interpreter.protocol import Effect as Effect
+from fsaga.interpreter.protocol import Interpreter as Interpreter
+from fsaga.interpreter.protocol import Perform as Perform
+from fsaga.interpreter.sync import SyncInterpreter as SyncInterpreter
+from fsaga.outcome import CompensationFailure as CompensationFailure
+from fsaga.outcome import Failure as Failure
+from fsaga.outcome import Outcome as Outcome
+from fsaga.outcome import PartialFailure as PartialFailure
+from fsaga.outcome import SagaFailed as SagaFailed
+from fsaga.outcome import Success as Success
+from fsaga.policy import Retry as Retry
+from fsaga.policy import RetryOn as RetryOn
+from fsaga.saga import Saga as Saga
+from fsaga.saga import par as par
+from fsaga.saga import pure as pure
+from fsaga.saga import sequence as sequence
+from fsaga.saga import step as step
+from fsaga.saga import traverse as traverse
+
+__all__ = [
+    "CompensationCompleted",
+    "CompensationFailed",
+    "CompensationFailure",
+    "CompensationRetrying",
+    "CompensationStarted",
+    "DuplicateStepNameError",
+    "Effect",
+    "Event",
+    "Failure",
+    "Interpreter",
+    "Listener",
+    "Outcome",
+    "PartialFailure",
+    "Perform",
+    "Retry",
+    "RetryOn",
+    "ReturnedFailure",
+    "Saga",
+    "SagaFailed",
+    "SagaFinished",
+    "SagaStarted",
+    "StepCompleted",
+    "StepFailed",
+    "StepRetrying",
+    "StepStarted",
+    "Success",
+    "SyncInterpreter",
+    "par",
+    "pure",
+    "sequence",
+    "step",
+    "traverse",
+]

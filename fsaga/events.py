@@ -1,0 +1,186 @@
+"""Events: one value for every transition of a run, handed to the interpreter's listeners.
+
+Every event carries the saga id and the time it happened (``at``, from the interpreter's clock);
+step and compensation events carry the step's path and the attempt number, and the events that
+end an attempt carry when it started (``started_at``) too. A listener is any callable taking an
+`Event`; one that raises is logged and ignored: it never changes the run.
+
+>>> from fsaga import step
+>>> from fsaga.interpreter import SyncInterpreter
+>>> seen: list[Event] = []
+>>> _ = step(lambda: 1, name="one").run(SyncInterpreter(listeners=[seen.append]))
+>>> [type(event).__name__ for event in seen]
+['SagaStarted', 'StepStarted', 'StepCompleted', 'SagaFinished']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias, final
+
+if TYPE_CHECKING:
+    from fsaga.outcome import Outcome
+
+__all__ = [
+    "CompensationCompleted",
+    "CompensationFailed",
+    "CompensationRetrying",
+    "CompensationStarted",
+    "Event",
+    "Listener",
+    "SagaFinished",
+    "SagaStarted",
+    "StepCompleted",
+    "StepFailed",
+    "StepRetrying",
+    "StepStarted",
+]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SagaStarted:
+    """A run began."""
+
+    saga_id: str
+    at: float
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SagaFinished:
+    """A run ended with `outcome` (also when an interrupt is about to propagate)."""
+
+    saga_id: str
+    at: float
+    outcome: Outcome[object]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StepStarted:
+    """An attempt of a step's action is about to run."""
+
+    saga_id: str
+    path: str
+    attempt: int
+    at: float
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StepCompleted:
+    """A step's action returned `result`; the step is now completed.
+
+    `compensable` tells whether the step has a compensation, that is whether a later failure
+    will undo it.
+    """
+
+    saga_id: str
+    path: str
+    attempt: int
+    at: float
+    started_at: float
+    result: object
+    compensable: bool
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StepRetrying:
+    """An attempt failed with `error`; attempt ``attempt + 1`` follows after `delay` seconds."""
+
+    saga_id: str
+    path: str
+    attempt: int
+    at: float
+    started_at: float
+    error: BaseException
+    delay: float
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StepFailed:
+    """A step failed for good with `error` (its last attempt); the saga now compensates.
+
+    `unknown` is true when the attempt was interrupted mid-flight, so nobody knows whether its
+    effect happened.
+    """
+
+    saga_id: str
+    path: str
+    attempt: int
+    at: float
+    started_at: float
+    error: BaseException
+    unknown: bool = False
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class CompensationStarted:
+    """An attempt of a step's compensation is about to run."""
+
+    saga_id: str
+    path: str
+    attempt: int
+    at: float
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class CompensationCompleted:
+    """A compensation succeeded: the step is undone."""
+
+    saga_id: str
+    path: str
+    attempt: int
+    at: float
+    started_at: float
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class CompensationRetrying:
+    """A compensation attempt failed with `error`; another follows after `delay` seconds."""
+
+    saga_id: str
+    path: str
+    attempt: int
+    at: float
+    started_at: float
+    error: BaseException
+    delay: float
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class CompensationFailed:
+    """A compensation failed for good: the step stays done, and the outcome reports it."""
+
+    saga_id: str
+    path: str
+    attempt: int
+    at: float
+    started_at: float
+    error: BaseException
+
+
+Event: TypeAlias = (
+    SagaStarted
+    | SagaFinished
+    | StepStarted
+    | StepCompleted
+    | StepRetrying
+    | StepFailed
+    | CompensationStarted
+    | CompensationCompleted
+    | CompensationRetrying
+    | CompensationFailed
+)
+"""Every event a run emits."""
+
+Listener: TypeAlias = Callable[[Event], object]
+"""Receives each event as it happens; its return value is ignored."""

@@ -1,0 +1,21 @@
+"""Interpreters: the only place a saga's effects run.
+
+`SyncInterpreter` runs a saga in the calling thread. Every interpreter drives the one `Engine`,
+which holds the semantics of a run; an interpreter only decides how an effect is performed.
+"""
+
+from fsaga.interpreter.engine import CompensationPolicy as CompensationPolicy
+from fsaga.interpreter.protocol import Effect as Effect
+from fsaga.interpreter.protocol import EffectKind as EffectKind
+from fsaga.interpreter.protocol import Interpreter as Interpreter
+from fsaga.interpreter.protocol import Perform as Perform
+from fsaga.interpreter.sync import SyncInterpreter as SyncInterpreter
+
+__all__ = [
+    "CompensationPolicy",
+    "Effect",
+    "EffectKind",
+    "Interpreter",
+    "Perform",
+    "SyncInterpreter",
+]

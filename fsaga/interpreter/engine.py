@@ -1,0 +1,755 @@
+"""The engine: the semantics of a run (DESIGN section 3), written once for every interpreter.
+
+The engine is a state machine that performs nothing itself. A driver (the sync interpreter, the
+async one, a user's own) repeatedly asks it for the next `Call` with `poll()`, performs that call
+however it likes, and reports back with `succeed`, `fail` or `interrupt`. The engine decides
+everything else: which step runs next, what a bind continuation sees, when to retry and how long
+to wait, when to stop and compensate, in which order, and what the outcome is.
+
+Walking the tree uses explicit stacks (one per fiber of control), never Python recursion, so a
+saga of any depth runs in constant Python stack.
+
+Fibers: the root of the saga runs in one fiber; `par` forks a fiber per branch and joins them.
+`poll()` hands out work depth-first (a forked branch runs until it has to wait before the next
+one starts), which is what a driver that performs one call at a time wants; a concurrent driver
+calls `poll()` until it returns ``None`` to collect every call that can run now.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from inspect import isawaitable
+from typing import Any, Final, Literal, final
+
+from returns.io import IOResult
+from returns.pipeline import is_successful
+from returns.result import Result
+from returns.unsafe import unsafe_perform_io
+
+from fsaga.errors import DuplicateStepNameError, ReturnedFailure
+from fsaga.events import (
+    CompensationCompleted,
+    CompensationFailed,
+    CompensationRetrying,
+    CompensationStarted,
+    Event,
+    Listener,
+    SagaFinished,
+    SagaStarted,
+    StepCompleted,
+    StepFailed,
+    StepRetrying,
+    StepStarted,
+)
+from fsaga.outcome import CompensationFailure, Failure, Outcome, PartialFailure, Success
+from fsaga.policy import Retry
+from fsaga.saga import (
+    BindNode,
+    MapContinuation,
+    NamedNode,
+    ParNode,
+    PureNode,
+    Saga,
+    StepNode,
+    sibling_name,
+)
+
+__all__ = [
+    "ACTION",
+    "COMPENSATION",
+    "PLAIN_TYPES",
+    "SLEEP",
+    "Call",
+    "CallKind",
+    "CompensationPolicy",
+    "Engine",
+    "learn_plain_type",
+]
+
+logger = logging.getLogger(__name__)
+
+CallKind = Literal["action", "compensation", "sleep"]
+ACTION: Final = "action"
+COMPENSATION: Final = "compensation"
+SLEEP: Final = "sleep"
+
+CompensationPolicy = Literal["continue", "stop"]
+"""What a compensation that fails for good does to the others: they still run, or are skipped."""
+
+_FORWARD: Final = 0
+_COMPENSATING: Final = 1
+_DONE: Final = 2
+
+
+@final
+class Call:
+    """One thing the engine asks its driver to do.
+
+    - ``kind == "action"``: call ``node.action()`` (attempt `attempt` of the step at `path`);
+    - ``kind == "compensation"``: call ``node.compensate(argument)``;
+    - ``kind == "sleep"``: wait `delay` seconds (a retry's backoff), then report success.
+
+    The driver reports every call it was given back to the engine exactly once.
+    """
+
+    __slots__ = (
+        "_path",
+        "argument",
+        "attempt",
+        "count",
+        "delay",
+        "fiber",
+        "kind",
+        "node",
+        "scope",
+        "started_at",
+    )
+
+    def __init__(
+        self,
+        kind: CallKind,
+        node: StepNode[object],
+        scope: _Scope,
+        count: int,
+        attempt: int,
+        argument: object,
+        fiber: _Fiber | None,
+    ) -> None:
+        self.kind = kind
+        self.node = node
+        self.scope = scope
+        self.count = count
+        self.attempt = attempt
+        self.argument = argument
+        self.fiber = fiber
+        self.delay = 0.0
+        self.started_at = 0.0
+        self._path: str | None = None
+
+    @property
+    def path(self) -> str:
+        """The step's path, e.g. ``order/payment/charge`` (made on first use: most runs of a
+        step that succeeds never need it)."""
+        path = self._path
+        if path is None:
+            label = self.node.name
+            path = self.scope.join(label if self.count == 1 else f"{label}#{self.count}")
+            self._path = path
+        return path
+
+    def derive(self, kind: CallKind, attempt: int, argument: object) -> Call:
+        """Another call for the same step: a retry, a compensation, or the wait before a retry."""
+        call = Call(kind, self.node, self.scope, self.count, attempt, argument, self.fiber)
+        call._path = self._path
+        return call
+
+    def __repr__(self) -> str:
+        return f"<Call {self.kind} {self.path!r} attempt {self.attempt}>"
+
+
+@final
+class _Scope:
+    """Where step paths are made unique: the root, a named sub-saga, or an unnamed par branch."""
+
+    __slots__ = ("counts", "prefix")
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.counts: dict[str, int] = {}
+
+    def claim(self, label: str, *, explicit: bool) -> str:
+        """The path of the next step (or sub-saga) labelled `label` in this scope.
+
+        Explicit names are unique in their scope; implicit ones (derived from the action) are
+        numbered in the order they run: ``charge``, ``charge#2``, ``charge#3``.
+        """
+        count = self.counts.get(label, 0) + 1
+        if count > 1 and explicit:
+            raise DuplicateStepNameError(self.join(label))
+        self.counts[label] = count
+        return self.join(label if count == 1 else f"{label}#{count}")
+
+    def join(self, segment: str) -> str:
+        return f"{self.prefix}/{segment}" if self.prefix else segment
+
+
+@final
+class _ScopeExit:
+    """A frame on a fiber's stack: leaving a named sub-saga restores the enclosing scope."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: _Scope) -> None:
+        self.scope = scope
+
+
+@final
+class _Fiber:
+    """One thread of control through the tree: the root, or a branch of a `par`."""
+
+    __slots__ = ("index", "join", "scope", "stack")
+
+    def __init__(self, scope: _Scope, join: _Join | None, index: int) -> None:
+        self.scope = scope
+        self.join = join
+        self.index = index
+        self.stack: list[Any] = []
+
+
+@final
+class _Join:
+    """A running `par`: waits for every branch fiber, then resumes (or fails) the parent."""
+
+    __slots__ = ("errors", "failing", "parent", "pending", "results")
+
+    def __init__(self, parent: _Fiber, width: int) -> None:
+        self.parent = parent
+        self.pending = width
+        self.results: list[object] = [None] * width
+        self.errors: list[BaseException] = []
+        self.failing = False
+
+
+@final
+class _Undo:
+    """The compensation phase's state, made when a run starts failing."""
+
+    __slots__ = ("compensated", "cursor", "error", "failures", "skipped", "unresolved")
+
+    def __init__(self, error: BaseException, cursor: int) -> None:
+        self.error = error
+        self.cursor = cursor
+        self.compensated: list[str] = []
+        self.failures: list[CompensationFailure] = []
+        self.skipped: list[str] = []
+        self.unresolved: list[str] = []
+
+
+@final
+class Engine:
+    """The state of one run of one saga; see the module docstring for the protocol."""
+
+    __slots__ = (
+        "_clock",
+        "_completed",
+        "_debug",
+        "_in_flight",
+        "_listeners",
+        "_outcome",
+        "_phase",
+        "_random_unit",
+        "_runnable",
+        "_saga_id",
+        "_stop_on_compensation_failure",
+        "_undo",
+    )
+
+    def __init__(
+        self,
+        saga: Saga[object],
+        *,
+        saga_id: str | None = None,
+        listeners: Sequence[Listener] = (),
+        clock: Callable[[], float],
+        random_unit: Callable[[], float],
+        on_compensation_failure: CompensationPolicy = "continue",
+    ) -> None:
+        if not isinstance(saga, Saga):
+            raise TypeError(f"an interpreter runs a Saga, got {saga!r}")
+        if on_compensation_failure not in ("continue", "stop"):
+            raise ValueError(
+                "on_compensation_failure must be 'continue' or 'stop', "
+                f"got {on_compensation_failure!r}"
+            )
+        self._saga_id = saga_id
+        self._listeners = tuple(listeners)
+        self._clock = clock
+        self._random_unit = random_unit
+        self._stop_on_compensation_failure = on_compensation_failure == "stop"
+        self._debug = logger.isEnabledFor(logging.DEBUG)
+        self._phase = _FORWARD
+        # Fibers ready to advance, as (fiber, node to start at, value to resume with): a stack,
+        # so the most recently readied fiber goes first (depth-first, see the module docstring).
+        self._runnable: list[tuple[_Fiber, Saga[Any] | None, object]] = [
+            (_Fiber(_Scope(""), None, 0), saga, None)
+        ]
+        self._in_flight = 0
+        # Completed steps that have a compensation, in completion order: the undo log.
+        self._completed: list[Call] = []
+        self._undo: _Undo | None = None
+        self._outcome: Outcome[object] | None = None
+        if self._listeners:
+            self._emit(SagaStarted(self.saga_id, self._clock()))
+        if self._debug:
+            logger.debug("saga %s: started", self.saga_id)
+
+    # -- what drivers read ------------------------------------------------------------------
+
+    @property
+    def saga_id(self) -> str:
+        """The run's id: the one given, or a fresh random one made on first use."""
+        if self._saga_id is None:
+            self._saga_id = uuid.uuid4().hex
+        return self._saga_id
+
+    @property
+    def outcome(self) -> Outcome[object]:
+        """The outcome, once the run has finished (`poll()` returned ``None``, nothing in
+        flight)."""
+        if self._outcome is None:
+            raise RuntimeError("the run has not finished: poll() until it returns None")
+        return self._outcome
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has reached its outcome."""
+        return self._outcome is not None
+
+    # -- the protocol -----------------------------------------------------------------------
+
+    def poll(self) -> Call | None:
+        """The next call to perform, or ``None`` if nothing can start until a call in flight is
+        reported (or the run has finished: see `finished`)."""
+        while True:
+            if self._phase == _FORWARD:
+                if not self._runnable:
+                    return None
+                fiber, node, value = self._runnable.pop()
+                call = self._advance(fiber, node, value)
+                if call is not None:
+                    return call
+            elif self._phase == _COMPENSATING:
+                return None if self._in_flight else self._next_compensation()
+            else:
+                return None
+
+    def succeed(self, call: Call, result: object) -> Call | None:
+        """Report that `call` returned `result` (for a sleep: that the wait is over).
+
+        Returns the call that follows directly (the same fiber's next step, say), if any; the
+        driver performs it as if `poll()` had returned it.
+        """
+        self._in_flight -= 1
+        kind = call.kind
+        if kind is ACTION:
+            if result is not None and type(result) not in PLAIN_TYPES:
+                result, error = _unwrap_result(call.path, result)
+                if error is not None:
+                    return self._action_failed(call, error)
+            compensable = call.node.compensate is not None
+            if compensable:
+                call.argument = result
+                self._completed.append(call)
+            if self._listeners:
+                self._emit(
+                    StepCompleted(
+                        self.saga_id,
+                        call.path,
+                        call.attempt,
+                        self._clock(),
+                        call.started_at,
+                        result,
+                        compensable,
+                    )
+                )
+            fiber = call.fiber
+            assert fiber is not None
+            return self._advance(fiber, None, result)
+        if kind is COMPENSATION:
+            if result is not None and type(result) not in PLAIN_TYPES:
+                _, error = _unwrap_result(call.path, result)
+                if error is not None:
+                    return self._compensation_failed(call, error)
+            return self._compensation_succeeded(call)
+        retried = call.argument
+        assert isinstance(retried, Call)
+        return self._issue(retried)
+
+    def fail(self, call: Call, error: Exception) -> Call | None:
+        """Report that `call` raised `error` (the attempt failed; the engine may retry it).
+
+        Returns the call that follows directly (a retry, say), if any.
+        """
+        self._in_flight -= 1
+        kind = call.kind
+        if kind is ACTION:
+            return self._action_failed(call, error)
+        if kind is COMPENSATION:
+            return self._compensation_failed(call, error)
+        # The wait before a retry failed (an injected sleep raised): the retry cannot happen.
+        retried = call.argument
+        assert isinstance(retried, Call)
+        if retried.kind is ACTION:
+            self._step_failed(retried, error)
+            return None
+        return self._compensation_failed_for_good(retried, error)
+
+    def interrupt(self, call: Call | None, interruption: BaseException) -> None:
+        """Report an interruption (``KeyboardInterrupt``, ``SystemExit``, cancellation).
+
+        `call` is the call it cut short, or ``None`` if it came between calls. Forward work
+        stops at once and every completed step is compensated. A step cut short mid-flight has
+        an unknown outcome: it is not compensated (nobody knows whether it took effect) and the
+        outcome reports it unresolved. A compensation cut short counts as failed. The driver
+        re-raises the interruption once `poll()` has nothing left.
+        """
+        if self._phase == _FORWARD:
+            self._runnable.clear()
+            self._begin_compensation(interruption)
+        if call is None:
+            return
+        self._in_flight -= 1
+        # The attempt this call belongs to (a sleep is the wait before a retried attempt).
+        attempt = call.argument if call.kind is SLEEP else call
+        assert isinstance(attempt, Call)
+        if attempt.kind is COMPENSATION:
+            self._compensation_failed_for_good(attempt, interruption)
+            return
+        # An action cut short mid-flight has an unknown outcome; one that was waiting to be
+        # retried never started, so its outcome is known: it failed.
+        unknown = call.kind is ACTION
+        undo = self._undo
+        if unknown and attempt.node.compensate is not None and undo is not None:
+            undo.unresolved.append(attempt.path)
+        if self._listeners:
+            self._emit(
+                StepFailed(
+                    self.saga_id,
+                    attempt.path,
+                    attempt.attempt,
+                    self._clock(),
+                    attempt.started_at,
+                    interruption,
+                    unknown=unknown,
+                )
+            )
+
+    # -- walking the tree -------------------------------------------------------------------
+
+    def _advance(self, fiber: _Fiber, node: Saga[Any] | None, value: object) -> Call | None:
+        """Run `fiber`'s pure part (binds, maps, scopes, forks) until it needs an effect.
+
+        Starts at `node`, or, when `node` is None, resumes the fiber's stack with `value`.
+        Returns the call to perform, or None if the fiber finished, failed or now waits on a par.
+        """
+        if fiber.join is not None and _stopping(fiber):
+            # A sibling branch failed: start nothing new here; this branch is settled.
+            self._branch_settled(fiber)
+            return None
+        stack = fiber.stack
+        while True:
+            if node is None:
+                # Resume: unwind continuations with `value` until one yields a saga to run.
+                while stack:
+                    frame = stack.pop()
+                    if isinstance(frame, Saga):
+                        node = frame  # a `then`
+                        break
+                    if isinstance(frame, _ScopeExit):
+                        fiber.scope = frame.scope
+                        continue
+                    try:
+                        if isinstance(frame, MapContinuation):
+                            value = frame.function(value)
+                            continue
+                        saga = frame(value)
+                    except Exception as error:
+                        self._fiber_failed(fiber, error)
+                        return None
+                    if not isinstance(saga, Saga):
+                        self._fiber_failed(fiber, _not_a_saga(frame, saga))
+                        return None
+                    node = saga
+                    break
+                else:
+                    self._fiber_finished(fiber, value)
+                    return None
+            if isinstance(node, StepNode):
+                scope = fiber.scope
+                counts = scope.counts
+                label = node.name
+                count = counts.get(label, 0) + 1
+                if count > 1 and node.explicit:
+                    self._fiber_failed(fiber, DuplicateStepNameError(scope.join(label)))
+                    return None
+                counts[label] = count
+                call = Call(ACTION, node, scope, count, 1, None, fiber)
+                self._in_flight += 1
+                if self._listeners or self._debug:
+                    self._announce(call)
+                return call
+            if isinstance(node, BindNode):
+                stack.append(node.continuation)
+                node = node.source
+            elif isinstance(node, PureNode):
+                value = node.value
+                node = None
+            elif isinstance(node, NamedNode):
+                try:
+                    path = fiber.scope.claim(node.name, explicit=True)
+                except DuplicateStepNameError as error:
+                    self._fiber_failed(fiber, error)
+                    return None
+                stack.append(_ScopeExit(fiber.scope))
+                fiber.scope = _Scope(path)
+                node = node.inner
+            elif isinstance(node, ParNode):
+                self._fork(fiber, node)
+                return None
+            else:
+                raise TypeError(f"not a saga node: {node!r}")
+
+    def _fork(self, parent: _Fiber, node: ParNode[object]) -> None:
+        branches = node.branches
+        if not branches:
+            self._runnable.append((parent, None, ()))
+            return
+        join = _Join(parent, len(branches))
+        # Pushed in reverse so branch 0 is popped first.
+        for index in range(len(branches) - 1, -1, -1):
+            branch = branches[index]
+            if sibling_name(branch) is not None:
+                scope = parent.scope
+            else:
+                scope = _Scope(parent.scope.join(f"#{index}"))
+            self._runnable.append((_Fiber(scope, join, index), branch, None))
+
+    def _fiber_finished(self, fiber: _Fiber, value: object) -> None:
+        join = fiber.join
+        if join is None:
+            self._finish(Success(value))
+            return
+        join.results[fiber.index] = value
+        self._branch_settled(fiber)
+
+    def _fiber_failed(self, fiber: _Fiber, error: BaseException) -> None:
+        join = fiber.join
+        if join is None:
+            self._begin_compensation(error)
+            return
+        join.errors.append(error)
+        join.failing = True
+        self._branch_settled(fiber)
+
+    def _branch_settled(self, fiber: _Fiber) -> None:
+        join = fiber.join
+        assert join is not None
+        join.pending -= 1
+        if join.pending:
+            return
+        if not join.errors:
+            self._runnable.append((join.parent, None, tuple(join.results)))
+        elif len(join.errors) == 1:
+            self._fiber_failed(join.parent, join.errors[0])
+        else:
+            self._fiber_failed(
+                join.parent, BaseExceptionGroup("several par branches failed", join.errors)
+            )
+
+    # -- attempts and retries -----------------------------------------------------------------
+
+    def _issue(self, call: Call) -> Call:
+        """Hand `call` to the driver: count it in flight and announce it."""
+        self._in_flight += 1
+        if self._listeners or self._debug:
+            self._announce(call)
+        return call
+
+    def _announce(self, call: Call) -> None:
+        if self._listeners:
+            call.started_at = at = self._clock()
+            if call.kind is ACTION:
+                self._emit(StepStarted(self.saga_id, call.path, call.attempt, at))
+            else:
+                self._emit(CompensationStarted(self.saga_id, call.path, call.attempt, at))
+        if self._debug:
+            logger.debug(
+                "saga %s: %s %s attempt %d", self.saga_id, call.kind, call.path, call.attempt
+            )
+
+    def _action_failed(self, call: Call, error: BaseException) -> Call | None:
+        retry = call.node.retry
+        if retry is not None and call.attempt < retry.attempts and retry.should_retry(error):
+            return self._retry(call, retry, error)
+        self._step_failed(call, error)
+        return None
+
+    def _step_failed(self, call: Call, error: BaseException) -> None:
+        if self._listeners:
+            self._emit(
+                StepFailed(
+                    self.saga_id, call.path, call.attempt, self._clock(), call.started_at, error
+                )
+            )
+        if self._debug:
+            logger.debug("saga %s: step %s failed: %r", self.saga_id, call.path, error)
+        fiber = call.fiber
+        assert fiber is not None
+        self._fiber_failed(fiber, error)
+
+    def _retry(self, call: Call, retry: Retry, error: BaseException) -> Call:
+        """The next attempt of `call`, or the wait that precedes it."""
+        attempt = call.attempt + 1
+        delay = retry.delay_before(attempt, random_unit=self._random_unit())
+        if self._listeners:
+            event_type = StepRetrying if call.kind is ACTION else CompensationRetrying
+            self._emit(
+                event_type(
+                    self.saga_id,
+                    call.path,
+                    call.attempt,
+                    self._clock(),
+                    call.started_at,
+                    error,
+                    delay,
+                )
+            )
+        retried = call.derive(call.kind, attempt, call.argument)
+        if delay <= 0:
+            return self._issue(retried)
+        wait = call.derive(SLEEP, call.attempt, retried)
+        wait.delay = delay
+        self._in_flight += 1
+        return wait
+
+    # -- compensation -------------------------------------------------------------------------
+
+    def _begin_compensation(self, error: BaseException) -> None:
+        if self._phase != _FORWARD:
+            return
+        self._phase = _COMPENSATING
+        self._undo = _Undo(error, len(self._completed) - 1)
+        if self._debug:
+            logger.debug(
+                "saga %s: failed with %r; compensating %d step(s)",
+                self.saga_id,
+                error,
+                len(self._completed),
+            )
+
+    def _next_compensation(self) -> Call | None:
+        undo = self._undo
+        assert undo is not None
+        if undo.cursor < 0:
+            self._finish_failure(undo)
+            return None
+        done = self._completed[undo.cursor]
+        undo.cursor -= 1
+        return self._issue(done.derive(COMPENSATION, 1, done.argument))
+
+    def _compensation_succeeded(self, call: Call) -> Call | None:
+        undo = self._undo
+        assert undo is not None
+        undo.compensated.append(call.path)
+        if self._listeners:
+            self._emit(
+                CompensationCompleted(
+                    self.saga_id, call.path, call.attempt, self._clock(), call.started_at
+                )
+            )
+        return self.poll()
+
+    def _compensation_failed(self, call: Call, error: BaseException) -> Call | None:
+        retry = call.node.compensation_retry
+        if retry is not None and call.attempt < retry.attempts and retry.should_retry(error):
+            return self._retry(call, retry, error)
+        return self._compensation_failed_for_good(call, error)
+
+    def _compensation_failed_for_good(self, call: Call, error: BaseException) -> Call | None:
+        undo = self._undo
+        assert undo is not None
+        undo.failures.append(CompensationFailure(call.path, error, call.attempt))
+        if self._listeners:
+            self._emit(
+                CompensationFailed(
+                    self.saga_id, call.path, call.attempt, self._clock(), call.started_at, error
+                )
+            )
+        if self._debug:
+            logger.debug("saga %s: compensation %s failed: %r", self.saga_id, call.path, error)
+        if self._stop_on_compensation_failure:
+            while undo.cursor >= 0:
+                undo.skipped.append(self._completed[undo.cursor].path)
+                undo.cursor -= 1
+        return self.poll()
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def _finish_failure(self, undo: _Undo) -> None:
+        if undo.failures or undo.skipped or undo.unresolved:
+            self._finish(
+                PartialFailure(
+                    undo.error,
+                    tuple(undo.compensated),
+                    tuple(undo.failures),
+                    tuple(undo.skipped),
+                    tuple(undo.unresolved),
+                )
+            )
+        else:
+            self._finish(Failure(undo.error, tuple(undo.compensated)))
+
+    def _finish(self, outcome: Outcome[object]) -> None:
+        self._phase = _DONE
+        self._outcome = outcome
+        self._completed = []
+        if self._listeners:
+            self._emit(SagaFinished(self.saga_id, self._clock(), outcome))
+        if self._debug:
+            logger.debug("saga %s: finished: %s", self.saga_id, type(outcome).__name__)
+
+    def _emit(self, event: Event) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                logger.exception(
+                    "saga %s: listener %r raised on %s; ignored",
+                    event.saga_id,
+                    listener,
+                    type(event).__name__,
+                )
+
+
+def _stopping(fiber: _Fiber) -> bool:
+    """Whether a `par` enclosing `fiber` has a failed branch, so `fiber` must start nothing."""
+    join = fiber.join
+    while join is not None:
+        if join.failing:
+            return True
+        join = join.parent.join
+    return False
+
+
+PLAIN_TYPES: Final[set[type]] = {int, float, str, bytes, bool, tuple, list, dict, frozenset, set}
+"""Result types known to be neither `returns` containers nor awaitables (a fast path)."""
+
+_PLAIN_TYPES_LIMIT: Final = 4096
+
+
+def learn_plain_type(result: object) -> None:
+    """Remember that results of this type need no unwrapping, up to a bounded number of types."""
+    if len(PLAIN_TYPES) < _PLAIN_TYPES_LIMIT:
+        PLAIN_TYPES.add(type(result))
+
+
+def _unwrap_result(path: str, result: object) -> tuple[object, BaseException | None]:
+    """A step's result as (value, None), or (None, error) when it is a `returns` failure."""
+    if not isinstance(result, Result | IOResult):
+        if not isawaitable(result):
+            learn_plain_type(result)
+        return result, None
+    if is_successful(result):
+        inner = result.unwrap()
+        return (unsafe_perform_io(inner) if isinstance(result, IOResult) else inner), None
+    failure = result.failure()
+    value = unsafe_perform_io(failure) if isinstance(result, IOResult) else failure
+    return None, value if isinstance(value, BaseException) else ReturnedFailure(path, value)
+
+
+def _not_a_saga(continuation: object, returned: object) -> TypeError:
+    return TypeError(
+        f"a bind continuation must return a Saga, got {returned!r} (from {continuation!r})"
+    )

@@ -1,0 +1,195 @@
+"""The synchronous interpreter: performs each effect in the calling thread, one at a time."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from inspect import isawaitable
+from typing import TypeVar, cast, final
+
+from fsaga.events import Listener
+from fsaga.interpreter.engine import (
+    ACTION,
+    COMPENSATION,
+    PLAIN_TYPES,
+    Call,
+    CompensationPolicy,
+    Engine,
+)
+from fsaga.interpreter.protocol import Effect, Perform
+from fsaga.outcome import Outcome, describe_failure
+from fsaga.saga import Saga
+
+__all__ = ["SyncInterpreter"]
+
+_T = TypeVar("_T")
+
+
+@final
+class SyncInterpreter:
+    """Runs sagas in the calling thread; `par` branches run one after another.
+
+    Args:
+        listeners: called with every event of every run (see `fsaga.events`).
+        perform: performs each effect instead of calling it directly (see
+            `fsaga.interpreter.protocol.Perform`); the recording, scripted and fault-injecting
+            interpreters in `fsaga.testing` are built on it.
+        sleep: waits between retry attempts; inject a fake in tests so nothing really waits.
+        clock: the time stamped on events.
+        random_unit: random numbers in ``[0, 1)`` for retry jitter; inject one for repeatable
+            delays.
+        on_compensation_failure: ``"continue"`` (default) runs the remaining compensations when
+            one fails for good; ``"stop"`` skips them, and the outcome lists them as skipped.
+
+    A `KeyboardInterrupt` or `SystemExit` raised by an effect stops the forward steps; every
+    completed step is still compensated, and then the interruption is re-raised, with a note
+    describing the undo (the full outcome goes to listeners in `SagaFinished`). A sync function
+    cannot be pre-empted, so per-step timeouts are enforced only by interpreters that can
+    interrupt an effect.
+
+    >>> from fsaga import step
+    >>> SyncInterpreter().run_saga(step(lambda: "ok"))
+    Success(value='ok')
+    """
+
+    __slots__ = (
+        "_clock",
+        "_listeners",
+        "_on_compensation_failure",
+        "_perform",
+        "_random",
+        "_sleep",
+    )
+
+    def __init__(
+        self,
+        *,
+        listeners: Iterable[Listener] = (),
+        perform: Perform | None = None,
+        sleep: Callable[[float], object] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        random_unit: Callable[[], float] = random.random,
+        on_compensation_failure: CompensationPolicy = "continue",
+    ) -> None:
+        listeners = tuple(listeners)
+        for listener in listeners:
+            if not callable(listener):
+                raise TypeError(f"SyncInterpreter: listener {listener!r} is not callable")
+        for label, function in (
+            ("perform", perform),
+            ("sleep", sleep),
+            ("clock", clock),
+            ("random_unit", random_unit),
+        ):
+            if function is not None and not callable(function):
+                raise TypeError(f"SyncInterpreter: {label} must be callable, got {function!r}")
+        if on_compensation_failure not in ("continue", "stop"):
+            raise ValueError(
+                "SyncInterpreter: on_compensation_failure must be 'continue' or 'stop', "
+                f"got {on_compensation_failure!r}"
+            )
+        self._listeners = listeners
+        self._perform = perform
+        self._sleep = sleep
+        self._clock = clock
+        self._random = random_unit
+        self._on_compensation_failure: CompensationPolicy = on_compensation_failure
+
+    def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
+        """Run `saga` to its outcome (`Saga.run` calls this)."""
+        engine = Engine(
+            saga,
+            saga_id=saga_id,
+            listeners=self._listeners,
+            clock=self._clock,
+            random_unit=self._random,
+            on_compensation_failure=self._on_compensation_failure,
+        )
+        perform = self._perform
+        sleep = self._sleep
+        interruption: BaseException | None = None
+        call = engine.poll()
+        while call is not None:
+            # The call handed out and not yet reported back, if an interruption lands now.
+            pending: Call | None = call
+            try:
+                try:
+                    kind = call.kind
+                    if kind is ACTION:
+                        if perform is None:
+                            result = call.node.action()
+                        else:
+                            result = perform(_effect(engine, call))
+                    elif kind is COMPENSATION:
+                        if perform is None:
+                            compensate = call.node.compensate
+                            assert compensate is not None
+                            result = compensate(call.argument)
+                        else:
+                            result = perform(_effect(engine, call))
+                    else:
+                        sleep(call.delay)
+                        result = None
+                except Exception as error:
+                    pending = None
+                    call = engine.fail(call, error) or engine.poll()
+                    continue
+                pending = None
+                if result is not None and type(result) not in PLAIN_TYPES and isawaitable(result):
+                    _close(result)
+                    call = engine.fail(call, _awaitable_error(call)) or engine.poll()
+                else:
+                    call = engine.succeed(call, result) or engine.poll()
+            except Exception:
+                raise  # the engine's own errors are bugs, never a step's failure
+            except BaseException as stop:
+                # KeyboardInterrupt, SystemExit: compensate, then let it propagate.
+                if interruption is None:
+                    interruption = stop
+                engine.interrupt(pending, stop)
+                call = engine.poll()
+        outcome = engine.outcome
+        if interruption is not None:
+            interruption.add_note(f"fsaga: saga {engine.saga_id} interrupted; {_note(outcome)}")
+            raise interruption
+        return cast("Outcome[_T]", outcome)
+
+
+def _awaitable_error(call: Call) -> TypeError:
+    return TypeError(
+        f"the {call.kind} of step {call.path!r} returned an awaitable; "
+        "run async effects with an async interpreter"
+    )
+
+
+def _effect(engine: Engine, call: Call) -> Effect:
+    node = call.node
+    if call.kind is ACTION:
+        return Effect("action", engine.saga_id, call.path, call.attempt, None, node.action)
+    compensate = node.compensate
+    assert compensate is not None
+    return Effect(
+        "compensation",
+        engine.saga_id,
+        call.path,
+        call.attempt,
+        call.argument,
+        partial(compensate, call.argument),
+    )
+
+
+def _close(awaitable: object) -> None:
+    """Close a coroutine nobody will await, so Python does not warn that it never ran."""
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        close()
+
+
+def _note(outcome: Outcome[object]) -> str:
+    from fsaga.outcome import Success
+
+    if isinstance(outcome, Success):
+        return "every step had completed"
+    return describe_failure(outcome)

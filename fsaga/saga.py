@@ -1,0 +1,493 @@
+"""Sagas as values: `step`, `pure`, `par`, `sequence`, `traverse` and the `Saga` methods.
+
+Building a saga runs nothing: it builds an immutable tree that an interpreter walks later. The same
+value can run many times, under any interpreter.
+
+>>> from fsaga.interpreter import SyncInterpreter
+>>> undone: list[str] = []
+>>> def fail() -> int:
+...     raise RuntimeError("card declined")
+>>> order = (
+...     step(lambda: "sku-1", undone.append, name="reserve")
+...     .then(step(fail, name="charge"))
+... )
+>>> order.run(SyncInterpreter())
+Failure(error=RuntimeError('card declined'), compensated=('reserve',))
+>>> undone
+['sku-1']
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, final, overload
+
+from returns.io import IOResult
+from returns.result import Result
+
+from fsaga.errors import DuplicateStepNameError
+from fsaga.policy import Retry
+
+if TYPE_CHECKING:
+    from fsaga.interpreter.protocol import Interpreter
+    from fsaga.outcome import Outcome
+
+__all__ = [
+    "BindNode",
+    "MapContinuation",
+    "NamedNode",
+    "ParNode",
+    "PureNode",
+    "Saga",
+    "StepNode",
+    "par",
+    "pure",
+    "sequence",
+    "step",
+    "traverse",
+]
+
+_T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)
+_U = TypeVar("_U")
+_A = TypeVar("_A")
+_B = TypeVar("_B")
+_C = TypeVar("_C")
+_D = TypeVar("_D")
+_E = TypeVar("_E")
+_F = TypeVar("_F")
+
+
+class Saga(Generic[_T_co]):
+    """An immutable description of a saga whose result is a `T`.
+
+    Build one with `step`, `pure`, `par`, `sequence` or `traverse`, and compose with the methods
+    below; run it with `run(interpreter)`. A saga is a tree: every `Saga` is one of the final
+    node classes below (`StepNode`, `PureNode`, `BindNode`, `ParNode`, `NamedNode`), a closed
+    set that interpreters and renderers `match` over. Users never build nodes directly.
+    """
+
+    __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        if cls.__module__ != __name__:
+            raise TypeError("Saga is a closed set of node kinds; build sagas with step() & co.")
+        super().__init_subclass__(**kwargs)
+
+    def then(self, next: Saga[_U]) -> Saga[_U]:
+        """Run `next` after this saga; its result becomes the result.
+
+        >>> from fsaga.interpreter import SyncInterpreter
+        >>> pure(1).then(pure("two")).run(SyncInterpreter())
+        Success(value='two')
+        """
+        if not isinstance(next, Saga):
+            raise TypeError(f"then() needs a Saga, got {next!r}; wrap a function with step()")
+        return BindNode(self, next)
+
+    def bind(self, continuation: Callable[[_T_co], Saga[_U]]) -> Saga[_U]:
+        """Feed this saga's result to `continuation`, then run the saga it returns.
+
+        The continuation runs while the saga runs (not now), once, with the result; it must only
+        build a saga, not perform effects itself.
+
+        >>> from fsaga.interpreter import SyncInterpreter
+        >>> pure(20).bind(lambda n: step(lambda: n + 1)).run(SyncInterpreter())
+        Success(value=21)
+        """
+        if not _is_function(continuation):
+            raise TypeError(f"bind() needs a callable returning a Saga, got {continuation!r}")
+        return BindNode(self, continuation)
+
+    def map(self, function: Callable[[_T_co], _U]) -> Saga[_U]:
+        """Transform the result with a pure function.
+
+        >>> from fsaga.interpreter import SyncInterpreter
+        >>> pure(2).map(str).run(SyncInterpreter())
+        Success(value='2')
+        """
+        if not callable(function):
+            raise TypeError(f"map() needs a callable, got {function!r}")
+        return BindNode(self, MapContinuation(function))
+
+    def zip(self, other: Saga[_U]) -> Saga[tuple[_T_co, _U]]:
+        """Run this saga, then `other`; the result is the pair of both results.
+
+        >>> from fsaga.interpreter import SyncInterpreter
+        >>> pure(1).zip(pure("a")).run(SyncInterpreter())
+        Success(value=(1, 'a'))
+        """
+        if not isinstance(other, Saga):
+            raise TypeError(f"zip() needs a Saga, got {other!r}")
+        _check_sibling_names((self, other), where="zip()")
+        return self.bind(partial(_zip_right, other))
+
+    def named(self, name: str) -> Saga[_T_co]:
+        """Make this saga a named sub-saga: one unit to its parent, and a scope for step paths.
+
+        Its steps' paths become ``name/...``. If the parent fails later, the sub-saga's completed
+        steps are compensated in reverse at its place in the order.
+
+        >>> from fsaga.testing import RecordingInterpreter
+        >>> recording = RecordingInterpreter()
+        >>> _ = step(lambda: 1, name="charge").named("payment").run(recording)
+        >>> recording.paths("action")
+        ['payment/charge']
+        """
+        _check_name(name, what="named()")
+        return NamedNode(name, self)
+
+    def run(self, interpreter: Interpreter, /, *, saga_id: str | None = None) -> Outcome[_T_co]:
+        """Run the saga with `interpreter` and return its outcome.
+
+        Args:
+            interpreter: what performs the effects (see `fsaga.interpreter`).
+            saga_id: identity of this run, used in events and idempotency keys; a fresh one is
+                made when omitted.
+        """
+        return interpreter.run_saga(self, saga_id=saga_id)
+
+
+@final
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class StepNode(Saga[_T_co]):
+    """A leaf that performs an effect and knows how to undo it (built by `step`).
+
+    `name` is the step's label: the explicit name if one was given, otherwise derived from the
+    action (`explicit` tells which). A run builds the step's path from it.
+    """
+
+    action: Callable[[], Any]
+    compensate: Callable[[Any], object] | None
+    name: str
+    explicit: bool
+    timeout: float | None
+    retry: Retry | None
+    compensation_retry: Retry | None
+
+    def __repr__(self) -> str:
+        return f"<Saga: step {self.name!r}>"
+
+
+@final
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class PureNode(Saga[_T_co]):
+    """A leaf holding a value; running it performs nothing (built by `pure`)."""
+
+    value: _T_co
+
+    def __repr__(self) -> str:
+        return f"<Saga: pure {self.value!r}>"
+
+
+@final
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class BindNode(Saga[_T_co]):
+    """Run `source`, then continue with `continuation` (built by `then`, `bind` and `map`).
+
+    The continuation is the next saga itself (`then`), a `MapContinuation` (`map`), or a
+    function from the source's result to the next saga (`bind`). The engine tells them apart by
+    type, so the two fsaga derives cost no call through a closure.
+    """
+
+    source: Saga[Any]
+    continuation: Saga[_T_co] | MapContinuation | Callable[[Any], Saga[_T_co]]
+
+    def __repr__(self) -> str:
+        kind = (
+            "then"
+            if isinstance(self.continuation, Saga)
+            else "map"
+            if isinstance(self.continuation, MapContinuation)
+            else "bind"
+        )
+        return f"<Saga: {kind}>"
+
+
+@final
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class ParNode(Saga[_T_co]):
+    """Independent branches; the result is the tuple of their results (built by `par`)."""
+
+    branches: tuple[Saga[Any], ...]
+
+    def __repr__(self) -> str:
+        return f"<Saga: par of {len(self.branches)}>"
+
+
+@final
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class NamedNode(Saga[_T_co]):
+    """A sub-saga: one unit to its parent, and a scope for its steps' paths (built by `named`)."""
+
+    name: str
+    inner: Saga[_T_co]
+
+    def __repr__(self) -> str:
+        return f"<Saga: named {self.name!r}>"
+
+
+@final
+@dataclass(frozen=True, slots=True, eq=False)
+class MapContinuation:
+    """The continuation `Saga.map` builds: the value becomes ``function(value)``."""
+
+    function: Callable[[Any], object]
+
+
+def _zip_right(other: Saga[_U], left: _T) -> Saga[tuple[_T, _U]]:
+    return other.map(partial(_pair, left))
+
+
+def _pair(left: _T, right: _U) -> tuple[_T, _U]:
+    return (left, right)
+
+
+def pure(value: _T) -> Saga[_T]:
+    """A saga that performs nothing and results in `value`.
+
+    >>> from fsaga.interpreter import SyncInterpreter
+    >>> pure("ready").run(SyncInterpreter())
+    Success(value='ready')
+    """
+    return PureNode(value)
+
+
+@overload
+def step(
+    action: Callable[[], Result[_T, object]],
+    compensate: Callable[[_T], object] | None = None,
+    *,
+    name: str | None = None,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+    compensation_retry: Retry | None = None,
+) -> Saga[_T]: ...
+@overload
+def step(
+    action: Callable[[], IOResult[_T, object]],
+    compensate: Callable[[_T], object] | None = None,
+    *,
+    name: str | None = None,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+    compensation_retry: Retry | None = None,
+) -> Saga[_T]: ...
+@overload
+def step(
+    action: Callable[[], _T],
+    compensate: Callable[[_T], object] | None = None,
+    *,
+    name: str | None = None,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+    compensation_retry: Retry | None = None,
+) -> Saga[_T]: ...
+def step(
+    action: Callable[[], Any],
+    compensate: Callable[[Any], object] | None = None,
+    *,
+    name: str | None = None,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+    compensation_retry: Retry | None = None,
+) -> Saga[Any]:
+    """A step: an action (no argument) paired with the compensation that undoes it.
+
+    The compensation receives the action's result. An action may return a plain value or a
+    `returns` container (`Result`, `IOResult`): a failure there fails the step, with no exception
+    needed, and the compensation later receives the unwrapped success value.
+
+    Args:
+        action: performs the effect; called with no argument.
+        compensate: undoes the effect given the action's result; ``None`` for a step with
+            nothing to undo (a read, a notification). Compensations may run more than once
+            (retries, recovery), so they must be idempotent.
+        name: the step's name in paths, events and errors; derived from the action's
+            ``__name__`` when omitted. Explicit names must be unique within their scope and may
+            not contain ``/`` or ``#``.
+        timeout: seconds each attempt may take (enforced by interpreters that can interrupt).
+        retry: how the action is retried when it fails.
+        compensation_retry: how the compensation is retried when it fails.
+
+    Raises:
+        TypeError: an argument has the wrong type (a non-callable action, say).
+        ValueError: an argument has a bad value (a non-positive timeout, a bad name).
+
+    >>> from fsaga.interpreter import SyncInterpreter
+    >>> step(lambda: 42, name="answer").run(SyncInterpreter())
+    Success(value=42)
+    >>> step(42)
+    Traceback (most recent call last):
+    ...
+    TypeError: step 'step': action must be callable, got 42
+    """
+    label = _label_of(action) if name is None else name
+    if name is not None:
+        _check_name(name, what="step()")
+    if not callable(action):
+        raise TypeError(f"step {label!r}: action must be callable, got {action!r}")
+    if compensate is not None and not callable(compensate):
+        raise TypeError(f"step {label!r}: compensate must be callable or None, got {compensate!r}")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(f"step {label!r}: timeout must be a number of seconds, got {timeout!r}")
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise ValueError(
+                f"step {label!r}: timeout must be a positive, finite number of seconds, "
+                f"got {timeout!r}"
+            )
+    if retry is not None and not isinstance(retry, Retry):
+        raise TypeError(f"step {label!r}: retry must be a Retry, got {retry!r}")
+    if compensation_retry is not None:
+        if not isinstance(compensation_retry, Retry):
+            raise TypeError(
+                f"step {label!r}: compensation_retry must be a Retry, got {compensation_retry!r}"
+            )
+        if compensate is None:
+            raise ValueError(
+                f"step {label!r}: compensation_retry is given but the step has no compensation"
+            )
+    return StepNode(action, compensate, label, name is not None, timeout, retry, compensation_retry)
+
+
+@overload
+def par() -> Saga[tuple[()]]: ...
+@overload
+def par(a: Saga[_A], /) -> Saga[tuple[_A]]: ...
+@overload
+def par(a: Saga[_A], b: Saga[_B], /) -> Saga[tuple[_A, _B]]: ...
+@overload
+def par(a: Saga[_A], b: Saga[_B], c: Saga[_C], /) -> Saga[tuple[_A, _B, _C]]: ...
+@overload
+def par(a: Saga[_A], b: Saga[_B], c: Saga[_C], d: Saga[_D], /) -> Saga[tuple[_A, _B, _C, _D]]: ...
+@overload
+def par(
+    a: Saga[_A], b: Saga[_B], c: Saga[_C], d: Saga[_D], e: Saga[_E], /
+) -> Saga[tuple[_A, _B, _C, _D, _E]]: ...
+@overload
+def par(
+    a: Saga[_A], b: Saga[_B], c: Saga[_C], d: Saga[_D], e: Saga[_E], f: Saga[_F], /
+) -> Saga[tuple[_A, _B, _C, _D, _E, _F]]: ...
+@overload
+def par(*branches: Saga[_T]) -> Saga[tuple[_T, ...]]: ...
+def par(*branches: Saga[Any]) -> Saga[tuple[Any, ...]]:
+    """Independent branches; the result is the tuple of their results, in argument order.
+
+    An async interpreter runs the branches concurrently, the sync interpreter one after another;
+    the outcome is the same. If a branch fails, no new step starts in the others; what completed
+    in every branch is compensated.
+
+    A branch that is a single named step or a named sub-saga keeps its name in paths
+    (``charge``, ``payment/charge``); any other branch is scoped by its position (``#1/charge``),
+    so concurrent branches never compete for a path.
+
+    >>> from fsaga.interpreter import SyncInterpreter
+    >>> par(pure(1), pure("a")).run(SyncInterpreter())
+    Success(value=(1, 'a'))
+    """
+    for index, branch in enumerate(branches):
+        if not isinstance(branch, Saga):
+            raise TypeError(f"par(): branch {index} is not a Saga, got {branch!r}")
+    _check_sibling_names(branches, where="par()")
+    return ParNode(branches)
+
+
+def sequence(sagas: Iterable[Saga[_T]]) -> Saga[tuple[_T, ...]]:
+    """Run sagas one after another; the result is the tuple of their results.
+
+    >>> from fsaga.interpreter import SyncInterpreter
+    >>> sequence([pure(1), pure(2), pure(3)]).run(SyncInterpreter())
+    Success(value=(1, 2, 3))
+    """
+    items = tuple(sagas)
+    for index, item in enumerate(items):
+        if not isinstance(item, Saga):
+            raise TypeError(f"sequence(): item {index} is not a Saga, got {item!r}")
+    _check_sibling_names(items, where="sequence()")
+    # Results accumulate in a cons list ((value, rest) pairs) so the whole fold stays linear.
+    accumulated: Saga[_Cons[_T]] = pure(None)
+    for item in items:
+        accumulated = accumulated.bind(partial(_push, item))
+    return accumulated.map(_cons_to_tuple)
+
+
+def traverse(items: Iterable[_A], function: Callable[[_A], Saga[_B]]) -> Saga[tuple[_B, ...]]:
+    """Build a saga for every item with `function`, then run them one after another.
+
+    >>> from fsaga.interpreter import SyncInterpreter
+    >>> traverse([1, 2], lambda n: pure(n * 10)).run(SyncInterpreter())
+    Success(value=(10, 20))
+    """
+    if not callable(function):
+        raise TypeError(f"traverse() needs a callable returning a Saga, got {function!r}")
+    return sequence(function(item) for item in items)
+
+
+_Cons = tuple[_T, "_Cons[_T]"] | None
+
+
+def _push(item: Saga[_T], rest: _Cons[_T]) -> Saga[_Cons[_T]]:
+    return item.map(partial(_cons, rest=rest))
+
+
+def _cons(value: _T, *, rest: _Cons[_T]) -> _Cons[_T]:
+    return (value, rest)
+
+
+def _cons_to_tuple(cons: _Cons[_T]) -> tuple[_T, ...]:
+    values: list[_T] = []
+    while cons is not None:
+        value, cons = cons
+        values.append(value)
+    values.reverse()
+    return tuple(values)
+
+
+def _is_function(candidate: object) -> bool:
+    """Callable, and not a saga (a saga is a value to run, not a continuation)."""
+    return callable(candidate) and not isinstance(candidate, Saga)
+
+
+def _label_of(action: object) -> str:
+    """A step's default name: the action's ``__name__`` (lambdas and nameless callables: "step")."""
+    while isinstance(action, partial):
+        action = action.func
+    label = getattr(action, "__name__", None)
+    if not isinstance(label, str):
+        label = type(action).__name__ if callable(action) else None
+    if not label or label.startswith("<") or "/" in label or "#" in label:
+        return "step"
+    return label
+
+
+def _check_name(name: object, *, what: str) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"{what}: name must be a str, got {name!r}")
+    if not name or name.strip() != name:
+        raise ValueError(f"{what}: name must be non-empty, without surrounding spaces: {name!r}")
+    if "/" in name or "#" in name:
+        raise ValueError(f"{what}: name {name!r} may not contain '/' or '#'")
+
+
+def sibling_name(saga: Saga[Any]) -> str | None:
+    """The name a saga claims in its parent's scope, when that is known without running it."""
+    if isinstance(saga, NamedNode):
+        return saga.name
+    if isinstance(saga, StepNode) and saga.explicit:
+        return saga.name
+    return None
+
+
+def _check_sibling_names(sagas: Iterable[Saga[Any]], *, where: str) -> None:
+    seen: set[str] = set()
+    for saga in sagas:
+        name = sibling_name(saga)
+        if name is None:
+            continue
+        if name in seen:
+            raise DuplicateStepNameError(name, where=where)
+        seen.add(name)

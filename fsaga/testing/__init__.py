@@ -1,0 +1,51 @@
+"""Testing kit: interpreters for tests, run invariants, and (in `fsaga.testing.strategies`, which
+needs hypothesis) generators of sagas and fault plans.
+
+Importing this package does not import hypothesis.
+"""
+
+from fsaga.testing.interpreters import FaultInjectingInterpreter as FaultInjectingInterpreter
+from fsaga.testing.interpreters import FaultPlan as FaultPlan
+from fsaga.testing.interpreters import InjectedFault as InjectedFault
+from fsaga.testing.interpreters import Raise as Raise
+from fsaga.testing.interpreters import RecordedEffect as RecordedEffect
+from fsaga.testing.interpreters import RecordingInterpreter as RecordingInterpreter
+from fsaga.testing.interpreters import Return as Return
+from fsaga.testing.interpreters import Script as Script
+from fsaga.testing.interpreters import ScriptedInterpreter as ScriptedInterpreter
+from fsaga.testing.interpreters import UnscriptedStepError as UnscriptedStepError
+from fsaga.testing.properties import Trace as Trace
+from fsaga.testing.properties import (
+    assert_compensations_get_their_results as assert_compensations_get_their_results,
+)
+from fsaga.testing.properties import (
+    assert_every_completed_step_accounted_for as assert_every_completed_step_accounted_for,
+)
+from fsaga.testing.properties import assert_outcome_matches_trace as assert_outcome_matches_trace
+from fsaga.testing.properties import (
+    assert_reverse_compensation_order as assert_reverse_compensation_order,
+)
+from fsaga.testing.properties import (
+    assert_unstarted_steps_never_compensated as assert_unstarted_steps_never_compensated,
+)
+from fsaga.testing.properties import check_run as check_run
+
+__all__ = [
+    "FaultInjectingInterpreter",
+    "FaultPlan",
+    "InjectedFault",
+    "Raise",
+    "RecordedEffect",
+    "RecordingInterpreter",
+    "Return",
+    "Script",
+    "ScriptedInterpreter",
+    "Trace",
+    "UnscriptedStepError",
+    "assert_compensations_get_their_results",
+    "assert_every_completed_step_accounted_for",
+    "assert_outcome_matches_trace",
+    "assert_reverse_compensation_order",
+    "assert_unstarted_steps_never_compensated",
+    "check_run",
+]

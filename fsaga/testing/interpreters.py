@@ -1,0 +1,359 @@
+"""Interpreters for tests: recording, scripted and fault-injecting.
+
+All three drive the same engine as `SyncInterpreter` (so every rule of a run holds under them),
+keep the whole trace (`events`, `effects`, `sleeps`) and never really sleep: the waits a retry
+asks for are recorded in `sleeps` instead.
+
+>>> from fsaga import step
+>>> scripted = ScriptedInterpreter({"reserve": Return("R-1"), "charge": Raise(RuntimeError("no"))})
+>>> saga = step(lambda: "real", print, name="reserve").then(step(lambda: 0, name="charge"))
+>>> saga.run(scripted)
+Failure(error=RuntimeError('no'), compensated=('reserve',))
+>>> [(record.kind, record.path, record.argument) for record in scripted.effects]
+[('action', 'reserve', None), ('action', 'charge', None), ('compensation', 'reserve', 'R-1')]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeAlias, TypeVar, final
+
+from fsaga.events import Event, Listener
+from fsaga.interpreter.engine import CompensationPolicy
+from fsaga.interpreter.protocol import Effect, EffectKind, Perform
+from fsaga.interpreter.sync import SyncInterpreter
+from fsaga.outcome import Outcome
+from fsaga.saga import Saga
+
+__all__ = [
+    "FaultInjectingInterpreter",
+    "FaultPlan",
+    "InjectedFault",
+    "Raise",
+    "RecordedEffect",
+    "RecordingInterpreter",
+    "Return",
+    "Script",
+    "ScriptedInterpreter",
+    "UnscriptedStepError",
+]
+
+_T = TypeVar("_T")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RecordedEffect:
+    """One performed effect and how it ended: `result` if it returned, `error` if it raised."""
+
+    kind: EffectKind
+    path: str
+    attempt: int
+    argument: object
+    result: object = None
+    error: BaseException | None = None
+
+
+@final
+class RecordingInterpreter:
+    """Runs sagas like `SyncInterpreter` and keeps the trace of every run.
+
+    Args:
+        perform: how effects are performed (default: for real); every effect goes through it
+            and is recorded with its result or error.
+        listeners: further listeners, called after the recording one.
+        clock: the time stamped on events (default: a counter, so traces are repeatable).
+        on_compensation_failure: as for `SyncInterpreter`.
+
+    Attributes:
+        events: every event, in order.
+        effects: every performed effect, in order, with its result or error.
+        sleeps: every wait a retry asked for, in seconds (nothing really waits).
+    """
+
+    __slots__ = ("_inner", "_perform", "effects", "events", "sleeps")
+
+    def __init__(
+        self,
+        *,
+        perform: Perform | None = None,
+        listeners: Iterable[Listener] = (),
+        clock: Callable[[], float] | None = None,
+        random_unit: Callable[[], float] = lambda: 0.0,
+        on_compensation_failure: CompensationPolicy = "continue",
+    ) -> None:
+        self.events: list[Event] = []
+        self.effects: list[RecordedEffect] = []
+        self.sleeps: list[float] = []
+        self._perform = perform
+        self._inner = SyncInterpreter(
+            listeners=(self.events.append, *listeners),
+            perform=self._record,
+            sleep=self.sleeps.append,
+            clock=clock if clock is not None else _Ticks(),
+            random_unit=random_unit,
+            on_compensation_failure=on_compensation_failure,
+        )
+
+    def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
+        """Run `saga`, appending its trace to `events`, `effects` and `sleeps`."""
+        return self._inner.run_saga(saga, saga_id=saga_id)
+
+    def paths(self, kind: EffectKind | None = None) -> list[str]:
+        """Paths of the performed effects (of one kind, if given), in order, retries included."""
+        return [record.path for record in self.effects if kind is None or record.kind == kind]
+
+    def clear(self) -> None:
+        """Forget the trace recorded so far."""
+        self.events.clear()
+        self.effects.clear()
+        self.sleeps.clear()
+
+    def _record(self, effect: Effect) -> object:
+        try:
+            result = effect.run() if self._perform is None else self._perform(effect)
+        except BaseException as error:
+            self.effects.append(
+                RecordedEffect(
+                    effect.kind, effect.path, effect.attempt, effect.argument, error=error
+                )
+            )
+            raise
+        self.effects.append(
+            RecordedEffect(effect.kind, effect.path, effect.attempt, effect.argument, result)
+        )
+        return result
+
+
+@final
+class _Ticks:
+    """A clock that advances by one on every reading: repeatable timestamps for tests."""
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Return:
+    """Scripted: the effect returns `value`."""
+
+    value: object = None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Raise:
+    """Scripted: the effect raises `error`."""
+
+    error: Exception
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.error, Exception):
+            raise TypeError(f"Raise needs an Exception instance, got {self.error!r}")
+
+
+Script: TypeAlias = Return | Raise | Sequence[Return | Raise]
+"""What a scripted effect does: one answer for every attempt, or one per attempt (the last one
+repeats once the sequence runs out)."""
+
+
+class UnscriptedStepError(LookupError):
+    """A scripted run reached a step whose path the script does not mention."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"no script for step {path!r}: add it to the ScriptedInterpreter's actions, "
+            "or give a default"
+        )
+        self.path = path
+
+
+@final
+class ScriptedInterpreter:
+    """Runs a saga without performing any real effect: each step's answer comes from a script.
+
+    Args:
+        actions: per step path, what its action does (`Return`, `Raise`, or one per attempt).
+        compensations: per step path, what its compensation does; unscripted compensations
+            succeed.
+        default: what an unscripted action does; ``None`` (the default) fails it with
+            `UnscriptedStepError`, so a test notices a step it forgot.
+        on_compensation_failure: as for `SyncInterpreter`.
+
+    It records like `RecordingInterpreter` (`events`, `effects`, `sleeps`, `paths()`).
+    """
+
+    __slots__ = ("_actions", "_compensations", "_default", "_recording")
+
+    def __init__(
+        self,
+        actions: Mapping[str, Script] | None = None,
+        *,
+        compensations: Mapping[str, Script] | None = None,
+        default: Return | Raise | None = None,
+        listeners: Iterable[Listener] = (),
+        on_compensation_failure: CompensationPolicy = "continue",
+    ) -> None:
+        self._actions = _check_script(actions or {}, "actions")
+        self._compensations = _check_script(compensations or {}, "compensations")
+        if default is not None and not isinstance(default, Return | Raise):
+            raise TypeError(
+                f"ScriptedInterpreter: default must be Return or Raise, got {default!r}"
+            )
+        self._default = default
+        self._recording = RecordingInterpreter(
+            perform=self._answer,
+            listeners=listeners,
+            on_compensation_failure=on_compensation_failure,
+        )
+
+    @property
+    def events(self) -> list[Event]:
+        return self._recording.events
+
+    @property
+    def effects(self) -> list[RecordedEffect]:
+        return self._recording.effects
+
+    @property
+    def sleeps(self) -> list[float]:
+        return self._recording.sleeps
+
+    def paths(self, kind: EffectKind | None = None) -> list[str]:
+        """Paths of the performed effects (of one kind, if given), in order."""
+        return self._recording.paths(kind)
+
+    def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
+        """Run `saga` against the script."""
+        return self._recording.run_saga(saga, saga_id=saga_id)
+
+    def _answer(self, effect: Effect) -> object:
+        if effect.kind == "action":
+            script = self._actions.get(effect.path, self._default)
+            if script is None:
+                raise UnscriptedStepError(effect.path)
+        else:
+            script = self._compensations.get(effect.path, Return())
+        if not isinstance(script, Return | Raise):
+            script = script[min(effect.attempt, len(script)) - 1]
+        if isinstance(script, Raise):
+            raise script.error
+        return script.value
+
+
+def _check_script(scripts: Mapping[str, Script], label: str) -> Mapping[str, Script]:
+    for path, script in scripts.items():
+        answers = [script] if isinstance(script, Return | Raise) else list(script)
+        if not answers or not all(isinstance(answer, Return | Raise) for answer in answers):
+            raise TypeError(
+                f"ScriptedInterpreter: {label}[{path!r}] must be Return, Raise or a non-empty "
+                f"sequence of them, got {script!r}"
+            )
+    return dict(scripts)
+
+
+class InjectedFault(Exception):
+    """The failure a `FaultPlan` injected in place of an effect (which therefore did not run)."""
+
+    def __init__(self, kind: EffectKind, path: str, attempt: int) -> None:
+        super().__init__(f"injected fault: {kind} of {path!r}, attempt {attempt}")
+        self.kind = kind
+        self.path = path
+        self.attempt = attempt
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class FaultPlan:
+    """Which effects fail, and how often, in a fault-injecting run.
+
+    Attributes:
+        actions: per step path, how many attempts of its action fail (each raises `InjectedFault`
+            instead of running); later attempts run for real.
+        compensations: the same for compensations.
+        interrupt: the path of a step whose action raises `KeyboardInterrupt` (on its first
+            attempt) instead of running.
+    """
+
+    actions: Mapping[str, int] = field(default_factory=dict)
+    compensations: Mapping[str, int] = field(default_factory=dict)
+    interrupt: str | None = None
+
+    def __post_init__(self) -> None:
+        for label, plan in (("actions", self.actions), ("compensations", self.compensations)):
+            for path, count in plan.items():
+                if not _is_count(count):
+                    raise ValueError(
+                        f"FaultPlan: {label}[{path!r}] must be a count >= 0, got {count!r}"
+                    )
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+@final
+class FaultInjectingInterpreter:
+    """Performs effects for real, except those a `FaultPlan` makes fail.
+
+    Records like `RecordingInterpreter` (`events`, `effects`, `sleeps`, `paths()`); an injected
+    fault is recorded as an effect that raised `InjectedFault`.
+    """
+
+    __slots__ = ("_recording", "plan")
+
+    def __init__(
+        self,
+        plan: FaultPlan,
+        *,
+        listeners: Iterable[Listener] = (),
+        on_compensation_failure: CompensationPolicy = "continue",
+    ) -> None:
+        if not isinstance(plan, FaultPlan):
+            raise TypeError(f"FaultInjectingInterpreter needs a FaultPlan, got {plan!r}")
+        self.plan = plan
+        self._recording = RecordingInterpreter(
+            perform=self._perform,
+            listeners=listeners,
+            on_compensation_failure=on_compensation_failure,
+        )
+
+    @property
+    def events(self) -> list[Event]:
+        return self._recording.events
+
+    @property
+    def effects(self) -> list[RecordedEffect]:
+        return self._recording.effects
+
+    @property
+    def sleeps(self) -> list[float]:
+        return self._recording.sleeps
+
+    def paths(self, kind: EffectKind | None = None) -> list[str]:
+        """Paths of the performed effects (of one kind, if given), in order."""
+        return self._recording.paths(kind)
+
+    def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
+        """Run `saga` with the plan's faults injected."""
+        return self._recording.run_saga(saga, saga_id=saga_id)
+
+    def _perform(self, effect: Effect) -> object:
+        plan = self.plan
+        if effect.kind == "action":
+            if effect.path == plan.interrupt and effect.attempt == 1:
+                raise KeyboardInterrupt(f"injected interrupt at {effect.path!r}")
+            failing = plan.actions.get(effect.path, 0)
+        else:
+            failing = plan.compensations.get(effect.path, 0)
+        if effect.attempt <= failing:
+            raise InjectedFault(effect.kind, effect.path, effect.attempt)
+        return effect.run()
