@@ -20,15 +20,9 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from inspect import isawaitable
 from typing import Any, Final, Literal, final
 
-from returns.io import IOResult
-from returns.pipeline import is_successful
-from returns.result import Result
-from returns.unsafe import unsafe_perform_io
-
-from fsaga.errors import DuplicateStepNameError, ReturnedFailure
+from fsaga.errors import DuplicateStepNameError
 from fsaga.events import (
     CompensationCompleted,
     CompensationFailed,
@@ -43,6 +37,9 @@ from fsaga.events import (
     StepRetrying,
     StepStarted,
 )
+from fsaga.interpreter._fibers import Fiber, Join, Scope, ScopeExit, stopping
+from fsaga.interpreter.call import ACTION, COMPENSATION, SLEEP, Call
+from fsaga.interpreter.results import PLAIN_TYPES, unwrap_result
 from fsaga.outcome import CompensationFailure, Failure, Outcome, PartialFailure, Success
 from fsaga.policy import Retry
 from fsaga.saga import (
@@ -56,24 +53,9 @@ from fsaga.saga import (
     sibling_name,
 )
 
-__all__ = [
-    "ACTION",
-    "COMPENSATION",
-    "PLAIN_TYPES",
-    "SLEEP",
-    "Call",
-    "CallKind",
-    "CompensationPolicy",
-    "Engine",
-    "learn_plain_type",
-]
+__all__ = ["CompensationPolicy", "Engine"]
 
 logger = logging.getLogger(__name__)
-
-CallKind = Literal["action", "compensation", "sleep"]
-ACTION: Final = "action"
-COMPENSATION: Final = "compensation"
-SLEEP: Final = "sleep"
 
 CompensationPolicy = Literal["continue", "stop"]
 """What a compensation that fails for good does to the others: they still run, or are skipped."""
@@ -81,135 +63,6 @@ CompensationPolicy = Literal["continue", "stop"]
 _FORWARD: Final = 0
 _COMPENSATING: Final = 1
 _DONE: Final = 2
-
-
-@final
-class Call:
-    """One thing the engine asks its driver to do.
-
-    - ``kind == "action"``: call ``node.action()`` (attempt `attempt` of the step at `path`);
-    - ``kind == "compensation"``: call ``node.compensate(argument)``;
-    - ``kind == "sleep"``: wait `delay` seconds (a retry's backoff), then report success.
-
-    The driver reports every call it was given back to the engine exactly once.
-    """
-
-    __slots__ = (
-        "_path",
-        "argument",
-        "attempt",
-        "count",
-        "delay",
-        "fiber",
-        "kind",
-        "node",
-        "scope",
-        "started_at",
-    )
-
-    def __init__(
-        self,
-        kind: CallKind,
-        node: StepNode[object],
-        scope: _Scope,
-        count: int,
-        attempt: int,
-        argument: object,
-        fiber: _Fiber | None,
-    ) -> None:
-        self.kind = kind
-        self.node = node
-        self.scope = scope
-        self.count = count
-        self.attempt = attempt
-        self.argument = argument
-        self.fiber = fiber
-        self.delay = 0.0
-        self.started_at = 0.0
-        self._path: str | None = None
-
-    @property
-    def path(self) -> str:
-        """The step's path, e.g. ``order/payment/charge`` (made on first use: most runs of a
-        step that succeeds never need it)."""
-        path = self._path
-        if path is None:
-            label = self.node.name
-            path = self.scope.join(label if self.count == 1 else f"{label}#{self.count}")
-            self._path = path
-        return path
-
-    def derive(self, kind: CallKind, attempt: int, argument: object) -> Call:
-        """Another call for the same step: a retry, a compensation, or the wait before a retry."""
-        call = Call(kind, self.node, self.scope, self.count, attempt, argument, self.fiber)
-        call._path = self._path
-        return call
-
-    def __repr__(self) -> str:
-        return f"<Call {self.kind} {self.path!r} attempt {self.attempt}>"
-
-
-@final
-class _Scope:
-    """Where step paths are made unique: the root, a named sub-saga, or an unnamed par branch."""
-
-    __slots__ = ("counts", "prefix")
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.counts: dict[str, int] = {}
-
-    def claim(self, label: str, *, explicit: bool) -> str:
-        """The path of the next step (or sub-saga) labelled `label` in this scope.
-
-        Explicit names are unique in their scope; implicit ones (derived from the action) are
-        numbered in the order they run: ``charge``, ``charge#2``, ``charge#3``.
-        """
-        count = self.counts.get(label, 0) + 1
-        if count > 1 and explicit:
-            raise DuplicateStepNameError(self.join(label))
-        self.counts[label] = count
-        return self.join(label if count == 1 else f"{label}#{count}")
-
-    def join(self, segment: str) -> str:
-        return f"{self.prefix}/{segment}" if self.prefix else segment
-
-
-@final
-class _ScopeExit:
-    """A frame on a fiber's stack: leaving a named sub-saga restores the enclosing scope."""
-
-    __slots__ = ("scope",)
-
-    def __init__(self, scope: _Scope) -> None:
-        self.scope = scope
-
-
-@final
-class _Fiber:
-    """One thread of control through the tree: the root, or a branch of a `par`."""
-
-    __slots__ = ("index", "join", "scope", "stack")
-
-    def __init__(self, scope: _Scope, join: _Join | None, index: int) -> None:
-        self.scope = scope
-        self.join = join
-        self.index = index
-        self.stack: list[Any] = []
-
-
-@final
-class _Join:
-    """A running `par`: waits for every branch fiber, then resumes (or fails) the parent."""
-
-    __slots__ = ("errors", "failing", "parent", "pending", "results")
-
-    def __init__(self, parent: _Fiber, width: int) -> None:
-        self.parent = parent
-        self.pending = width
-        self.results: list[object] = [None] * width
-        self.errors: list[BaseException] = []
-        self.failing = False
 
 
 @final
@@ -272,8 +125,8 @@ class Engine:
         self._phase = _FORWARD
         # Fibers ready to advance, as (fiber, node to start at, value to resume with): a stack,
         # so the most recently readied fiber goes first (depth-first, see the module docstring).
-        self._runnable: list[tuple[_Fiber, Saga[Any] | None, object]] = [
-            (_Fiber(_Scope(""), None, 0), saga, None)
+        self._runnable: list[tuple[Fiber, Saga[Any] | None, object]] = [
+            (Fiber(Scope(""), None, 0), saga, None)
         ]
         self._in_flight = 0
         # Completed steps that have a compensation, in completion order: the undo log.
@@ -335,7 +188,7 @@ class Engine:
         kind = call.kind
         if kind is ACTION:
             if result is not None and type(result) not in PLAIN_TYPES:
-                result, error = _unwrap_result(call.path, result)
+                result, error = unwrap_result(call.path, result)
                 if error is not None:
                     return self._action_failed(call, error)
             compensable = call.node.compensate is not None
@@ -359,7 +212,7 @@ class Engine:
             return self._advance(fiber, None, result)
         if kind is COMPENSATION:
             if result is not None and type(result) not in PLAIN_TYPES:
-                _, error = _unwrap_result(call.path, result)
+                _, error = unwrap_result(call.path, result)
                 if error is not None:
                     return self._compensation_failed(call, error)
             return self._compensation_succeeded(call)
@@ -428,13 +281,13 @@ class Engine:
 
     # -- walking the tree -------------------------------------------------------------------
 
-    def _advance(self, fiber: _Fiber, node: Saga[Any] | None, value: object) -> Call | None:
+    def _advance(self, fiber: Fiber, node: Saga[Any] | None, value: object) -> Call | None:
         """Run `fiber`'s pure part (binds, maps, scopes, forks) until it needs an effect.
 
         Starts at `node`, or, when `node` is None, resumes the fiber's stack with `value`.
         Returns the call to perform, or None if the fiber finished, failed or now waits on a par.
         """
-        if fiber.join is not None and _stopping(fiber):
+        if fiber.join is not None and stopping(fiber):
             # A sibling branch failed: start nothing new here; this branch is settled.
             self._branch_settled(fiber)
             return None
@@ -447,7 +300,7 @@ class Engine:
                     if isinstance(frame, Saga):
                         node = frame  # a `then`
                         break
-                    if isinstance(frame, _ScopeExit):
+                    if isinstance(frame, ScopeExit):
                         fiber.scope = frame.scope
                         continue
                     try:
@@ -492,8 +345,8 @@ class Engine:
                 except DuplicateStepNameError as error:
                     self._fiber_failed(fiber, error)
                     return None
-                stack.append(_ScopeExit(fiber.scope))
-                fiber.scope = _Scope(path)
+                stack.append(ScopeExit(fiber.scope))
+                fiber.scope = Scope(path)
                 node = node.inner
             elif isinstance(node, ParNode):
                 self._fork(fiber, node)
@@ -501,22 +354,22 @@ class Engine:
             else:
                 raise TypeError(f"not a saga node: {node!r}")
 
-    def _fork(self, parent: _Fiber, node: ParNode[object]) -> None:
+    def _fork(self, parent: Fiber, node: ParNode[object]) -> None:
         branches = node.branches
         if not branches:
             self._runnable.append((parent, None, ()))
             return
-        join = _Join(parent, len(branches))
+        join = Join(parent, len(branches))
         # Pushed in reverse so branch 0 is popped first.
         for index in range(len(branches) - 1, -1, -1):
             branch = branches[index]
             if sibling_name(branch) is not None:
                 scope = parent.scope
             else:
-                scope = _Scope(parent.scope.join(f"#{index}"))
-            self._runnable.append((_Fiber(scope, join, index), branch, None))
+                scope = Scope(parent.scope.join(f"#{index}"))
+            self._runnable.append((Fiber(scope, join, index), branch, None))
 
-    def _fiber_finished(self, fiber: _Fiber, value: object) -> None:
+    def _fiber_finished(self, fiber: Fiber, value: object) -> None:
         join = fiber.join
         if join is None:
             self._finish(Success(value))
@@ -524,7 +377,7 @@ class Engine:
         join.results[fiber.index] = value
         self._branch_settled(fiber)
 
-    def _fiber_failed(self, fiber: _Fiber, error: BaseException) -> None:
+    def _fiber_failed(self, fiber: Fiber, error: BaseException) -> None:
         join = fiber.join
         if join is None:
             self._begin_compensation(error)
@@ -533,7 +386,7 @@ class Engine:
         join.failing = True
         self._branch_settled(fiber)
 
-    def _branch_settled(self, fiber: _Fiber) -> None:
+    def _branch_settled(self, fiber: Fiber) -> None:
         join = fiber.join
         assert join is not None
         join.pending -= 1
@@ -711,42 +564,6 @@ class Engine:
                     listener,
                     type(event).__name__,
                 )
-
-
-def _stopping(fiber: _Fiber) -> bool:
-    """Whether a `par` enclosing `fiber` has a failed branch, so `fiber` must start nothing."""
-    join = fiber.join
-    while join is not None:
-        if join.failing:
-            return True
-        join = join.parent.join
-    return False
-
-
-PLAIN_TYPES: Final[set[type]] = {int, float, str, bytes, bool, tuple, list, dict, frozenset, set}
-"""Result types known to be neither `returns` containers nor awaitables (a fast path)."""
-
-_PLAIN_TYPES_LIMIT: Final = 4096
-
-
-def learn_plain_type(result: object) -> None:
-    """Remember that results of this type need no unwrapping, up to a bounded number of types."""
-    if len(PLAIN_TYPES) < _PLAIN_TYPES_LIMIT:
-        PLAIN_TYPES.add(type(result))
-
-
-def _unwrap_result(path: str, result: object) -> tuple[object, BaseException | None]:
-    """A step's result as (value, None), or (None, error) when it is a `returns` failure."""
-    if not isinstance(result, Result | IOResult):
-        if not isawaitable(result):
-            learn_plain_type(result)
-        return result, None
-    if is_successful(result):
-        inner = result.unwrap()
-        return (unsafe_perform_io(inner) if isinstance(result, IOResult) else inner), None
-    failure = result.failure()
-    value = unsafe_perform_io(failure) if isinstance(result, IOResult) else failure
-    return None, value if isinstance(value, BaseException) else ReturnedFailure(path, value)
 
 
 def _not_a_saga(continuation: object, returned: object) -> TypeError:

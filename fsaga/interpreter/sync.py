@@ -10,15 +10,10 @@ from inspect import isawaitable
 from typing import TypeVar, cast, final
 
 from fsaga.events import Listener
-from fsaga.interpreter.engine import (
-    ACTION,
-    COMPENSATION,
-    PLAIN_TYPES,
-    Call,
-    CompensationPolicy,
-    Engine,
-)
+from fsaga.interpreter.call import ACTION, COMPENSATION, Call
+from fsaga.interpreter.engine import CompensationPolicy, Engine
 from fsaga.interpreter.protocol import Effect, Perform
+from fsaga.interpreter.results import PLAIN_TYPES
 from fsaga.outcome import Outcome, describe_failure
 from fsaga.saga import Saga
 

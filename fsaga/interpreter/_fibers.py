@@ -1,0 +1,87 @@
+"""How the engine keeps its place in a tree: fibers, their stacks, scopes and par joins.
+
+Private to the engine. A fiber is one thread of control (the root, or a branch of a `par`); its
+stack holds the continuations still to apply; a scope makes step paths unique; a join waits for
+a `par`'s branches.
+"""
+
+from __future__ import annotations
+
+from typing import Any, final
+
+from fsaga.errors import DuplicateStepNameError
+
+__all__ = ["Fiber", "Join", "Scope", "ScopeExit", "stopping"]
+
+
+@final
+class Scope:
+    """Where step paths are made unique: the root, a named sub-saga, or an unnamed par branch."""
+
+    __slots__ = ("counts", "prefix")
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.counts: dict[str, int] = {}
+
+    def claim(self, label: str, *, explicit: bool) -> str:
+        """The path of the next step (or sub-saga) labelled `label` in this scope.
+
+        Explicit names are unique in their scope; implicit ones (derived from the action) are
+        numbered in the order they run: ``charge``, ``charge#2``, ``charge#3``.
+        """
+        count = self.counts.get(label, 0) + 1
+        if count > 1 and explicit:
+            raise DuplicateStepNameError(self.join(label))
+        self.counts[label] = count
+        return self.join(label if count == 1 else f"{label}#{count}")
+
+    def join(self, segment: str) -> str:
+        return f"{self.prefix}/{segment}" if self.prefix else segment
+
+
+@final
+class ScopeExit:
+    """A frame on a fiber's stack: leaving a named sub-saga restores the enclosing scope."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+
+@final
+class Fiber:
+    """One thread of control through the tree: the root, or a branch of a `par`."""
+
+    __slots__ = ("index", "join", "scope", "stack")
+
+    def __init__(self, scope: Scope, join: Join | None, index: int) -> None:
+        self.scope = scope
+        self.join = join
+        self.index = index
+        self.stack: list[Any] = []
+
+
+@final
+class Join:
+    """A running `par`: waits for every branch fiber, then resumes (or fails) the parent."""
+
+    __slots__ = ("errors", "failing", "parent", "pending", "results")
+
+    def __init__(self, parent: Fiber, width: int) -> None:
+        self.parent = parent
+        self.pending = width
+        self.results: list[object] = [None] * width
+        self.errors: list[BaseException] = []
+        self.failing = False
+
+
+def stopping(fiber: Fiber) -> bool:
+    """Whether a `par` enclosing `fiber` has a failed branch, so `fiber` must start nothing."""
+    join = fiber.join
+    while join is not None:
+        if join.failing:
+            return True
+        join = join.parent.join
+    return False

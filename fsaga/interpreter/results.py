@@ -1,0 +1,41 @@
+"""What an effect's return value means: a plain value, or a `returns` container to unwrap."""
+
+from __future__ import annotations
+
+from inspect import isawaitable
+from typing import Final
+
+from returns.io import IOResult
+from returns.pipeline import is_successful
+from returns.result import Result
+from returns.unsafe import unsafe_perform_io
+
+from fsaga.errors import ReturnedFailure
+
+__all__ = ["PLAIN_TYPES", "learn_plain_type", "unwrap_result"]
+
+
+PLAIN_TYPES: Final[set[type]] = {int, float, str, bytes, bool, tuple, list, dict, frozenset, set}
+"""Result types known to be neither `returns` containers nor awaitables (a fast path)."""
+
+_PLAIN_TYPES_LIMIT: Final = 4096
+
+
+def learn_plain_type(result: object) -> None:
+    """Remember that results of this type need no unwrapping, up to a bounded number of types."""
+    if len(PLAIN_TYPES) < _PLAIN_TYPES_LIMIT:
+        PLAIN_TYPES.add(type(result))
+
+
+def unwrap_result(path: str, result: object) -> tuple[object, BaseException | None]:
+    """A step's result as (value, None), or (None, error) when it is a `returns` failure."""
+    if not isinstance(result, Result | IOResult):
+        if not isawaitable(result):
+            learn_plain_type(result)
+        return result, None
+    if is_successful(result):
+        inner = result.unwrap()
+        return (unsafe_perform_io(inner) if isinstance(result, IOResult) else inner), None
+    failure = result.failure()
+    value = unsafe_perform_io(failure) if isinstance(result, IOResult) else failure
+    return None, value if isinstance(value, BaseException) else ReturnedFailure(path, value)
