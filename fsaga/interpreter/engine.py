@@ -18,8 +18,11 @@ calls `poll()` until it returns ``None`` to collect every call that can run now.
 from __future__ import annotations
 
 import logging
+import random
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final, Literal, final
 
 from fsaga.errors import DuplicateStepNameError
@@ -53,7 +56,7 @@ from fsaga.saga import (
     sibling_name,
 )
 
-__all__ = ["CompensationPolicy", "Engine"]
+__all__ = ["CompensationPolicy", "Engine", "EngineSettings"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +66,38 @@ CompensationPolicy = Literal["continue", "stop"]
 _FORWARD: Final = 0
 _COMPENSATING: Final = 1
 _DONE: Final = 2
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """What an interpreter configures once and every run of its engine shares.
+
+    Attributes:
+        listeners: called with every event (see `fsaga.events`).
+        clock: the time stamped on events.
+        random_unit: random numbers in ``[0, 1)`` for retry jitter.
+        on_compensation_failure: ``"continue"`` runs the remaining compensations when one fails
+            for good; ``"stop"`` skips them (the outcome lists them as skipped).
+    """
+
+    listeners: tuple[Listener, ...] = ()
+    clock: Callable[[], float] = time.time
+    random_unit: Callable[[], float] = random.random
+    on_compensation_failure: CompensationPolicy = "continue"
+
+    def __post_init__(self) -> None:
+        for listener in self.listeners:
+            if not callable(listener):
+                raise TypeError(f"listener {listener!r} is not callable")
+        for label, function in (("clock", self.clock), ("random_unit", self.random_unit)):
+            if not callable(function):
+                raise TypeError(f"{label} must be callable, got {function!r}")
+        if self.on_compensation_failure not in ("continue", "stop"):
+            raise ValueError(
+                "on_compensation_failure must be 'continue' or 'stop', "
+                f"got {self.on_compensation_failure!r}"
+            )
 
 
 @final
@@ -85,42 +120,26 @@ class Engine:
     """The state of one run of one saga; see the module docstring for the protocol."""
 
     __slots__ = (
-        "_clock",
         "_completed",
         "_debug",
         "_in_flight",
         "_listeners",
         "_outcome",
         "_phase",
-        "_random_unit",
         "_runnable",
         "_saga_id",
-        "_stop_on_compensation_failure",
+        "_settings",
         "_undo",
     )
 
     def __init__(
-        self,
-        saga: Saga[object],
-        *,
-        saga_id: str | None = None,
-        listeners: Sequence[Listener] = (),
-        clock: Callable[[], float],
-        random_unit: Callable[[], float],
-        on_compensation_failure: CompensationPolicy = "continue",
+        self, saga: Saga[object], settings: EngineSettings, *, saga_id: str | None = None
     ) -> None:
         if not isinstance(saga, Saga):
             raise TypeError(f"an interpreter runs a Saga, got {saga!r}")
-        if on_compensation_failure not in ("continue", "stop"):
-            raise ValueError(
-                "on_compensation_failure must be 'continue' or 'stop', "
-                f"got {on_compensation_failure!r}"
-            )
         self._saga_id = saga_id
-        self._listeners = tuple(listeners)
-        self._clock = clock
-        self._random_unit = random_unit
-        self._stop_on_compensation_failure = on_compensation_failure == "stop"
+        self._settings = settings
+        self._listeners = settings.listeners
         self._debug = logger.isEnabledFor(logging.DEBUG)
         self._phase = _FORWARD
         # Fibers ready to advance, as (fiber, node to start at, value to resume with): a stack,
@@ -134,7 +153,7 @@ class Engine:
         self._undo: _Undo | None = None
         self._outcome: Outcome[object] | None = None
         if self._listeners:
-            self._emit(SagaStarted(self.saga_id, self._clock()))
+            self._emit(SagaStarted(self.saga_id, settings.clock()))
         if self._debug:
             logger.debug("saga %s: started", self.saga_id)
 
@@ -201,7 +220,7 @@ class Engine:
                         self.saga_id,
                         call.path,
                         call.attempt,
-                        self._clock(),
+                        self._settings.clock(),
                         call.started_at,
                         result,
                         compensable,
@@ -272,7 +291,7 @@ class Engine:
                     self.saga_id,
                     attempt.path,
                     attempt.attempt,
-                    self._clock(),
+                    self._settings.clock(),
                     attempt.started_at,
                     interruption,
                     unknown=unknown,
@@ -412,7 +431,7 @@ class Engine:
 
     def _announce(self, call: Call) -> None:
         if self._listeners:
-            call.started_at = at = self._clock()
+            call.started_at = at = self._settings.clock()
             if call.kind is ACTION:
                 self._emit(StepStarted(self.saga_id, call.path, call.attempt, at))
             else:
@@ -433,7 +452,12 @@ class Engine:
         if self._listeners:
             self._emit(
                 StepFailed(
-                    self.saga_id, call.path, call.attempt, self._clock(), call.started_at, error
+                    self.saga_id,
+                    call.path,
+                    call.attempt,
+                    self._settings.clock(),
+                    call.started_at,
+                    error,
                 )
             )
         if self._debug:
@@ -445,7 +469,7 @@ class Engine:
     def _retry(self, call: Call, retry: Retry, error: BaseException) -> Call:
         """The next attempt of `call`, or the wait that precedes it."""
         attempt = call.attempt + 1
-        delay = retry.delay_before(attempt, random_unit=self._random_unit())
+        delay = retry.delay_before(attempt, random_unit=self._settings.random_unit())
         if self._listeners:
             event_type = StepRetrying if call.kind is ACTION else CompensationRetrying
             self._emit(
@@ -453,7 +477,7 @@ class Engine:
                     self.saga_id,
                     call.path,
                     call.attempt,
-                    self._clock(),
+                    self._settings.clock(),
                     call.started_at,
                     error,
                     delay,
@@ -499,7 +523,7 @@ class Engine:
         if self._listeners:
             self._emit(
                 CompensationCompleted(
-                    self.saga_id, call.path, call.attempt, self._clock(), call.started_at
+                    self.saga_id, call.path, call.attempt, self._settings.clock(), call.started_at
                 )
             )
         return self.poll()
@@ -517,12 +541,17 @@ class Engine:
         if self._listeners:
             self._emit(
                 CompensationFailed(
-                    self.saga_id, call.path, call.attempt, self._clock(), call.started_at, error
+                    self.saga_id,
+                    call.path,
+                    call.attempt,
+                    self._settings.clock(),
+                    call.started_at,
+                    error,
                 )
             )
         if self._debug:
             logger.debug("saga %s: compensation %s failed: %r", self.saga_id, call.path, error)
-        if self._stop_on_compensation_failure:
+        if self._settings.on_compensation_failure == "stop":
             while undo.cursor >= 0:
                 undo.skipped.append(self._completed[undo.cursor].path)
                 undo.cursor -= 1
@@ -549,7 +578,7 @@ class Engine:
         self._outcome = outcome
         self._completed = []
         if self._listeners:
-            self._emit(SagaFinished(self.saga_id, self._clock(), outcome))
+            self._emit(SagaFinished(self.saga_id, self._settings.clock(), outcome))
         if self._debug:
             logger.debug("saga %s: finished: %s", self.saga_id, type(outcome).__name__)
 

@@ -11,7 +11,7 @@ from typing import TypeVar, cast, final
 
 from fsaga.events import Listener
 from fsaga.interpreter.call import ACTION, COMPENSATION, Call
-from fsaga.interpreter.engine import CompensationPolicy, Engine
+from fsaga.interpreter.engine import CompensationPolicy, Engine, EngineSettings
 from fsaga.interpreter.protocol import Effect, Perform
 from fsaga.interpreter.results import PLAIN_TYPES
 from fsaga.outcome import Outcome, describe_failure
@@ -49,14 +49,7 @@ class SyncInterpreter:
     Success(value='ok')
     """
 
-    __slots__ = (
-        "_clock",
-        "_listeners",
-        "_on_compensation_failure",
-        "_perform",
-        "_random",
-        "_sleep",
-    )
+    __slots__ = ("_perform", "_settings", "_sleep")
 
     def __init__(
         self,
@@ -68,40 +61,21 @@ class SyncInterpreter:
         random_unit: Callable[[], float] = random.random,
         on_compensation_failure: CompensationPolicy = "continue",
     ) -> None:
-        listeners = tuple(listeners)
-        for listener in listeners:
-            if not callable(listener):
-                raise TypeError(f"SyncInterpreter: listener {listener!r} is not callable")
-        for label, function in (
-            ("perform", perform),
-            ("sleep", sleep),
-            ("clock", clock),
-            ("random_unit", random_unit),
-        ):
+        for label, function in (("perform", perform), ("sleep", sleep)):
             if function is not None and not callable(function):
                 raise TypeError(f"SyncInterpreter: {label} must be callable, got {function!r}")
-        if on_compensation_failure not in ("continue", "stop"):
-            raise ValueError(
-                "SyncInterpreter: on_compensation_failure must be 'continue' or 'stop', "
-                f"got {on_compensation_failure!r}"
+        try:
+            self._settings = EngineSettings(
+                tuple(listeners), clock, random_unit, on_compensation_failure
             )
-        self._listeners = listeners
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"SyncInterpreter: {error}") from None
         self._perform = perform
         self._sleep = sleep
-        self._clock = clock
-        self._random = random_unit
-        self._on_compensation_failure: CompensationPolicy = on_compensation_failure
 
     def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
         """Run `saga` to its outcome (`Saga.run` calls this)."""
-        engine = Engine(
-            saga,
-            saga_id=saga_id,
-            listeners=self._listeners,
-            clock=self._clock,
-            random_unit=self._random,
-            on_compensation_failure=self._on_compensation_failure,
-        )
+        engine = Engine(saga, self._settings, saga_id=saga_id)
         perform = self._perform
         sleep = self._sleep
         interruption: BaseException | None = None

@@ -14,8 +14,10 @@ as well as on generated ones (see `fsaga.testing.strategies` for the hypothesis 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
+
+import toolz
 
 from fsaga.events import (
     CompensationCompleted,
@@ -61,6 +63,12 @@ def check_run(trace: Trace, outcome: Outcome[object]) -> None:
     assert_compensations_get_their_results(trace)
 
 
+def _repeated(paths: Iterable[str]) -> list[str]:
+    """The paths that occur more than once, in sorted order."""
+    counts: dict[str, int] = toolz.frequencies(paths)
+    return sorted(path for path, count in counts.items() if count > 1)
+
+
 def _completed_compensable(events: Sequence[Event]) -> list[str]:
     return [
         event.path for event in events if isinstance(event, StepCompleted) and event.compensable
@@ -81,7 +89,7 @@ def assert_unstarted_steps_never_compensated(events: Sequence[Event]) -> None:
     order = _compensation_order(events)
     strangers = [path for path in order if path not in completed]
     assert not strangers, f"compensated steps that never completed: {strangers}"
-    twice = sorted({path for path in order if order.count(path) > 1})
+    twice = _repeated(order)
     assert not twice, f"steps compensated more than once: {twice}"
 
 
@@ -117,7 +125,8 @@ def assert_every_completed_step_accounted_for(
     assert not missing, f"completed steps neither compensated nor reported: {missing}"
     extra = [path for path in accounted if path not in completed]
     assert not extra, f"outcome reports steps that never completed: {extra}"
-    assert len(accounted) == len(set(accounted)), f"a step is reported twice: {accounted}"
+    twice = _repeated(accounted)
+    assert not twice, f"steps reported more than once: {twice}"
 
 
 def assert_outcome_matches_trace(events: Sequence[Event], outcome: Outcome[object]) -> None:
