@@ -277,7 +277,8 @@ class Engine:
         attempt = call.argument if call.kind is SLEEP else call
         assert isinstance(attempt, Call)
         if attempt.kind is COMPENSATION:
-            self._compensation_failed_for_good(attempt, interruption)
+            # Only record it: the driver polls for the next compensation itself.
+            self._record_compensation_failure(attempt, interruption)
             return
         # An action cut short mid-flight has an unknown outcome; one that was waiting to be
         # retried never started, so its outcome is known: it failed.
@@ -432,10 +433,21 @@ class Engine:
     def _announce(self, call: Call) -> None:
         if self._listeners:
             call.started_at = at = self._settings.clock()
+            event: Event
             if call.kind is ACTION:
-                self._emit(StepStarted(self.saga_id, call.path, call.attempt, at))
+                event = StepStarted(self.saga_id, call.path, call.attempt, at)
             else:
-                self._emit(CompensationStarted(self.saga_id, call.path, call.attempt, at))
+                event = CompensationStarted(self.saga_id, call.path, call.attempt, at)
+            try:
+                self._emit(event)
+            except BaseException as interruption:
+                # A listener raised an interrupt (`_emit` ignores only Exceptions): this call
+                # never reaches the driver, which reports the interruption as coming between
+                # calls. Settle the call here so the run can still finish compensating.
+                self._in_flight -= 1
+                if call.kind is COMPENSATION:
+                    self._record_compensation_failure(call, interruption)
+                raise
         if self._debug:
             logger.debug(
                 "saga %s: %s %s attempt %d", self.saga_id, call.kind, call.path, call.attempt
@@ -535,9 +547,17 @@ class Engine:
         return self._compensation_failed_for_good(call, error)
 
     def _compensation_failed_for_good(self, call: Call, error: BaseException) -> Call | None:
+        self._record_compensation_failure(call, error)
+        return self.poll()
+
+    def _record_compensation_failure(self, call: Call, error: BaseException) -> None:
         undo = self._undo
         assert undo is not None
         undo.failures.append(CompensationFailure(call.path, error, call.attempt))
+        if self._settings.on_compensation_failure == "stop":
+            while undo.cursor >= 0:
+                undo.skipped.append(self._completed[undo.cursor].path)
+                undo.cursor -= 1
         if self._listeners:
             self._emit(
                 CompensationFailed(
@@ -551,11 +571,6 @@ class Engine:
             )
         if self._debug:
             logger.debug("saga %s: compensation %s failed: %r", self.saga_id, call.path, error)
-        if self._settings.on_compensation_failure == "stop":
-            while undo.cursor >= 0:
-                undo.skipped.append(self._completed[undo.cursor].path)
-                undo.cursor -= 1
-        return self.poll()
 
     # -- the end ------------------------------------------------------------------------------
 

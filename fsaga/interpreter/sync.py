@@ -61,9 +61,10 @@ class SyncInterpreter:
         random_unit: Callable[[], float] = random.random,
         on_compensation_failure: CompensationPolicy = "continue",
     ) -> None:
-        for label, function in (("perform", perform), ("sleep", sleep)):
-            if function is not None and not callable(function):
-                raise TypeError(f"SyncInterpreter: {label} must be callable, got {function!r}")
+        if perform is not None and not callable(perform):
+            raise TypeError(f"SyncInterpreter: perform must be callable, got {perform!r}")
+        if not callable(sleep):
+            raise TypeError(f"SyncInterpreter: sleep must be callable, got {sleep!r}")
         try:
             self._settings = EngineSettings(
                 tuple(listeners), clock, random_unit, on_compensation_failure

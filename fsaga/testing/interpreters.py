@@ -251,7 +251,13 @@ class ScriptedInterpreter:
 
 def _check_script(scripts: Mapping[str, Script], label: str) -> Mapping[str, Script]:
     for path, script in scripts.items():
-        answers = [script] if isinstance(script, Return | Raise) else list(script)
+        candidate: object = script  # callers may pass anything: check it at run time
+        if isinstance(candidate, Return | Raise):
+            answers: list[object] = [candidate]
+        elif isinstance(candidate, Sequence) and not isinstance(candidate, str | bytes):
+            answers = list(candidate)
+        else:
+            answers = []  # not a script at all: rejected below, naming the path
         if not answers or not all(isinstance(answer, Return | Raise) for answer in answers):
             raise TypeError(
                 f"ScriptedInterpreter: {label}[{path!r}] must be Return, Raise or a non-empty "

@@ -1,0 +1,371 @@
+"""The demo behind ``python -m fsaga demo``: one order placed across three in-memory services.
+
+Placing an order reserves stock (inventory), creates the order (orders), then authorises and
+captures the payment (payments, a named sub-saga). The saga runs three times, on fresh
+services each time:
+
+1. everything works (the payment gateway times out once; the retry goes through): `Success`;
+2. the capture is declined: every completed step is undone, in reverse order: `Failure`;
+3. the capture is declined and the inventory cannot release the stock, even after retries:
+   `PartialFailure`, which names the compensation that failed.
+
+Time is simulated: every service call advances a fake clock by a fixed latency, and retry
+waits advance it instead of sleeping, so the output is the same on every run.
+
+>>> runs = run_demo(write=lambda text: None)
+>>> [type(run.outcome).__name__ for run in runs]
+['Success', 'Failure', 'PartialFailure']
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import final
+
+from fsaga.events import Event
+from fsaga.interpreter.sync import SyncInterpreter
+from fsaga.outcome import Outcome
+from fsaga.policy import Retry
+from fsaga.render import describe_outcome, render_timeline
+from fsaga.saga import Saga, step
+
+__all__ = [
+    "HEADER",
+    "SCENARIOS",
+    "CardDeclined",
+    "GatewayTimeout",
+    "Inventory",
+    "OrderRequest",
+    "Orders",
+    "Payments",
+    "Receipt",
+    "Reservation",
+    "Scenario",
+    "ScenarioRun",
+    "ServiceUnavailable",
+    "Services",
+    "SimulatedClock",
+    "place_order",
+    "report",
+    "run_demo",
+    "run_scenario",
+]
+
+
+class GatewayTimeout(Exception):
+    """The payment gateway did not answer in time: worth another attempt."""
+
+
+class CardDeclined(Exception):
+    """The bank refused the payment: retrying will not help."""
+
+
+class ServiceUnavailable(Exception):
+    """A service is down."""
+
+
+@final
+class SimulatedClock:
+    """A clock that only moves when told: service calls and retry waits advance it."""
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` pass (a service call taking that long, or a retry's wait)."""
+        self.now = round(self.now + seconds, 6)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """What the customer asked for."""
+
+    customer: str
+    sku: str
+    quantity: int
+    amount_cents: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Stock held for an order."""
+
+    id: str
+    sku: str
+    quantity: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a successful order placement returns."""
+
+    order_id: str
+    reservation_id: str
+    payment_id: str
+
+
+@final
+@dataclass(slots=True)
+class Inventory:
+    """Stock per SKU and the reservations held against it."""
+
+    clock: SimulatedClock
+    stock: dict[str, int]
+    reservations: dict[str, Reservation] = field(default_factory=dict)
+    releases_failing: bool = False
+
+    def reserve(self, sku: str, quantity: int) -> Reservation:
+        self.clock.advance(0.012)
+        if self.stock.get(sku, 0) < quantity:
+            raise ValueError(f"only {self.stock.get(sku, 0)} of {sku} left")
+        self.stock[sku] -= quantity
+        reservation = Reservation(f"R-{len(self.reservations) + 1}", sku, quantity)
+        self.reservations[reservation.id] = reservation
+        return reservation
+
+    def release(self, reservation: Reservation) -> None:
+        self.clock.advance(0.010)
+        if self.releases_failing:
+            raise ServiceUnavailable("inventory service unavailable")
+        if self.reservations.pop(reservation.id, None) is not None:  # idempotent
+            self.stock[reservation.sku] += reservation.quantity
+
+    def describe(self) -> str:
+        held = ", ".join(f"{r.id} ({r.quantity} x {r.sku})" for r in self.reservations.values())
+        return f"stock {self.stock}, reservations held: {held or 'none'}"
+
+
+@final
+@dataclass(slots=True)
+class Orders:
+    """Orders and their status."""
+
+    clock: SimulatedClock
+    status: dict[str, str] = field(default_factory=dict)
+
+    def create(self, customer: str, reservation: Reservation) -> str:
+        self.clock.advance(0.020)
+        order_id = f"O-{len(self.status) + 1}"
+        self.status[order_id] = "placed"
+        return order_id
+
+    def cancel(self, order_id: str) -> None:
+        self.clock.advance(0.015)
+        self.status[order_id] = "cancelled"  # idempotent
+
+    def describe(self) -> str:
+        return ", ".join(f"{order} {status}" for order, status in self.status.items()) or "none"
+
+
+@final
+@dataclass(slots=True)
+class Payments:
+    """Authorisations (money held) and captures (money taken)."""
+
+    clock: SimulatedClock
+    held: dict[str, int] = field(default_factory=dict)
+    captured: dict[str, int] = field(default_factory=dict)
+    timeouts_left: int = 0
+    declines: bool = False
+
+    def authorize(self, amount_cents: int) -> str:
+        self.clock.advance(0.030)
+        if self.timeouts_left:
+            self.timeouts_left -= 1
+            raise GatewayTimeout("payment gateway timed out")
+        authorization = f"A-{len(self.held) + len(self.captured) + 1}"
+        self.held[authorization] = amount_cents
+        return authorization
+
+    def void(self, authorization: str) -> None:
+        self.clock.advance(0.025)
+        self.held.pop(authorization, None)  # idempotent
+
+    def capture(self, authorization: str) -> str:
+        self.clock.advance(0.040)
+        if self.declines:
+            raise CardDeclined("card declined: insufficient funds")
+        payment_id = authorization.replace("A-", "P-")
+        self.captured[payment_id] = self.held.pop(authorization)
+        return payment_id
+
+    def refund(self, payment_id: str) -> None:
+        self.clock.advance(0.030)
+        self.captured.pop(payment_id, None)  # idempotent
+
+    def describe(self) -> str:
+        return f"held {self.held or 'none'}, captured {self.captured or 'none'}"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The three services an order touches, sharing one simulated clock."""
+
+    clock: SimulatedClock
+    inventory: Inventory
+    orders: Orders
+    payments: Payments
+
+    @staticmethod
+    def fresh() -> Services:
+        clock = SimulatedClock()
+        return Services(clock, Inventory(clock, {"sku-42": 10}), Orders(clock), Payments(clock))
+
+    def describe(self) -> str:
+        return "\n".join(
+            [
+                f"  inventory: {self.inventory.describe()}",
+                f"  orders:    {self.orders.describe()}",
+                f"  payments:  {self.payments.describe()}",
+            ]
+        )
+
+
+def place_order(services: Services, request: OrderRequest) -> Saga[Receipt]:
+    """The order saga. Each step pairs a service call with the call that undoes it.
+
+    Step paths: ``reserve_stock``, ``create_order``, ``payment/authorize``, ``payment/capture``.
+    """
+    inventory, orders, payments = services.inventory, services.orders, services.payments
+    # Compensations get a few attempts of their own: an undo that gives up leaves a mess.
+    patient = Retry(3, delay=0.1, backoff=2.0, jitter=0.2)
+
+    reserve = step(
+        partial(inventory.reserve, request.sku, request.quantity),
+        inventory.release,
+        name="reserve_stock",
+        compensation_retry=patient,
+    )
+
+    def capture(authorization: str) -> Saga[str]:
+        return step(partial(payments.capture, authorization), payments.refund, name="capture")
+
+    payment = (
+        step(
+            partial(payments.authorize, request.amount_cents),
+            payments.void,
+            name="authorize",
+            retry=Retry(3, delay=0.05, jitter=0.2, retry_on=GatewayTimeout),
+        )
+        .bind(capture)
+        .named("payment")
+    )
+
+    def create_order_and_pay(reservation: Reservation) -> Saga[Receipt]:
+        create_order = step(
+            partial(orders.create, request.customer, reservation),
+            orders.cancel,
+            name="create_order",
+            compensation_retry=patient,
+        )
+        return create_order.zip(payment).map(
+            lambda ids: Receipt(order_id=ids[0], reservation_id=reservation.id, payment_id=ids[1])
+        )
+
+    return reserve.bind(create_order_and_pay)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One run of the demo: what goes wrong in it."""
+
+    title: str
+    saga_id: str
+    gateway_timeouts: int = 0
+    card_declined: bool = False
+    inventory_down: bool = False
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "Success: the payment gateway times out once, the retry goes through",
+        "order-1001",
+        gateway_timeouts=1,
+    ),
+    Scenario(
+        "Failure: the card is declined, everything is rolled back",
+        "order-1002",
+        card_declined=True,
+    ),
+    Scenario(
+        "PartialFailure: the card is declined and the stock cannot be released",
+        "order-1003",
+        card_declined=True,
+        inventory_down=True,
+    ),
+)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ScenarioRun:
+    """What one scenario produced: its events, its outcome, and the services afterwards."""
+
+    scenario: Scenario
+    events: tuple[Event, ...]
+    outcome: Outcome[Receipt]
+    services: Services
+
+
+def run_scenario(scenario: Scenario) -> ScenarioRun:
+    """Run the order saga once, on fresh services, with the scenario's faults."""
+    services = Services.fresh()
+    services.payments.timeouts_left = scenario.gateway_timeouts
+    services.payments.declines = scenario.card_declined
+    services.inventory.releases_failing = scenario.inventory_down
+    events: list[Event] = []
+    interpreter = SyncInterpreter(
+        listeners=[events.append],
+        clock=services.clock,
+        sleep=services.clock.advance,
+        random_unit=random.Random(scenario.saga_id).random,
+    )
+    request = OrderRequest("ada", "sku-42", 3, 4_500)
+    outcome = place_order(services, request).run(interpreter, saga_id=scenario.saga_id)
+    return ScenarioRun(scenario, tuple(events), outcome, services)
+
+
+def report(run: ScenarioRun, number: int) -> str:
+    """A scenario's timeline, outcome and final state, as printed by the demo."""
+    return "\n".join(
+        [
+            f"== {number}. {run.scenario.title}",
+            "",
+            render_timeline(run.events),
+            "",
+            "outcome:",
+            "  " + describe_outcome(run.outcome).replace("\n", "\n  "),
+            "",
+            "state afterwards:",
+            run.services.describe(),
+            "",
+        ]
+    )
+
+
+HEADER = (
+    "fsaga demo: one order (3 x sku-42, 45.00) placed across three in-memory services,\n"
+    "three times, on fresh services each time. Time is simulated, so every run prints the same.\n"
+)
+
+
+def run_demo(write: Callable[[str], object] = print) -> list[ScenarioRun]:
+    """Run every scenario, `write` the header and each report, and return the runs."""
+    runs = [run_scenario(scenario) for scenario in SCENARIOS]
+    write(HEADER)
+    for number, run in enumerate(runs, start=1):
+        write(report(run, number))
+    return runs

@@ -1,0 +1,450 @@
+"""Interpreters for tests (fsaga.testing.interpreters): recording, scripted, fault-injecting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fsaga import (
+    CompensationFailure,
+    Effect,
+    Failure,
+    PartialFailure,
+    Retry,
+    SagaFinished,
+    SagaStarted,
+    StepCompleted,
+    StepStarted,
+    Success,
+    par,
+    step,
+)
+from fsaga.testing import (
+    FaultInjectingInterpreter,
+    FaultPlan,
+    InjectedFault,
+    Raise,
+    RecordedEffect,
+    RecordingInterpreter,
+    Return,
+    ScriptedInterpreter,
+    UnscriptedStepError,
+    check_run,
+)
+
+
+class Declined(Exception):
+    pass
+
+
+def flaky(times: int) -> Any:
+    """An action raising `Declined` on its first `times` calls, then returning "ok"."""
+    calls = 0
+
+    def action() -> str:
+        nonlocal calls
+        calls += 1
+        if calls <= times:
+            raise Declined(f"call {calls}")
+        return "ok"
+
+    return action
+
+
+# -- RecordingInterpreter -----------------------------------------------------------------------
+
+
+def test_recording_performs_real_effects_and_records_them_with_their_results() -> None:
+    undone: list[object] = []
+    error = Declined("no")
+
+    def charge() -> str:
+        raise error
+
+    saga = step(lambda: "R-1", undone.append, name="reserve").then(step(charge, name="charge"))
+    recording = RecordingInterpreter()
+
+    outcome = saga.run(recording)
+
+    assert outcome == Failure(error, ("reserve",))
+    assert undone == ["R-1"]
+    assert recording.effects == [
+        RecordedEffect("action", "reserve", 1, None, result="R-1"),
+        RecordedEffect("action", "charge", 1, None, error=error),
+        RecordedEffect("compensation", "reserve", 1, "R-1", result=None),
+    ]
+    check_run(recording, outcome)
+
+
+def test_recording_lists_paths_by_kind() -> None:
+    saga = step(lambda: 1, lambda _: None, name="a").then(step(flaky(9), name="b"))
+    recording = RecordingInterpreter()
+
+    saga.run(recording)
+
+    assert recording.paths() == ["a", "b", "a"]
+    assert recording.paths("action") == ["a", "b"]
+    assert recording.paths("compensation") == ["a"]
+
+
+def test_recording_records_sleeps_without_sleeping() -> None:
+    recording = RecordingInterpreter()
+
+    outcome = step(flaky(2), retry=Retry(3, delay=10.0, backoff=3.0)).run(recording)
+
+    assert outcome == Success("ok")
+    assert recording.sleeps == [10.0, 30.0]
+
+
+def test_recording_random_unit_is_injectable() -> None:
+    recording = RecordingInterpreter(random_unit=lambda: 0.5)
+
+    step(flaky(1), retry=Retry(2, delay=10.0, jitter=1.0)).run(recording)
+
+    assert recording.sleeps == [5.0]
+
+
+def test_recording_events_carry_repeatable_timestamps() -> None:
+    recording = RecordingInterpreter()
+
+    step(lambda: 1, name="a").run(recording, saga_id="s")
+
+    assert recording.events == [
+        SagaStarted("s", 1.0),
+        StepStarted("s", "a", 1, 2.0),
+        StepCompleted("s", "a", 1, 3.0, 2.0, 1, compensable=False),
+        SagaFinished("s", 4.0, Success(1)),
+    ]
+
+
+def test_recording_accepts_a_clock_and_further_listeners() -> None:
+    heard: list[object] = []
+    recording = RecordingInterpreter(clock=lambda: 7.0, listeners=[heard.append])
+
+    step(lambda: 1).run(recording)
+
+    assert heard == recording.events
+    assert {event.at for event in recording.events} == {7.0}
+
+
+def test_recording_custom_perform_sees_every_effect() -> None:
+    seen: list[Effect] = []
+
+    def perform(effect: Effect) -> object:
+        seen.append(effect)
+        return f"fake {effect.path}"
+
+    recording = RecordingInterpreter(perform=perform)
+
+    outcome = step(lambda: "real", name="a").run(recording)
+
+    assert outcome == Success("fake a")
+    assert [effect.path for effect in seen] == ["a"]
+    assert recording.effects == [RecordedEffect("action", "a", 1, None, result="fake a")]
+
+
+def test_recording_keeps_the_trace_of_every_run_until_cleared() -> None:
+    recording = RecordingInterpreter()
+    saga = step(lambda: 1, name="a")
+
+    saga.run(recording)
+    saga.run(recording)
+    assert recording.paths() == ["a", "a"]
+
+    recording.clear()
+    assert (recording.events, recording.effects, recording.sleeps) == ([], [], [])
+
+
+def test_recording_on_compensation_failure_stop() -> None:
+    saga = (
+        step(lambda: 1, lambda _: None, name="a")
+        .then(step(lambda: 2, lambda _: flaky(9)(), name="b"))
+        .then(step(flaky(9), name="c"))
+    )
+    recording = RecordingInterpreter(on_compensation_failure="stop")
+
+    outcome = saga.run(recording)
+
+    assert isinstance(outcome, PartialFailure)
+    assert outcome.skipped == ("a",)
+
+
+def test_recording_records_an_interrupt_and_lets_it_propagate() -> None:
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    recording = RecordingInterpreter()
+
+    with pytest.raises(KeyboardInterrupt):
+        step(interrupt, name="cut").run(recording)
+
+    [effect] = recording.effects
+    assert (effect.path, type(effect.error)) == ("cut", KeyboardInterrupt)
+
+
+# -- ScriptedInterpreter ------------------------------------------------------------------------
+
+
+def real_effect() -> str:
+    raise AssertionError("a scripted run performed a real effect")
+
+
+def real_compensation(_: object) -> None:
+    raise AssertionError("a scripted run performed a real compensation")
+
+
+def test_scripted_performs_no_real_effect() -> None:
+    saga = step(real_effect, real_compensation, name="reserve").then(
+        step(real_effect, name="charge")
+    )
+    scripted = ScriptedInterpreter({"reserve": Return("R-1"), "charge": Raise(Declined("no"))})
+
+    outcome = saga.run(scripted)
+
+    assert isinstance(outcome, Failure)
+    assert outcome.compensated == ("reserve",)
+    assert [(effect.kind, effect.path, effect.argument) for effect in scripted.effects] == [
+        ("action", "reserve", None),
+        ("action", "charge", None),
+        ("compensation", "reserve", "R-1"),
+    ]
+    check_run(scripted, outcome)
+
+
+def test_scripted_answers_per_attempt_and_repeats_the_last_answer() -> None:
+    scripted = ScriptedInterpreter(
+        {"charge": [Raise(Declined("1")), Raise(Declined("2")), Return("paid")]}
+    )
+
+    outcome = step(real_effect, name="charge", retry=Retry(5)).run(scripted)
+
+    assert outcome == Success("paid")
+    assert [effect.attempt for effect in scripted.effects] == [1, 2, 3]
+    assert scripted.sleeps == [0.1, 0.2]
+
+
+def test_scripted_last_answer_repeats_for_later_attempts() -> None:
+    scripted = ScriptedInterpreter({"charge": [Raise(Declined("1")), Raise(Declined("again"))]})
+
+    outcome = step(real_effect, name="charge", retry=Retry(4)).run(scripted)
+
+    assert isinstance(outcome, Failure)
+    assert str(outcome.error) == "again"
+    assert [effect.attempt for effect in scripted.effects] == [1, 2, 3, 4]
+
+
+def test_scripted_compensations_default_to_success_and_can_fail() -> None:
+    saga = (
+        step(real_effect, real_compensation, name="a")
+        .then(step(real_effect, real_compensation, name="b"))
+        .then(step(real_effect, name="c"))
+    )
+    undo_error = Declined("refund refused")
+    scripted = ScriptedInterpreter(
+        {"a": Return(1), "b": Return(2), "c": Raise(Declined("no"))},
+        compensations={"b": Raise(undo_error)},
+    )
+
+    outcome = saga.run(scripted)
+
+    assert isinstance(outcome, PartialFailure)
+    assert outcome.compensated == ("a",)
+    assert outcome.failed_compensations == (CompensationFailure("b", undo_error, 1),)
+
+
+def test_an_unscripted_step_fails_with_unscripted_step_error() -> None:
+    scripted = ScriptedInterpreter({"a": Return(1)})
+    saga = step(real_effect, real_compensation, name="a").then(
+        step(real_effect, name="forgotten").named("payment")
+    )
+
+    outcome = saga.run(scripted)
+
+    assert isinstance(outcome, Failure)
+    error = outcome.error
+    assert isinstance(error, UnscriptedStepError)
+    assert isinstance(error, LookupError)
+    assert error.path == "payment/forgotten"
+    assert "'payment/forgotten'" in str(error)
+    assert outcome.compensated == ("a",)
+
+
+def test_a_default_answers_unscripted_steps() -> None:
+    scripted = ScriptedInterpreter(default=Return("default"))
+
+    outcome = par(step(real_effect), step(real_effect)).run(scripted)
+
+    assert outcome == Success(("default", "default"))
+
+
+def test_scripted_accepts_listeners_and_the_stop_policy() -> None:
+    heard: list[object] = []
+    saga = (
+        step(real_effect, real_compensation, name="a")
+        .then(step(real_effect, real_compensation, name="b"))
+        .then(step(real_effect, name="c"))
+    )
+    scripted = ScriptedInterpreter(
+        {"a": Return(0), "b": Return(0), "c": Raise(Declined())},
+        compensations={"b": Raise(Declined())},
+        listeners=[heard.append],
+        on_compensation_failure="stop",
+    )
+
+    outcome = saga.run(scripted)
+
+    assert isinstance(outcome, PartialFailure)
+    assert outcome.skipped == ("a",)
+    assert heard == scripted.events
+
+
+@pytest.mark.parametrize(
+    ("actions", "compensations"),
+    [
+        pytest.param({"charge": 3}, None, id="action-not-a-script"),
+        pytest.param({"charge": []}, None, id="action-empty-sequence"),
+        pytest.param({"charge": [Return(1), "paid"]}, None, id="action-bad-member"),
+        pytest.param({"charge": "paid"}, None, id="action-str"),
+        pytest.param({"charge": iter([Return(1)])}, None, id="action-iterator"),
+        pytest.param(None, {"charge": None}, id="compensation-not-a-script"),
+    ],
+)
+def test_bad_scripts_are_rejected_naming_the_path(actions: Any, compensations: Any) -> None:
+    with pytest.raises(TypeError, match=r"\['charge'\]"):
+        ScriptedInterpreter(actions, compensations=compensations)
+
+
+def test_a_bad_default_is_rejected() -> None:
+    bad: Any = "paid"
+
+    with pytest.raises(TypeError, match="default must be Return or Raise"):
+        ScriptedInterpreter(default=bad)
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), "boom", ValueError])
+def test_raise_needs_an_exception_instance(error: Any) -> None:
+    with pytest.raises(TypeError, match="Raise needs an Exception instance"):
+        Raise(error)
+
+
+def test_return_defaults_to_none() -> None:
+    assert Return().value is None
+
+
+# -- FaultInjectingInterpreter ------------------------------------------------------------------
+
+
+def test_faults_fail_the_first_attempts_then_effects_run_for_real() -> None:
+    calls: list[str] = []
+
+    def charge() -> str:
+        calls.append("charge")
+        return "paid"
+
+    interpreter = FaultInjectingInterpreter(FaultPlan(actions={"charge": 2}))
+
+    outcome = step(charge, name="charge", retry=Retry(3)).run(interpreter)
+
+    assert outcome == Success("paid")
+    assert calls == ["charge"]
+    errors = [effect.error for effect in interpreter.effects]
+    assert [type(error) for error in errors] == [InjectedFault, InjectedFault, type(None)]
+    first = errors[0]
+    assert isinstance(first, InjectedFault)
+    assert (first.kind, first.path, first.attempt) == ("action", "charge", 1)
+
+
+def test_an_injected_action_fault_fails_the_saga_and_compensates() -> None:
+    undone: list[object] = []
+    saga = step(lambda: "R-1", undone.append, name="reserve").then(
+        step(lambda: "paid", name="charge")
+    )
+    interpreter = FaultInjectingInterpreter(FaultPlan(actions={"charge": 1}))
+
+    outcome = saga.run(interpreter)
+
+    assert isinstance(outcome, Failure)
+    assert isinstance(outcome.error, InjectedFault)
+    assert outcome.compensated == ("reserve",)
+    assert undone == ["R-1"]
+    check_run(interpreter, outcome)
+
+
+def test_injected_compensation_faults_give_partial_failure() -> None:
+    saga = (
+        step(lambda: 1, lambda _: None, name="a")
+        .then(step(lambda: 2, lambda _: None, name="b"))
+        .then(step(lambda: 3, name="c"))
+    )
+    interpreter = FaultInjectingInterpreter(FaultPlan(actions={"c": 1}, compensations={"b": 1}))
+
+    outcome = saga.run(interpreter)
+
+    assert isinstance(outcome, PartialFailure)
+    assert outcome.compensated == ("a",)
+    [failure] = outcome.failed_compensations
+    assert failure.path == "b"
+    assert isinstance(failure.error, InjectedFault)
+    assert failure.error.kind == "compensation"
+    check_run(interpreter, outcome)
+
+
+def test_an_injected_compensation_fault_is_retried_by_its_policy() -> None:
+    saga = step(lambda: 1, lambda _: None, name="a", compensation_retry=Retry(2)).then(
+        step(lambda: 2, name="b")
+    )
+    interpreter = FaultInjectingInterpreter(FaultPlan(actions={"b": 1}, compensations={"a": 1}))
+
+    outcome = saga.run(interpreter)
+
+    assert isinstance(outcome, Failure)
+    assert outcome.compensated == ("a",)
+
+
+def test_an_injected_interrupt_compensates_and_propagates() -> None:
+    undone: list[object] = []
+    saga = step(lambda: "R-1", undone.append, name="a").then(
+        step(lambda: 2, lambda _: None, name="b")
+    )
+    interpreter = FaultInjectingInterpreter(FaultPlan(interrupt="b"))
+
+    with pytest.raises(KeyboardInterrupt, match="injected interrupt at 'b'"):
+        saga.run(interpreter)
+
+    assert undone == ["R-1"]
+    finished = interpreter.events[-1]
+    assert isinstance(finished, SagaFinished)
+    outcome = finished.outcome
+    assert isinstance(outcome, PartialFailure)
+    assert isinstance(outcome.error, KeyboardInterrupt)
+    assert (outcome.compensated, outcome.unresolved) == (("a",), ("b",))
+
+
+def test_an_empty_plan_changes_nothing() -> None:
+    interpreter = FaultInjectingInterpreter(FaultPlan())
+
+    assert step(lambda: 1).then(step(lambda: 2)).run(interpreter) == Success(2)
+    assert interpreter.paths() == ["step", "step#2"]
+    assert interpreter.sleeps == []
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        pytest.param({"actions": {"charge": -1}}, id="negative-action-count"),
+        pytest.param({"actions": {"charge": True}}, id="bool-action-count"),
+        pytest.param({"actions": {"charge": 1.5}}, id="float-action-count"),
+        pytest.param({"compensations": {"charge": "2"}}, id="str-compensation-count"),
+    ],
+)
+def test_bad_fault_plans_are_rejected_naming_the_path(plan: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"FaultPlan: \w+\['charge'\]"):
+        FaultPlan(**plan)
+
+
+def test_fault_injecting_needs_a_fault_plan() -> None:
+    bad: Any = {"charge": 1}
+
+    with pytest.raises(TypeError, match="needs a FaultPlan"):
+        FaultInjectingInterpreter(bad)

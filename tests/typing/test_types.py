@@ -1,0 +1,193 @@
+"""Type-level tests: checked by mypy (strict, `warn_unused_ignores`), never run by pytest.
+
+Each `assert_type` proves what mypy infers without plugins. Each ``# type: ignore[code]`` line
+proves mypy rejects a wrong composition: were the error gone, the ignore would be unused and
+mypy would fail.
+"""
+
+from __future__ import annotations
+
+from typing import assert_never, assert_type
+
+from returns.io import IOResult
+from returns.result import Result
+
+from fsaga import (
+    Failure,
+    Outcome,
+    PartialFailure,
+    Retry,
+    Saga,
+    Success,
+    par,
+    pure,
+    sequence,
+    step,
+    traverse,
+)
+from fsaga.interpreter import SyncInterpreter
+from fsaga.testing import RecordingInterpreter
+
+
+class A:
+    pass
+
+
+class B:
+    pass
+
+
+class C:
+    pass
+
+
+class D:
+    pass
+
+
+class E:
+    pass
+
+
+class F:
+    pass
+
+
+class Declined(Exception):
+    pass
+
+
+a: Saga[A] = pure(A())
+b: Saga[B] = pure(B())
+c: Saga[C] = pure(C())
+d: Saga[D] = pure(D())
+e: Saga[E] = pure(E())
+f: Saga[F] = pure(F())
+number: Saga[int] = pure(1)
+
+
+def charge() -> int:
+    return 1
+
+
+def refund(receipt: int) -> None:
+    return None
+
+
+def shout(receipt: str) -> None:
+    return None
+
+
+def checked_charge() -> Result[int, str]:
+    raise NotImplementedError
+
+
+def checked_refund() -> IOResult[int, Declined]:
+    raise NotImplementedError
+
+
+def to_saga(value: int) -> Saga[str]:
+    return pure(str(value))
+
+
+# -- steps and pure -----------------------------------------------------------------------------
+
+assert_type(step(lambda: 1), Saga[int])
+assert_type(step(lambda: 1).map(str), Saga[str])
+assert_type(step(charge, refund, name="charge", timeout=2.0, retry=Retry(3)), Saga[int])
+assert_type(step(checked_charge), Saga[int])
+assert_type(step(checked_refund), Saga[int])
+assert_type(step(checked_charge, refund), Saga[int])
+assert_type(pure("x"), Saga[str])
+
+# -- composition keeps types --------------------------------------------------------------------
+
+assert_type(number.then(pure("x")), Saga[str])
+assert_type(number.bind(to_saga), Saga[str])
+assert_type(number.bind(lambda n: pure(n * 2.0)), Saga[float])
+assert_type(number.map(lambda n: [n]), Saga[list[int]])
+assert_type(number.zip(pure("x")), Saga[tuple[int, str]])
+assert_type(number.named("one"), Saga[int])
+assert_type(sequence([number, number]), Saga[tuple[int, ...]])
+assert_type(traverse([1, 2], to_saga), Saga[tuple[str, ...]])
+
+# -- par: fixed arity up to six, then homogeneous -----------------------------------------------
+
+assert_type(par(), Saga[tuple[()]])
+assert_type(par(a), Saga[tuple[A]])
+assert_type(par(a, b), Saga[tuple[A, B]])
+assert_type(par(a, b, c), Saga[tuple[A, B, C]])
+assert_type(par(a, b, c, d), Saga[tuple[A, B, C, D]])
+assert_type(par(a, b, c, d, e), Saga[tuple[A, B, C, D, E]])
+assert_type(par(a, b, c, d, e, f), Saga[tuple[A, B, C, D, E, F]])
+assert_type(par(number, number, number, number, number, number, number), Saga[tuple[int, ...]])
+assert_type(par(*[number, number]), Saga[tuple[int, ...]])
+
+# -- a saga is covariant ------------------------------------------------------------------------
+
+as_object: Saga[object] = number
+as_float: Saga[float] = number
+
+# -- running and outcomes -----------------------------------------------------------------------
+
+outcome = number.run(SyncInterpreter())
+assert_type(outcome, Success[int] | Failure | PartialFailure)
+assert_type(outcome, Outcome[int])
+assert_type(number.run(RecordingInterpreter(), saga_id="id"), Outcome[int])
+
+assert_type(
+    outcome.when(success=str, failure=lambda _: "failed", partial_failure=lambda _: "partly"),
+    str,
+)
+assert_type(outcome.unwrap(), int)
+assert_type(Success(1).to_result(), Result[int, Failure | PartialFailure])
+
+
+def describe(outcome: Outcome[int]) -> str:
+    match outcome:
+        case Success(value):
+            assert_type(value, int)
+            return str(value)
+        case Failure(error, compensated):
+            assert_type(error, BaseException)
+            assert_type(compensated, tuple[str, ...])
+            return "failed"
+        case PartialFailure(error, failed_compensations=failed):
+            assert_type(failed[0].attempts, int)
+            return "partly failed"
+        case _:
+            assert_never(outcome)
+
+
+def forgets_partial_failure(outcome: Outcome[int]) -> str:
+    match outcome:
+        case Success(value):
+            return str(value)
+        case Failure():
+            return "failed"
+        case _:
+            assert_never(outcome)  # type: ignore[arg-type]
+
+
+# -- mypy rejects wrong compositions ------------------------------------------------------------
+
+step(1)  # type: ignore[call-overload]
+step(charge, 1)  # type: ignore[call-overload]
+step(charge, name=3)  # type: ignore[call-overload]
+step(charge, timeout="1s")  # type: ignore[call-overload]
+step(charge, retry=3)  # type: ignore[call-overload]
+step(charge, shout)  # type: ignore[arg-type]
+number.then(1)  # type: ignore[arg-type]
+number.then(charge)  # type: ignore[arg-type]
+number.bind(lambda n: n + 1)  # type: ignore[arg-type, return-value]
+number.map(len)  # type: ignore[arg-type]
+number.zip(1)  # type: ignore[arg-type]
+number.named(1)  # type: ignore[arg-type]
+par(number, 1)  # type: ignore[call-overload]
+sequence([number, 1])  # type: ignore[arg-type]
+traverse([1], str)  # type: ignore[arg-type]
+wrong_par: Saga[tuple[int, int]] = par(number, pure("x"))  # type: ignore[assignment]
+wrong_result: Saga[str] = step(checked_charge)  # type: ignore[arg-type]
+wrong_run: Outcome[str] = number.run(SyncInterpreter())  # type: ignore[assignment]
+number.run(object())  # type: ignore[arg-type]
+number.run(SyncInterpreter(), "id")  # type: ignore[call-arg]
