@@ -176,8 +176,37 @@ class UnscriptedStepError(LookupError):
         self.path = path
 
 
+class _RecordedRuns:
+    """What the scripted and fault-injecting interpreters share: a `RecordingInterpreter` whose
+    `perform` is theirs, and its trace (`events`, `effects`, `sleeps`, `paths()`)."""
+
+    __slots__ = ("_recording",)
+
+    _recording: RecordingInterpreter
+
+    @property
+    def events(self) -> list[Event]:
+        return self._recording.events
+
+    @property
+    def effects(self) -> list[RecordedEffect]:
+        return self._recording.effects
+
+    @property
+    def sleeps(self) -> list[float]:
+        return self._recording.sleeps
+
+    def paths(self, kind: EffectKind | None = None) -> list[str]:
+        """Paths of the performed effects (of one kind, if given), in order."""
+        return self._recording.paths(kind)
+
+    def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
+        """Run `saga` with this interpreter's way of performing effects, recording it."""
+        return self._recording.run_saga(saga, saga_id=saga_id)
+
+
 @final
-class ScriptedInterpreter:
+class ScriptedInterpreter(_RecordedRuns):
     """Runs a saga without performing any real effect: each step's answer comes from a script.
 
     Args:
@@ -191,7 +220,7 @@ class ScriptedInterpreter:
     It records like `RecordingInterpreter` (`events`, `effects`, `sleeps`, `paths()`).
     """
 
-    __slots__ = ("_actions", "_compensations", "_default", "_recording")
+    __slots__ = ("_actions", "_compensations", "_default")
 
     def __init__(
         self,
@@ -214,26 +243,6 @@ class ScriptedInterpreter:
             listeners=listeners,
             on_compensation_failure=on_compensation_failure,
         )
-
-    @property
-    def events(self) -> list[Event]:
-        return self._recording.events
-
-    @property
-    def effects(self) -> list[RecordedEffect]:
-        return self._recording.effects
-
-    @property
-    def sleeps(self) -> list[float]:
-        return self._recording.sleeps
-
-    def paths(self, kind: EffectKind | None = None) -> list[str]:
-        """Paths of the performed effects (of one kind, if given), in order."""
-        return self._recording.paths(kind)
-
-    def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
-        """Run `saga` against the script."""
-        return self._recording.run_saga(saga, saga_id=saga_id)
 
     def _answer(self, effect: Effect) -> object:
         if effect.kind == "action":
@@ -307,14 +316,14 @@ def _is_count(value: object) -> bool:
 
 
 @final
-class FaultInjectingInterpreter:
+class FaultInjectingInterpreter(_RecordedRuns):
     """Performs effects for real, except those a `FaultPlan` makes fail.
 
     Records like `RecordingInterpreter` (`events`, `effects`, `sleeps`, `paths()`); an injected
     fault is recorded as an effect that raised `InjectedFault`.
     """
 
-    __slots__ = ("_recording", "plan")
+    __slots__ = ("plan",)
 
     def __init__(
         self,
@@ -331,26 +340,6 @@ class FaultInjectingInterpreter:
             listeners=listeners,
             on_compensation_failure=on_compensation_failure,
         )
-
-    @property
-    def events(self) -> list[Event]:
-        return self._recording.events
-
-    @property
-    def effects(self) -> list[RecordedEffect]:
-        return self._recording.effects
-
-    @property
-    def sleeps(self) -> list[float]:
-        return self._recording.sleeps
-
-    def paths(self, kind: EffectKind | None = None) -> list[str]:
-        """Paths of the performed effects (of one kind, if given), in order."""
-        return self._recording.paths(kind)
-
-    def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
-        """Run `saga` with the plan's faults injected."""
-        return self._recording.run_saga(saga, saga_id=saga_id)
 
     def _perform(self, effect: Effect) -> object:
         plan = self.plan
