@@ -526,7 +526,11 @@ class Engine:
             return None
         done = self._completed[undo.cursor]
         undo.cursor -= 1
-        return self._issue(done.derive(COMPENSATION, 1, done.argument))
+        # The completed step's record becomes its compensation's first attempt: the driver is
+        # done with it, and sparing a new call per undo is measurable on the failure path.
+        done.kind = COMPENSATION
+        done.attempt = 1
+        return self._issue(done)
 
     def _compensation_succeeded(self, call: Call) -> Call | None:
         undo = self._undo
