@@ -465,6 +465,32 @@ def test_a_sleep_that_raises_fails_the_step_with_its_error() -> None:
     assert outcome == Failure(error, ("a",))
 
 
+def test_a_failed_wait_reports_the_last_attempt_that_ran() -> None:
+    events: list[Event] = []
+    compensation_attempts: list[int] = []
+
+    def sleep(_: float) -> None:
+        raise Declined("no sleeping here")
+
+    def undo(_: object) -> None:
+        compensation_attempts.append(1)
+        raise Declined("refund refused")
+
+    saga = step(lambda: 1, undo, name="a", compensation_retry=Retry(3)).then(
+        step(failing_times(1), name="b", retry=Retry(3))
+    )
+
+    outcome = SyncInterpreter(listeners=[events.append], sleep=sleep, clock=lambda: 5.0).run_saga(
+        saga
+    )
+
+    failed = [event for event in events if isinstance(event, StepFailed)]
+    assert [(event.path, event.attempt, event.started_at) for event in failed] == [("b", 1, 5.0)]
+    assert isinstance(outcome, PartialFailure)
+    assert compensation_attempts == [1]
+    assert [(f.path, f.attempts) for f in outcome.failed_compensations] == [("a", 1)]
+
+
 # -- rule 4: failing compensations --------------------------------------------------------------
 
 

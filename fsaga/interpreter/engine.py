@@ -250,13 +250,14 @@ class Engine:
             return self._action_failed(call, error)
         if kind is COMPENSATION:
             return self._compensation_failed(call, error)
-        # The wait before a retry failed (an injected sleep raised): the retry cannot happen.
+        # The wait before a retry failed (an injected sleep raised): the retry cannot happen,
+        # and the failure is that of the last attempt that ran, which the wait stands for.
         retried = call.argument
         assert isinstance(retried, Call)
         if retried.kind is ACTION:
-            self._step_failed(retried, error)
+            self._step_failed(call, error)
             return None
-        return self._compensation_failed_for_good(retried, error)
+        return self._compensation_failed_for_good(call, error)
 
     def interrupt(self, call: Call | None, interruption: BaseException) -> None:
         """Report an interruption (``KeyboardInterrupt``, ``SystemExit``, cancellation).
@@ -273,10 +274,12 @@ class Engine:
         if call is None:
             return
         self._in_flight -= 1
-        # The attempt this call belongs to (a sleep is the wait before a retried attempt).
-        attempt = call.argument if call.kind is SLEEP else call
-        assert isinstance(attempt, Call)
-        if attempt.kind is COMPENSATION:
+        # A wait before a retry stands for the last attempt that ran (same path, attempt number
+        # and start); what it waits to retry tells whether that was an action or a compensation.
+        waited_for = call.argument if call.kind is SLEEP else call
+        assert isinstance(waited_for, Call)
+        attempt = call
+        if waited_for.kind is COMPENSATION:
             # Only record it: the driver polls for the next compensation itself.
             self._record_compensation_failure(attempt, interruption)
             return
@@ -499,6 +502,7 @@ class Engine:
         if delay <= 0:
             return self._issue(retried)
         wait = call.derive(SLEEP, call.attempt, retried)
+        wait.started_at = call.started_at
         wait.delay = delay
         self._in_flight += 1
         return wait
