@@ -12,8 +12,12 @@ interpreter, and get back `Success`, `Failure` (everything completed was undone)
 Success(value=20)
 """
 
+from fsaga.context import StepContext as StepContext
+from fsaga.context import current_context as current_context
+from fsaga.errors import BranchCancelledError as BranchCancelledError
 from fsaga.errors import DuplicateStepNameError as DuplicateStepNameError
 from fsaga.errors import ReturnedFailure as ReturnedFailure
+from fsaga.errors import StepTimeoutError as StepTimeoutError
 from fsaga.events import CompensationCompleted as CompensationCompleted
 from fsaga.events import CompensationFailed as CompensationFailed
 from fsaga.events import CompensationRetrying as CompensationRetrying
@@ -26,6 +30,9 @@ from fsaga.events import StepCompleted as StepCompleted
 from fsaga.events import StepFailed as StepFailed
 from fsaga.events import StepRetrying as StepRetrying
 from fsaga.events import StepStarted as StepStarted
+from fsaga.interpreter.asynchronous import AsyncInterpreter as AsyncInterpreter
+from fsaga.interpreter.asynchronous import in_worker_thread as in_worker_thread
+from fsaga.interpreter.protocol import AsyncInterpreterProtocol as AsyncInterpreterProtocol
 from fsaga.interpreter.protocol import Effect as Effect
 from fsaga.interpreter.protocol import Interpreter as Interpreter
 from fsaga.interpreter.protocol import Perform as Perform
@@ -46,6 +53,9 @@ from fsaga.saga import step as step
 from fsaga.saga import traverse as traverse
 
 __all__ = [
+    "AsyncInterpreter",
+    "AsyncInterpreterProtocol",
+    "BranchCancelledError",
     "CompensationCompleted",
     "CompensationFailed",
     "CompensationFailure",
@@ -68,11 +78,15 @@ __all__ = [
     "SagaFinished",
     "SagaStarted",
     "StepCompleted",
+    "StepContext",
     "StepFailed",
     "StepRetrying",
     "StepStarted",
+    "StepTimeoutError",
     "Success",
     "SyncInterpreter",
+    "current_context",
+    "in_worker_thread",
     "par",
     "pure",
     "sequence",

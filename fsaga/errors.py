@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-__all__ = ["DuplicateStepNameError", "ReturnedFailure"]
+from typing import Literal, TypeAlias
+
+__all__ = [
+    "BranchCancelledError",
+    "DeadlineKind",
+    "DuplicateStepNameError",
+    "ReturnedFailure",
+    "StepTimeoutError",
+]
+
+DeadlineKind: TypeAlias = Literal["step", "compensation", "sub-tree", "run"]
+"""Which deadline cut an attempt off: the step's own timeout, its compensation's, an enclosing
+``saga.timeout(...)``, or the interpreter's per-run timeout."""
 
 
 class DuplicateStepNameError(ValueError):
@@ -33,3 +45,92 @@ class ReturnedFailure(Exception):
         super().__init__(f"step {path!r} returned a failure: {value!r}")
         self.path = path
         self.value = value
+
+
+class StepTimeoutError(TimeoutError):
+    """An attempt ran past a deadline and was cancelled; the message says which step and which
+    deadline.
+
+    An action cut off this way has an unknown outcome (DESIGN rule 3): it may or may not have
+    taken effect.
+
+    Attributes:
+        path: the step's path.
+        attempt: the attempt that was cut off (or could not start).
+        seconds: the length of the deadline that passed.
+        deadline: which deadline it was (see `DeadlineKind`).
+        scope: for a ``"sub-tree"`` deadline, the path of the scope it was set in (``""`` at the
+            root); ``None`` otherwise.
+        started: ``False`` when the deadline had already passed before the attempt could start
+            (then it never ran, and its outcome is known).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        attempt: int,
+        seconds: float,
+        deadline: DeadlineKind,
+        *,
+        scope: str | None = None,
+        started: bool = True,
+    ) -> None:
+        self.path = path
+        self.attempt = attempt
+        self.seconds = seconds
+        self.deadline: DeadlineKind = deadline
+        self.scope = scope
+        self.started = started
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        what = (
+            f"the compensation of step {self.path!r}"
+            if self.deadline == "compensation"
+            else (f"step {self.path!r}")
+        )
+        if self.deadline == "step":
+            limit = f"its {self.seconds:g} s step timeout"
+        elif self.deadline == "compensation":
+            limit = f"its {self.seconds:g} s compensation timeout"
+        elif self.deadline == "run":
+            limit = f"the run's {self.seconds:g} s timeout"
+        else:
+            where = f"sub-tree {self.scope!r}" if self.scope else "the saga's root"
+            limit = f"the {self.seconds:g} s timeout of {where}"
+        if not self.started:
+            return f"{what} could not start attempt {self.attempt}: {limit} had passed"
+        return f"{what} timed out on attempt {self.attempt}: it ran past {limit}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_timeout,
+            (self.path, self.attempt, self.seconds, self.deadline, self.scope, self.started),
+        )
+
+
+def _rebuild_timeout(
+    path: str,
+    attempt: int,
+    seconds: float,
+    deadline: DeadlineKind,
+    scope: str | None,
+    started: bool,
+) -> StepTimeoutError:
+    return StepTimeoutError(path, attempt, seconds, deadline, scope=scope, started=started)
+
+
+class BranchCancelledError(Exception):
+    """A step of a `par` branch was cancelled because a sibling branch failed.
+
+    Only reported in events (the outcome carries the sibling's error): the interpreter cancels
+    siblings only when configured with ``on_branch_failure="cancel"``. The cancelled attempt's
+    outcome is unknown (DESIGN rule 3).
+    """
+
+    def __init__(self, path: str, attempt: int) -> None:
+        super().__init__(
+            f"step {path!r} attempt {attempt} was cancelled: a sibling branch of its par failed"
+        )
+        self.path = path
+        self.attempt = attempt

@@ -20,7 +20,7 @@ Failure(error=RuntimeError('card declined'), compensated=('reserve',))
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final, overload
@@ -32,7 +32,8 @@ from fsaga.errors import DuplicateStepNameError
 from fsaga.policy import Retry
 
 if TYPE_CHECKING:
-    from fsaga.interpreter.protocol import Interpreter
+    from fsaga.context import StepContext
+    from fsaga.interpreter.protocol import AsyncInterpreterProtocol, Interpreter
     from fsaga.outcome import Outcome
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "PureNode",
     "Saga",
     "StepNode",
+    "TimeoutNode",
     "par",
     "pure",
     "sequence",
@@ -140,8 +142,38 @@ class Saga(Generic[_T_co]):
         _check_name(name, what="named()")
         return NamedNode(name, self)
 
-    def run(self, interpreter: Interpreter, /, *, saga_id: str | None = None) -> Outcome[_T_co]:
-        """Run the saga with `interpreter` and return its outcome.
+    def timeout(self, seconds: float) -> Saga[_T_co]:
+        """Give this sub-tree a deadline: every attempt in it must finish within `seconds` of the
+        moment the sub-tree starts.
+
+        When the deadline passes, the running attempts are cancelled (their outcomes are
+        unknown, DESIGN rule 3), no further step of the sub-tree starts, and the run fails with
+        a `StepTimeoutError` naming the step and this deadline, then compensates. Compensations
+        are not bound by it. Interpreters that cannot pre-empt an effect (the sync one) enforce
+        it between steps: nothing starts once it has passed.
+
+        >>> from fsaga.interpreter import SyncInterpreter
+        >>> step(lambda: "ok").timeout(5.0).run(SyncInterpreter())
+        Success(value='ok')
+        """
+        _check_seconds(seconds, what="timeout()")
+        return TimeoutNode(float(seconds), self)
+
+    @overload
+    def run(self, interpreter: Interpreter, /, *, saga_id: str | None = None) -> Outcome[_T_co]: ...
+    @overload
+    def run(
+        self, interpreter: AsyncInterpreterProtocol, /, *, saga_id: str | None = None
+    ) -> Awaitable[Outcome[_T_co]]: ...
+    def run(
+        self,
+        interpreter: Interpreter | AsyncInterpreterProtocol,
+        /,
+        *,
+        saga_id: str | None = None,
+    ) -> Outcome[_T_co] | Awaitable[Outcome[_T_co]]:
+        """Run the saga with `interpreter` and return its outcome (an awaitable of it, with an
+        async interpreter: ``await saga.run(AsyncInterpreter())``).
 
         Args:
             interpreter: what performs the effects (see `fsaga.interpreter`).
@@ -164,9 +196,12 @@ class StepNode(Saga[_T_co]):
     compensate: Callable[[Any], object] | None
     name: str
     explicit: bool
-    timeout: float | None
+    attempt_timeout: float | None
     retry: Retry | None
     compensation_retry: Retry | None
+    compensation_timeout: float | None
+    idempotent: bool
+    on_unknown: Callable[[StepContext], object] | None
 
     def __repr__(self) -> str:
         return f"<Saga: step {self.name!r}>"
@@ -231,6 +266,18 @@ class NamedNode(Saga[_T_co]):
 
 
 @final
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class TimeoutNode(Saga[_T_co]):
+    """A sub-tree with a deadline, `seconds` after it starts (built by `Saga.timeout`)."""
+
+    seconds: float
+    inner: Saga[_T_co]
+
+    def __repr__(self) -> str:
+        return f"<Saga: timeout {self.seconds:g} s>"
+
+
+@final
 @dataclass(frozen=True, slots=True, eq=False)
 class MapContinuation:
     """The continuation `Saga.map` builds: the value becomes ``function(value)``."""
@@ -258,6 +305,45 @@ def pure(value: _T) -> Saga[_T]:
 
 @overload
 def step(
+    action: Callable[[], Awaitable[Result[_T, object]]],
+    compensate: Callable[[_T], object] | None = None,
+    *,
+    name: str | None = None,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+    compensation_retry: Retry | None = None,
+    compensation_timeout: float | None = None,
+    idempotent: bool = False,
+    on_unknown: Callable[[StepContext], object] | None = None,
+) -> Saga[_T]: ...
+@overload
+def step(
+    action: Callable[[], Awaitable[IOResult[_T, object]]],
+    compensate: Callable[[_T], object] | None = None,
+    *,
+    name: str | None = None,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+    compensation_retry: Retry | None = None,
+    compensation_timeout: float | None = None,
+    idempotent: bool = False,
+    on_unknown: Callable[[StepContext], object] | None = None,
+) -> Saga[_T]: ...
+@overload
+def step(
+    action: Callable[[], Awaitable[_T]],
+    compensate: Callable[[_T], object] | None = None,
+    *,
+    name: str | None = None,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+    compensation_retry: Retry | None = None,
+    compensation_timeout: float | None = None,
+    idempotent: bool = False,
+    on_unknown: Callable[[StepContext], object] | None = None,
+) -> Saga[_T]: ...
+@overload
+def step(
     action: Callable[[], Result[_T, object]],
     compensate: Callable[[_T], object] | None = None,
     *,
@@ -265,6 +351,9 @@ def step(
     timeout: float | None = None,
     retry: Retry | None = None,
     compensation_retry: Retry | None = None,
+    compensation_timeout: float | None = None,
+    idempotent: bool = False,
+    on_unknown: Callable[[StepContext], object] | None = None,
 ) -> Saga[_T]: ...
 @overload
 def step(
@@ -275,6 +364,9 @@ def step(
     timeout: float | None = None,
     retry: Retry | None = None,
     compensation_retry: Retry | None = None,
+    compensation_timeout: float | None = None,
+    idempotent: bool = False,
+    on_unknown: Callable[[StepContext], object] | None = None,
 ) -> Saga[_T]: ...
 @overload
 def step(
@@ -285,6 +377,9 @@ def step(
     timeout: float | None = None,
     retry: Retry | None = None,
     compensation_retry: Retry | None = None,
+    compensation_timeout: float | None = None,
+    idempotent: bool = False,
+    on_unknown: Callable[[StepContext], object] | None = None,
 ) -> Saga[_T]: ...
 def step(
     action: Callable[[], Any],
@@ -294,12 +389,17 @@ def step(
     timeout: float | None = None,
     retry: Retry | None = None,
     compensation_retry: Retry | None = None,
+    compensation_timeout: float | None = None,
+    idempotent: bool = False,
+    on_unknown: Callable[[StepContext], object] | None = None,
 ) -> Saga[Any]:
     """A step: an action (no argument) paired with the compensation that undoes it.
 
     The compensation receives the action's result. An action may return a plain value or a
     `returns` container (`Result`, `IOResult`): a failure there fails the step, with no exception
-    needed, and the compensation later receives the unwrapped success value.
+    needed, and the compensation later receives the unwrapped success value. Under an async
+    interpreter the action and the compensation may also be ``async`` (or return any awaitable,
+    a `FutureResult` included); the interpreter awaits them.
 
     Args:
         action: performs the effect; called with no argument.
@@ -309,9 +409,20 @@ def step(
         name: the step's name in paths, events and errors; derived from the action's
             ``__name__`` when omitted. Explicit names must be unique within their scope and may
             not contain ``/`` or ``#``.
-        timeout: seconds each attempt may take (enforced by interpreters that can interrupt).
+        timeout: seconds each attempt may take (enforced by interpreters that can interrupt an
+            effect, such as `AsyncInterpreter`). An attempt cut off has an unknown outcome.
         retry: how the action is retried when it fails.
         compensation_retry: how the compensation is retried when it fails.
+        compensation_timeout: seconds each attempt of the compensation (or of `on_unknown`)
+            may take; compensations are never bound by the deadline that failed the saga.
+        idempotent: the action may safely run again with the same idempotency key
+            (`fsaga.context.current_context`). An attempt whose outcome is unknown is then
+            retried (as `retry` allows, or once when there is no policy), and, when the saga is
+            being undone, run once more to learn the result its compensation needs.
+        on_unknown: the unknown-outcome compensation: called with the step's
+            `fsaga.context.StepContext` when the action's outcome is unknown (it was cut off by
+            a timeout, a cancellation or an interrupt) and cannot be settled by running it again.
+            Without one, such a step is reported in `PartialFailure.unresolved`.
 
     Raises:
         TypeError: an argument has the wrong type (a non-callable action, say).
@@ -333,13 +444,17 @@ def step(
     if compensate is not None and not callable(compensate):
         raise TypeError(f"step {label!r}: compensate must be callable or None, got {compensate!r}")
     if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-            raise TypeError(f"step {label!r}: timeout must be a number of seconds, got {timeout!r}")
-        if not math.isfinite(timeout) or timeout <= 0:
+        _check_seconds(timeout, what=f"step {label!r}: timeout")
+    if compensation_timeout is not None:
+        _check_seconds(compensation_timeout, what=f"step {label!r}: compensation_timeout")
+        if compensate is None and on_unknown is None:
             raise ValueError(
-                f"step {label!r}: timeout must be a positive, finite number of seconds, "
-                f"got {timeout!r}"
+                f"step {label!r}: compensation_timeout is given but the step has no compensation"
             )
+    if not isinstance(idempotent, bool):
+        raise TypeError(f"step {label!r}: idempotent must be a bool, got {idempotent!r}")
+    if on_unknown is not None and not callable(on_unknown):
+        raise TypeError(f"step {label!r}: on_unknown must be callable or None, got {on_unknown!r}")
     if retry is not None and not isinstance(retry, Retry):
         raise TypeError(f"step {label!r}: retry must be a Retry, got {retry!r}")
     if compensation_retry is not None:
@@ -347,11 +462,22 @@ def step(
             raise TypeError(
                 f"step {label!r}: compensation_retry must be a Retry, got {compensation_retry!r}"
             )
-        if compensate is None:
+        if compensate is None and on_unknown is None:
             raise ValueError(
                 f"step {label!r}: compensation_retry is given but the step has no compensation"
             )
-    return StepNode(action, compensate, label, name is not None, timeout, retry, compensation_retry)
+    return StepNode(
+        action,
+        compensate,
+        label,
+        name is not None,
+        None if timeout is None else float(timeout),
+        retry,
+        compensation_retry,
+        None if compensation_timeout is None else float(compensation_timeout),
+        idempotent,
+        on_unknown,
+    )
 
 
 @overload
@@ -464,6 +590,13 @@ def _label_of(action: object) -> str:
     return label
 
 
+def _check_seconds(seconds: object, *, what: str) -> None:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise TypeError(f"{what} must be a number of seconds, got {seconds!r}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{what} must be a positive, finite number of seconds, got {seconds!r}")
+
+
 def _check_name(name: object, *, what: str) -> None:
     if not isinstance(name, str):
         raise TypeError(f"{what}: name must be a str, got {name!r}")
@@ -475,6 +608,8 @@ def _check_name(name: object, *, what: str) -> None:
 
 def sibling_name(saga: Saga[Any]) -> str | None:
     """The name a saga claims in its parent's scope, when that is known without running it."""
+    while isinstance(saga, TimeoutNode):
+        saga = saga.inner
     if isinstance(saga, NamedNode):
         return saga.name
     if isinstance(saga, StepNode) and saga.explicit:

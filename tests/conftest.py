@@ -3,13 +3,17 @@
 Hypothesis runs derandomized by default, so every run of the suite (CI included) draws the same
 examples and a failure reproduces exactly. ``HYPOTHESIS_PROFILE=explore`` draws fresh random
 examples, and more of them, for a deeper search on demand.
+
+Async tests (marked ``@pytest.mark.anyio``) run under both anyio backends (`anyio_backend`).
 """
 
 from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
+from trio.testing import MockClock
 
 settings.register_profile(
     "default",
@@ -27,3 +31,19 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("asyncio", id="asyncio"),
+        pytest.param(("trio", {"clock": None}), id="trio"),
+    ]
+)
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    """Every async test runs under asyncio and under trio; under trio with a mock clock that
+    jumps ahead whenever every task waits, so deadlines pass at once and nothing really sleeps.
+    """
+    backend = request.param
+    if isinstance(backend, tuple):
+        return ("trio", {"clock": MockClock(autojump_threshold=0)})
+    return backend

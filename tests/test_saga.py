@@ -135,14 +135,18 @@ def test_step_keeps_its_options() -> None:
         "charge",
         True,
     )
-    assert (saga.timeout, saga.retry, saga.compensation_retry) == (1.5, retry, compensation_retry)
+    assert (saga.attempt_timeout, saga.retry, saga.compensation_retry) == (
+        1.5,
+        retry,
+        compensation_retry,
+    )
 
 
 def test_integer_timeout_is_accepted() -> None:
     saga = step(charge, timeout=3)
 
     assert isinstance(saga, StepNode)
-    assert saga.timeout == 3
+    assert saga.attempt_timeout == 3
 
 
 def test_compositions_build_the_documented_nodes() -> None:

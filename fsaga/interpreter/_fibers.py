@@ -11,7 +11,7 @@ from typing import Any, final
 
 from fsaga.errors import DuplicateStepNameError
 
-__all__ = ["Fiber", "Join", "Scope", "ScopeExit", "stopping"]
+__all__ = ["Deadline", "DeadlineExit", "Fiber", "Join", "Scope", "ScopeExit", "stopping"]
 
 
 @final
@@ -51,15 +51,44 @@ class ScopeExit:
 
 
 @final
+class Deadline:
+    """A sub-tree's (or the run's) deadline: the engine's clock reading `at` which it passes.
+
+    `scope` is the path of the scope the sub-tree's timeout was set in, or ``None`` for the
+    run's own timeout.
+    """
+
+    __slots__ = ("at", "scope", "seconds")
+
+    def __init__(self, at: float, seconds: float, scope: str | None) -> None:
+        self.at = at
+        self.seconds = seconds
+        self.scope = scope
+
+
+@final
+class DeadlineExit:
+    """A frame on a fiber's stack: leaving a timed sub-tree restores the enclosing deadline."""
+
+    __slots__ = ("deadline",)
+
+    def __init__(self, deadline: Deadline | None) -> None:
+        self.deadline = deadline
+
+
+@final
 class Fiber:
     """One thread of control through the tree: the root, or a branch of a `par`."""
 
-    __slots__ = ("index", "join", "scope", "stack")
+    __slots__ = ("deadline", "index", "join", "scope", "stack")
 
-    def __init__(self, scope: Scope, join: Join | None, index: int) -> None:
+    def __init__(
+        self, scope: Scope, join: Join | None, index: int, deadline: Deadline | None = None
+    ) -> None:
         self.scope = scope
         self.join = join
         self.index = index
+        self.deadline = deadline
         self.stack: list[Any] = []
 
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final, Literal, final
 
 if TYPE_CHECKING:
-    from fsaga.interpreter._fibers import Fiber, Scope
+    from fsaga.interpreter._fibers import Deadline, Fiber, Scope
     from fsaga.saga import StepNode
 
-__all__ = ["ACTION", "COMPENSATION", "SLEEP", "Call", "CallKind"]
+__all__ = ["ACTION", "COMPENSATION", "NO_DEADLINE", "SLEEP", "UNKNOWN", "Call", "CallKind"]
 
-CallKind = Literal["action", "compensation", "sleep"]
+CallKind = Literal["action", "compensation", "unknown", "sleep"]
 ACTION: Final = "action"
 COMPENSATION: Final = "compensation"
+UNKNOWN: Final = "unknown"
 SLEEP: Final = "sleep"
+NO_DEADLINE: Final = float("inf")
 
 
 @final
@@ -22,7 +24,12 @@ class Call:
 
     - ``kind == "action"``: call ``node.action()`` (attempt `attempt` of the step at `path`);
     - ``kind == "compensation"``: call ``node.compensate(argument)``;
+    - ``kind == "unknown"``: call ``node.on_unknown(context)`` (the step's outcome is unknown);
     - ``kind == "sleep"``: wait `delay` seconds (a retry's backoff), then report success.
+
+    A driver that can pre-empt an effect cancels the call when the engine's clock reaches
+    `deadline` and reports it with `Engine.expire` (`limit` says which deadline it is: a
+    sub-tree's or the run's, or ``None`` for the step's own timeout).
 
     The driver reports every call it was given back to the engine exactly once.
     """
@@ -32,9 +39,11 @@ class Call:
         "argument",
         "attempt",
         "count",
+        "deadline",
         "delay",
         "fiber",
         "kind",
+        "limit",
         "node",
         "scope",
         "started_at",
@@ -59,6 +68,8 @@ class Call:
         self.fiber = fiber
         self.delay = 0.0
         self.started_at = 0.0
+        self.deadline = NO_DEADLINE
+        self.limit: Deadline | None = None
         self._path: str | None = None
 
     @property

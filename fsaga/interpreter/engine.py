@@ -23,9 +23,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final, Literal, final
 
-from fsaga.errors import DuplicateStepNameError
+from fsaga.context import StepContext
+from fsaga.errors import BranchCancelledError, DuplicateStepNameError, StepTimeoutError
 from fsaga.events import (
     CompensationCompleted,
     CompensationFailed,
@@ -40,8 +42,18 @@ from fsaga.events import (
     StepRetrying,
     StepStarted,
 )
-from fsaga.interpreter._fibers import Fiber, Join, Scope, ScopeExit, stopping
-from fsaga.interpreter.call import ACTION, COMPENSATION, SLEEP, Call
+from fsaga.interpreter._fibers import (
+    Deadline,
+    DeadlineExit,
+    Fiber,
+    Join,
+    Scope,
+    ScopeExit,
+    stopping,
+)
+from fsaga.interpreter._undo import CausalOrder, Undo
+from fsaga.interpreter.call import ACTION, COMPENSATION, NO_DEADLINE, SLEEP, UNKNOWN, Call
+from fsaga.interpreter.protocol import Effect
 from fsaga.interpreter.results import PLAIN_TYPES, unwrap_result
 from fsaga.outcome import CompensationFailure, Failure, Outcome, PartialFailure, Success
 from fsaga.policy import Retry
@@ -53,19 +65,31 @@ from fsaga.saga import (
     PureNode,
     Saga,
     StepNode,
+    TimeoutNode,
     sibling_name,
 )
 
-__all__ = ["CompensationPolicy", "Engine", "EngineSettings"]
+__all__ = ["BranchFailurePolicy", "CompensationPolicy", "Engine", "EngineSettings"]
 
 logger = logging.getLogger(__name__)
 
 CompensationPolicy = Literal["continue", "stop"]
 """What a compensation that fails for good does to the others: they still run, or are skipped."""
 
+BranchFailurePolicy = Literal["settle", "cancel"]
+"""What a failing `par` branch does to its siblings: lets them settle (what is in flight
+finishes, nothing new starts), or has the driver cancel what is in flight (unknown outcomes)."""
+
 _FORWARD: Final = 0
 _COMPENSATING: Final = 1
 _DONE: Final = 2
+
+# Marks an undo-log record whose action's outcome is unknown (it holds no result).
+_UNKNOWN_RESULT: Final = object()
+# Marks an action run again during the undo to learn the result of an unknown outcome.
+_RESOLVING: Final = object()
+# How an idempotent step without a retry policy retries an unknown outcome: once, at once.
+_ONE_MORE: Final = Retry(2, delay=0.0, jitter=0.0)
 
 
 @final
@@ -79,18 +103,32 @@ class EngineSettings:
         random_unit: random numbers in ``[0, 1)`` for retry jitter.
         on_compensation_failure: ``"continue"`` runs the remaining compensations when one fails
             for good; ``"stop"`` skips them (the outcome lists them as skipped).
+        monotonic: the clock deadlines are measured on (the driver's own, so its cancel scopes
+            and the engine agree).
+        run_timeout: seconds a run's forward steps may take in all, or ``None``.
+        on_branch_failure: see `BranchFailurePolicy`.
+        concurrent_compensation: undo independent `par` branches side by side (in reverse
+            causal order) instead of one step at a time in reverse completion order.
     """
 
     listeners: tuple[Listener, ...] = ()
     clock: Callable[[], float] = time.time
     random_unit: Callable[[], float] = random.random
     on_compensation_failure: CompensationPolicy = "continue"
+    monotonic: Callable[[], float] = time.monotonic
+    run_timeout: float | None = None
+    on_branch_failure: BranchFailurePolicy = "settle"
+    concurrent_compensation: bool = False
 
     def __post_init__(self) -> None:
         for listener in self.listeners:
             if not callable(listener):
                 raise TypeError(f"listener {listener!r} is not callable")
-        for label, function in (("clock", self.clock), ("random_unit", self.random_unit)):
+        for label, function in (
+            ("clock", self.clock),
+            ("random_unit", self.random_unit),
+            ("monotonic", self.monotonic),
+        ):
             if not callable(function):
                 raise TypeError(f"{label} must be callable, got {function!r}")
         if self.on_compensation_failure not in ("continue", "stop"):
@@ -98,21 +136,23 @@ class EngineSettings:
                 "on_compensation_failure must be 'continue' or 'stop', "
                 f"got {self.on_compensation_failure!r}"
             )
-
-
-@final
-class _Undo:
-    """The compensation phase's state, made when a run starts failing."""
-
-    __slots__ = ("compensated", "cursor", "error", "failures", "skipped", "unresolved")
-
-    def __init__(self, error: BaseException, cursor: int) -> None:
-        self.error = error
-        self.cursor = cursor
-        self.compensated: list[str] = []
-        self.failures: list[CompensationFailure] = []
-        self.skipped: list[str] = []
-        self.unresolved: list[str] = []
+        if self.on_branch_failure not in ("settle", "cancel"):
+            raise ValueError(
+                f"on_branch_failure must be 'settle' or 'cancel', got {self.on_branch_failure!r}"
+            )
+        if not isinstance(self.concurrent_compensation, bool):
+            raise TypeError(
+                f"concurrent_compensation must be a bool, got {self.concurrent_compensation!r}"
+            )
+        timeout: object = self.run_timeout
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout < float("inf")
+        ):
+            raise ValueError(
+                f"timeout must be a positive, finite number of seconds, got {timeout!r}"
+            )
 
 
 @final
@@ -124,12 +164,15 @@ class Engine:
         "_debug",
         "_in_flight",
         "_listeners",
+        "_order",
         "_outcome",
         "_phase",
+        "_ready",
         "_runnable",
         "_saga_id",
         "_settings",
         "_undo",
+        "branch_failures",
     )
 
     def __init__(
@@ -142,16 +185,27 @@ class Engine:
         self._listeners = settings.listeners
         self._debug = logger.isEnabledFor(logging.DEBUG)
         self._phase = _FORWARD
+        deadline = None
+        if settings.run_timeout is not None:
+            seconds = settings.run_timeout
+            deadline = Deadline(settings.monotonic() + seconds, seconds, None)
         # Fibers ready to advance, as (fiber, node to start at, value to resume with): a stack,
         # so the most recently readied fiber goes first (depth-first, see the module docstring).
         self._runnable: list[tuple[Fiber, Saga[Any] | None, object]] = [
-            (Fiber(Scope(""), None, 0), saga, None)
+            (Fiber(Scope(""), None, 0, deadline), saga, None)
         ]
         self._in_flight = 0
-        # Completed steps that have a compensation, in completion order: the undo log.
+        # Completed steps that have a compensation, and steps whose outcome is unknown, in
+        # completion order: the undo log.
         self._completed: list[Call] = []
-        self._undo: _Undo | None = None
+        self._undo: Undo | None = None
+        # With concurrent compensation: the causal order, and the records it let start.
+        self._order: CausalOrder | None = None
+        self._ready: list[Call] = []
         self._outcome: Outcome[object] | None = None
+        self.branch_failures = 0
+        """How many `par` branches have failed so far (a driver that cancels siblings watches
+        it to know when to look for calls to cancel)."""
         if self._listeners:
             self._emit(SagaStarted(self.saga_id, settings.clock()))
         if self._debug:
@@ -179,6 +233,51 @@ class Engine:
         """Whether the run has reached its outcome."""
         return self._outcome is not None
 
+    def context_of(self, call: Call) -> StepContext:
+        """What the effect `call` performs may know about itself (`fsaga.current_context()`)."""
+        kind = call.kind
+        if kind == "sleep":
+            raise ValueError(f"a wait before a retry has no step context: {call!r}")
+        return StepContext(self.saga_id, call.path, call.attempt, kind)
+
+    def effect_of(self, call: Call) -> Effect:
+        """The `Effect` a driver hands to a `Perform` function for `call` (not a sleep)."""
+        node = call.node
+        kind = call.kind
+        if kind == "action":
+            return Effect("action", self.saga_id, call.path, call.attempt, None, node.action)
+        if kind == "compensation":
+            compensate = node.compensate
+            assert compensate is not None
+            return Effect(
+                "compensation",
+                self.saga_id,
+                call.path,
+                call.attempt,
+                call.argument,
+                partial(compensate, call.argument),
+            )
+        on_unknown = node.on_unknown
+        assert on_unknown is not None
+        assert kind == "unknown"
+        context = self.context_of(call)
+        return Effect(
+            "unknown", self.saga_id, call.path, call.attempt, context, partial(on_unknown, context)
+        )
+
+    def should_cancel(self, call: Call) -> bool:
+        """Whether the driver should cancel `call`, in flight: a sibling branch of a `par`
+        enclosing it failed and the interpreter cancels siblings (report it with `cancel`)."""
+        fiber = call.fiber
+        return (
+            self._settings.on_branch_failure == "cancel"
+            and self._phase == _FORWARD
+            and (call.kind is ACTION or call.kind is SLEEP)
+            and fiber is not None
+            and fiber.join is not None
+            and stopping(fiber)
+        )
+
     # -- the protocol -----------------------------------------------------------------------
 
     def poll(self) -> Call | None:
@@ -193,6 +292,8 @@ class Engine:
                 if call is not None:
                     return call
             elif self._phase == _COMPENSATING:
+                if self._settings.concurrent_compensation:
+                    return self._next_concurrent_compensation()
                 return None if self._in_flight else self._next_compensation()
             else:
                 return None
@@ -210,6 +311,8 @@ class Engine:
                 result, error = unwrap_result(call.path, result)
                 if error is not None:
                     return self._action_failed(call, error)
+            if call.argument is _RESOLVING:
+                return self._resolved(call, result)
             compensable = call.node.compensate is not None
             if compensable:
                 call.argument = result
@@ -226,18 +329,20 @@ class Engine:
                         compensable,
                     )
                 )
+            if self._phase != _FORWARD:
+                return None  # it finished after the run had started to fail: it is undone too
             fiber = call.fiber
             assert fiber is not None
             return self._advance(fiber, None, result)
-        if kind is COMPENSATION:
-            if result is not None and type(result) not in PLAIN_TYPES:
-                _, error = unwrap_result(call.path, result)
-                if error is not None:
-                    return self._compensation_failed(call, error)
-            return self._compensation_succeeded(call)
-        retried = call.argument
-        assert isinstance(retried, Call)
-        return self._issue(retried)
+        if kind is SLEEP:
+            retried = call.argument
+            assert isinstance(retried, Call)
+            return self._issue(retried)
+        if result is not None and type(result) not in PLAIN_TYPES:
+            _, error = unwrap_result(call.path, result)
+            if error is not None:
+                return self._compensation_failed(call, error)
+        return self._compensation_succeeded(call)
 
     def fail(self, call: Call, error: Exception) -> Call | None:
         """Report that `call` raised `error` (the attempt failed; the engine may retry it).
@@ -248,25 +353,74 @@ class Engine:
         kind = call.kind
         if kind is ACTION:
             return self._action_failed(call, error)
-        if kind is COMPENSATION:
-            return self._compensation_failed(call, error)
-        # The wait before a retry failed (an injected sleep raised): the retry cannot happen,
-        # and the failure is that of the last attempt that ran, which the wait stands for.
-        retried = call.argument
-        assert isinstance(retried, Call)
-        if retried.kind is ACTION:
-            self._step_failed(call, error)
-            return None
-        return self._compensation_failed_for_good(call, error)
+        if kind is SLEEP:
+            # The wait before a retry failed (an injected sleep raised): the retry cannot
+            # happen, and the failure is that of the last attempt that ran, which the wait
+            # stands for.
+            retried = call.argument
+            assert isinstance(retried, Call)
+            if retried.kind is ACTION:
+                self._step_failed(call, error)
+                return None
+            return self._compensation_failed_for_good(call, error)
+        return self._compensation_failed(call, error)
 
-    def interrupt(self, call: Call | None, interruption: BaseException) -> None:
+    def expire(self, call: Call) -> Call | None:
+        """Report that `call` was cancelled because its `deadline` passed.
+
+        An action cut off this way has an unknown outcome (DESIGN rule 3): an idempotent step
+        whose own timeout passed is retried; otherwise the step fails with a
+        `StepTimeoutError` and is left to the undo (run again if idempotent, else its
+        unknown-outcome compensation, else reported unresolved). A compensation that times out
+        has failed that attempt.
+        """
+        self._in_flight -= 1
+        error = self._timeout_error(call)
+        kind = call.kind
+        if kind is ACTION:
+            if call.argument is _RESOLVING:
+                return self._resolution_failed(call, error)
+            return self._unknown_outcome(call, error, retriable=call.limit is None)
+        if kind is SLEEP:
+            retried = call.argument
+            assert isinstance(retried, Call)
+            if retried.kind is ACTION:
+                self._step_failed(call, error)
+                return None
+            return self._compensation_failed_for_good(call, error)
+        return self._compensation_failed(call, error)
+
+    def cancel(self, call: Call) -> Call | None:
+        """Report that `call` was cancelled because `should_cancel(call)` said so.
+
+        An action cancelled mid-flight has an unknown outcome, left to the undo; its branch ends
+        without an error of its own (the outcome carries the sibling's).
+        """
+        self._in_flight -= 1
+        error = BranchCancelledError(call.path, call.attempt)
+        kind = call.kind
+        if kind is COMPENSATION or kind is UNKNOWN:
+            return self._compensation_failed(call, error)
+        unknown = kind is ACTION
+        self._emit_step_failed(call, error, unknown=unknown)
+        if unknown:
+            self._record_unknown(call)
+        fiber = call.fiber
+        assert fiber is not None
+        if self._phase == _FORWARD and fiber.join is not None:
+            self._branch_settled(fiber)
+        return None
+
+    def interrupt(
+        self, call: Call | None, interruption: BaseException, *, started: bool = True
+    ) -> None:
         """Report an interruption (``KeyboardInterrupt``, ``SystemExit``, cancellation).
 
-        `call` is the call it cut short, or ``None`` if it came between calls. Forward work
-        stops at once and every completed step is compensated. A step cut short mid-flight has
-        an unknown outcome: it is not compensated (nobody knows whether it took effect) and the
-        outcome reports it unresolved. A compensation cut short counts as failed. The driver
-        re-raises the interruption once `poll()` has nothing left.
+        `call` is the call it cut short, or ``None`` if it came between calls; `started` is
+        ``False`` when the driver had not begun to perform `call`. Forward work stops at once
+        and every completed step is compensated. A step cut short mid-flight has an unknown
+        outcome, settled by the undo like any other (DESIGN rule 3). A compensation cut short
+        counts as failed. The driver re-raises the interruption once `poll()` has nothing left.
         """
         if self._phase == _FORWARD:
             self._runnable.clear()
@@ -278,29 +432,24 @@ class Engine:
         # and start); what it waits to retry tells whether that was an action or a compensation.
         waited_for = call.argument if call.kind is SLEEP else call
         assert isinstance(waited_for, Call)
-        attempt = call
-        if waited_for.kind is COMPENSATION:
+        if waited_for.kind is COMPENSATION or waited_for.kind is UNKNOWN:
             # Only record it: the driver polls for the next compensation itself.
-            self._record_compensation_failure(attempt, interruption)
+            self._record_compensation_failure(call, interruption)
+            self._release(call)
+            return
+        if call.argument is _RESOLVING:
+            self._emit_step_failed(call, interruption, unknown=started)
+            undo = self._undo
+            assert undo is not None
+            undo.unresolved.append(call.path)
+            self._release(call)
             return
         # An action cut short mid-flight has an unknown outcome; one that was waiting to be
-        # retried never started, so its outcome is known: it failed.
-        unknown = call.kind is ACTION
-        undo = self._undo
-        if unknown and attempt.node.compensate is not None and undo is not None:
-            undo.unresolved.append(attempt.path)
-        if self._listeners:
-            self._emit(
-                StepFailed(
-                    self.saga_id,
-                    attempt.path,
-                    attempt.attempt,
-                    self._settings.clock(),
-                    attempt.started_at,
-                    interruption,
-                    unknown=unknown,
-                )
-            )
+        # retried (or never began) did not run this attempt, so its outcome is known: it failed.
+        unknown = started and call.kind is ACTION
+        self._emit_step_failed(call, interruption, unknown=unknown)
+        if unknown:
+            self._record_unknown(call)
 
     # -- walking the tree -------------------------------------------------------------------
 
@@ -325,6 +474,9 @@ class Engine:
                         break
                     if isinstance(frame, ScopeExit):
                         fiber.scope = frame.scope
+                        continue
+                    if isinstance(frame, DeadlineExit):
+                        fiber.deadline = frame.deadline
                         continue
                     try:
                         if isinstance(frame, MapContinuation):
@@ -352,6 +504,10 @@ class Engine:
                     return None
                 counts[label] = count
                 call = Call(ACTION, node, scope, count, 1, None, fiber)
+                if (
+                    node.attempt_timeout is not None or fiber.deadline is not None
+                ) and not self._arm(call, fiber.deadline):
+                    return None
                 self._in_flight += 1
                 if self._listeners or self._debug:
                     self._announce(call)
@@ -371,11 +527,24 @@ class Engine:
                 stack.append(ScopeExit(fiber.scope))
                 fiber.scope = Scope(path)
                 node = node.inner
+            elif isinstance(node, TimeoutNode):
+                self._enter_deadline(fiber, node)
+                node = node.inner
             elif isinstance(node, ParNode):
                 self._fork(fiber, node)
                 return None
             else:
                 raise TypeError(f"not a saga node: {node!r}")
+
+    def _enter_deadline(self, fiber: Fiber, node: TimeoutNode[object]) -> None:
+        fiber.stack.append(DeadlineExit(fiber.deadline))
+        at = self._settings.monotonic() + node.seconds
+        enclosing = fiber.deadline
+        if enclosing is None or at < enclosing.at:
+            inner = node.inner
+            scope = fiber.scope
+            where = scope.join(inner.name) if isinstance(inner, NamedNode) else scope.prefix
+            fiber.deadline = Deadline(at, node.seconds, where)
 
     def _fork(self, parent: Fiber, node: ParNode[object]) -> None:
         branches = node.branches
@@ -383,6 +552,7 @@ class Engine:
             self._runnable.append((parent, None, ()))
             return
         join = Join(parent, len(branches))
+        deadline = parent.deadline
         # Pushed in reverse so branch 0 is popped first.
         for index in range(len(branches) - 1, -1, -1):
             branch = branches[index]
@@ -390,7 +560,7 @@ class Engine:
                 scope = parent.scope
             else:
                 scope = Scope(parent.scope.join(f"#{index}"))
-            self._runnable.append((Fiber(scope, join, index), branch, None))
+            self._runnable.append((Fiber(scope, join, index, deadline), branch, None))
 
     def _fiber_finished(self, fiber: Fiber, value: object) -> None:
         join = fiber.join
@@ -407,6 +577,7 @@ class Engine:
             return
         join.errors.append(error)
         join.failing = True
+        self.branch_failures += 1
         self._branch_settled(fiber)
 
     def _branch_settled(self, fiber: Fiber) -> None:
@@ -424,10 +595,55 @@ class Engine:
                 join.parent, BaseExceptionGroup("several par branches failed", join.errors)
             )
 
-    # -- attempts and retries -----------------------------------------------------------------
+    # -- attempts, deadlines and retries -----------------------------------------------------
 
-    def _issue(self, call: Call) -> Call:
-        """Hand `call` to the driver: count it in flight and announce it."""
+    def _arm(self, call: Call, limit: Deadline | None) -> bool:
+        """Give an action's attempt its deadline: its own timeout or `limit` (a sub-tree's or
+        the run's), whichever comes first. False, with the step failed, if `limit` has passed:
+        the attempt cannot start."""
+        now = self._settings.monotonic()
+        if limit is not None and now >= limit.at:
+            fiber = call.fiber
+            assert fiber is not None
+            error = StepTimeoutError(
+                call.path,
+                call.attempt,
+                limit.seconds,
+                "run" if limit.scope is None else "sub-tree",
+                scope=limit.scope,
+                started=False,
+            )
+            if self._debug:
+                logger.debug("saga %s: %s", self.saga_id, error)
+            self._fiber_failed(fiber, error)
+            return False
+        timeout = call.node.attempt_timeout
+        if timeout is not None and (limit is None or now + timeout <= limit.at):
+            call.deadline = now + timeout
+            call.limit = None
+        elif limit is not None:
+            call.deadline = limit.at
+            call.limit = limit
+        return True
+
+    def _issue(self, call: Call) -> Call | None:
+        """Hand `call` to the driver: give it its deadline, count it in flight, announce it.
+
+        None if a deadline that had passed kept it from starting (the step has failed)."""
+        kind = call.kind
+        if kind is ACTION:
+            fiber = call.fiber
+            limit = fiber.deadline if fiber is not None and self._phase == _FORWARD else None
+            if (call.node.attempt_timeout is not None or limit is not None) and not self._arm(
+                call, limit
+            ):
+                return None
+        elif kind is not SLEEP:
+            # Compensations are bound by their own timeout only (a completed step's record may
+            # still carry its action's deadline).
+            timeout = call.node.compensation_timeout
+            call.deadline = NO_DEADLINE if timeout is None else self._settings.monotonic() + timeout
+            call.limit = None
         self._in_flight += 1
         if self._listeners or self._debug:
             self._announce(call)
@@ -448,15 +664,42 @@ class Engine:
                 # never reaches the driver, which reports the interruption as coming between
                 # calls. Settle the call here so the run can still finish compensating.
                 self._in_flight -= 1
-                if call.kind is COMPENSATION:
+                if call.kind is not ACTION:
                     self._record_compensation_failure(call, interruption)
+                    self._release(call)
                 raise
         if self._debug:
             logger.debug(
                 "saga %s: %s %s attempt %d", self.saga_id, call.kind, call.path, call.attempt
             )
 
+    def _timeout_error(self, call: Call) -> StepTimeoutError:
+        limit = call.limit
+        node = call.node
+        if limit is not None:
+            waited_for = call.argument if call.kind is SLEEP else call
+            assert isinstance(waited_for, Call)
+            return StepTimeoutError(
+                call.path,
+                waited_for.attempt,
+                limit.seconds,
+                "run" if limit.scope is None else "sub-tree",
+                scope=limit.scope,
+                started=call.kind is not SLEEP,
+            )
+        if call.kind is ACTION:
+            assert node.attempt_timeout is not None
+            return StepTimeoutError(call.path, call.attempt, node.attempt_timeout, "step")
+        assert node.compensation_timeout is not None
+        return StepTimeoutError(call.path, call.attempt, node.compensation_timeout, "compensation")
+
     def _action_failed(self, call: Call, error: BaseException) -> Call | None:
+        if call.argument is _RESOLVING:
+            return self._resolution_failed(call, error)
+        if self._phase != _FORWARD:
+            # It failed after the run had started to fail: no retry, nothing to undo.
+            self._emit_step_failed(call, error, unknown=False)
+            return None
         retry = call.node.retry
         if retry is not None and call.attempt < retry.attempts and retry.should_retry(error):
             return self._retry(call, retry, error)
@@ -464,6 +707,14 @@ class Engine:
         return None
 
     def _step_failed(self, call: Call, error: BaseException) -> None:
+        self._emit_step_failed(call, error, unknown=False)
+        if self._debug:
+            logger.debug("saga %s: step %s failed: %r", self.saga_id, call.path, error)
+        fiber = call.fiber
+        assert fiber is not None
+        self._fiber_failed(fiber, error)
+
+    def _emit_step_failed(self, call: Call, error: BaseException, *, unknown: bool) -> None:
         if self._listeners:
             self._emit(
                 StepFailed(
@@ -473,15 +724,11 @@ class Engine:
                     self._settings.clock(),
                     call.started_at,
                     error,
+                    unknown=unknown,
                 )
             )
-        if self._debug:
-            logger.debug("saga %s: step %s failed: %r", self.saga_id, call.path, error)
-        fiber = call.fiber
-        assert fiber is not None
-        self._fiber_failed(fiber, error)
 
-    def _retry(self, call: Call, retry: Retry, error: BaseException) -> Call:
+    def _retry(self, call: Call, retry: Retry, error: BaseException) -> Call | None:
         """The next attempt of `call`, or the wait that precedes it."""
         attempt = call.attempt + 1
         delay = retry.delay_before(attempt, random_unit=self._settings.random_unit())
@@ -504,8 +751,83 @@ class Engine:
         wait = call.derive(SLEEP, call.attempt, retried)
         wait.started_at = call.started_at
         wait.delay = delay
+        fiber = call.fiber
+        if call.kind is ACTION and fiber is not None and fiber.deadline is not None:
+            wait.deadline = fiber.deadline.at
+            wait.limit = fiber.deadline
         self._in_flight += 1
         return wait
+
+    # -- unknown outcomes (DESIGN rule 3) ------------------------------------------------------
+
+    def _unknown_outcome(self, call: Call, error: BaseException, *, retriable: bool) -> Call | None:
+        """An action attempt was cut off: retry it if that is safe, else leave it to the undo."""
+        node = call.node
+        if retriable and node.idempotent and self._phase == _FORWARD:
+            retry = node.retry or _ONE_MORE
+            if call.attempt < retry.attempts:
+                return self._retry(call, retry, error)
+        self._emit_step_failed(call, error, unknown=True)
+        if self._debug:
+            logger.debug("saga %s: step %s outcome unknown: %r", self.saga_id, call.path, error)
+        self._record_unknown(call)
+        if self._phase == _FORWARD:
+            fiber = call.fiber
+            assert fiber is not None
+            self._fiber_failed(fiber, error)
+        return None
+
+    def _record_unknown(self, call: Call) -> None:
+        node = call.node
+        if node.compensate is not None or node.on_unknown is not None:
+            call.argument = _UNKNOWN_RESULT
+            self._completed.append(call)
+
+    def _undo_call(self, record: Call) -> Call | None:
+        """The first call of `record`'s undo, issued; None if there is nothing to run (the step
+        is then reported unresolved)."""
+        if record.argument is not _UNKNOWN_RESULT:
+            # The completed step's record becomes its compensation's first attempt: the driver
+            # is done with it, and sparing a new call per undo is measurable on the failure path.
+            record.kind = COMPENSATION
+            record.attempt = 1
+            return self._issue(record)
+        node = record.node
+        if node.idempotent and node.compensate is not None:
+            # Run it again, same idempotency key, to learn the result its compensation needs.
+            return self._issue(record.derive(ACTION, record.attempt + 1, _RESOLVING))
+        return self._unknown_fallback(record)
+
+    def _unknown_fallback(self, call: Call) -> Call | None:
+        if call.node.on_unknown is not None:
+            return self._issue(call.derive(UNKNOWN, 1, None))
+        undo = self._undo
+        assert undo is not None
+        undo.unresolved.append(call.path)
+        return None
+
+    def _resolved(self, call: Call, result: object) -> Call | None:
+        """The run-again of an unknown outcome completed: now compensate it with its result."""
+        if self._listeners:
+            self._emit(
+                StepCompleted(
+                    self.saga_id,
+                    call.path,
+                    call.attempt,
+                    self._settings.clock(),
+                    call.started_at,
+                    result,
+                    True,
+                )
+            )
+        call.kind = COMPENSATION
+        call.attempt = 1
+        call.argument = result
+        return self._issue(call)
+
+    def _resolution_failed(self, call: Call, error: BaseException) -> Call | None:
+        self._emit_step_failed(call, error, unknown=True)
+        return self._unknown_fallback(call) or self._undo_done(call)
 
     # -- compensation -------------------------------------------------------------------------
 
@@ -513,7 +835,7 @@ class Engine:
         if self._phase != _FORWARD:
             return
         self._phase = _COMPENSATING
-        self._undo = _Undo(error, len(self._completed) - 1)
+        self._undo = Undo(error)
         if self._debug:
             logger.debug(
                 "saga %s: failed with %r; compensating %d step(s)",
@@ -523,18 +845,50 @@ class Engine:
             )
 
     def _next_compensation(self) -> Call | None:
+        """Sequential undo: the undo log in reverse, one record at a time."""
         undo = self._undo
         assert undo is not None
-        if undo.cursor < 0:
+        if undo.cursor is None:
+            undo.cursor = len(self._completed) - 1
+        while undo.cursor >= 0:
+            record = self._completed[undo.cursor]
+            undo.cursor -= 1
+            call = self._undo_call(record)
+            if call is not None:
+                return call
+        self._finish_failure(undo)
+        return None
+
+    def _next_concurrent_compensation(self) -> Call | None:
+        """Concurrent undo: any record the causal order lets start."""
+        order = self._order
+        if order is None:
+            if self._in_flight:
+                return None
+            order = self._order = CausalOrder(self._completed)
+            self._ready = order.start()
+        ready = self._ready
+        while ready:
+            record = ready.pop()
+            call = self._undo_call(record)
+            if call is not None:
+                return call
+            ready.extend(order.done(record))
+        if not self._in_flight:
+            undo = self._undo
+            assert undo is not None
             self._finish_failure(undo)
-            return None
-        done = self._completed[undo.cursor]
-        undo.cursor -= 1
-        # The completed step's record becomes its compensation's first attempt: the driver is
-        # done with it, and sparing a new call per undo is measurable on the failure path.
-        done.kind = COMPENSATION
-        done.attempt = 1
-        return self._issue(done)
+        return None
+
+    def _undo_done(self, call: Call) -> Call | None:
+        """`call`'s record is undone (or given up on): what may run next."""
+        self._release(call)
+        return self.poll()
+
+    def _release(self, call: Call) -> None:
+        """`call`'s record is undone: let the causal order start what waited for it."""
+        if self._order is not None:
+            self._ready.extend(self._order.done(call))
 
     def _compensation_succeeded(self, call: Call) -> Call | None:
         undo = self._undo
@@ -546,7 +900,7 @@ class Engine:
                     self.saga_id, call.path, call.attempt, self._settings.clock(), call.started_at
                 )
             )
-        return self.poll()
+        return self._undo_done(call)
 
     def _compensation_failed(self, call: Call, error: BaseException) -> Call | None:
         retry = call.node.compensation_retry
@@ -556,16 +910,14 @@ class Engine:
 
     def _compensation_failed_for_good(self, call: Call, error: BaseException) -> Call | None:
         self._record_compensation_failure(call, error)
-        return self.poll()
+        return self._undo_done(call)
 
     def _record_compensation_failure(self, call: Call, error: BaseException) -> None:
         undo = self._undo
         assert undo is not None
         undo.failures.append(CompensationFailure(call.path, error, call.attempt))
         if self._settings.on_compensation_failure == "stop":
-            while undo.cursor >= 0:
-                undo.skipped.append(self._completed[undo.cursor].path)
-                undo.cursor -= 1
+            self._skip_the_rest(undo)
         if self._listeners:
             self._emit(
                 CompensationFailed(
@@ -580,9 +932,26 @@ class Engine:
         if self._debug:
             logger.debug("saga %s: compensation %s failed: %r", self.saga_id, call.path, error)
 
+    def _skip_the_rest(self, undo: Undo) -> None:
+        if self._settings.concurrent_compensation:
+            order = self._order
+            waiting = list(reversed(self._ready))
+            self._ready.clear()
+            if order is not None:
+                waiting.extend(order.drain())
+            undo.skipped.extend(record.path for record in waiting)
+            return
+        cursor = undo.cursor
+        if cursor is None:
+            cursor = len(self._completed) - 1
+        while cursor >= 0:
+            undo.skipped.append(self._completed[cursor].path)
+            cursor -= 1
+        undo.cursor = cursor
+
     # -- the end ------------------------------------------------------------------------------
 
-    def _finish_failure(self, undo: _Undo) -> None:
+    def _finish_failure(self, undo: Undo) -> None:
         if undo.failures or undo.skipped or undo.unresolved:
             self._finish(
                 PartialFailure(

@@ -5,14 +5,14 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable
-from functools import partial
 from inspect import isawaitable
 from typing import TypeVar, cast, final
 
+from fsaga.context import _running_effect
 from fsaga.events import Listener
-from fsaga.interpreter.call import ACTION, COMPENSATION, Call
+from fsaga.interpreter.call import ACTION, COMPENSATION, SLEEP, Call
 from fsaga.interpreter.engine import CompensationPolicy, Engine, EngineSettings
-from fsaga.interpreter.protocol import Effect, Perform
+from fsaga.interpreter.protocol import Perform
 from fsaga.interpreter.results import PLAIN_TYPES
 from fsaga.outcome import Outcome, describe_failure
 from fsaga.saga import Saga
@@ -87,21 +87,26 @@ class SyncInterpreter:
             try:
                 try:
                     kind = call.kind
-                    if kind is ACTION:
-                        if perform is None:
-                            result = call.node.action()
-                        else:
-                            result = perform(_effect(engine, call))
-                    elif kind is COMPENSATION:
-                        if perform is None:
-                            compensate = call.node.compensate
-                            assert compensate is not None
-                            result = compensate(call.argument)
-                        else:
-                            result = perform(_effect(engine, call))
-                    else:
+                    if kind is SLEEP:
                         sleep(call.delay)
                         result = None
+                    else:
+                        token = _running_effect.set((engine, call))
+                        try:
+                            if perform is not None:
+                                result = perform(engine.effect_of(call))
+                            elif kind is ACTION:
+                                result = call.node.action()
+                            elif kind is COMPENSATION:
+                                compensate = call.node.compensate
+                                assert compensate is not None
+                                result = compensate(call.argument)
+                            else:
+                                on_unknown = call.node.on_unknown
+                                assert on_unknown is not None
+                                result = on_unknown(engine.context_of(call))
+                        finally:
+                            _running_effect.reset(token)
                 except Exception as error:
                     pending = None
                     call = engine.fail(call, error) or engine.poll()
@@ -131,22 +136,6 @@ def _awaitable_error(call: Call) -> TypeError:
     return TypeError(
         f"the {call.kind} of step {call.path!r} returned an awaitable; "
         "run async effects with an async interpreter"
-    )
-
-
-def _effect(engine: Engine, call: Call) -> Effect:
-    node = call.node
-    if call.kind is ACTION:
-        return Effect("action", engine.saga_id, call.path, call.attempt, None, node.action)
-    compensate = node.compensate
-    assert compensate is not None
-    return Effect(
-        "compensation",
-        engine.saga_id,
-        call.path,
-        call.attempt,
-        call.argument,
-        partial(compensate, call.argument),
     )
 
 

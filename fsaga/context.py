@@ -1,0 +1,77 @@
+"""What a running effect can know about itself: `current_context()` and `StepContext`.
+
+Effects keep their plain signatures (an action takes nothing, a compensation takes the action's
+result); the context travels beside them in a context variable that every interpreter sets
+around each effect it performs. Use it to pass an idempotency key to a remote service:
+
+>>> from fsaga import step
+>>> from fsaga.interpreter import SyncInterpreter
+>>> def charge() -> str:
+...     return current_context().idempotency_key
+>>> step(charge, name="charge").run(SyncInterpreter(), saga_id="order-7")
+Success(value='order-7/charge')
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, final
+
+if TYPE_CHECKING:
+    from fsaga.interpreter.call import Call
+
+__all__ = ["StepContext", "StepContextKind", "current_context"]
+
+StepContextKind: TypeAlias = Literal["action", "compensation", "unknown"]
+"""What is running: a step's action, its compensation, or its unknown-outcome compensation."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    """Who a running effect is, and the key that makes it safe to repeat.
+
+    Attributes:
+        saga_id: the run's id.
+        path: the step's path, e.g. ``"order/payment/charge"``.
+        attempt: 1 for the first attempt, then 2, 3, ... on retries.
+        kind: what is running (see `StepContextKind`).
+    """
+
+    saga_id: str
+    path: str
+    attempt: int
+    kind: StepContextKind
+
+    @property
+    def idempotency_key(self) -> str:
+        """``saga_id/path``: the same across attempts, retries, recoveries and processes, so a
+        service that deduplicates on it applies the step once (DESIGN rule 10)."""
+        return f"{self.saga_id}/{self.path}"
+
+
+class _ContextSource(Protocol):
+    def context_of(self, call: Call) -> StepContext: ...
+
+
+# The running effect, as (engine, call): building the `StepContext` waits until an effect asks,
+# so the many effects that never do cost one tuple, not a value and a saga id.
+_running_effect: ContextVar[tuple[_ContextSource, Call]] = ContextVar("fsaga_running_effect")
+
+
+def current_context() -> StepContext:
+    """The context of the effect that is running now.
+
+    Raises:
+        LookupError: no fsaga effect is running in this context (called outside an action,
+            compensation or unknown-outcome compensation).
+    """
+    try:
+        source, call = _running_effect.get()
+    except LookupError:
+        raise LookupError(
+            "current_context() is only available while an interpreter runs a step's action or "
+            "compensation"
+        ) from None
+    return source.context_of(call)

@@ -1,0 +1,154 @@
+"""The compensation phase's bookkeeping, and the reverse causal order of DESIGN rule 5.
+
+Private to the engine. `Undo` collects what the outcome reports; `CausalOrder` schedules the
+undo log so independent `par` branches can be compensated side by side, while every step is
+still undone only after everything that started after it completed, on its line of control.
+"""
+
+from __future__ import annotations
+
+from typing import final
+
+from fsaga.interpreter._fibers import Fiber, Join
+from fsaga.interpreter.call import Call
+from fsaga.outcome import CompensationFailure
+
+__all__ = ["CausalOrder", "Undo"]
+
+
+@final
+class Undo:
+    """The compensation phase's state, made when a run starts failing.
+
+    `cursor` walks the undo log backwards in sequential mode; it is set when the first
+    compensation starts (``None`` before), once nothing forward is in flight any more.
+    """
+
+    __slots__ = ("compensated", "cursor", "error", "failures", "skipped", "unresolved")
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.cursor: int | None = None
+        self.compensated: list[str] = []
+        self.failures: list[CompensationFailure] = []
+        self.skipped: list[str] = []
+        self.unresolved: list[str] = []
+
+
+@final
+class _Group:
+    """A `par` in the undo log: its branches' lines, undone side by side."""
+
+    __slots__ = ("join", "lines", "owner", "pending")
+
+    def __init__(self, join: Join | None, owner: _Line | None) -> None:
+        self.join = join
+        self.owner = owner
+        self.lines: list[_Line] = []
+        self.pending = 0
+
+
+@final
+class _Line:
+    """One fiber's part of the undo log, in completion order: its own records, and a group
+    for every `par` it forked (placed where the fork happened)."""
+
+    __slots__ = ("cursor", "entries", "group")
+
+    def __init__(self, group: _Group) -> None:
+        self.group = group
+        self.entries: list[Call | _Group] = []
+        self.cursor = -1
+
+
+@final
+class CausalOrder:
+    """Hands out the undo log's records as soon as the rule lets them run.
+
+    A fiber's records are undone newest first; a `par` it forked is undone (all branches at
+    once) after the records it made later, and before those it made earlier. Records of sibling
+    branches never wait for each other.
+
+    `start()` returns the records that may run at once; `done(record)` those that the end of
+    `record`'s undo lets run; the undo is complete when every record handed out is done.
+    """
+
+    __slots__ = ("_lines", "_records", "_top")
+
+    def __init__(self, records: list[Call]) -> None:
+        self._records = records
+        self._top = _Group(None, None)
+        self._lines: dict[Fiber, _Line] = {}
+        for record in records:
+            fiber = record.fiber
+            assert fiber is not None
+            self._line(fiber).entries.append(record)
+        for line in self._lines.values():
+            line.cursor = len(line.entries) - 1
+
+    def _line(self, fiber: Fiber) -> _Line:
+        line = self._lines.get(fiber)
+        if line is not None:
+            return line
+        # Make the lines of this fiber and of its ancestors that have none yet, outermost first.
+        missing: list[Fiber] = []
+        ancestor: Fiber | None = fiber
+        while ancestor is not None and ancestor not in self._lines:
+            missing.append(ancestor)
+            ancestor = ancestor.join.parent if ancestor.join is not None else None
+        for made in reversed(missing):
+            join = made.join
+            if join is None:
+                group = self._top
+            else:
+                owner = self._lines[join.parent]
+                last = owner.entries[-1] if owner.entries else None
+                if isinstance(last, _Group) and last.join is join:
+                    group = last
+                else:
+                    group = _Group(join, owner)
+                    owner.entries.append(group)
+            line = _Line(group)
+            group.lines.append(line)
+            self._lines[made] = line
+        return self._lines[fiber]
+
+    def start(self) -> list[Call]:
+        """The records whose undo may start at once."""
+        self._top.pending = len(self._top.lines)
+        return self._advance(list(self._top.lines))
+
+    def done(self, record: Call) -> list[Call]:
+        """The records whose undo may start now that `record`'s is over."""
+        fiber = record.fiber
+        assert fiber is not None
+        return self._advance([self._lines[fiber]])
+
+    def drain(self) -> list[Call]:
+        """Every record not handed out yet, newest first; none will be handed out after."""
+        waiting: set[int] = set()
+        for line in self._lines.values():
+            for entry in line.entries[: line.cursor + 1]:
+                if isinstance(entry, Call):
+                    waiting.add(id(entry))
+            line.cursor = -1
+        return [record for record in reversed(self._records) if id(record) in waiting]
+
+    def _advance(self, lines: list[_Line]) -> list[Call]:
+        ready: list[Call] = []
+        while lines:
+            line = lines.pop()
+            if line.cursor < 0:
+                group = line.group
+                group.pending -= 1
+                if group.pending == 0 and group.owner is not None:
+                    lines.append(group.owner)
+                continue
+            entry = line.entries[line.cursor]
+            line.cursor -= 1
+            if isinstance(entry, _Group):
+                entry.pending = len(entry.lines)
+                lines.extend(entry.lines)
+            else:
+                ready.append(entry)
+        return ready
