@@ -55,9 +55,23 @@ class _ContextSource(Protocol):
     def context_of(self, call: Call) -> StepContext: ...
 
 
-# The running effect, as (engine, call): building the `StepContext` waits until an effect asks,
-# so the many effects that never do cost one tuple, not a value and a saga id.
-_running_effect: ContextVar[tuple[_ContextSource, Call]] = ContextVar("fsaga_running_effect")
+@final
+class _RunningEffect:
+    """Where a driver keeps the effect it is performing, for `current_context()`.
+
+    A driver sets one in the context variable once per run (or per task, for concurrent work)
+    and points `call` at each call while its effect runs, so that an effect which never asks
+    for its context costs two attribute writes, not a new value and a context-variable reset.
+    """
+
+    __slots__ = ("call", "source")
+
+    def __init__(self, source: _ContextSource) -> None:
+        self.source = source
+        self.call: Call | None = None
+
+
+_running_effect: ContextVar[_RunningEffect] = ContextVar("fsaga_running_effect")
 
 
 def current_context() -> StepContext:
@@ -67,11 +81,11 @@ def current_context() -> StepContext:
         LookupError: no fsaga effect is running in this context (called outside an action,
             compensation or unknown-outcome compensation).
     """
-    try:
-        source, call = _running_effect.get()
-    except LookupError:
+    running = _running_effect.get(None)
+    call = None if running is None else running.call
+    if running is None or call is None:
         raise LookupError(
             "current_context() is only available while an interpreter runs a step's action or "
             "compensation"
-        ) from None
-    return source.context_of(call)
+        )
+    return running.source.context_of(call)

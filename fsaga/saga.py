@@ -509,7 +509,8 @@ def par(*branches: Saga[Any]) -> Saga[tuple[Any, ...]]:
 
     A branch that is a single named step or a named sub-saga keeps its name in paths
     (``charge``, ``payment/charge``); any other branch is scoped by its position (``#1/charge``),
-    so concurrent branches never compete for a path.
+    so concurrent branches never compete for a path. A later `par` in the same scope numbers its
+    positions like repeated labels (``#1#2/charge``), so no two steps of a run share a path.
 
     >>> from fsaga.interpreter import SyncInterpreter
     >>> par(pure(1), pure("a")).run(SyncInterpreter())

@@ -216,7 +216,7 @@ class Model:
 
 def branch_scope(parent: Scope, index: int, branch: SagaSpec) -> Scope:
     stays = isinstance(branch, NamedSpec) or (isinstance(branch, StepSpec) and branch.explicit)
-    return parent if stays else Scope(parent.join(f"#{index}"))
+    return parent if stays else Scope(parent.claim(f"#{index}", explicit=False))
 
 
 def action_paths(spec: SagaSpec) -> list[str]:

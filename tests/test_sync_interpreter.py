@@ -41,6 +41,7 @@ from fsaga import (
     step,
     traverse,
 )
+from fsaga.testing import RecordingInterpreter
 
 ENGINE_LOGGER = "fsaga.interpreter.engine"
 
@@ -630,6 +631,18 @@ def test_par_branches_run_one_after_another_and_results_keep_argument_order() ->
 
     assert outcome == Success((2, "B", 3.0))
     assert ledger.log == ["a1", "a2", "b", "c1", "c2"]
+
+
+def test_two_pars_in_one_scope_never_give_two_steps_the_same_path() -> None:
+    def charge() -> int:
+        return 1
+
+    recording = RecordingInterpreter()
+    saga = par(step(charge), step(charge)).then(par(step(charge), step(charge)))
+
+    saga.run(recording)
+
+    assert recording.paths("action") == ["#0/charge", "#1/charge", "#0#2/charge", "#1#2/charge"]
 
 
 def test_when_a_par_branch_fails_later_branches_never_start() -> None:

@@ -24,7 +24,7 @@ import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
-from fsaga.context import _running_effect
+from fsaga.context import _running_effect, _RunningEffect
 from fsaga.events import Listener
 from fsaga.interpreter.call import ACTION, COMPENSATION, NO_DEADLINE, SLEEP, Call
 from fsaga.interpreter.engine import (
@@ -123,6 +123,7 @@ class AsyncInterpreter:
         """Run `saga` to its outcome (`Saga.run` calls this)."""
         engine = Engine(saga, self._settings, saga_id=saga_id)
         run = _Run(engine, self._perform, self._sleep)
+        token = _running_effect.set(run.running)
         try:
             await run.drive()
         except Exception:
@@ -138,6 +139,8 @@ class AsyncInterpreter:
                 f"fsaga: saga {engine.saga_id} interrupted; {_note(engine.outcome)}"
             )
             raise
+        finally:
+            _running_effect.reset(token)
         return cast("Outcome[_T]", engine.outcome)
 
 
@@ -145,7 +148,17 @@ class AsyncInterpreter:
 class _Run:
     """One run's driver: performs the engine's calls, inline or in a task group."""
 
-    __slots__ = ("cancelled", "engine", "failures_seen", "group", "perform", "running", "sleep")
+    __slots__ = (
+        "cancelled",
+        "cancels",
+        "engine",
+        "failures_seen",
+        "group",
+        "perform",
+        "running",
+        "scopes",
+        "sleep",
+    )
 
     def __init__(
         self,
@@ -156,65 +169,104 @@ class _Run:
         self.engine = engine
         self.perform = perform
         self.sleep = sleep
+        self.running = _RunningEffect(engine)
         self.group: TaskGroup | None = None
-        # Calls in flight in the task group, with their cancel scopes (to cancel siblings).
-        self.running: dict[Call, anyio.CancelScope] = {}
+        # Whether siblings of a failed branch are cancelled; if so, the calls in flight in the
+        # task group with their cancel scopes, and those cancelled for that reason.
+        self.cancels = engine.cancels_siblings
+        self.scopes: dict[Call, anyio.CancelScope] = {}
         self.cancelled: set[Call] = set()
         self.failures_seen = 0
 
     async def drive(self) -> None:
-        """Perform calls until the engine has nothing left to hand out."""
+        """Perform calls until the engine has nothing left to hand out.
+
+        One call at a time, inline, while the engine has one call ready; in a task group, a
+        task per call, while it has several.
+        """
         engine = self.engine
+        running = self.running
+        direct = self.perform is None
         call = engine.poll()
         while call is not None:
             more = engine.poll()
-            if more is None:
-                call = await self.perform_call(call) or engine.poll()
-                continue
-            async with anyio.create_task_group() as group:
-                self.group = group
-                group.start_soon(self.chain, call)
-                while more is not None:
-                    group.start_soon(self.chain, more)
-                    more = engine.poll()
-            self.group = None
-            call = engine.poll()
+            if more is not None:
+                await self.fan_out(call, more)
+                call = engine.poll()
+            elif direct and call.kind is ACTION and call.deadline == NO_DEADLINE:
+                # The common case, kept free of further coroutine layers: an action without a
+                # deadline, called directly.
+                running.call = call
+                try:
+                    result = call.node.action()
+                    if result is not None and type(result) not in PLAIN_TYPES:
+                        while isawaitable(result):
+                            result = await result
+                except Exception as error:
+                    running.call = None
+                    call = engine.fail(call, error) or engine.poll()
+                    continue
+                except BaseException as interruption:
+                    running.call = None
+                    engine.interrupt(call, interruption)
+                    raise
+                running.call = None
+                call = engine.succeed(call, result) or engine.poll()
+            else:
+                call = await self.perform_call(call, running) or engine.poll()
+
+    async def fan_out(self, first: Call, second: Call) -> None:
+        """Run every call the engine hands out, a task each, until none is in flight."""
+        engine = self.engine
+        async with anyio.create_task_group() as group:
+            self.group = group
+            group.start_soon(self.chain, first)
+            more: Call | None = second
+            while more is not None:
+                group.start_soon(self.chain, more)
+                more = engine.poll()
+        self.group = None
 
     async def chain(self, call: Call | None) -> None:
         """A task of the group: perform `call` and whatever follows it directly."""
         assert call is not None
         engine = self.engine
         try:
+            # A task started in a group already cancelled must not begin its effect at all.
             await anyio.lowlevel.checkpoint_if_cancelled()
         except BaseException as interruption:
             engine.interrupt(call, interruption, started=False)
             raise
+        running = _RunningEffect(engine)
+        _running_effect.set(running)  # this task's own context: undone when the task ends
         group = self.group
         assert group is not None
         while call is not None:
-            call = await self.perform_call(call, track=True)
+            call = await self.perform_call(call, running, track=self.cancels)
             spawned = engine.poll()
             while spawned is not None:
                 group.start_soon(self.chain, spawned)
                 spawned = engine.poll()
-            if engine.branch_failures != self.failures_seen:
+            if self.cancels and engine.branch_failures != self.failures_seen:
                 self.failures_seen = engine.branch_failures
                 self.cancel_doomed()
 
     def cancel_doomed(self) -> None:
-        """Cancel the calls in flight whose `par` has a failed branch, if the engine says so."""
+        """Cancel the calls in flight whose `par` has a failed branch."""
         engine = self.engine
-        for call, scope in self.running.items():
+        for call, scope in self.scopes.items():
             if call not in self.cancelled and engine.should_cancel(call):
                 self.cancelled.add(call)
                 scope.cancel()
 
-    async def perform_call(self, call: Call, *, track: bool = False) -> Call | None:
+    async def perform_call(
+        self, call: Call, running: _RunningEffect, *, track: bool = False
+    ) -> Call | None:
         """Perform `call`, report it to the engine, and return the call that follows directly."""
         engine = self.engine
         if call.deadline == NO_DEADLINE and not track:
             try:
-                result = await self.invoke(call)
+                result = await self.invoke(call, running)
             except Exception as error:
                 return engine.fail(call, error)
             except BaseException as interruption:
@@ -226,17 +278,17 @@ class _Run:
         try:
             with anyio.CancelScope(deadline=call.deadline) as scope:
                 if track:
-                    self.running[call] = scope
+                    self.scopes[call] = scope
                 try:
-                    result = await self.invoke(call)
+                    result = await self.invoke(call, running)
                 except Exception as raised:
                     failure = raised
         except BaseException as interruption:
-            self.running.pop(call, None)
+            self.scopes.pop(call, None)
             engine.interrupt(call, interruption)
             raise
         if track:
-            del self.running[call]
+            del self.scopes[call]
         if scope.cancelled_caught:
             if call in self.cancelled:
                 self.cancelled.discard(call)
@@ -246,7 +298,7 @@ class _Run:
             return engine.fail(call, failure)
         return engine.succeed(call, result)
 
-    async def invoke(self, call: Call) -> object:
+    async def invoke(self, call: Call, running: _RunningEffect) -> object:
         """Perform the effect `call` stands for and return its result, awaited."""
         kind = call.kind
         if kind is SLEEP:
@@ -254,7 +306,7 @@ class _Run:
             return None
         engine = self.engine
         perform = self.perform
-        token = _running_effect.set((engine, call))
+        running.call = call
         try:
             if perform is not None:
                 result = perform(engine.effect_of(call))
@@ -271,7 +323,7 @@ class _Run:
             while result is not None and type(result) not in PLAIN_TYPES and isawaitable(result):
                 result = await result
         finally:
-            _running_effect.reset(token)
+            running.call = None
         return result
 
 

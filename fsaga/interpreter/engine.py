@@ -88,6 +88,9 @@ _DONE: Final = 2
 _UNKNOWN_RESULT: Final = object()
 # Marks an action run again during the undo to learn the result of an unknown outcome.
 _RESOLVING: Final = object()
+# Marks the retry of an idempotent step whose previous attempt's outcome is unknown: if the
+# retry cannot happen, that outcome stays unknown.
+_AFTER_UNKNOWN: Final = object()
 # How an idempotent step without a retry policy retries an unknown outcome: once, at once.
 _ONE_MORE: Final = Retry(2, delay=0.0, jitter=0.0)
 
@@ -265,6 +268,12 @@ class Engine:
             "unknown", self.saga_id, call.path, call.attempt, context, partial(on_unknown, context)
         )
 
+    @property
+    def cancels_siblings(self) -> bool:
+        """Whether the driver should cancel the calls in flight on the siblings of a failed
+        `par` branch (see `should_cancel`)."""
+        return self._settings.on_branch_failure == "cancel"
+
     def should_cancel(self, call: Call) -> bool:
         """Whether the driver should cancel `call`, in flight: a sibling branch of a `par`
         enclosing it failed and the interpreter cancels siblings (report it with `cancel`)."""
@@ -360,7 +369,7 @@ class Engine:
             retried = call.argument
             assert isinstance(retried, Call)
             if retried.kind is ACTION:
-                self._step_failed(call, error)
+                self._wait_failed(call, retried, error)
                 return None
             return self._compensation_failed_for_good(call, error)
         return self._compensation_failed(call, error)
@@ -385,7 +394,7 @@ class Engine:
             retried = call.argument
             assert isinstance(retried, Call)
             if retried.kind is ACTION:
-                self._step_failed(call, error)
+                self._wait_failed(call, retried, error)
                 return None
             return self._compensation_failed_for_good(call, error)
         return self._compensation_failed(call, error)
@@ -401,7 +410,7 @@ class Engine:
         kind = call.kind
         if kind is COMPENSATION or kind is UNKNOWN:
             return self._compensation_failed(call, error)
-        unknown = kind is ACTION
+        unknown = kind is ACTION or _waits_after_unknown(call)
         self._emit_step_failed(call, error, unknown=unknown)
         if unknown:
             self._record_unknown(call)
@@ -446,7 +455,9 @@ class Engine:
             return
         # An action cut short mid-flight has an unknown outcome; one that was waiting to be
         # retried (or never began) did not run this attempt, so its outcome is known: it failed.
-        unknown = started and call.kind is ACTION
+        unknown = (
+            call.kind is ACTION and (started or call.argument is _AFTER_UNKNOWN)
+        ) or _waits_after_unknown(call)
         self._emit_step_failed(call, interruption, unknown=unknown)
         if unknown:
             self._record_unknown(call)
@@ -559,7 +570,9 @@ class Engine:
             if sibling_name(branch) is not None:
                 scope = parent.scope
             else:
-                scope = Scope(parent.scope.join(f"#{index}"))
+                # Claimed like a label, so the branches of a second par in the same scope get
+                # paths of their own (``#0#2/...``) and no two steps ever share a path.
+                scope = Scope(parent.scope.claim(f"#{index}", explicit=False))
             self._runnable.append((Fiber(scope, join, index, deadline), branch, None))
 
     def _fiber_finished(self, fiber: Fiber, value: object) -> None:
@@ -615,6 +628,9 @@ class Engine:
             )
             if self._debug:
                 logger.debug("saga %s: %s", self.saga_id, error)
+            if call.argument is _AFTER_UNKNOWN:
+                # The retry of an unknown outcome cannot start: that outcome stays unknown.
+                self._left_unknown(call, error)
             self._fiber_failed(fiber, error)
             return False
         timeout = call.node.attempt_timeout
@@ -766,16 +782,32 @@ class Engine:
         if retriable and node.idempotent and self._phase == _FORWARD:
             retry = node.retry or _ONE_MORE
             if call.attempt < retry.attempts:
+                call.argument = _AFTER_UNKNOWN
                 return self._retry(call, retry, error)
-        self._emit_step_failed(call, error, unknown=True)
-        if self._debug:
-            logger.debug("saga %s: step %s outcome unknown: %r", self.saga_id, call.path, error)
-        self._record_unknown(call)
+        self._left_unknown(call, error)
         if self._phase == _FORWARD:
             fiber = call.fiber
             assert fiber is not None
             self._fiber_failed(fiber, error)
         return None
+
+    def _left_unknown(self, call: Call, error: BaseException) -> None:
+        """`call`'s attempt (or the one its wait or retry stands for) has an unknown outcome
+        that the run no longer tries to settle forward: the undo will."""
+        self._emit_step_failed(call, error, unknown=True)
+        if self._debug:
+            logger.debug("saga %s: step %s outcome unknown: %r", self.saga_id, call.path, error)
+        self._record_unknown(call)
+
+    def _wait_failed(self, wait: Call, retried: Call, error: BaseException) -> None:
+        """The wait before retrying an action ended in `error`: the retry will not happen."""
+        if retried.argument is _AFTER_UNKNOWN:
+            self._left_unknown(wait, error)
+            fiber = wait.fiber
+            assert fiber is not None
+            self._fiber_failed(fiber, error)
+        else:
+            self._step_failed(wait, error)
 
     def _record_unknown(self, call: Call) -> None:
         node = call.node
@@ -985,6 +1017,12 @@ class Engine:
                     listener,
                     type(event).__name__,
                 )
+
+
+def _waits_after_unknown(call: Call) -> bool:
+    """Whether `call` is the wait before retrying an attempt whose outcome is unknown."""
+    retried = call.argument
+    return call.kind is SLEEP and isinstance(retried, Call) and retried.argument is _AFTER_UNKNOWN
 
 
 def _not_a_saga(continuation: object, returned: object) -> TypeError:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from inspect import isawaitable
 from typing import TypeVar, cast, final
 
-from fsaga.context import _running_effect
+from fsaga.context import _running_effect, _RunningEffect
 from fsaga.events import Listener
 from fsaga.interpreter.call import ACTION, COMPENSATION, SLEEP, Call
 from fsaga.interpreter.engine import CompensationPolicy, Engine, EngineSettings
@@ -77,6 +77,21 @@ class SyncInterpreter:
     def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
         """Run `saga` to its outcome (`Saga.run` calls this)."""
         engine = Engine(saga, self._settings, saga_id=saga_id)
+        running = _RunningEffect(engine)
+        token = _running_effect.set(running)
+        try:
+            interruption = self._drive(engine, running)
+        finally:
+            _running_effect.reset(token)
+        outcome = engine.outcome
+        if interruption is not None:
+            interruption.add_note(f"fsaga: saga {engine.saga_id} interrupted; {_note(outcome)}")
+            raise interruption
+        return cast("Outcome[_T]", outcome)
+
+    def _drive(self, engine: Engine, running: _RunningEffect) -> BaseException | None:
+        """Perform the engine's calls one at a time until the run has its outcome; return the
+        interruption to re-raise, if one came."""
         perform = self._perform
         sleep = self._sleep
         interruption: BaseException | None = None
@@ -91,7 +106,7 @@ class SyncInterpreter:
                         sleep(call.delay)
                         result = None
                     else:
-                        token = _running_effect.set((engine, call))
+                        running.call = call
                         try:
                             if perform is not None:
                                 result = perform(engine.effect_of(call))
@@ -106,7 +121,7 @@ class SyncInterpreter:
                                 assert on_unknown is not None
                                 result = on_unknown(engine.context_of(call))
                         finally:
-                            _running_effect.reset(token)
+                            running.call = None
                 except Exception as error:
                     pending = None
                     call = engine.fail(call, error) or engine.poll()
@@ -125,11 +140,7 @@ class SyncInterpreter:
                     interruption = stop
                 engine.interrupt(pending, stop)
                 call = engine.poll()
-        outcome = engine.outcome
-        if interruption is not None:
-            interruption.add_note(f"fsaga: saga {engine.saga_id} interrupted; {_note(outcome)}")
-            raise interruption
-        return cast("Outcome[_T]", outcome)
+        return interruption
 
 
 def _awaitable_error(call: Call) -> TypeError:

@@ -4,6 +4,9 @@ needs hypothesis) generators of sagas and fault plans.
 Importing this package does not import hypothesis.
 """
 
+from fsaga.testing.interpreters import (
+    AsyncFaultInjectingInterpreter as AsyncFaultInjectingInterpreter,
+)
 from fsaga.testing.interpreters import FaultInjectingInterpreter as FaultInjectingInterpreter
 from fsaga.testing.interpreters import FaultPlan as FaultPlan
 from fsaga.testing.interpreters import InjectedFault as InjectedFault
@@ -15,6 +18,9 @@ from fsaga.testing.interpreters import Script as Script
 from fsaga.testing.interpreters import ScriptedInterpreter as ScriptedInterpreter
 from fsaga.testing.interpreters import UnscriptedStepError as UnscriptedStepError
 from fsaga.testing.properties import Trace as Trace
+from fsaga.testing.properties import (
+    assert_causal_compensation_order as assert_causal_compensation_order,
+)
 from fsaga.testing.properties import (
     assert_compensations_get_their_results as assert_compensations_get_their_results,
 )
@@ -29,8 +35,10 @@ from fsaga.testing.properties import (
     assert_unstarted_steps_never_compensated as assert_unstarted_steps_never_compensated,
 )
 from fsaga.testing.properties import check_run as check_run
+from fsaga.testing.properties import independent_by_path as independent_by_path
 
 __all__ = [
+    "AsyncFaultInjectingInterpreter",
     "FaultInjectingInterpreter",
     "FaultPlan",
     "InjectedFault",
@@ -42,10 +50,12 @@ __all__ = [
     "ScriptedInterpreter",
     "Trace",
     "UnscriptedStepError",
+    "assert_causal_compensation_order",
     "assert_compensations_get_their_results",
     "assert_every_completed_step_accounted_for",
     "assert_outcome_matches_trace",
     "assert_reverse_compensation_order",
     "assert_unstarted_steps_never_compensated",
     "check_run",
+    "independent_by_path",
 ]

@@ -1,8 +1,9 @@
 """Interpreters for tests: recording, scripted and fault-injecting.
 
-All three drive the same engine as `SyncInterpreter` (so every rule of a run holds under them),
-keep the whole trace (`events`, `effects`, `sleeps`) and never really sleep: the waits a retry
-asks for are recorded in `sleeps` instead.
+The first three drive the same engine as `SyncInterpreter` (so every rule of a run holds under
+them), keep the whole trace (`events`, `effects`, `sleeps`) and never really sleep: the waits a
+retry asks for are recorded in `sleeps` instead. `AsyncFaultInjectingInterpreter` does the same
+over `AsyncInterpreter`, and can also make effects hang and cancel the run from outside.
 
 >>> from fsaga import step
 >>> scripted = ScriptedInterpreter({"reserve": Return("R-1"), "charge": Raise(RuntimeError("no"))})
@@ -17,16 +18,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias, TypeVar, final
+from inspect import isawaitable
+from typing import TypeAlias, TypeVar, cast, final
 
-from fsaga.events import Event, Listener
-from fsaga.interpreter.engine import CompensationPolicy
+import anyio
+import anyio.lowlevel
+
+from fsaga.events import Event, Listener, SagaFinished
+from fsaga.interpreter.asynchronous import AsyncInterpreter
+from fsaga.interpreter.engine import BranchFailurePolicy, CompensationPolicy
 from fsaga.interpreter.protocol import Effect, EffectKind, Perform
 from fsaga.interpreter.sync import SyncInterpreter
 from fsaga.outcome import Outcome
 from fsaga.saga import Saga
 
 __all__ = [
+    "AsyncFaultInjectingInterpreter",
     "FaultInjectingInterpreter",
     "FaultPlan",
     "InjectedFault",
@@ -294,16 +301,26 @@ class FaultPlan:
         actions: per step path, how many attempts of its action fail (each raises `InjectedFault`
             instead of running); later attempts run for real.
         compensations: the same for compensations.
-        interrupt: the path of a step whose action raises `KeyboardInterrupt` (on its first
-            attempt) instead of running.
+        interrupt: the path of a step whose first attempt is interrupted: under
+            `FaultInjectingInterpreter` its action raises `KeyboardInterrupt` instead of
+            running; under `AsyncFaultInjectingInterpreter` the action runs, then the task
+            awaiting the run is cancelled before the action's result comes back.
+        hangs: per step path, how many attempts of its action run and then never return
+            (only a deadline or a cancellation ends them), so their outcome is unknown. Only
+            `AsyncFaultInjectingInterpreter` can run such a plan.
     """
 
     actions: Mapping[str, int] = field(default_factory=dict)
     compensations: Mapping[str, int] = field(default_factory=dict)
     interrupt: str | None = None
+    hangs: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for label, plan in (("actions", self.actions), ("compensations", self.compensations)):
+        for label, plan in (
+            ("actions", self.actions),
+            ("compensations", self.compensations),
+            ("hangs", self.hangs),
+        ):
             for path, count in plan.items():
                 if not _is_count(count):
                     raise ValueError(
@@ -334,6 +351,11 @@ class FaultInjectingInterpreter(_RecordedRuns):
     ) -> None:
         if not isinstance(plan, FaultPlan):
             raise TypeError(f"FaultInjectingInterpreter needs a FaultPlan, got {plan!r}")
+        if any(plan.hangs.values()):
+            raise ValueError(
+                "FaultInjectingInterpreter cannot make an effect hang (a sync run cannot be "
+                "pre-empted); run plans with hangs under AsyncFaultInjectingInterpreter"
+            )
         self.plan = plan
         self._recording = RecordingInterpreter(
             perform=self._perform,
@@ -352,3 +374,117 @@ class FaultInjectingInterpreter(_RecordedRuns):
         if effect.attempt <= failing:
             raise InjectedFault(effect.kind, effect.path, effect.attempt)
         return effect.run()
+
+
+@final
+class AsyncFaultInjectingInterpreter:
+    """`FaultInjectingInterpreter` for async runs: `AsyncInterpreter` under a `FaultPlan`.
+
+    Every effect yields to the event loop once before it runs (as a real async effect would),
+    so `par` branches interleave. Besides the failures of `FaultPlan.actions` and
+    `FaultPlan.compensations`, actions may hang (`FaultPlan.hangs`) and the run may be cancelled
+    from outside (`FaultPlan.interrupt`): the run is awaited inside a cancel scope that the plan
+    cancels. The cancellation must come out of the run (a run never swallows one); the scope
+    then absorbs it, `interrupted` becomes ``True``, and `run_saga` returns the outcome the run
+    reported in its `SagaFinished` event.
+
+    Args:
+        plan: which effects fail, hang, or cancel the run.
+        listeners: further listeners, called after the recording one.
+        timeout, on_branch_failure, concurrent_compensation, on_compensation_failure: as for
+            `AsyncInterpreter`.
+
+    Attributes:
+        events, effects, sleeps: the trace, as `RecordingInterpreter` keeps it (an effect cut
+            off by a deadline or cancellation is recorded with that cancellation as its error).
+        interrupted: whether the plan's outside cancellation came out of the last run.
+    """
+
+    __slots__ = ("_inner", "_scope", "effects", "events", "interrupted", "plan", "sleeps")
+
+    def __init__(
+        self,
+        plan: FaultPlan,
+        *,
+        listeners: Iterable[Listener] = (),
+        timeout: float | None = None,
+        on_branch_failure: BranchFailurePolicy = "settle",
+        concurrent_compensation: bool = False,
+        on_compensation_failure: CompensationPolicy = "continue",
+    ) -> None:
+        if not isinstance(plan, FaultPlan):
+            raise TypeError(f"AsyncFaultInjectingInterpreter needs a FaultPlan, got {plan!r}")
+        self.plan = plan
+        self.events: list[Event] = []
+        self.effects: list[RecordedEffect] = []
+        self.sleeps: list[float] = []
+        self.interrupted = False
+        self._scope: anyio.CancelScope | None = None
+        self._inner = AsyncInterpreter(
+            listeners=(self.events.append, *listeners),
+            perform=self._perform,
+            timeout=timeout,
+            on_branch_failure=on_branch_failure,
+            concurrent_compensation=concurrent_compensation,
+            sleep=self._sleep,
+            clock=_Ticks(),
+            random_unit=lambda: 0.0,
+            on_compensation_failure=on_compensation_failure,
+        )
+
+    def paths(self, kind: EffectKind | None = None) -> list[str]:
+        """Paths of the performed effects (of one kind, if given), in order."""
+        return [record.path for record in self.effects if kind is None or record.kind == kind]
+
+    async def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
+        """Run `saga` under the plan, recording it (see the class docstring on cancellation)."""
+        self.interrupted = False
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            return await self._inner.run_saga(saga, saga_id=saga_id)
+        self.interrupted = True
+        finished = [event for event in self.events if isinstance(event, SagaFinished)]
+        if not finished:
+            raise RuntimeError("the run was cancelled but never reported SagaFinished")
+        return cast("Outcome[_T]", finished[-1].outcome)
+
+    async def _sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await anyio.lowlevel.checkpoint()
+
+    async def _perform(self, effect: Effect) -> object:
+        plan = self.plan
+        try:
+            await anyio.lowlevel.checkpoint()
+            if effect.kind == "action":
+                if effect.attempt <= plan.actions.get(effect.path, 0):
+                    raise InjectedFault(effect.kind, effect.path, effect.attempt)
+                result = await _awaited(effect.run())
+                if effect.path == plan.interrupt and effect.attempt == 1:
+                    scope = self._scope
+                    assert scope is not None
+                    scope.cancel()
+                    await anyio.sleep_forever()
+                if effect.attempt <= plan.hangs.get(effect.path, 0):
+                    await anyio.sleep_forever()
+            else:
+                if effect.attempt <= plan.compensations.get(effect.path, 0):
+                    raise InjectedFault(effect.kind, effect.path, effect.attempt)
+                result = await _awaited(effect.run())
+        except BaseException as error:
+            self.effects.append(
+                RecordedEffect(
+                    effect.kind, effect.path, effect.attempt, effect.argument, error=error
+                )
+            )
+            raise
+        self.effects.append(
+            RecordedEffect(effect.kind, effect.path, effect.attempt, effect.argument, result)
+        )
+        return result
+
+
+async def _awaited(result: object) -> object:
+    while isawaitable(result):
+        result = await result
+    return result

@@ -14,7 +14,7 @@ as well as on generated ones (see `fsaga.testing.strategies` for the hypothesis 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import toolz
@@ -35,12 +35,14 @@ from .interpreters import RecordedEffect
 
 __all__ = [
     "Trace",
+    "assert_causal_compensation_order",
     "assert_compensations_get_their_results",
     "assert_every_completed_step_accounted_for",
     "assert_outcome_matches_trace",
     "assert_reverse_compensation_order",
     "assert_unstarted_steps_never_compensated",
     "check_run",
+    "independent_by_path",
 ]
 
 
@@ -54,11 +56,20 @@ class Trace(Protocol):
     def effects(self) -> Sequence[RecordedEffect]: ...
 
 
-def check_run(trace: Trace, outcome: Outcome[object]) -> None:
-    """Check every invariant below on the trace of exactly one run and its outcome."""
+def check_run(
+    trace: Trace, outcome: Outcome[object], *, concurrent_compensation: bool = False
+) -> None:
+    """Check every invariant below on the trace of exactly one run and its outcome.
+
+    With `concurrent_compensation` (the run's interpreter undid independent branches side by
+    side), the order checked is the reverse causal order instead of the exact reverse order.
+    """
     assert_outcome_matches_trace(trace.events, outcome)
     assert_unstarted_steps_never_compensated(trace.events)
-    assert_reverse_compensation_order(trace.events)
+    if concurrent_compensation:
+        assert_causal_compensation_order(trace.events)
+    else:
+        assert_reverse_compensation_order(trace.events)
     assert_every_completed_step_accounted_for(trace.events, outcome)
     assert_compensations_get_their_results(trace)
 
@@ -70,9 +81,30 @@ def _repeated(paths: Iterable[str]) -> list[str]:
 
 
 def _completed_compensable(events: Sequence[Event]) -> list[str]:
-    return [
-        event.path for event in events if isinstance(event, StepCompleted) and event.compensable
-    ]
+    """Steps with a compensation that completed (an unknown outcome settled by running the step
+    again included), in completion order."""
+    return list(
+        dict.fromkeys(
+            event.path for event in events if isinstance(event, StepCompleted) and event.compensable
+        )
+    )
+
+
+def _unknown(events: Sequence[Event]) -> set[str]:
+    """Steps an attempt of which was cut off mid-flight (timeout, cancellation, interrupt)."""
+    return {event.path for event in events if isinstance(event, StepFailed) and event.unknown}
+
+
+def _undo_log(events: Sequence[Event]) -> list[str]:
+    """The order in which steps entered the undo log: at completion, or, for a step whose
+    outcome became unknown, when it was cut off (a later run-again does not move it)."""
+    log: dict[str, None] = {}
+    for event in events:
+        if (isinstance(event, StepCompleted) and event.compensable) or (
+            isinstance(event, StepFailed) and event.unknown
+        ):
+            log.setdefault(event.path)
+    return list(log)
 
 
 def _compensation_order(events: Sequence[Event]) -> list[str]:
@@ -84,25 +116,88 @@ def _compensation_order(events: Sequence[Event]) -> list[str]:
 
 
 def assert_unstarted_steps_never_compensated(events: Sequence[Event]) -> None:
-    """Only a step that completed is ever compensated, and at most once."""
-    completed = set(_completed_compensable(events))
+    """Only a step that completed (or whose outcome is unknown) is ever compensated, and at most
+    once."""
+    started = set(_completed_compensable(events)) | _unknown(events)
     order = _compensation_order(events)
-    strangers = [path for path in order if path not in completed]
+    strangers = [path for path in order if path not in started]
     assert not strangers, f"compensated steps that never completed: {strangers}"
     twice = _repeated(order)
     assert not twice, f"steps compensated more than once: {twice}"
 
 
 def assert_reverse_compensation_order(events: Sequence[Event]) -> None:
-    """Compensations start in the exact reverse of completion order.
+    """Compensations start in the exact reverse of completion order (a step whose outcome is
+    unknown takes its place where it was cut off).
 
     When a stop policy skipped some, the ones that ran are a prefix of that reverse order.
     """
-    expected = list(reversed(_completed_compensable(events)))
     order = _compensation_order(events)
+    ran = set(order)
+    unknown = _unknown(events)
+    completed = set(_completed_compensable(events))
+    # An unknown outcome with nothing to undo it, or left unresolved, runs no compensation.
+    expected = [
+        path
+        for path in reversed(_undo_log(events))
+        if path in ran or (path in completed and path not in unknown)
+    ]
     assert order == expected[: len(order)], (
         f"compensations ran in the order {order}; reverse completion order is {expected}"
     )
+
+
+def independent_by_path(first: str, second: str) -> bool:
+    """Whether two steps ran on sibling branches of one `par`, told by their paths.
+
+    An unnamed branch is scoped by its position (``#1/...``; ``#1#2/...`` in the second par of a
+    scope): two paths are independent when, where they first differ, both name a position of
+    the same par. A branch that keeps its own name (a named step or sub-saga) does not show in
+    paths; such steps count as dependent, which asks more of the order, never less.
+    """
+    for left, right in zip(first.split("/"), second.split("/"), strict=False):
+        if left == right:
+            continue
+        par = _branch_of(left)
+        return par is not None and par == _branch_of(right)
+    return False
+
+
+def _branch_of(segment: str) -> str | None:
+    """The par a position segment belongs to (``#1`` -> ``""``, ``#1#2`` -> ``"#2"``)."""
+    if not segment.startswith("#"):
+        return None
+    _, _, par = segment[1:].partition("#")
+    return f"#{par}" if par else ""
+
+
+def assert_causal_compensation_order(
+    events: Sequence[Event],
+    *,
+    independent: Callable[[str, str], bool] = independent_by_path,
+) -> None:
+    """Compensations respect the reverse causal order (DESIGN rule 5): a step is compensated
+    only after every step that entered the undo log after it, on its own line of control, has
+    been compensated; steps of independent branches may be undone in any order, side by side.
+    """
+    log = _undo_log(events)
+    position = {path: index for index, path in enumerate(log)}
+    started: dict[str, int] = {}
+    finished: dict[str, int] = {}
+    for index, event in enumerate(events):
+        if isinstance(event, CompensationStarted):
+            started.setdefault(event.path, index)
+        elif isinstance(event, CompensationCompleted | CompensationFailed):
+            finished[event.path] = index
+    for earlier, begun in started.items():
+        for later in log[position.get(earlier, -1) + 1 :]:
+            if independent(earlier, later) or later not in started:
+                continue
+            end = finished.get(later, len(events))
+            assert end < begun, (
+                f"{earlier!r} was compensated before {later!r} (which entered the undo log "
+                "after it, on its own line) had been"
+            )
 
 
 def assert_every_completed_step_accounted_for(
@@ -117,13 +212,16 @@ def assert_every_completed_step_accounted_for(
     reported = list(outcome.compensated)
     failed: list[str] = []
     skipped: list[str] = []
+    unresolved: list[str] = []
     if isinstance(outcome, PartialFailure):
         failed = [failure.path for failure in outcome.failed_compensations]
         skipped = list(outcome.skipped)
-    accounted = reported + failed + skipped
+        unresolved = list(outcome.unresolved)
+    accounted = reported + failed + skipped + unresolved
     missing = [path for path in completed if path not in accounted]
     assert not missing, f"completed steps neither compensated nor reported: {missing}"
-    extra = [path for path in accounted if path not in completed]
+    allowed = set(completed) | _unknown(events)
+    extra = [path for path in accounted if path not in allowed]
     assert not extra, f"outcome reports steps that never completed: {extra}"
     twice = _repeated(accounted)
     assert not twice, f"steps reported more than once: {twice}"

@@ -23,7 +23,7 @@ Success(value=Receipt(label='charge', serial=2, seen=None))
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from functools import cache, partial
 from itertools import count, pairwise
@@ -33,6 +33,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
+from fsaga.context import StepContext, current_context
 from fsaga.events import SagaFinished, StepCompleted
 from fsaga.interpreter.engine import CompensationPolicy
 from fsaga.outcome import Outcome, PartialFailure, Success
@@ -44,6 +45,8 @@ from fsaga.testing.properties import check_run
 __all__ = [
     "IMPLICIT_LABELS",
     "RETRY_DELAY",
+    "STEP_TIMEOUT",
+    "SUBTREE_TIMEOUT",
     "BindSpec",
     "ContinuationSpec",
     "MapSpec",
@@ -55,6 +58,7 @@ __all__ = [
     "SequenceSpec",
     "StepSpec",
     "ThenSpec",
+    "TimeoutSpec",
     "World",
     "WorldChange",
     "assert_compensation_laws",
@@ -67,6 +71,12 @@ __all__ = [
 
 RETRY_DELAY = 1.0
 """Seconds a built step waits before its second attempt; each further wait doubles (no jitter)."""
+
+STEP_TIMEOUT = 5.0
+"""Seconds each attempt of a built step with `StepSpec.timeout` may take."""
+
+SUBTREE_TIMEOUT = 20.0
+"""Seconds a `TimeoutSpec` sub-tree may take."""
 
 IMPLICIT_LABELS = ("a", "b", "c")
 """The labels generated unnamed steps take: few, so repeats (``a``, ``a#2``) are common."""
@@ -110,17 +120,63 @@ class World:
     True
     """
 
-    __slots__ = ("_serials", "log")
+    __slots__ = ("_acted", "_compensable", "_serials", "_voidable", "log")
 
     def __init__(self) -> None:
         self.log: list[tuple[WorldChange, Receipt]] = []
         self._serials = count(1)
+        self._acted: dict[str, Receipt] = {}
+        self._compensable: set[str] = set()
+        self._voidable: set[str] = set()
 
-    def act(self, label: str, seen: object) -> Receipt:
-        """Perform an action: log it and return a receipt no other action got."""
+    def act(
+        self,
+        label: str,
+        seen: object,
+        *,
+        key: str | None = None,
+        idempotent: bool = False,
+        compensable: bool = False,
+        voidable: bool = False,
+    ) -> Receipt:
+        """Perform an action: log it and return a receipt no other action got.
+
+        With an idempotency `key`, the receipt is remembered under it (see `void` and
+        `left_done`); an `idempotent` action that already ran under `key` only returns that
+        run's receipt. `compensable` and `voidable` say how the step can undo it: with a
+        compensation, with an unknown-outcome compensation.
+        """
+        if idempotent and key is not None and key in self._acted:
+            return self._acted[key]
         receipt = Receipt(label, next(self._serials), seen)
         self.log.append(("did", receipt))
+        if key is not None:
+            self._acted[key] = receipt
+            if compensable:
+                self._compensable.add(key)
+            if voidable:
+                self._voidable.add(key)
         return receipt
+
+    def left_done(self, unknown: Collection[str] = ()) -> dict[str, Receipt]:
+        """Per idempotency key, what an action did that nothing undid though its step could
+        have: it has a compensation, or its outcome is `unknown` (a collection of keys) and it
+        has an unknown-outcome compensation. After a failed run, exactly what its outcome must
+        report as not undone."""
+        undone = {id(receipt) for change, receipt in self.log if change == "undid"}
+        return {
+            key: receipt
+            for key, receipt in self._acted.items()
+            if id(receipt) not in undone
+            and (key in self._compensable or (key in self._voidable and key in unknown))
+        }
+
+    def void(self, key: str) -> None:
+        """Undo whatever an action did under idempotency `key`, if it did anything (an
+        unknown-outcome compensation)."""
+        receipt = self._acted.get(key)
+        if receipt is not None:
+            self.undo(receipt)
 
     def undo(self, receipt: Receipt) -> None:
         """Perform a compensation: log the receipt it received."""
@@ -142,6 +198,11 @@ class StepSpec:
         attempts: the action's attempts (``Retry(attempts)``; 1: no retry policy).
         compensation_attempts: the compensation's attempts (more than 1 needs `compensable`).
         explicit: whether `label` is given as ``name=``.
+        timeout: whether each attempt has a `STEP_TIMEOUT` deadline.
+        idempotent: whether the step is declared idempotent (its action then returns the same
+            receipt when run again under the same idempotency key).
+        on_unknown: whether the step has an unknown-outcome compensation (it voids, in the
+            world, what the action did under the step's idempotency key).
 
     Retries wait `RETRY_DELAY` seconds before the second attempt, doubling after, without jitter.
     """
@@ -151,6 +212,9 @@ class StepSpec:
     attempts: int = 1
     compensation_attempts: int = 1
     explicit: bool = False
+    timeout: bool = False
+    idempotent: bool = False
+    on_unknown: bool = False
 
     def __post_init__(self) -> None:
         if self.attempts < 1 or self.compensation_attempts < 1:
@@ -236,8 +300,24 @@ class ParSpec:
     branches: tuple[SagaSpec, ...]
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class TimeoutSpec:
+    """`inner.timeout(SUBTREE_TIMEOUT)`: a sub-tree with a deadline."""
+
+    inner: SagaSpec
+
+
 SagaSpec: TypeAlias = (
-    StepSpec | PureSpec | ThenSpec | SequenceSpec | BindSpec | MapSpec | NamedSpec | ParSpec
+    StepSpec
+    | PureSpec
+    | ThenSpec
+    | SequenceSpec
+    | BindSpec
+    | MapSpec
+    | NamedSpec
+    | ParSpec
+    | TimeoutSpec
 )
 """A plain-data description of a saga tree; `build_saga` makes the saga."""
 
@@ -292,6 +372,8 @@ def build_saga(spec: SagaSpec, world: World, *, seen: object = None) -> Saga[obj
             return build_saga(inner, world, seen=seen).named(name)
         case ParSpec(branches=branches):
             return par(*(build_saga(branch, world, seen=seen) for branch in branches))
+        case TimeoutSpec(inner=inner):
+            return build_saga(inner, world, seen=seen).timeout(SUBTREE_TIMEOUT)
 
 
 def build_continuation(
@@ -317,17 +399,36 @@ def _tagged(tag: str, value: object) -> tuple[str, object]:
 
 def _build_step(spec: StepSpec, world: World, seen: object) -> Saga[object]:
     def act() -> Receipt:
-        return world.act(spec.label, seen)
+        key = current_context().idempotency_key
+        return world.act(
+            spec.label,
+            seen,
+            key=key,
+            idempotent=spec.idempotent,
+            compensable=spec.compensable,
+            voidable=spec.on_unknown,
+        )
 
     act.__name__ = spec.label
     retry = _retry(spec.attempts)
+    undoable = spec.compensable or spec.on_unknown
     return step(
         act,
         world.undo if spec.compensable else None,
         name=spec.label if spec.explicit else None,
         retry=retry,
-        compensation_retry=_retry(spec.compensation_attempts) if spec.compensable else None,
+        compensation_retry=_retry(spec.compensation_attempts) if undoable else None,
+        timeout=STEP_TIMEOUT if spec.timeout else None,
+        idempotent=spec.idempotent,
+        on_unknown=_void_in(world) if spec.on_unknown else None,
     )
+
+
+def _void_in(world: World) -> Callable[[StepContext], None]:
+    def void(context: StepContext) -> None:
+        world.void(context.idempotency_key)
+
+    return void
 
 
 def _retry(attempts: int) -> Retry | None:
@@ -433,12 +534,18 @@ _STEP_SPECS = st.builds(
 )
 
 
-def saga_specs(*, max_leaves: int = 8, namespace: str = "") -> SearchStrategy[SagaSpec]:
+def saga_specs(
+    *, max_leaves: int = 8, namespace: str = "", timeouts: bool = False
+) -> SearchStrategy[SagaSpec]:
     """Saga trees of 1 to `max_leaves` leaves, every node kind included.
 
     Unnamed steps take labels from `IMPLICIT_LABELS`; explicit step names (``s1``, ``s2``, ...)
     and sub-saga names (``n1``, ...) are unique in the tree and start with `namespace`, so
     specs drawn with different namespaces can be composed without clashing names.
+
+    With `timeouts`, trees also get what unknown outcomes are made of (for async
+    interpreters): steps with a timeout, idempotent steps, steps with an unknown-outcome
+    compensation, and sub-trees with a deadline (`TimeoutSpec`).
 
     >>> from hypothesis import given, settings
     >>> from fsaga.interpreter import SyncInterpreter
@@ -450,6 +557,8 @@ def saga_specs(*, max_leaves: int = 8, namespace: str = "") -> SearchStrategy[Sa
     """
     _check_namespace(namespace)
     _check_max_leaves(max_leaves)
+    if timeouts:
+        return _specs_with_deadlines(max_leaves, namespace)
     return _uniquely_named_specs(max_leaves, namespace)
 
 
@@ -476,6 +585,63 @@ def _uniquely_named_continuations(
     return st.builds(ContinuationSpec, raw, raw).map(
         partial(_continuation_named_uniquely, namespace=namespace)
     )
+
+
+@cache
+def _specs_with_deadlines(max_leaves: int, namespace: str) -> SearchStrategy[SagaSpec]:
+    return _with_deadlines(_uniquely_named_specs(max_leaves, namespace))
+
+
+@st.composite
+def _with_deadlines(draw: st.DrawFn, specs: SearchStrategy[SagaSpec]) -> SagaSpec:
+    return _DeadlineDrawer(draw).spec(draw(specs))
+
+
+@final
+class _DeadlineDrawer:
+    """Gives a tree's steps timeouts, idempotence and unknown-outcome compensations, and wraps
+    some sub-trees in deadlines."""
+
+    __slots__ = ("_draw",)
+
+    def __init__(self, draw: st.DrawFn) -> None:
+        self._draw = draw
+
+    def _chance(self, one_in: int) -> bool:
+        return self._draw(st.integers(1, one_in)) == 1
+
+    def continuation(self, continuation: ContinuationSpec) -> ContinuationSpec:
+        return ContinuationSpec(self.spec(continuation.on_even), self.spec(continuation.on_odd))
+
+    def spec(self, spec: SagaSpec) -> SagaSpec:
+        decorated = self._inner(spec)
+        return TimeoutSpec(decorated) if self._chance(8) else decorated
+
+    def _inner(self, spec: SagaSpec) -> SagaSpec:
+        match spec:
+            case StepSpec():
+                return replace(
+                    spec,
+                    timeout=self._chance(2),
+                    idempotent=self._chance(3),
+                    on_unknown=self._chance(3),
+                )
+            case PureSpec():
+                return spec
+            case ThenSpec(first=first, second=second):
+                return ThenSpec(self.spec(first), self.spec(second))
+            case SequenceSpec(items=items):
+                return SequenceSpec(tuple(self.spec(item) for item in items))
+            case BindSpec(source=source, continuation=continuation):
+                return BindSpec(self.spec(source), self.continuation(continuation))
+            case MapSpec(source=source, tag=tag):
+                return MapSpec(self.spec(source), tag)
+            case NamedSpec(name=name, inner=inner):
+                return NamedSpec(name, self.spec(inner))
+            case ParSpec(branches=branches):
+                return ParSpec(tuple(self.spec(branch) for branch in branches))
+            case TimeoutSpec(inner=inner):
+                return TimeoutSpec(self.spec(inner))
 
 
 def _check_max_leaves(max_leaves: int) -> None:
@@ -532,6 +698,8 @@ class _Renamer:
                 return NamedSpec(self._fresh("n"), self.spec(inner))
             case ParSpec(branches=branches):
                 return ParSpec(tuple(self.spec(branch) for branch in branches))
+            case TimeoutSpec(inner=inner):
+                return TimeoutSpec(self.spec(inner))
 
 
 # -- fault plans ----------------------------------------------------------------------------------
@@ -543,18 +711,21 @@ def fault_plans(
     compensable: Sequence[str] | None = None,
     interrupts: bool = True,
     max_failures: int = 3,
+    hangs: bool = False,
 ) -> SearchStrategy[FaultPlan]:
     """Fault plans over the steps at `paths`.
 
     Each plan fails some actions for their first 1 to `max_failures` attempts (a step with
     enough retries survives that), the same for some compensations, and, when `interrupts`,
-    may interrupt one action with ``KeyboardInterrupt``.
+    may interrupt one action (see `FaultPlan.interrupt`). With `hangs`, some actions also hang
+    on their first attempt (for `AsyncFaultInjectingInterpreter`).
 
     Args:
         paths: the paths of the steps whose actions may fail (see `FaultPlan`).
         compensable: the paths whose compensations may fail; `paths` when omitted.
         interrupts: whether plans may interrupt.
         max_failures: the most failing attempts per effect.
+        hangs: whether actions may hang.
 
     >>> from hypothesis import given
     >>> @given(fault_plans(["reserve", "charge"], compensable=["reserve"]))
@@ -570,6 +741,7 @@ def fault_plans(
         tuple(dict.fromkeys(paths if compensable is None else compensable)),
         interrupts=interrupts,
         max_failures=max_failures,
+        hangs=hangs,
     )
 
 
@@ -581,6 +753,7 @@ def _fault_plans(
     *,
     interrupts: bool,
     max_failures: int,
+    hangs: bool,
 ) -> FaultPlan:
     # Mostly one failing action, more often a late one (the later of two picks), so runs get
     # far enough to have much to compensate; each compensation fails with a chance of ~1/3.
@@ -596,7 +769,12 @@ def _fault_plans(
     interrupt = None
     if interrupts and paths and draw(st.integers(0, 4)) == 4:
         interrupt = draw(st.sampled_from(paths))
-    return FaultPlan(actions, compensations, interrupt)
+    hanging: dict[str, int] = {}
+    if hangs:
+        for path in paths:
+            if draw(st.integers(0, 3)) == 0:
+                hanging[path] = 1
+    return FaultPlan(actions, compensations, interrupt, hanging)
 
 
 # -- the laws, for a user's saga ----------------------------------------------------------------

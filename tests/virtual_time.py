@@ -1,0 +1,33 @@
+"""An asyncio event loop on virtual time, for tests: trio's `MockClock(autojump_threshold=0)`
+for asyncio.
+
+When no callback is ready to run, the loop's clock jumps straight to the next timer instead of
+sleeping until it, so deadlines and sleeps take no real time and a run's timing is the same on
+every machine. Only for tests: it reads two attributes private to `asyncio.BaseEventLoop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+__all__ = ["VirtualTimeLoop"]
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """A selector event loop whose `time()` only moves when every task waits on a timer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._virtual_now = 0.0
+
+    def time(self) -> float:
+        return self._virtual_now
+
+    def _run_once(self) -> None:
+        ready: object = getattr(self, "_ready", None)
+        scheduled: object = getattr(self, "_scheduled", None)
+        if not ready and isinstance(scheduled, list) and scheduled:
+            when = scheduled[0].when()
+            if when > self._virtual_now:
+                self._virtual_now = when
+        super()._run_once()  # type: ignore[misc]
