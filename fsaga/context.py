@@ -52,26 +52,17 @@ class StepContext:
 
 
 class _ContextSource(Protocol):
-    def context_of(self, call: Call) -> StepContext: ...
+    @property
+    def saga_id(self) -> str: ...
 
 
-@final
-class _RunningEffect:
-    """Where a driver keeps the effect it is performing, for `current_context()`.
-
-    A driver sets one in the context variable once per run (or per task, for concurrent work)
-    and points `call` at each call while its effect runs, so that an effect which never asks
-    for its context costs two attribute writes, not a new value and a context-variable reset.
-    """
-
-    __slots__ = ("call", "source")
-
-    def __init__(self, source: _ContextSource) -> None:
-        self.source = source
-        self.call: Call | None = None
-
-
-_running_effect: ContextVar[_RunningEffect] = ContextVar("fsaga_running_effect")
+# The running effect, as (engine, call, kind, attempt), set by the interpreter around each
+# effect: building the `StepContext` waits until an effect asks (most never do), and the kind and
+# attempt are kept as they were when the effect started, so a thread or task the effect left
+# behind keeps seeing its own context.
+_running_effect: ContextVar[tuple[_ContextSource, Call, StepContextKind, int]] = ContextVar(
+    "fsaga_running_effect"
+)
 
 
 def current_context() -> StepContext:
@@ -81,11 +72,11 @@ def current_context() -> StepContext:
         LookupError: no fsaga effect is running in this context (called outside an action,
             compensation or unknown-outcome compensation).
     """
-    running = _running_effect.get(None)
-    call = None if running is None else running.call
-    if running is None or call is None:
+    try:
+        source, call, kind, attempt = _running_effect.get()
+    except LookupError:
         raise LookupError(
             "current_context() is only available while an interpreter runs a step's action or "
             "compensation"
-        )
-    return running.source.context_of(call)
+        ) from None
+    return StepContext(source.saga_id, call.path, attempt, kind)

@@ -1,20 +1,25 @@
 """The demo behind ``python -m fsaga demo``: one order placed across three in-memory services.
 
 Placing an order reserves stock (inventory), creates the order (orders), then authorises and
-captures the payment (payments, a named sub-saga). The saga runs three times, on fresh
+captures the payment (payments, a named sub-saga). The saga runs four times, on fresh
 services each time:
 
 1. everything works (the payment gateway times out once; the retry goes through): `Success`;
 2. the capture is declined: every completed step is undone, in reverse order: `Failure`;
 3. the capture is declined and the inventory cannot release the stock, even after retries:
-   `PartialFailure`, which names the compensation that failed.
+   `PartialFailure`, which names the compensation that failed;
+4. the payment gateway's async API hangs: under `AsyncInterpreter` (asyncio), the
+   authorisation is cut off by its 50 ms timeout, its unknown outcome is settled by voiding
+   whatever the gateway holds under the request's idempotency key, and the rest is undone:
+   `Failure`.
 
 Time is simulated: every service call advances a fake clock by a fixed latency, and retry
-waits advance it instead of sleeping, so the output is the same on every run.
+waits advance it instead of sleeping, so the output is the same on every run. The one real
+wait is run 4's payment timeout (50 ms), which the fake clock counts as exactly that.
 
 >>> runs = run_demo(write=lambda text: None)
 >>> [type(run.outcome).__name__ for run in runs]
-['Success', 'Failure', 'PartialFailure']
+['Success', 'Failure', 'PartialFailure', 'Failure']
 """
 
 from __future__ import annotations
@@ -25,15 +30,20 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import final
 
+import anyio
+
+from fsaga.context import StepContext, current_context
 from fsaga.events import Event
+from fsaga.interpreter.asynchronous import AsyncInterpreter
 from fsaga.interpreter.sync import SyncInterpreter
-from fsaga.outcome import Outcome
+from fsaga.outcome import Failure, Outcome, PartialFailure
 from fsaga.policy import Retry
 from fsaga.render import describe_outcome, render_timeline
 from fsaga.saga import Saga, step
 
 __all__ = [
     "HEADER",
+    "PAYMENT_TIMEOUT",
     "SCENARIOS",
     "CardDeclined",
     "GatewayTimeout",
@@ -49,6 +59,7 @@ __all__ = [
     "Services",
     "SimulatedClock",
     "place_order",
+    "place_order_online",
     "report",
     "run_demo",
     "run_scenario",
@@ -65,6 +76,10 @@ class CardDeclined(Exception):
 
 class ServiceUnavailable(Exception):
     """A service is down."""
+
+
+PAYMENT_TIMEOUT = 0.05
+"""Seconds an attempt to authorise the payment through the gateway's async API may take."""
 
 
 @final
@@ -171,26 +186,63 @@ class Orders:
 @final
 @dataclass(slots=True)
 class Payments:
-    """Authorisations (money held) and captures (money taken)."""
+    """Authorisations (money held) and captures (money taken).
+
+    The gateway has a sync API (`authorize`) and an async one (`authorize_online`), which files
+    each request under the caller's idempotency key (`requests`) and can hang (`hangs`).
+    """
 
     clock: SimulatedClock
     held: dict[str, int] = field(default_factory=dict)
     captured: dict[str, int] = field(default_factory=dict)
+    voided: list[str] = field(default_factory=list)
+    requests: dict[str, str] = field(default_factory=dict)
     timeouts_left: int = 0
     declines: bool = False
+    hangs: bool = False
 
     def authorize(self, amount_cents: int) -> str:
         self.clock.advance(0.030)
         if self.timeouts_left:
             self.timeouts_left -= 1
             raise GatewayTimeout("payment gateway timed out")
-        authorization = f"A-{len(self.held) + len(self.captured) + 1}"
+        return self._hold(amount_cents)
+
+    async def authorize_online(self, amount_cents: int) -> str:
+        """Hold the amount and answer with the authorisation, or, when the gateway `hangs`,
+        hold it and never answer in time."""
+        authorization = self._hold(amount_cents)
+        self.requests[current_context().idempotency_key] = authorization
+        if not self.hangs:
+            self.clock.advance(0.030)
+            return authorization
+        try:
+            await anyio.sleep(5.0)  # real time: the caller's timeout cuts the wait short
+        except anyio.get_cancelled_exc_class():
+            # The caller gave up after PAYMENT_TIMEOUT of real time (give or take a few
+            # milliseconds): the simulated clock counts exactly that, so the output never varies.
+            self.clock.advance(PAYMENT_TIMEOUT)
+            raise
+        return authorization
+
+    def _hold(self, amount_cents: int) -> str:
+        authorization = f"A-{len(self.held) + len(self.captured) + len(self.voided) + 1}"
         self.held[authorization] = amount_cents
         return authorization
 
     def void(self, authorization: str) -> None:
         self.clock.advance(0.025)
-        self.held.pop(authorization, None)  # idempotent
+        if self.held.pop(authorization, None) is not None:  # idempotent
+            self.voided.append(authorization)
+
+    def void_request(self, context: StepContext) -> None:
+        """Void whatever the gateway holds for a request whose answer never came, looked up by
+        the request's idempotency key (the unknown-outcome compensation of an authorisation)."""
+        authorization = self.requests.get(context.idempotency_key)
+        if authorization is None:
+            self.clock.advance(0.010)  # the gateway never saw the request: nothing to void
+        else:
+            self.void(authorization)
 
     def capture(self, authorization: str) -> str:
         self.clock.advance(0.040)
@@ -205,7 +257,8 @@ class Payments:
         self.captured.pop(payment_id, None)  # idempotent
 
     def describe(self) -> str:
-        return f"held {self.held or 'none'}, captured {self.captured or 'none'}"
+        voided = ", ".join(self.voided) or "none"
+        return f"held {self.held or 'none'}, captured {self.captured or 'none'}, voided {voided}"
 
 
 @final
@@ -238,6 +291,39 @@ def place_order(services: Services, request: OrderRequest) -> Saga[Receipt]:
 
     Step paths: ``reserve_stock``, ``create_order``, ``payment/authorize``, ``payment/capture``.
     """
+    payments = services.payments
+    authorize = step(
+        partial(payments.authorize, request.amount_cents),
+        payments.void,
+        name="authorize",
+        retry=Retry(3, delay=0.05, jitter=0.2, retry_on=GatewayTimeout),
+    )
+    return _order(services, request, authorize)
+
+
+def place_order_online(services: Services, request: OrderRequest) -> Saga[Receipt]:
+    """The order saga, authorising the payment through the gateway's async API.
+
+    Each attempt may take `PAYMENT_TIMEOUT` seconds. One cut off has an unknown outcome: the
+    gateway may hold the money or not. A second request could hold it twice (the step is not
+    idempotent), but the gateway can look a request up by its idempotency key, so the step's
+    unknown-outcome compensation voids whatever it holds under that key. Needs an async
+    interpreter. Step paths as in `place_order`.
+    """
+    payments = services.payments
+    authorize = step(
+        partial(payments.authorize_online, request.amount_cents),
+        payments.void,
+        name="authorize",
+        timeout=PAYMENT_TIMEOUT,
+        idempotent=False,
+        on_unknown=payments.void_request,
+    )
+    return _order(services, request, authorize)
+
+
+def _order(services: Services, request: OrderRequest, authorize: Saga[str]) -> Saga[Receipt]:
+    """Reserve the stock, create the order, then authorise (with `authorize`) and capture."""
     inventory, orders, payments = services.inventory, services.orders, services.payments
     # Compensations get a few attempts of their own: an undo that gives up leaves a mess.
     patient = Retry(3, delay=0.1, backoff=2.0, jitter=0.2)
@@ -252,16 +338,7 @@ def place_order(services: Services, request: OrderRequest) -> Saga[Receipt]:
     def capture(authorization: str) -> Saga[str]:
         return step(partial(payments.capture, authorization), payments.refund, name="capture")
 
-    payment = (
-        step(
-            partial(payments.authorize, request.amount_cents),
-            payments.void,
-            name="authorize",
-            retry=Retry(3, delay=0.05, jitter=0.2, retry_on=GatewayTimeout),
-        )
-        .bind(capture)
-        .named("payment")
-    )
+    payment = authorize.bind(capture).named("payment")
 
     def create_order_and_pay(reservation: Reservation) -> Saga[Receipt]:
         create_order = step(
@@ -287,6 +364,9 @@ class Scenario:
     gateway_timeouts: int = 0
     card_declined: bool = False
     inventory_down: bool = False
+    gateway_hangs: bool = False
+    """Only the async interpreter can cut a hanging call off: such a scenario places the order
+    with `place_order_online` under `AsyncInterpreter`, on asyncio."""
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -305,6 +385,12 @@ SCENARIOS: tuple[Scenario, ...] = (
         "order-1003",
         card_declined=True,
         inventory_down=True,
+    ),
+    Scenario(
+        "Timeout: the payment gateway hangs; the hold is voided by idempotency key, "
+        "the rest rolled back",
+        "order-1004",
+        gateway_hangs=True,
     ),
 )
 
@@ -326,20 +412,43 @@ def run_scenario(scenario: Scenario) -> ScenarioRun:
     services.payments.timeouts_left = scenario.gateway_timeouts
     services.payments.declines = scenario.card_declined
     services.inventory.releases_failing = scenario.inventory_down
+    services.payments.hangs = scenario.gateway_hangs
     events: list[Event] = []
-    interpreter = SyncInterpreter(
-        listeners=[events.append],
-        clock=services.clock,
-        sleep=services.clock.advance,
-        random_unit=random.Random(scenario.saga_id).random,
-    )
     request = OrderRequest("ada", "sku-42", 3, 4_500)
-    outcome = place_order(services, request).run(interpreter, saga_id=scenario.saga_id)
+    random_unit = random.Random(scenario.saga_id).random
+    outcome: Outcome[Receipt]
+    if scenario.gateway_hangs:
+        online = AsyncInterpreter(
+            listeners=[events.append],
+            clock=services.clock,
+            sleep=partial(_wait, services.clock),
+            random_unit=random_unit,
+        )
+        run = partial(
+            online.run_saga, place_order_online(services, request), saga_id=scenario.saga_id
+        )
+        outcome = anyio.run(run, backend="asyncio")
+    else:
+        interpreter = SyncInterpreter(
+            listeners=[events.append],
+            clock=services.clock,
+            sleep=services.clock.advance,
+            random_unit=random_unit,
+        )
+        outcome = place_order(services, request).run(interpreter, saga_id=scenario.saga_id)
     return ScenarioRun(scenario, tuple(events), outcome, services)
+
+
+async def _wait(clock: SimulatedClock, seconds: float) -> None:
+    """A retry's wait under the async interpreter: simulated, like the sync runs' waits."""
+    clock.advance(seconds)
 
 
 def report(run: ScenarioRun, number: int) -> str:
     """A scenario's timeline, outcome and final state, as printed by the demo."""
+    outcome = run.outcome
+    # The outcome's summary shortens long errors; say in full why the run failed.
+    why = [f"  why: {outcome.error}"] if isinstance(outcome, Failure | PartialFailure) else []
     return "\n".join(
         [
             f"== {number}. {run.scenario.title}",
@@ -347,7 +456,8 @@ def report(run: ScenarioRun, number: int) -> str:
             render_timeline(run.events),
             "",
             "outcome:",
-            "  " + describe_outcome(run.outcome).replace("\n", "\n  "),
+            "  " + describe_outcome(outcome).replace("\n", "\n  "),
+            *why,
             "",
             "state afterwards:",
             run.services.describe(),
@@ -358,7 +468,9 @@ def report(run: ScenarioRun, number: int) -> str:
 
 HEADER = (
     "fsaga demo: one order (3 x sku-42, 45.00) placed across three in-memory services,\n"
-    "three times, on fresh services each time. Time is simulated, so every run prints the same.\n"
+    "four times, on fresh services each time: three runs with SyncInterpreter, then one with\n"
+    "AsyncInterpreter (asyncio). Time is simulated, so every run prints the same; run 4 really\n"
+    "waits for its 50 ms payment timeout, which the simulated clock counts as exactly 50 ms.\n"
 )
 
 

@@ -46,7 +46,10 @@ _short_repr.maxlevel = 3
 
 
 def _show(value: object) -> str:
-    """A repr short enough for one line of a timeline."""
+    """A repr short enough for one line of a timeline; an error's in full, since its message
+    is what a reader needs."""
+    if isinstance(value, BaseException):
+        return repr(value)
     return _short_repr.repr(value)
 
 

@@ -18,12 +18,13 @@ from typing import Literal, TypeVar
 
 import anyio
 import pytest
+from hypothesis import event as note
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from trio.testing import MockClock
 from virtual_time import VirtualTimeLoop
 
-from fsaga import Failure, Outcome, PartialFailure, StepTimeoutError, Success
+from fsaga import BranchCancelledError, Failure, Outcome, PartialFailure, StepTimeoutError, Success
 from fsaga.events import StepCompleted, StepFailed
 from fsaga.interpreter import BranchFailurePolicy, CompensationPolicy
 from fsaga.testing import AsyncFaultInjectingInterpreter, FaultPlan, InjectedFault, check_run
@@ -237,3 +238,31 @@ def test_every_rule_holds_under_faults_timeouts_and_cancellation(
     outcome = run_on(backend, run)
 
     check_async_run(spec, plan, options, world, interpreter, outcome)
+    note_what_happened(interpreter, outcome)
+
+
+def note_what_happened(
+    interpreter: AsyncFaultInjectingInterpreter, outcome: Outcome[object]
+) -> None:
+    """Hypothesis statistics (``--hypothesis-show-statistics``): what the runs exercised."""
+    note(f"outcome: {type(outcome).__name__}")
+    if not isinstance(outcome, Success):
+        note(f"error: {type(outcome.error).__name__}")
+    if isinstance(outcome, PartialFailure) and outcome.unresolved:
+        note("some outcome left unresolved")
+    if interpreter.interrupted:
+        note("cancelled from outside")
+    if any(effect.kind == "unknown" for effect in interpreter.effects):
+        note("an unknown-outcome compensation ran")
+    failures = [event for event in interpreter.events if isinstance(event, StepFailed)]
+    for failure in failures:
+        if isinstance(failure.error, BranchCancelledError):
+            note("a sibling branch was cancelled")
+        if isinstance(failure.error, StepTimeoutError):
+            note(f"timeout: {failure.error.deadline}")
+    unknown = {failure.path for failure in failures if failure.unknown}
+    if any(
+        isinstance(completed, StepCompleted) and completed.path in unknown
+        for completed in interpreter.events
+    ):
+        note("an unknown outcome settled by running the step again")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,10 +26,19 @@ from fsaga import (
     StepFailed,
     StepRetrying,
     StepStarted,
+    StepTimeoutError,
     Success,
 )
 from fsaga.__main__ import main
-from fsaga.demo import HEADER, SCENARIOS, Receipt, Scenario, run_demo, run_scenario
+from fsaga.demo import (
+    HEADER,
+    PAYMENT_TIMEOUT,
+    SCENARIOS,
+    Receipt,
+    Scenario,
+    run_demo,
+    run_scenario,
+)
 from fsaga.render import describe_event, describe_outcome, render_timeline
 from fsaga.testing import RecordedEffect, check_run
 
@@ -41,12 +51,20 @@ def demo_output() -> str:
     return "\n".join(printed)
 
 
-def test_demo_prints_the_three_outcome_kinds_in_order() -> None:
+def test_demo_prints_the_four_runs_in_order() -> None:
     output = demo_output()
     assert output.startswith(HEADER)
-    kinds = ("Success", "Failure", "PartialFailure")
-    positions = [output.index(f"outcome:\n  {kind}: ") for kind in kinds]
+    outcomes = [
+        "outcome:\n  Success: ",
+        "outcome:\n  Failure: CardDeclined",
+        "outcome:\n  PartialFailure: ",
+        "outcome:\n  Failure: StepTimeoutError",
+    ]
+    positions = [output.index(outcome) for outcome in outcomes]
     assert positions == sorted(positions)
+    assert [line for line in output.splitlines() if line.startswith("== ")] == [
+        f"== {number}. {scenario.title}" for number, scenario in enumerate(SCENARIOS, start=1)
+    ]
 
 
 def test_demo_output_is_the_same_on_every_run() -> None:
@@ -85,6 +103,54 @@ def test_partial_failure_names_the_compensation_that_failed() -> None:
     assert run.outcome.skipped == ()
     assert run.outcome.unresolved == ()
     assert run.services.inventory.stock == {"sku-42": 7}  # the stock is still held
+
+
+def test_timeout_voids_the_payment_by_key_and_rolls_everything_back() -> None:
+    started = time.monotonic()
+    run = run_scenario(SCENARIOS[3])
+    assert time.monotonic() - started < 2.0  # the real wait is the 50 ms payment timeout
+    assert isinstance(run.outcome, Failure)  # the unknown outcome was settled, not unresolved
+    error = run.outcome.error
+    assert isinstance(error, StepTimeoutError)
+    assert (error.path, error.attempt, error.seconds, error.deadline, error.started) == (
+        "payment/authorize",
+        1,
+        PAYMENT_TIMEOUT,
+        "step",
+        True,
+    )
+    # payment/authorize is compensated by its unknown-outcome compensation (void by key).
+    assert run.outcome.compensated == ("payment/authorize", "create_order", "reserve_stock")
+    [cut_short] = [event for event in run.events if isinstance(event, StepFailed)]
+    assert (cut_short.path, cut_short.unknown) == ("payment/authorize", True)
+    services = run.services
+    assert services.payments.requests == {"order-1004/payment/authorize": "A-1"}
+    assert services.payments.voided == ["A-1"]
+    assert services.payments.held == {}
+    assert services.payments.captured == {}
+    assert services.orders.status == {"O-1": "cancelled"}
+    assert services.inventory.stock == {"sku-42": 10}
+    assert services.inventory.reservations == {}
+
+
+def test_the_timeout_run_prints_its_key_lines() -> None:
+    output = demo_output()
+    run_four = output[output.index("== 4. ") :]
+    for line in [
+        "  0.032s      payment/authorize: started",
+        "  0.082s      payment/authorize: cut short, outcome unknown: StepTimeoutError(",
+        "  0.082s      payment/authorize: compensating",
+        "  0.107s      payment/authorize: compensated",
+        "  0.132s    reserve_stock: compensated",
+        "  0.132s  saga order-1004 finished: Failure",
+        "    compensated: payment/authorize, create_order, reserve_stock",
+        "  why: step 'payment/authorize' timed out on attempt 1: it ran past its 0.05 s step "
+        "timeout",
+        "  inventory: stock {'sku-42': 10}, reservations held: none",
+        "  orders:    O-1 cancelled",
+        "  payments:  held none, captured none, voided A-1",
+    ]:
+        assert line in run_four, line
 
 
 @dataclass(frozen=True)

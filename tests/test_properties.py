@@ -48,6 +48,7 @@ from fsaga.testing.strategies import (
     SequenceSpec,
     StepSpec,
     ThenSpec,
+    TimeoutSpec,
     World,
     assert_compensation_laws,
     build_saga,
@@ -165,6 +166,9 @@ class Model:
                     self.run(branch, branch_scope(scope, index, branch), seen)
                     for index, branch in enumerate(branches)
                 )
+            case TimeoutSpec(inner=inner):
+                # The sync strategies draw no deadlines; one would never pass in a model run.
+                return self.run(inner, scope, seen)
 
     def step(self, spec: StepSpec, scope: Scope, seen: object) -> Receipt:
         path = scope.claim(spec.label, explicit=spec.explicit)

@@ -22,7 +22,7 @@ from fsaga import (
     traverse,
 )
 from fsaga.interpreter import SyncInterpreter
-from fsaga.saga import BindNode, NamedNode, ParNode, PureNode, StepNode
+from fsaga.saga import BindNode, NamedNode, ParNode, PureNode, StepNode, TimeoutNode
 from fsaga.testing import RecordingInterpreter
 
 
@@ -525,3 +525,174 @@ def test_nested_compositions() -> None:
     ).map(lambda pair: (sum(pair[0]), pair[1]))
 
     assert run(saga) == Success((3, ("x", "y")))
+
+
+# -- the options of unknown outcomes and deadlines ----------------------------------------------
+
+
+def on_unknown_charge(_: object) -> None:
+    return None
+
+
+def test_step_keeps_its_unknown_outcome_options() -> None:
+    saga = step(
+        charge,
+        refund,
+        name="charge",
+        compensation_timeout=2,
+        idempotent=True,
+        on_unknown=on_unknown_charge,
+    )
+
+    assert isinstance(saga, StepNode)
+    assert (saga.compensation_timeout, saga.idempotent, saga.on_unknown) == (
+        2.0,
+        True,
+        on_unknown_charge,
+    )
+    assert isinstance(saga.compensation_timeout, float)
+
+
+def test_a_step_is_neither_idempotent_nor_has_on_unknown_by_default() -> None:
+    saga = step(charge)
+
+    assert isinstance(saga, StepNode)
+    assert (saga.compensation_timeout, saga.idempotent, saga.on_unknown) == (None, False, None)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "options", "error", "message"),
+    [
+        pytest.param(
+            (charge,), {"idempotent": "yes"}, TypeError, "idempotent must be a bool", id="idem-str"
+        ),
+        pytest.param(
+            (charge,), {"idempotent": 1}, TypeError, "idempotent must be a bool", id="idem-int"
+        ),
+        pytest.param(
+            (charge,),
+            {"on_unknown": "log"},
+            TypeError,
+            "on_unknown must be callable or None, got 'log'",
+            id="on-unknown",
+        ),
+        pytest.param(
+            (charge,),
+            {"compensation_timeout": 1.0},
+            ValueError,
+            "compensation_timeout is given but the step has no compensation",
+            id="compensation-timeout-without-compensation",
+        ),
+        pytest.param(
+            (charge, refund),
+            {"compensation_timeout": "1"},
+            TypeError,
+            "compensation_timeout must be a number of seconds",
+            id="compensation-timeout-str",
+        ),
+        pytest.param(
+            (charge, refund),
+            {"compensation_timeout": 0},
+            ValueError,
+            "compensation_timeout must be a positive, finite number",
+            id="compensation-timeout-zero",
+        ),
+        pytest.param(
+            (charge, refund),
+            {"compensation_timeout": math.inf},
+            ValueError,
+            "compensation_timeout must be a positive, finite number",
+            id="compensation-timeout-inf",
+        ),
+    ],
+)
+def test_bad_unknown_outcome_options_fail_at_construction_naming_the_step(
+    arguments: tuple[Any, ...], options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message) as raised:
+        step(*arguments, name="pay", **options)
+
+    assert str(raised.value).startswith("step 'pay': ")
+
+
+def test_on_unknown_counts_as_a_compensation_for_the_compensation_options() -> None:
+    saga = step(
+        charge,
+        on_unknown=on_unknown_charge,
+        compensation_timeout=1.0,
+        compensation_retry=Retry(2),
+    )
+
+    assert isinstance(saga, StepNode)
+    assert (saga.compensate, saga.compensation_timeout) == (None, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "error"),
+    [
+        pytest.param("1", TypeError, id="str"),
+        pytest.param(None, TypeError, id="none"),
+        pytest.param(True, TypeError, id="bool"),
+        pytest.param(0, ValueError, id="zero"),
+        pytest.param(-0.5, ValueError, id="negative"),
+        pytest.param(math.inf, ValueError, id="inf"),
+        pytest.param(math.nan, ValueError, id="nan"),
+    ],
+)
+def test_bad_subtree_timeouts_are_rejected_naming_timeout(
+    seconds: Any, error: type[Exception]
+) -> None:
+    with pytest.raises(error) as raised:
+        step(charge).timeout(seconds)
+
+    message = str(raised.value)
+    assert message.startswith("timeout() must be a ")
+    assert repr(seconds) in message
+
+
+def test_a_subtree_timeout_builds_a_timeout_node_around_the_saga() -> None:
+    inner = step(charge, name="pay")
+
+    saga = inner.timeout(3)
+
+    assert isinstance(saga, TimeoutNode)
+    assert (saga.seconds, saga.inner) == (3.0, inner)
+    assert isinstance(saga.seconds, float)
+    assert repr(saga) == "<Saga: timeout 3 s>"
+    assert repr(inner.timeout(0.25)) == "<Saga: timeout 0.25 s>"
+
+
+def test_a_subtree_timeout_changes_no_path() -> None:
+    saga = par(
+        step(charge, name="pay").timeout(1),
+        step(charge).timeout(1),
+        pure(1).then(step(charge, name="fee")).named("fees").timeout(1),
+    ).timeout(5)
+
+    assert action_paths(saga) == ["pay", "#1/charge", "fees/fee"]
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(
+            lambda: par(step(charge, name="a").timeout(1), step(fail, name="a")), id="step-first"
+        ),
+        pytest.param(
+            lambda: par(step(charge, name="a"), step(fail, name="a").timeout(1).timeout(2)),
+            id="nested-timeouts",
+        ),
+        pytest.param(
+            lambda: par(pure(1).named("a").timeout(1), pure(2).named("a")), id="named-subsagas"
+        ),
+        pytest.param(
+            lambda: sequence([step(charge, name="a").timeout(1), step(fail, name="a")]),
+            id="sequence",
+        ),
+    ],
+)
+def test_a_subtree_timeout_keeps_its_sagas_sibling_name(build: Callable[[], object]) -> None:
+    with pytest.raises(DuplicateStepNameError) as raised:
+        build()
+
+    assert raised.value.path == "a"

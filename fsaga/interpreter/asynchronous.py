@@ -24,9 +24,9 @@ import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
-from fsaga.context import _running_effect, _RunningEffect
+from fsaga.context import _running_effect
 from fsaga.events import Listener
-from fsaga.interpreter.call import ACTION, COMPENSATION, NO_DEADLINE, SLEEP, Call
+from fsaga.interpreter.call import ACTION, COMPENSATION, NO_DEADLINE, Call
 from fsaga.interpreter.engine import (
     BranchFailurePolicy,
     CompensationPolicy,
@@ -123,7 +123,6 @@ class AsyncInterpreter:
         """Run `saga` to its outcome (`Saga.run` calls this)."""
         engine = Engine(saga, self._settings, saga_id=saga_id)
         run = _Run(engine, self._perform, self._sleep)
-        token = _running_effect.set(run.running)
         try:
             await run.drive()
         except Exception:
@@ -139,8 +138,6 @@ class AsyncInterpreter:
                 f"fsaga: saga {engine.saga_id} interrupted; {_note(engine.outcome)}"
             )
             raise
-        finally:
-            _running_effect.reset(token)
         return cast("Outcome[_T]", engine.outcome)
 
 
@@ -155,9 +152,9 @@ class _Run:
         "failures_seen",
         "group",
         "perform",
-        "running",
         "scopes",
         "sleep",
+        "until_undo",
     )
 
     def __init__(
@@ -169,7 +166,6 @@ class _Run:
         self.engine = engine
         self.perform = perform
         self.sleep = sleep
-        self.running = _RunningEffect(engine)
         self.group: TaskGroup | None = None
         # Whether siblings of a failed branch are cancelled; if so, the calls in flight in the
         # task group with their cancel scopes, and those cancelled for that reason.
@@ -177,54 +173,85 @@ class _Run:
         self.scopes: dict[Call, anyio.CancelScope] = {}
         self.cancelled: set[Call] = set()
         self.failures_seen = 0
+        self.until_undo = True
 
     async def drive(self) -> None:
         """Perform calls until the engine has nothing left to hand out.
 
-        One call at a time, inline, while the engine has one call ready; in a task group, a
-        task per call, while it has several.
+        Forward work is open to cancellation; once the run fails, the undo runs shielded from
+        the deadline or cancellation that failed it (each compensation bound by its own
+        timeout only), and a cancellation that arrived meanwhile is raised once it is done.
         """
         engine = self.engine
-        running = self.running
+        await self.perform_calls(until_undo=True)
+        if not engine.finished:
+            with anyio.CancelScope(shield=True):
+                await self.perform_calls(until_undo=False)
+            await anyio.lowlevel.checkpoint_if_cancelled()
+
+    async def perform_calls(self, *, until_undo: bool) -> None:
+        """Perform the engine's calls until it has none (or, with `until_undo`, until the run
+        starts to fail): one at a time, inline, while the engine has one call ready; a task
+        per call, in a task group, while it has several."""
+        engine = self.engine
+        self.until_undo = until_undo
         direct = self.perform is None
-        call = engine.poll()
+        # Whether the last action was a plain function: it never yielded to the event loop, so
+        # a cancellation may be waiting to be noticed before the next one starts.
+        unchecked = False
+        call = self.next_call()
         while call is not None:
-            more = engine.poll()
+            more = self.next_call()
             if more is not None:
                 await self.fan_out(call, more)
-                call = engine.poll()
+                call = self.next_call()
             elif direct and call.kind is ACTION and call.deadline == NO_DEADLINE:
                 # The common case, kept free of further coroutine layers: an action without a
                 # deadline, called directly.
-                running.call = call
+                if unchecked:
+                    try:
+                        await anyio.lowlevel.checkpoint_if_cancelled()
+                    except BaseException as interruption:
+                        engine.interrupt(call, interruption, started=False)
+                        raise
+                token = _running_effect.set((engine, call, ACTION, call.attempt))
                 try:
                     result = call.node.action()
+                    unchecked = True
                     if result is not None and type(result) not in PLAIN_TYPES:
                         while isawaitable(result):
+                            unchecked = False
                             result = await result
                 except Exception as error:
-                    running.call = None
-                    call = engine.fail(call, error) or engine.poll()
+                    call = engine.fail(call, error) or self.next_call()
                     continue
                 except BaseException as interruption:
-                    running.call = None
                     engine.interrupt(call, interruption)
                     raise
-                running.call = None
-                call = engine.succeed(call, result) or engine.poll()
+                finally:
+                    _running_effect.reset(token)
+                call = engine.succeed(call, result) or self.next_call()
             else:
-                call = await self.perform_call(call, running) or engine.poll()
+                unchecked = False
+                call = await self.perform_call(call) or self.next_call()
+
+    def next_call(self) -> Call | None:
+        """The engine's next call, unless the run has started to fail and the undo is for the
+        shielded pass (a report that starts the undo never returns an undo call directly)."""
+        engine = self.engine
+        if self.until_undo and engine.compensating:
+            return None
+        return engine.poll()
 
     async def fan_out(self, first: Call, second: Call) -> None:
         """Run every call the engine hands out, a task each, until none is in flight."""
-        engine = self.engine
         async with anyio.create_task_group() as group:
             self.group = group
             group.start_soon(self.chain, first)
             more: Call | None = second
             while more is not None:
                 group.start_soon(self.chain, more)
-                more = engine.poll()
+                more = self.next_call()
         self.group = None
 
     async def chain(self, call: Call | None) -> None:
@@ -237,16 +264,14 @@ class _Run:
         except BaseException as interruption:
             engine.interrupt(call, interruption, started=False)
             raise
-        running = _RunningEffect(engine)
-        _running_effect.set(running)  # this task's own context: undone when the task ends
         group = self.group
         assert group is not None
         while call is not None:
-            call = await self.perform_call(call, running, track=self.cancels)
-            spawned = engine.poll()
+            call = await self.perform_call(call, track=self.cancels)
+            spawned = self.next_call()
             while spawned is not None:
                 group.start_soon(self.chain, spawned)
-                spawned = engine.poll()
+                spawned = self.next_call()
             if self.cancels and engine.branch_failures != self.failures_seen:
                 self.failures_seen = engine.branch_failures
                 self.cancel_doomed()
@@ -259,14 +284,12 @@ class _Run:
                 self.cancelled.add(call)
                 scope.cancel()
 
-    async def perform_call(
-        self, call: Call, running: _RunningEffect, *, track: bool = False
-    ) -> Call | None:
+    async def perform_call(self, call: Call, *, track: bool = False) -> Call | None:
         """Perform `call`, report it to the engine, and return the call that follows directly."""
         engine = self.engine
         if call.deadline == NO_DEADLINE and not track:
             try:
-                result = await self.invoke(call, running)
+                result = await self.invoke(call)
             except Exception as error:
                 return engine.fail(call, error)
             except BaseException as interruption:
@@ -280,7 +303,7 @@ class _Run:
                 if track:
                     self.scopes[call] = scope
                 try:
-                    result = await self.invoke(call, running)
+                    result = await self.invoke(call)
                 except Exception as raised:
                     failure = raised
         except BaseException as interruption:
@@ -298,15 +321,15 @@ class _Run:
             return engine.fail(call, failure)
         return engine.succeed(call, result)
 
-    async def invoke(self, call: Call, running: _RunningEffect) -> object:
+    async def invoke(self, call: Call) -> object:
         """Perform the effect `call` stands for and return its result, awaited."""
         kind = call.kind
-        if kind is SLEEP:
+        if kind == "sleep":
             await self.sleep(call.delay)
             return None
         engine = self.engine
         perform = self.perform
-        running.call = call
+        token = _running_effect.set((engine, call, kind, call.attempt))
         try:
             if perform is not None:
                 result = perform(engine.effect_of(call))
@@ -323,7 +346,7 @@ class _Run:
             while result is not None and type(result) not in PLAIN_TYPES and isawaitable(result):
                 result = await result
         finally:
-            running.call = None
+            _running_effect.reset(token)
         return result
 
 
@@ -334,9 +357,9 @@ def in_worker_thread(
 
     The event loop stays free while it runs, and `fsaga.context.current_context()` still works
     inside it. A thread cannot be interrupted: when a deadline or a cancellation arrives, the
-    interpreter waits for the function to return (default), or, with
-    ``abandon_on_cancel=True``, stops waiting and leaves it running; either way the attempt's
-    outcome is unknown (DESIGN rule 3).
+    interpreter by default waits for the function to return, and its result counts (the step
+    completed, late); with ``abandon_on_cancel=True`` it stops waiting and leaves the thread
+    running, and the attempt's outcome is unknown (DESIGN rule 3).
 
     >>> import anyio, time
     >>> from fsaga import step

@@ -236,6 +236,12 @@ class Engine:
         """Whether the run has reached its outcome."""
         return self._outcome is not None
 
+    @property
+    def compensating(self) -> bool:
+        """Whether the run has failed and is being undone (what `poll()` hands out now are
+        compensations; a driver shields them from the cancellation that failed the run)."""
+        return self._phase == _COMPENSATING
+
     def context_of(self, call: Call) -> StepContext:
         """What the effect `call` performs may know about itself (`fsaga.current_context()`)."""
         kind = call.kind

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterable
 from inspect import isawaitable
 from typing import TypeVar, cast, final
 
-from fsaga.context import _running_effect, _RunningEffect
+from fsaga.context import _running_effect
 from fsaga.events import Listener
-from fsaga.interpreter.call import ACTION, COMPENSATION, SLEEP, Call
+from fsaga.interpreter.call import ACTION, COMPENSATION, Call
 from fsaga.interpreter.engine import CompensationPolicy, Engine, EngineSettings
 from fsaga.interpreter.protocol import Perform
 from fsaga.interpreter.results import PLAIN_TYPES
@@ -77,19 +77,14 @@ class SyncInterpreter:
     def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
         """Run `saga` to its outcome (`Saga.run` calls this)."""
         engine = Engine(saga, self._settings, saga_id=saga_id)
-        running = _RunningEffect(engine)
-        token = _running_effect.set(running)
-        try:
-            interruption = self._drive(engine, running)
-        finally:
-            _running_effect.reset(token)
+        interruption = self._drive(engine)
         outcome = engine.outcome
         if interruption is not None:
             interruption.add_note(f"fsaga: saga {engine.saga_id} interrupted; {_note(outcome)}")
             raise interruption
         return cast("Outcome[_T]", outcome)
 
-    def _drive(self, engine: Engine, running: _RunningEffect) -> BaseException | None:
+    def _drive(self, engine: Engine) -> BaseException | None:
         """Perform the engine's calls one at a time until the run has its outcome; return the
         interruption to re-raise, if one came."""
         perform = self._perform
@@ -102,11 +97,11 @@ class SyncInterpreter:
             try:
                 try:
                     kind = call.kind
-                    if kind is SLEEP:
+                    if kind == "sleep":
                         sleep(call.delay)
                         result = None
                     else:
-                        running.call = call
+                        token = _running_effect.set((engine, call, kind, call.attempt))
                         try:
                             if perform is not None:
                                 result = perform(engine.effect_of(call))
@@ -121,7 +116,7 @@ class SyncInterpreter:
                                 assert on_unknown is not None
                                 result = on_unknown(engine.context_of(call))
                         finally:
-                            running.call = None
+                            _running_effect.reset(token)
                 except Exception as error:
                     pending = None
                     call = engine.fail(call, error) or engine.poll()

@@ -7,18 +7,25 @@ mypy would fail.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from functools import partial
 from typing import assert_never, assert_type
 
+from returns.future import FutureResult
 from returns.io import IOResult
 from returns.result import Result
 
 from fsaga import (
+    AsyncInterpreter,
     Failure,
     Outcome,
     PartialFailure,
     Retry,
     Saga,
+    StepContext,
     Success,
+    current_context,
+    in_worker_thread,
     par,
     pure,
     sequence,
@@ -191,3 +198,67 @@ wrong_result: Saga[str] = step(checked_charge)  # type: ignore[arg-type]
 wrong_run: Outcome[str] = number.run(SyncInterpreter())  # type: ignore[assignment]
 number.run(object())  # type: ignore[call-overload]
 number.run(SyncInterpreter(), "id")  # type: ignore[call-overload]
+
+
+# -- async: effects, interpreters, context ---------------------------------------------------
+
+
+async def fetch_quote() -> float:
+    return 9.5
+
+
+async def refund_quote(quote: float) -> None:
+    return None
+
+
+async def checked_async() -> Result[int, Declined]:
+    return Result.from_value(1)
+
+
+def void_charge(context: StepContext) -> None:
+    assert_type(context.idempotency_key, str)
+
+
+def blocking_read(table: str, *, limit: int) -> list[str]:
+    return [table] * limit
+
+
+async_quote = step(fetch_quote, refund_quote, timeout=1.0, idempotent=True, on_unknown=void_charge)
+assert_type(async_quote, Saga[float])
+assert_type(step(checked_async), Saga[int])
+
+
+def future_charge() -> FutureResult[int, Declined]:
+    return FutureResult.from_value(1)
+
+
+assert_type(step(future_charge), Saga[int])
+assert_type(async_quote.timeout(5.0), Saga[float])
+assert_type(par(async_quote, number).timeout(2), Saga[tuple[float, int]])
+read_in_thread = in_worker_thread(blocking_read)
+assert_type(step(partial(read_in_thread, "orders", limit=2)), Saga[list[str]])
+step(partial(read_in_thread, "orders", limit="2"))  # type: ignore[arg-type]
+assert_type(current_context(), StepContext)
+
+
+async def run_async() -> None:
+    interpreter = AsyncInterpreter(timeout=10.0, on_branch_failure="cancel")
+    assert_type(await async_quote.run(interpreter), Outcome[float])
+    assert_type(await number.run(interpreter, saga_id="id"), Outcome[int])
+    pending = async_quote.run(interpreter)
+    _ = assert_type(pending, Awaitable[Outcome[float]])
+    await pending
+    wrong_async: Outcome[float] = async_quote.run(interpreter)  # type: ignore[assignment]
+    del wrong_async
+    AsyncInterpreter(on_branch_failure="abandon")  # type: ignore[arg-type]
+
+
+async_quote.timeout("5")  # type: ignore[arg-type]
+step(fetch_quote, lambda quote: quote.upper())  # type: ignore[arg-type]
+
+
+def void_without_context() -> None:
+    return None
+
+
+step(fetch_quote, on_unknown=void_without_context)  # type: ignore[arg-type]

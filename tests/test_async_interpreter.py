@@ -1,0 +1,1800 @@
+"""The async interpreter (fsaga.interpreter.asynchronous) on anyio: concurrency, deadlines,
+cancellation and shielded compensation.
+
+Rule numbers refer to DESIGN section 3. Every test runs under asyncio and under trio (trio with a
+mock clock, so deadlines pass at once). An effect that must "hang" waits until it is cancelled and
+is cut off by a tiny timeout; concurrent branches are sequenced with events, never with time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import anyio
+import anyio.lowlevel
+import pytest
+from returns.future import FutureResult
+from returns.io import IOFailure, IOSuccess
+from returns.result import Failure as ResultFailure
+from returns.result import Success as ResultSuccess
+
+from fsaga import (
+    AsyncInterpreter,
+    BranchCancelledError,
+    CompensationCompleted,
+    CompensationFailure,
+    CompensationStarted,
+    Effect,
+    Event,
+    Failure,
+    Outcome,
+    PartialFailure,
+    Retry,
+    ReturnedFailure,
+    Saga,
+    SagaFinished,
+    SagaStarted,
+    StepCompleted,
+    StepContext,
+    StepFailed,
+    StepRetrying,
+    StepTimeoutError,
+    Success,
+    current_context,
+    in_worker_thread,
+    par,
+    pure,
+    step,
+)
+
+ENGINE_LOGGER = "fsaga.interpreter.engine"
+
+TINY = 0.005
+"""Cuts off an effect that hangs: 5 ms of real time under asyncio, none under trio."""
+
+ROOMY = 0.05
+"""A deadline that steps which should finish first meet comfortably, even on a loaded machine."""
+
+GUARD = 2.0
+"""An outer limit for tests that would deadlock if the interpreter were wrong (fails fast)."""
+
+
+class Declined(Exception):
+    pass
+
+
+async def hang() -> NoReturn:
+    """Wait until cancelled: an effect that never finishes on its own."""
+    await anyio.sleep_forever()
+    raise AssertionError("sleep_forever returned")
+
+
+class Ledger:
+    """Builds async steps that record what they did and what was undone, in order."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.undone: list[tuple[str, object]] = []
+
+    def step(
+        self,
+        name: str,
+        result: object = None,
+        *,
+        raises: BaseException | None = None,
+        hangs: bool = False,
+        compensable: bool = True,
+        **options: Any,
+    ) -> Saga[object]:
+        async def action() -> object:
+            self.log.append(name)
+            await anyio.lowlevel.checkpoint()
+            if hangs:
+                await hang()
+            if raises is not None:
+                raise raises
+            return name if result is None else result
+
+        async def compensate(value: object) -> None:
+            self.log.append(f"undo {name}")
+            await anyio.lowlevel.checkpoint()
+            self.undone.append((name, value))
+
+        return step(action, compensate if compensable else None, name=name, **options)
+
+    def undone_names(self) -> list[str]:
+        return [name for name, _ in self.undone]
+
+
+async def run(saga: Saga[object], **options: Any) -> Outcome[object]:
+    return await saga.run(AsyncInterpreter(**options))
+
+
+def timeout_fields(error: BaseException) -> tuple[object, ...]:
+    """What a `StepTimeoutError` says, as a tuple to compare in one assert."""
+    assert isinstance(error, StepTimeoutError), repr(error)
+    return (error.path, error.attempt, error.seconds, error.deadline, error.scope, error.started)
+
+
+def shape(events: list[Event]) -> list[tuple[str, str, int]]:
+    """Events as (kind, path, attempt); saga events have an empty path and attempt 0."""
+    return [
+        (type(event).__name__, getattr(event, "path", ""), getattr(event, "attempt", 0))
+        for event in events
+    ]
+
+
+def failing_after_checkpoint(error: Exception) -> Callable[[], Any]:
+    async def fail() -> NoReturn:
+        await anyio.lowlevel.checkpoint()
+        raise error
+
+    return fail
+
+
+# -- running a saga (rules 1 and 2) -------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_awaiting_a_run_returns_success_with_the_result() -> None:
+    async def reserve() -> str:
+        await anyio.lowlevel.checkpoint()
+        return "R-1"
+
+    saga = step(reserve).map(str.lower)
+
+    assert await saga.run(AsyncInterpreter()) == Success("r-1")
+
+
+@pytest.mark.anyio
+async def test_sync_and_async_effects_mix_and_bind_continuations_see_results() -> None:
+    log: list[str] = []
+
+    async def count() -> int:
+        log.append("async count")
+        await anyio.lowlevel.checkpoint()
+        return 2
+
+    def price(items: int) -> Saga[int]:
+        def total() -> int:
+            log.append("sync price")
+            return items * 10
+
+        return step(total)
+
+    def pay(amount: int) -> Saga[str]:
+        async def charge() -> str:
+            log.append("async charge")
+            await anyio.lowlevel.checkpoint()
+            return f"paid {amount}"
+
+        return step(charge)
+
+    saga = step(count).bind(price).bind(pay)
+
+    assert await run(saga) == Success("paid 20")
+    assert log == ["async count", "sync price", "async charge"]
+
+
+@pytest.mark.anyio
+async def test_compensations_sync_or_async_receive_their_actions_results_in_reverse() -> None:
+    ledger = Ledger()
+    undone: list[object] = []
+    error = Declined("card declined")
+
+    def hold() -> str:
+        return "H-7"
+
+    async def reserve() -> str:
+        await anyio.lowlevel.checkpoint()
+        return "R-1"
+
+    async def unreserve(reservation: str) -> None:
+        await anyio.lowlevel.checkpoint()
+        undone.append(("unreserve", reservation))
+
+    saga = (
+        step(reserve, unreserve, name="reserve")
+        .then(step(hold, lambda held: undone.append(("unhold", held)), name="hold"))
+        .then(ledger.step("charge", raises=error))
+        .then(ledger.step("ship"))
+    )
+
+    outcome = await run(saga)
+
+    assert outcome == Failure(error, ("hold", "reserve"))
+    assert undone == [("unhold", "H-7"), ("unreserve", "R-1")]
+    assert ledger.log == ["charge"]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: ResultSuccess("R-1"), id="result"),
+        pytest.param(lambda: IOSuccess("R-1"), id="io-result"),
+        pytest.param(lambda: FutureResult.from_value("R-1"), id="future-result"),
+    ],
+)
+@pytest.mark.anyio
+async def test_a_returns_success_from_an_async_effect_is_unwrapped(
+    make: Callable[[], object],
+) -> None:
+    received: list[object] = []
+    error = Declined()
+
+    async def reserve() -> object:
+        await anyio.lowlevel.checkpoint()
+        return make()
+
+    saga = step(reserve, received.append, name="reserve")
+
+    assert await run(saga) == Success("R-1")
+    assert await run(saga.then(step(failing_after_checkpoint(error)))) == Failure(
+        error, ("reserve",)
+    )
+    assert received == ["R-1"]
+
+
+@pytest.mark.anyio
+async def test_a_future_result_returned_by_a_sync_action_is_awaited_and_unwrapped() -> None:
+    saga = step(lambda: FutureResult.from_value(7))
+
+    assert await run(saga) == Success(7)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda error: ResultFailure(error), id="result"),
+        pytest.param(lambda error: IOFailure(error), id="io-result"),
+        pytest.param(lambda error: FutureResult.from_failure(error), id="future-result"),
+    ],
+)
+@pytest.mark.anyio
+async def test_a_returns_failure_from_an_async_effect_fails_the_step_with_its_error(
+    make: Callable[[Exception], object],
+) -> None:
+    ledger = Ledger()
+    error = Declined("no funds")
+
+    async def charge() -> object:
+        await anyio.lowlevel.checkpoint()
+        return make(error)
+
+    saga = ledger.step("reserve").then(step(charge, name="charge")).then(ledger.step("ship"))
+
+    assert await run(saga) == Failure(error, ("reserve",))
+    assert ledger.log == ["reserve", "undo reserve"]
+
+
+@pytest.mark.anyio
+async def test_a_future_result_failure_of_a_plain_value_fails_with_returned_failure() -> None:
+    async def charge() -> object:
+        await anyio.lowlevel.checkpoint()
+        return FutureResult.from_failure("no funds")
+
+    outcome = await run(step(charge, name="charge"))
+
+    assert isinstance(outcome, Failure)
+    assert isinstance(outcome.error, ReturnedFailure)
+    assert (outcome.error.path, outcome.error.value) == ("charge", "no funds")
+
+
+@pytest.mark.anyio
+async def test_in_worker_thread_runs_blocking_effects_in_another_thread_with_their_context() -> (
+    None
+):
+    loop_thread = threading.get_ident()
+    seen: list[tuple[int, StepContext]] = []
+    error = Declined()
+
+    def blocking_charge() -> str:
+        seen.append((threading.get_ident(), current_context()))
+        return "C-1"
+
+    def blocking_refund(charge: str) -> None:
+        seen.append((threading.get_ident(), current_context()))
+        assert charge == "C-1"
+
+    saga = step(in_worker_thread(blocking_charge), in_worker_thread(blocking_refund)).then(
+        step(failing_after_checkpoint(error), name="ship")
+    )
+
+    outcome = await saga.run(AsyncInterpreter(), saga_id="s-1")
+
+    assert outcome == Failure(error, ("blocking_charge",))
+    assert [context for _, context in seen] == [
+        StepContext("s-1", "blocking_charge", 1, "action"),
+        StepContext("s-1", "blocking_charge", 1, "compensation"),
+    ]
+    assert all(thread != loop_thread for thread, _ in seen)
+
+
+@pytest.mark.anyio
+async def test_in_worker_thread_passes_arguments_through() -> None:
+    def add(left: int, right: int) -> int:
+        return left + right
+
+    assert await in_worker_thread(add)(2, right=3) == 5
+
+
+def test_in_worker_thread_needs_a_callable() -> None:
+    with pytest.raises(TypeError, match="in_worker_thread needs a callable, got 42"):
+        in_worker_thread(42)  # type: ignore[arg-type]
+
+
+# -- rule 5: par runs branches concurrently -----------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_par_branches_run_concurrently() -> None:
+    left_ready = anyio.Event()
+    right_ready = anyio.Event()
+
+    async def left() -> str:
+        left_ready.set()
+        await right_ready.wait()  # deadlocks unless the right branch runs meanwhile
+        return "L"
+
+    async def right() -> int:
+        right_ready.set()
+        await left_ready.wait()
+        return 2
+
+    with anyio.fail_after(GUARD):
+        outcome = await run(par(step(left), step(right), pure("p")))
+
+    assert outcome == Success(("L", 2, "p"))
+
+
+@pytest.mark.anyio
+async def test_par_results_keep_argument_order_when_later_branches_finish_first() -> None:
+    finished: list[str] = []
+    second_done = anyio.Event()
+    third_done = anyio.Event()
+
+    async def first() -> str:
+        await second_done.wait()
+        finished.append("first")
+        return "a"
+
+    async def second() -> str:
+        await third_done.wait()
+        finished.append("second")
+        second_done.set()
+        return "b"
+
+    async def third() -> str:
+        await anyio.lowlevel.checkpoint()
+        finished.append("third")
+        third_done.set()
+        return "c"
+
+    with anyio.fail_after(GUARD):
+        outcome = await run(par(step(first), step(second), step(third)).map("".join))
+
+    assert outcome == Success("abc")
+    assert finished == ["third", "second", "first"]
+
+
+@pytest.mark.anyio
+async def test_each_branch_runs_its_steps_in_order_and_a_step_after_par_sees_the_tuple() -> None:
+    ledger = Ledger()
+    saga = par(
+        ledger.step("a1", 1).then(ledger.step("a2", 2)).named("left"),
+        ledger.step("b1", "x").named("right"),
+    ).bind(lambda pair: step(lambda: pair, name="after"))
+
+    assert await run(saga) == Success((2, "x"))
+    assert ledger.log.index("a1") < ledger.log.index("a2")
+    assert sorted(ledger.log) == ["a1", "a2", "b1"]
+
+
+# -- rule 5: a failing branch, "settle" (default) -----------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_settle_lets_an_in_flight_sibling_finish_compensates_it_and_starts_nothing_new() -> (
+    None
+):
+    log: list[str] = []
+    packing = anyio.Event()
+    declined = anyio.Event()
+    error = Declined("card declined")
+
+    def reserve() -> str:
+        log.append("reserve")
+        return "R-1"
+
+    async def charge() -> str:
+        await packing.wait()
+        log.append("charge declined")
+        declined.set()
+        raise error
+
+    async def pack() -> str:
+        log.append("pack started")
+        packing.set()
+        await declined.wait()
+        log.append("pack finished")
+        return "parcel"
+
+    def label() -> str:
+        log.append("label")
+        return "label"
+
+    async def unpack(parcel: str) -> None:
+        await anyio.lowlevel.checkpoint()
+        log.append(f"unpack {parcel}")
+
+    shipping = step(pack, unpack, name="pack").then(step(label, name="label")).named("shipping")
+    saga = step(reserve, lambda r: log.append(f"unreserve {r}"), name="reserve").then(
+        par(step(charge, name="charge"), shipping)
+    )
+
+    with anyio.fail_after(GUARD):
+        outcome = await run(saga)
+
+    assert outcome == Failure(error, ("shipping/pack", "reserve"))
+    assert log == [
+        "reserve",
+        "pack started",
+        "charge declined",
+        "pack finished",
+        "unpack parcel",
+        "unreserve R-1",
+    ]
+
+
+@pytest.mark.anyio
+async def test_two_failing_branches_fail_with_an_exception_group_of_both_errors() -> None:
+    ledger = Ledger()
+    first = Declined("first")
+    second = Declined("second")
+    first_failed = anyio.Event()
+
+    async def fail_first() -> str:
+        await anyio.lowlevel.checkpoint()
+        first_failed.set()
+        raise first
+
+    async def fail_second() -> str:
+        await first_failed.wait()
+        raise second
+
+    saga = ledger.step("reserve").then(par(step(fail_first, name="a"), step(fail_second, name="b")))
+
+    with anyio.fail_after(GUARD):
+        outcome = await run(saga)
+
+    assert isinstance(outcome, Failure)
+    assert isinstance(outcome.error, ExceptionGroup)
+    assert outcome.error.exceptions == (first, second)
+    assert outcome.error.message == "several par branches failed"
+    assert outcome.compensated == ("reserve",)
+
+
+# -- rule 5 + rule 3: a failing branch, "cancel" ------------------------------------------------
+
+
+class CancelScenario:
+    """reserve, then par(charge fails once pack is in flight, shipping: pack then label)."""
+
+    def __init__(self, **pack_options: Any) -> None:
+        self.log: list[str] = []
+        self.contexts: list[StepContext] = []
+        self.error = Declined("card declined")
+        self.packing = anyio.Event()
+        self.pack_options = pack_options
+
+    async def charge(self) -> str:
+        await self.packing.wait()
+        self.log.append("charge declined")
+        raise self.error
+
+    async def pack(self) -> str:
+        context = current_context()
+        self.contexts.append(context)
+        self.log.append(f"pack {context.attempt}")
+        if context.attempt == 1:
+            self.packing.set()
+            await hang()
+        await anyio.lowlevel.checkpoint()
+        return f"parcel-{context.attempt}"
+
+    async def unpack(self, parcel: str) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.log.append(f"unpack {parcel}")
+
+    def label(self) -> str:
+        self.log.append("label")
+        return "label"
+
+    def saga(self, *, compensable: bool = True) -> Saga[object]:
+        shipping = (
+            step(self.pack, self.unpack if compensable else None, name="pack", **self.pack_options)
+            .then(step(self.label, name="label"))
+            .named("shipping")
+        )
+        return step(
+            lambda: "R-1", lambda r: self.log.append(f"unreserve {r}"), name="reserve"
+        ).then(par(step(self.charge, name="charge"), shipping))
+
+
+@pytest.mark.anyio
+async def test_cancel_cuts_an_in_flight_sibling_step_and_reports_it_unresolved() -> None:
+    scenario = CancelScenario()
+    events: list[Event] = []
+    interpreter = AsyncInterpreter(on_branch_failure="cancel", listeners=[events.append])
+
+    with anyio.fail_after(GUARD):
+        outcome = await scenario.saga().run(interpreter, saga_id="s-1")
+
+    assert outcome == PartialFailure(scenario.error, ("reserve",), unresolved=("shipping/pack",))
+    assert scenario.log == ["pack 1", "charge declined", "unreserve R-1"]
+    failed = [event for event in events if isinstance(event, StepFailed)]
+    assert [(event.path, event.attempt, event.unknown) for event in failed] == [
+        ("charge", 1, False),
+        ("shipping/pack", 1, True),
+    ]
+    assert failed[0].error is scenario.error
+    cancelled = failed[1].error
+    assert isinstance(cancelled, BranchCancelledError)
+    assert (cancelled.path, cancelled.attempt) == ("shipping/pack", 1)
+    assert str(cancelled) == (
+        "step 'shipping/pack' attempt 1 was cancelled: a sibling branch of its par failed"
+    )
+
+
+@pytest.mark.anyio
+async def test_cancel_leaves_a_cancelled_step_without_compensation_out_of_the_report() -> None:
+    scenario = CancelScenario()
+
+    with anyio.fail_after(GUARD):
+        outcome = await run(scenario.saga(compensable=False), on_branch_failure="cancel")
+
+    assert outcome == Failure(scenario.error, ("reserve",))
+
+
+@pytest.mark.anyio
+async def test_cancel_reruns_a_cancelled_idempotent_step_in_the_undo_and_compensates_it() -> None:
+    scenario = CancelScenario(idempotent=True)
+    events: list[Event] = []
+    interpreter = AsyncInterpreter(on_branch_failure="cancel", listeners=[events.append])
+
+    with anyio.fail_after(GUARD):
+        outcome = await scenario.saga().run(interpreter, saga_id="s-1")
+
+    assert outcome == Failure(scenario.error, ("shipping/pack", "reserve"))
+    assert scenario.log == [
+        "pack 1",
+        "charge declined",
+        "pack 2",
+        "unpack parcel-2",
+        "unreserve R-1",
+    ]
+    assert scenario.contexts == [
+        StepContext("s-1", "shipping/pack", 1, "action"),
+        StepContext("s-1", "shipping/pack", 2, "action"),
+    ]
+    assert {context.idempotency_key for context in scenario.contexts} == {"s-1/shipping/pack"}
+    pack_events = [event for event in shape(events) if event[1] == "shipping/pack"]
+    assert pack_events == [
+        ("StepStarted", "shipping/pack", 1),
+        ("StepFailed", "shipping/pack", 1),
+        ("StepStarted", "shipping/pack", 2),
+        ("StepCompleted", "shipping/pack", 2),
+        ("CompensationStarted", "shipping/pack", 1),
+        ("CompensationCompleted", "shipping/pack", 1),
+    ]
+
+
+@pytest.mark.anyio
+async def test_cancel_hands_a_cancelled_step_to_its_unknown_outcome_compensation() -> None:
+    received: list[StepContext] = []
+
+    async def unknown_pack(context: StepContext) -> None:
+        await anyio.lowlevel.checkpoint()
+        received.append(context)
+
+    scenario = CancelScenario(on_unknown=unknown_pack)
+
+    with anyio.fail_after(GUARD):
+        outcome = await scenario.saga().run(
+            AsyncInterpreter(on_branch_failure="cancel"), saga_id="s-1"
+        )
+
+    assert outcome == Failure(scenario.error, ("shipping/pack", "reserve"))
+    assert received == [StepContext("s-1", "shipping/pack", 1, "unknown")]
+    assert received[0].idempotency_key == "s-1/shipping/pack"
+    assert scenario.log == ["pack 1", "charge declined", "unreserve R-1"]  # no unpack
+
+
+@pytest.mark.anyio
+async def test_cancel_stops_a_sibling_waiting_to_retry_without_an_unknown_outcome() -> None:
+    """A sibling cut off while it waits before a retry did not run that attempt: it failed."""
+    log: list[str] = []
+    events: list[Event] = []
+    error = Declined("card declined")
+    pack_failed = anyio.Event()
+
+    async def charge() -> str:
+        await pack_failed.wait()
+        raise error
+
+    async def pack() -> str:
+        log.append(f"pack {current_context().attempt}")
+        await anyio.lowlevel.checkpoint()
+        pack_failed.set()
+        raise Declined("printer jam")
+
+    saga = step(lambda: "R-1", lambda r: log.append(f"unreserve {r}"), name="reserve").then(
+        par(
+            step(charge, name="charge"),
+            step(
+                pack,
+                lambda p: log.append(f"unpack {p}"),
+                name="pack",
+                retry=Retry(2, delay=20.0, jitter=0.0),
+            ),
+        )
+    )
+
+    with anyio.fail_after(GUARD):
+        outcome = await saga.run(
+            AsyncInterpreter(on_branch_failure="cancel", listeners=[events.append])
+        )
+
+    assert outcome == Failure(error, ("reserve",))
+    assert log == ["pack 1", "unreserve R-1"]
+    [retrying] = [event for event in events if isinstance(event, StepRetrying)]
+    assert (retrying.path, retrying.attempt, retrying.delay) == ("pack", 1, 20.0)
+    pack_failures = [
+        event for event in events if isinstance(event, StepFailed) and event.path == "pack"
+    ]
+    assert [(event.attempt, event.unknown) for event in pack_failures] == [(1, False)]
+    assert isinstance(pack_failures[0].error, BranchCancelledError)
+
+
+@pytest.mark.anyio
+async def test_settle_never_cancels_a_sibling() -> None:
+    """The same scenario under "settle": the hanging sibling is only cut off by its timeout."""
+    scenario = CancelScenario(timeout=TINY)
+    events: list[Event] = []
+
+    with anyio.fail_after(GUARD):
+        outcome = await scenario.saga().run(AsyncInterpreter(listeners=[events.append]))
+
+    # The sibling failed on its own (its timeout), so both branch errors are reported.
+    assert isinstance(outcome, PartialFailure)
+    assert isinstance(outcome.error, ExceptionGroup)
+    # (which branch failed first depends on timing: compare them in a fixed order)
+    declined, timed_out = sorted(outcome.error.exceptions, key=lambda error: type(error).__name__)
+    assert declined is scenario.error
+    assert timeout_fields(timed_out) == ("shipping/pack", 1, TINY, "step", None, True)
+    assert (outcome.compensated, outcome.unresolved) == (("reserve",), ("shipping/pack",))
+    assert not any(
+        isinstance(event.error, BranchCancelledError)
+        for event in events
+        if isinstance(event, StepFailed)
+    )
+
+
+# -- rule 5: compensation order, concurrent or sequential ---------------------------------------
+
+
+class UndoScenario:
+    """before, then par(stock: a1 then a2, b1), then charge fails.
+
+    The forward steps complete in the order before, a1, b1, a2 (sequenced with events).
+    """
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.error = Declined("card declined")
+        self.a1_done = anyio.Event()
+        self.b1_done = anyio.Event()
+        self.undoing: dict[str, anyio.Event] = {"a2": anyio.Event(), "b1": anyio.Event()}
+
+    def saga(self, *, overlap: bool) -> Saga[object]:
+        def forward(name: str, waits: anyio.Event | None, sets: anyio.Event | None) -> Saga[str]:
+            async def action() -> str:
+                if waits is not None:
+                    await waits.wait()
+                await anyio.lowlevel.checkpoint()
+                self.log.append(name)
+                if sets is not None:
+                    sets.set()
+                return name.upper()
+
+            async def compensate(value: str) -> None:
+                self.log.append(f"start undo {name}")
+                await anyio.lowlevel.checkpoint()
+                if overlap and name in self.undoing:
+                    # a2's and b1's compensations each wait for the other to have started:
+                    # they finish only if they overlap.
+                    self.undoing[name].set()
+                    other = self.undoing["b1" if name == "a2" else "a2"]
+                    await other.wait()
+                self.log.append(f"end undo {name} {value}")
+
+            return step(action, compensate, name=name)
+
+        stock = forward("a1", None, self.a1_done).then(forward("a2", self.b1_done, None))
+        return (
+            forward("before", None, None)
+            .then(par(stock.named("stock"), forward("b1", self.a1_done, self.b1_done)))
+            .then(step(failing_after_checkpoint(self.error), name="charge"))
+        )
+
+
+@pytest.mark.anyio
+async def test_concurrent_compensation_overlaps_branches_in_reverse_causal_order() -> None:
+    scenario = UndoScenario()
+
+    with anyio.fail_after(GUARD):
+        outcome = await run(scenario.saga(overlap=True), concurrent_compensation=True)
+
+    assert isinstance(outcome, Failure)
+    assert outcome.error is scenario.error
+    assert sorted(outcome.compensated) == ["b1", "before", "stock/a1", "stock/a2"]
+    assert outcome.compensated.index("stock/a2") < outcome.compensated.index("stock/a1")
+    assert outcome.compensated[-1] == "before"
+    log = scenario.log
+    assert log[:4] == ["before", "a1", "b1", "a2"]
+    undo = log[4:]
+    # within the stock branch: a2 is undone before a1 starts; before is undone last of all
+    assert undo.index("end undo a2 A2") < undo.index("start undo a1")
+    assert undo[-2:] == ["start undo before", "end undo before BEFORE"]
+    assert undo.index("end undo b1 B1") < undo.index("start undo before")
+    assert undo.index("end undo a1 A1") < undo.index("start undo before")
+
+
+@pytest.mark.anyio
+async def test_sequential_compensation_runs_one_at_a_time_in_reverse_completion_order() -> None:
+    scenario = UndoScenario()
+
+    with anyio.fail_after(GUARD):
+        outcome = await run(scenario.saga(overlap=False))
+
+    assert outcome == Failure(scenario.error, ("stock/a2", "b1", "stock/a1", "before"))
+    assert scenario.log == [
+        "before",
+        "a1",
+        "b1",
+        "a2",
+        "start undo a2",
+        "end undo a2 A2",
+        "start undo b1",
+        "end undo b1 B1",
+        "start undo a1",
+        "end undo a1 A1",
+        "start undo before",
+        "end undo before BEFORE",
+    ]
+
+
+@pytest.mark.anyio
+async def test_concurrent_compensation_without_par_is_the_reverse_order() -> None:
+    ledger = Ledger()
+    error = Declined()
+    saga = ledger.step("a").then(ledger.step("b")).then(ledger.step("c", raises=error))
+
+    outcome = await run(saga, concurrent_compensation=True)
+
+    assert outcome == Failure(error, ("b", "a"))
+    assert ledger.log == ["a", "b", "c", "undo b", "undo a"]
+
+
+# -- rule 7: timeouts ---------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_step_timeout_cuts_the_attempt_compensates_and_reports_it_unresolved() -> None:
+    ledger = Ledger()
+    events: list[Event] = []
+    saga = (
+        ledger.step("reserve")
+        .then(ledger.step("charge", hangs=True, timeout=TINY))
+        .then(ledger.step("ship"))
+    )
+
+    outcome = await run(saga, listeners=[events.append])
+
+    assert isinstance(outcome, PartialFailure)
+    assert timeout_fields(outcome.error) == ("charge", 1, TINY, "step", None, True)
+    assert str(outcome.error) == (
+        "step 'charge' timed out on attempt 1: it ran past its 0.005 s step timeout"
+    )
+    assert isinstance(outcome.error, TimeoutError)
+    assert (outcome.compensated, outcome.failed_compensations, outcome.skipped) == (
+        ("reserve",),
+        (),
+        (),
+    )
+    assert outcome.unresolved == ("charge",)
+    assert ledger.log == ["reserve", "charge", "undo reserve"]
+    [failed] = [event for event in events if isinstance(event, StepFailed)]
+    assert (failed.path, failed.unknown, failed.error) == ("charge", True, outcome.error)
+
+
+@pytest.mark.anyio
+async def test_a_timed_out_step_without_compensation_is_not_unresolved() -> None:
+    ledger = Ledger()
+    saga = ledger.step("reserve").then(
+        ledger.step("notify", hangs=True, compensable=False, timeout=TINY)
+    )
+
+    outcome = await run(saga)
+
+    assert isinstance(outcome, Failure)
+    assert timeout_fields(outcome.error) == ("notify", 1, TINY, "step", None, True)
+    assert outcome.compensated == ("reserve",)
+
+
+@pytest.mark.anyio
+async def test_a_step_finishing_within_its_timeout_succeeds() -> None:
+    ledger = Ledger()
+
+    assert await run(ledger.step("charge", "C-1", timeout=10.0)) == Success("C-1")
+
+
+@pytest.mark.anyio
+async def test_a_subtree_timeout_around_a_named_subsaga_names_it_as_the_scope() -> None:
+    ledger = Ledger()
+    payment = ledger.step("authorize").then(ledger.step("charge", hangs=True)).named("payment")
+    saga = ledger.step("reserve").then(payment.timeout(ROOMY)).then(ledger.step("ship"))
+
+    outcome = await run(saga)
+
+    assert isinstance(outcome, PartialFailure)
+    assert timeout_fields(outcome.error) == (
+        "payment/charge",
+        1,
+        ROOMY,
+        "sub-tree",
+        "payment",
+        True,
+    )
+    assert str(outcome.error) == (
+        "step 'payment/charge' timed out on attempt 1: it ran past the 0.05 s timeout of "
+        "sub-tree 'payment'"
+    )
+    assert outcome.compensated == ("payment/authorize", "reserve")
+    assert outcome.unresolved == ("payment/charge",)
+    assert "ship" not in ledger.log
+
+
+@pytest.mark.anyio
+async def test_a_subtree_timeout_at_the_root_names_the_root() -> None:
+    ledger = Ledger()
+    saga = ledger.step("reserve").then(ledger.step("charge", hangs=True)).timeout(ROOMY)
+
+    outcome = await run(saga)
+
+    assert isinstance(outcome, PartialFailure)
+    assert timeout_fields(outcome.error) == ("charge", 1, ROOMY, "sub-tree", "", True)
+    assert str(outcome.error) == (
+        "step 'charge' timed out on attempt 1: it ran past the 0.05 s timeout of the saga's root"
+    )
+    assert (outcome.compensated, outcome.unresolved) == (("reserve",), ("charge",))
+
+
+@pytest.mark.anyio
+async def test_a_subtree_timeout_inside_a_named_scope_names_that_scope() -> None:
+    ledger = Ledger()
+    saga = ledger.step("charge", hangs=True).timeout(TINY).named("order")
+
+    outcome = await run(saga)
+
+    assert isinstance(outcome, PartialFailure)
+    assert timeout_fields(outcome.error) == ("order/charge", 1, TINY, "sub-tree", "order", True)
+
+
+@pytest.mark.anyio
+async def test_a_subtree_deadline_ends_with_its_subtree() -> None:
+    """Steps after a timed sub-tree are no longer bound by its deadline."""
+    log: list[str] = []
+
+    async def slow_after() -> str:
+        await anyio.sleep(2 * TINY)  # past the sub-tree's deadline, which no longer applies
+        log.append("after")
+        return "after"
+
+    saga = step(lambda: "inside").timeout(TINY).then(step(slow_after))
+
+    assert await run(saga) == Success("after")
+    assert log == ["after"]
+
+
+@pytest.mark.anyio
+async def test_the_tighter_of_step_and_subtree_deadlines_applies() -> None:
+    ledger = Ledger()
+    step_wins = ledger.step("a", hangs=True, timeout=TINY).timeout(10.0)
+    subtree_wins = ledger.step("b", hangs=True, timeout=10.0).timeout(TINY)
+
+    first = await run(step_wins)
+    second = await run(subtree_wins)
+
+    assert isinstance(first, PartialFailure)
+    assert isinstance(second, PartialFailure)
+    assert timeout_fields(first.error) == ("a", 1, TINY, "step", None, True)
+    assert timeout_fields(second.error) == ("b", 1, TINY, "sub-tree", "", True)
+
+
+@pytest.mark.anyio
+async def test_a_run_timeout_cuts_the_running_step_and_compensates() -> None:
+    ledger = Ledger()
+    saga = (
+        ledger.step("reserve")
+        .then(ledger.step("charge", hangs=True, timeout=10.0))
+        .then(ledger.step("ship"))
+    )
+
+    outcome = await run(saga.timeout(10.0), timeout=ROOMY)
+
+    assert isinstance(outcome, PartialFailure)
+    assert timeout_fields(outcome.error) == ("charge", 1, ROOMY, "run", None, True)
+    assert str(outcome.error) == (
+        "step 'charge' timed out on attempt 1: it ran past the run's 0.05 s timeout"
+    )
+    assert (outcome.compensated, outcome.unresolved) == (("reserve",), ("charge",))
+    assert ledger.log == ["reserve", "charge", "undo reserve"]
+
+
+@pytest.mark.anyio
+async def test_a_step_does_not_start_once_its_subtree_deadline_has_passed() -> None:
+    log: list[str] = []
+
+    async def slow() -> str:
+        # Runs past the sub-tree's deadline but cannot be cut off (shielded), so it completes.
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(4 * TINY)
+        log.append("slow")
+        return "S"
+
+    def second() -> str:
+        log.append("second")
+        return "never"
+
+    saga = (
+        step(slow, lambda s: log.append(f"undo slow {s}"), name="slow")
+        .then(step(second, name="second"))
+        .timeout(TINY)
+    )
+
+    outcome = await run(saga)
+
+    assert isinstance(outcome, Failure)
+    assert timeout_fields(outcome.error) == ("second", 1, TINY, "sub-tree", "", False)
+    assert str(outcome.error) == (
+        "step 'second' could not start attempt 1: the 0.005 s timeout of the saga's root had passed"
+    )
+    assert outcome.compensated == ("slow",)
+    assert log == ["slow", "undo slow S"]
+
+
+@pytest.mark.anyio
+async def test_a_retry_whose_wait_outlasts_the_subtree_deadline_never_starts() -> None:
+    attempts: list[int] = []
+
+    def charge() -> str:
+        attempts.append(current_context().attempt)
+        raise Declined("flaky")
+
+    saga = step(charge, name="charge", retry=Retry(3, delay=1.0, jitter=0.0)).timeout(TINY)
+
+    outcome = await run(saga)
+
+    assert isinstance(outcome, Failure)
+    assert timeout_fields(outcome.error) == ("charge", 2, TINY, "sub-tree", "", False)
+    assert attempts == [1]
+
+
+@pytest.mark.anyio
+async def test_an_idempotent_step_whose_attempt_times_out_is_retried_with_the_same_key() -> None:
+    contexts: list[StepContext] = []
+
+    async def charge() -> str:
+        context = current_context()
+        contexts.append(context)
+        if context.attempt == 1:
+            await hang()
+        return f"charged on attempt {context.attempt}"
+
+    saga = step(charge, name="charge", timeout=TINY, idempotent=True)
+
+    outcome = await saga.run(AsyncInterpreter(), saga_id="s-1")
+
+    assert outcome == Success("charged on attempt 2")
+    assert [(context.attempt, context.idempotency_key) for context in contexts] == [
+        (1, "s-1/charge"),
+        (2, "s-1/charge"),
+    ]
+
+
+@pytest.mark.anyio
+async def test_an_idempotent_step_with_a_retry_policy_gets_that_many_attempts_on_timeouts() -> None:
+    attempts: list[int] = []
+    events: list[Event] = []
+
+    async def charge() -> str:
+        attempt = current_context().attempt
+        attempts.append(attempt)
+        if attempt < 3:
+            await hang()
+        return "charged"
+
+    saga = step(charge, name="charge", timeout=TINY, idempotent=True, retry=Retry(3, delay=0))
+
+    outcome = await run(saga, listeners=[events.append])
+
+    assert outcome == Success("charged")
+    assert attempts == [1, 2, 3]
+    retrying = [event for event in events if isinstance(event, StepRetrying)]
+    assert [(event.attempt, event.delay) for event in retrying] == [(1, 0.0), (2, 0.0)]
+    assert [timeout_fields(event.error) for event in retrying] == [
+        ("charge", 1, TINY, "step", None, True),
+        ("charge", 2, TINY, "step", None, True),
+    ]
+
+
+@pytest.mark.anyio
+async def test_retry_waits_go_through_the_injected_sleep() -> None:
+    delays: list[float] = []
+    attempts: list[int] = []
+
+    async def no_wait(seconds: float) -> None:
+        delays.append(seconds)
+        await anyio.lowlevel.checkpoint()
+
+    async def charge() -> str:
+        attempt = current_context().attempt
+        attempts.append(attempt)
+        if attempt < 3:
+            await hang()
+        return "charged"
+
+    retry = Retry(3, delay=0.5, jitter=0.0, backoff=2.0)
+    saga = step(charge, name="charge", timeout=TINY, idempotent=True, retry=retry)
+
+    outcome = await run(saga, sleep=no_wait)
+
+    assert outcome == Success("charged")
+    assert delays == [0.5, 1.0]
+    assert attempts == [1, 2, 3]
+
+
+@pytest.mark.anyio
+async def test_an_idempotent_step_timing_out_every_attempt_fails_with_the_last_attempt() -> None:
+    ledger = Ledger()
+    attempts: list[int] = []
+
+    async def charge() -> str:
+        attempts.append(current_context().attempt)
+        await hang()
+
+    saga = ledger.step("reserve").then(
+        step(charge, name="charge", timeout=TINY, idempotent=True, retry=Retry(3, delay=0))
+    )
+
+    outcome = await run(saga)
+
+    assert isinstance(outcome, Failure)
+    assert timeout_fields(outcome.error) == ("charge", 3, TINY, "step", None, True)
+    assert outcome.compensated == ("reserve",)
+    assert attempts == [1, 2, 3]
+
+
+@pytest.mark.anyio
+async def test_an_idempotent_step_is_run_once_more_in_the_undo_to_learn_its_result() -> None:
+    ledger = Ledger()
+    attempts: list[int] = []
+    refunded: list[str] = []
+
+    async def charge() -> str:
+        attempt = current_context().attempt
+        attempts.append(attempt)
+        if attempt <= 2:
+            await hang()
+        return f"C-{attempt}"
+
+    saga = ledger.step("reserve").then(
+        step(
+            charge,
+            refunded.append,
+            name="charge",
+            timeout=TINY,
+            idempotent=True,
+            retry=Retry(2, delay=0),
+        )
+    )
+
+    outcome = await run(saga)
+
+    assert isinstance(outcome, Failure)
+    assert timeout_fields(outcome.error) == ("charge", 2, TINY, "step", None, True)
+    assert outcome.compensated == ("charge", "reserve")
+    assert attempts == [1, 2, 3]
+    assert refunded == ["C-3"]
+
+
+@pytest.mark.anyio
+async def test_a_subtree_deadline_is_not_retried_even_for_an_idempotent_step() -> None:
+    attempts: list[int] = []
+
+    async def charge() -> str:
+        attempts.append(current_context().attempt)
+        await hang()
+
+    saga = step(charge, name="charge", idempotent=True, retry=Retry(3, delay=0)).timeout(TINY)
+
+    outcome = await run(saga)
+
+    assert isinstance(outcome, Failure)
+    assert timeout_fields(outcome.error) == ("charge", 1, TINY, "sub-tree", "", True)
+    assert attempts == [1]
+
+
+@pytest.mark.anyio
+async def test_the_undo_reruns_an_idempotent_step_free_of_the_deadline_that_failed_the_run() -> (
+    None
+):
+    ledger = Ledger()
+    attempts: list[int] = []
+    refunded: list[str] = []
+
+    async def charge() -> str:
+        attempt = current_context().attempt
+        attempts.append(attempt)
+        if attempt == 1:
+            await hang()
+        await anyio.lowlevel.checkpoint()
+        return f"C-{attempt}"
+
+    saga = ledger.step("reserve").then(
+        step(charge, refunded.append, name="charge", idempotent=True)
+    )
+
+    outcome = await run(saga, timeout=ROOMY)
+
+    assert isinstance(outcome, Failure)
+    assert timeout_fields(outcome.error) == ("charge", 1, ROOMY, "run", None, True)
+    assert outcome.compensated == ("charge", "reserve")
+    assert attempts == [1, 2]  # a run deadline is not retried; the undo runs it once more
+    assert refunded == ["C-2"]
+
+
+@pytest.mark.anyio
+async def test_a_subtree_deadline_cuts_every_branch_of_a_par_inside_it() -> None:
+    ledger = Ledger()
+    saga = ledger.step("reserve").then(
+        par(ledger.step("left", hangs=True), ledger.step("right", hangs=True)).timeout(TINY)
+    )
+
+    with anyio.fail_after(GUARD):
+        outcome = await run(saga)
+
+    assert isinstance(outcome, PartialFailure)
+    assert isinstance(outcome.error, ExceptionGroup)
+    assert sorted(timeout_fields(error) for error in outcome.error.exceptions) == [
+        ("left", 1, TINY, "sub-tree", "", True),
+        ("right", 1, TINY, "sub-tree", "", True),
+    ]
+    assert outcome.compensated == ("reserve",)
+    assert sorted(outcome.unresolved) == ["left", "right"]
+
+
+@pytest.mark.anyio
+async def test_a_timed_out_step_with_on_unknown_hands_it_its_context() -> None:
+    ledger = Ledger()
+    received: list[StepContext] = []
+
+    async def unknown_charge(context: StepContext) -> None:
+        await anyio.lowlevel.checkpoint()
+        received.append(context)
+
+    saga = ledger.step("reserve").then(
+        ledger.step("charge", hangs=True, timeout=TINY, on_unknown=unknown_charge)
+    )
+
+    outcome = await saga.run(AsyncInterpreter(), saga_id="s-1")
+
+    assert isinstance(outcome, Failure)
+    assert timeout_fields(outcome.error) == ("charge", 1, TINY, "step", None, True)
+    assert outcome.compensated == ("charge", "reserve")
+    assert received == [StepContext("s-1", "charge", 1, "unknown")]
+    assert ledger.undone_names() == ["reserve"]  # charge's own compensation never ran
+
+
+# -- rule 7: compensations are shielded, each under its own timeout -----------------------------
+
+
+class SlowUndo:
+    """A step whose compensation really waits before it finishes."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    def step(self, name: str) -> Saga[str]:
+        async def compensate(value: str) -> None:
+            self.log.append(f"undo {name} started")
+            await anyio.sleep(0.001)
+            await anyio.lowlevel.checkpoint()
+            self.log.append(f"undo {name} finished")
+
+        return step(lambda: name, compensate, name=name)
+
+
+@pytest.mark.anyio
+async def test_a_compensation_that_waits_completes_after_a_step_timeout() -> None:
+    slow = SlowUndo()
+    saga: Saga[object] = slow.step("reserve").then(step(hang, name="charge", timeout=TINY))
+
+    outcome = await run(saga)
+
+    assert isinstance(outcome, Failure)
+    assert timeout_fields(outcome.error) == ("charge", 1, TINY, "step", None, True)
+    assert outcome.compensated == ("reserve",)
+    assert slow.log == ["undo reserve started", "undo reserve finished"]
+
+
+@pytest.mark.anyio
+async def test_a_compensation_that_waits_completes_after_a_run_timeout() -> None:
+    slow = SlowUndo()
+    saga: Saga[object] = (
+        slow.step("reserve").then(slow.step("hold")).then(step(hang, name="charge"))
+    )
+
+    outcome = await run(saga, timeout=ROOMY)
+
+    assert isinstance(outcome, Failure)
+    assert timeout_fields(outcome.error) == ("charge", 1, ROOMY, "run", None, True)
+    assert outcome.compensated == ("hold", "reserve")
+    assert slow.log == [
+        "undo hold started",
+        "undo hold finished",
+        "undo reserve started",
+        "undo reserve finished",
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_compensation_past_its_timeout_fails_and_the_rest_still_run() -> None:
+    ledger = Ledger()
+    error = Declined()
+
+    async def stuck_refund(_: str) -> None:
+        await hang()
+
+    saga = (
+        ledger.step("reserve")
+        .then(step(lambda: "C-1", stuck_refund, name="charge", compensation_timeout=TINY))
+        .then(ledger.step("ship", raises=error))
+    )
+
+    outcome = await run(saga)
+
+    assert isinstance(outcome, PartialFailure)
+    assert outcome.error is error
+    assert outcome.compensated == ("reserve",)
+    [failure] = outcome.failed_compensations
+    assert (failure.path, failure.attempts) == ("charge", 1)
+    assert timeout_fields(failure.error) == ("charge", 1, TINY, "compensation", None, True)
+    assert str(failure.error) == (
+        "the compensation of step 'charge' timed out on attempt 1: it ran past its 0.005 s "
+        "compensation timeout"
+    )
+    assert (outcome.skipped, outcome.unresolved) == ((), ())
+    assert ledger.log == ["reserve", "ship", "undo reserve"]
+
+
+@pytest.mark.anyio
+async def test_compensation_retry_retries_a_compensation_that_timed_out() -> None:
+    attempts: list[int] = []
+    error = Declined()
+
+    async def refund(_: str) -> None:
+        attempt = current_context().attempt
+        attempts.append(attempt)
+        if attempt == 1:
+            await hang()
+
+    saga = step(
+        lambda: "C-1",
+        refund,
+        name="charge",
+        compensation_timeout=TINY,
+        compensation_retry=Retry(2, delay=0),
+    ).then(step(failing_after_checkpoint(error), name="ship"))
+
+    outcome = await run(saga)
+
+    assert outcome == Failure(error, ("charge",))
+    assert attempts == [1, 2]
+
+
+@pytest.mark.anyio
+async def test_a_compensation_timing_out_every_retry_reports_its_attempts() -> None:
+    error = Declined()
+
+    async def refund(_: str) -> None:
+        await hang()
+
+    saga = step(
+        lambda: "C-1",
+        refund,
+        name="charge",
+        compensation_timeout=TINY,
+        compensation_retry=Retry(3, delay=0),
+    ).then(step(failing_after_checkpoint(error), name="ship"))
+
+    outcome = await run(saga)
+
+    assert isinstance(outcome, PartialFailure)
+    [failure] = outcome.failed_compensations
+    assert (failure.path, failure.attempts) == ("charge", 3)
+    assert timeout_fields(failure.error) == ("charge", 3, TINY, "compensation", None, True)
+
+
+@pytest.mark.anyio
+async def test_an_unknown_outcome_compensation_is_bound_by_the_compensation_timeout() -> None:
+    async def stuck_unknown(_: StepContext) -> None:
+        await hang()
+
+    saga: Saga[object] = step(
+        hang, name="charge", timeout=TINY, on_unknown=stuck_unknown, compensation_timeout=TINY
+    )
+
+    outcome = await run(saga)
+
+    assert isinstance(outcome, PartialFailure)
+    assert timeout_fields(outcome.error) == ("charge", 1, TINY, "step", None, True)
+    [failure] = outcome.failed_compensations
+    assert (failure.path, failure.attempts) == ("charge", 1)
+    assert timeout_fields(failure.error) == ("charge", 1, TINY, "compensation", None, True)
+
+
+# -- rule 8: cancellation from outside ----------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_outside_cancellation_compensates_shielded_then_propagates_with_a_note() -> None:
+    slow = SlowUndo()
+    events: list[Event] = []
+    reached: list[str] = []
+    caught: list[BaseException] = []
+    cancelled_class = anyio.get_cancelled_exc_class()
+    shipped: list[str] = []
+
+    with anyio.CancelScope() as scope:
+
+        async def charge() -> str:
+            scope.cancel()
+            await hang()
+
+        saga = (
+            slow.step("reserve")
+            .then(slow.step("hold"))
+            .then(step(charge, lambda _: None, name="charge"))
+            .then(step(lambda: shipped.append("ship"), name="ship"))
+        )
+        try:
+            await saga.run(AsyncInterpreter(listeners=[events.append]), saga_id="order-1")
+        except cancelled_class as interruption:
+            caught.append(interruption)
+            raise
+        reached.append("after the run")
+
+    assert scope.cancelled_caught
+    assert reached == []
+    assert shipped == []
+    [cancelled] = caught
+    [note] = cancelled.__notes__
+    assert note.startswith("fsaga: saga order-1 interrupted; ")
+    assert "compensated: hold, reserve" in note
+    assert "unresolved: charge" in note
+    assert slow.log == [
+        "undo hold started",
+        "undo hold finished",
+        "undo reserve started",
+        "undo reserve finished",
+    ]
+    finished = events[-1]
+    assert isinstance(finished, SagaFinished)
+    assert finished.outcome == PartialFailure(
+        cancelled, ("hold", "reserve"), unresolved=("charge",)
+    )
+    [failed] = [event for event in events if isinstance(event, StepFailed)]
+    assert (failed.path, failed.unknown, failed.error) == ("charge", True, cancelled)
+
+
+@pytest.mark.anyio
+async def test_outside_cancellation_from_another_task_compensates_then_propagates() -> None:
+    slow = SlowUndo()
+    events: list[Event] = []
+    reached: list[str] = []
+    charging = anyio.Event()
+
+    async def charge() -> str:
+        charging.set()
+        await hang()
+
+    saga = slow.step("reserve").then(step(charge, name="charge"))
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as group:
+
+            async def cancel_once_charging() -> None:
+                await charging.wait()
+                scope.cancel()
+
+            group.start_soon(cancel_once_charging)
+            await saga.run(AsyncInterpreter(listeners=[events.append]))
+            reached.append("after the run")
+
+    assert scope.cancelled_caught
+    assert reached == []
+    assert slow.log == ["undo reserve started", "undo reserve finished"]
+    finished = events[-1]
+    assert isinstance(finished, SagaFinished)
+    assert isinstance(finished.outcome, Failure)  # charge has no compensation: nothing unknown
+    assert finished.outcome.compensated == ("reserve",)
+    assert isinstance(finished.outcome.error, anyio.get_cancelled_exc_class())
+
+
+@pytest.mark.anyio
+async def test_outside_cancellation_while_par_branches_are_in_flight() -> None:
+    slow = SlowUndo()
+    events: list[Event] = []
+    reached: list[str] = []
+    fast_done = anyio.Event()
+    slow_started = anyio.Event()
+    cancelled_class = anyio.get_cancelled_exc_class()
+
+    async def fast() -> str:
+        await slow_started.wait()
+        fast_done.set()
+        return "F"
+
+    async def stuck() -> str:
+        slow_started.set()
+        await hang()
+
+    saga = (
+        slow.step("reserve")
+        .then(
+            par(
+                step(fast, lambda _: slow.log.append("undo fast"), name="fast"),
+                step(stuck, lambda _: None, name="stuck"),
+            )
+        )
+        .then(step(lambda: reached.append("after par"), name="after"))
+    )
+
+    with anyio.fail_after(GUARD), anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as group:
+
+            async def cancel_once_fast_is_done() -> None:
+                await fast_done.wait()
+                scope.cancel()
+
+            group.start_soon(cancel_once_fast_is_done)
+            await saga.run(AsyncInterpreter(listeners=[events.append]))
+            reached.append("after the run")
+
+    assert scope.cancelled_caught
+    assert reached == []
+    assert slow.log == ["undo fast", "undo reserve started", "undo reserve finished"]
+    finished = events[-1]
+    assert isinstance(finished, SagaFinished)
+    outcome = finished.outcome
+    assert isinstance(outcome, PartialFailure)
+    assert isinstance(outcome.error, cancelled_class)
+    assert (outcome.compensated, outcome.failed_compensations, outcome.unresolved) == (
+        ("fast", "reserve"),
+        (),
+        ("stuck",),
+    )
+
+
+@pytest.mark.anyio
+async def test_outside_cancellation_during_a_compensation_lets_it_finish() -> None:
+    """The run is already undoing a failure when the caller is cancelled: the compensation in
+    flight is not cut short, the rest still run (rule 8: compensate, shielded)."""
+    log: list[str] = []
+    undoing = anyio.Event()
+    error = Declined()
+
+    async def refund(charge: str) -> None:
+        log.append(f"refund {charge} started")
+        undoing.set()
+        await anyio.sleep(0.001)
+        await anyio.lowlevel.checkpoint()
+        log.append(f"refund {charge} finished")
+
+    saga = (
+        step(lambda: "R-1", lambda r: log.append(f"unreserve {r}"), name="reserve")
+        .then(step(lambda: "C-1", refund, name="charge"))
+        .then(step(failing_after_checkpoint(error), name="ship"))
+    )
+    events: list[Event] = []
+
+    with anyio.fail_after(GUARD), anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as group:
+
+            async def cancel_while_undoing() -> None:
+                await undoing.wait()
+                scope.cancel()
+
+            group.start_soon(cancel_while_undoing)
+            await saga.run(AsyncInterpreter(listeners=[events.append]))
+            log.append("after the run")
+
+    assert scope.cancelled_caught
+    assert log == ["refund C-1 started", "refund C-1 finished", "unreserve R-1"]
+    finished = events[-1]
+    assert isinstance(finished, SagaFinished)
+    assert finished.outcome == Failure(error, ("charge", "reserve"))
+
+
+@pytest.mark.anyio
+async def test_a_keyboard_interrupt_in_an_effect_compensates_then_propagates() -> None:
+    slow = SlowUndo()
+    events: list[Event] = []
+
+    def charge() -> str:
+        raise KeyboardInterrupt
+
+    saga = slow.step("reserve").then(step(charge, lambda _: None, name="charge"))
+
+    with pytest.raises(KeyboardInterrupt) as raised:
+        await saga.run(AsyncInterpreter(listeners=[events.append]), saga_id="order-1")
+
+    assert slow.log == ["undo reserve started", "undo reserve finished"]
+    [note] = raised.value.__notes__
+    assert note == (
+        "fsaga: saga order-1 interrupted; saga failed: KeyboardInterrupt(); "
+        "compensated: reserve; unknown outcome, unresolved: charge"
+    )
+    finished = events[-1]
+    assert isinstance(finished, SagaFinished)
+    assert finished.outcome == PartialFailure(raised.value, ("reserve",), unresolved=("charge",))
+
+
+# -- rule 9: events -----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_timed_out_run_emits_every_transition_in_order() -> None:
+    ledger = Ledger()
+    events: list[Event] = []
+    saga = ledger.step("reserve").then(ledger.step("charge", hangs=True, timeout=TINY))
+
+    outcome = await saga.run(AsyncInterpreter(listeners=[events.append]), saga_id="s-1")
+
+    assert shape(events) == [
+        ("SagaStarted", "", 0),
+        ("StepStarted", "reserve", 1),
+        ("StepCompleted", "reserve", 1),
+        ("StepStarted", "charge", 1),
+        ("StepFailed", "charge", 1),
+        ("CompensationStarted", "reserve", 1),
+        ("CompensationCompleted", "reserve", 1),
+        ("SagaFinished", "", 0),
+    ]
+    assert {event.saga_id for event in events} == {"s-1"}
+    started, finished = events[0], events[-1]
+    assert isinstance(started, SagaStarted)
+    assert isinstance(finished, SagaFinished)
+    assert finished.outcome == outcome
+    completed = events[2]
+    assert isinstance(completed, StepCompleted)
+    assert (completed.result, completed.compensable) == ("reserve", True)
+    failed = events[4]
+    assert isinstance(failed, StepFailed)
+    assert failed.unknown is True
+    assert isinstance(outcome, PartialFailure)
+    assert failed.error is outcome.error
+    assert isinstance(events[5], CompensationStarted)
+    assert isinstance(events[6], CompensationCompleted)
+
+
+@pytest.mark.anyio
+async def test_an_ordinary_failure_is_not_unknown() -> None:
+    events: list[Event] = []
+    error = Declined()
+
+    await run(step(failing_after_checkpoint(error), name="charge"), listeners=[events.append])
+
+    [failed] = [event for event in events if isinstance(event, StepFailed)]
+    assert (failed.path, failed.error, failed.unknown) == ("charge", error, False)
+
+
+@pytest.mark.anyio
+async def test_listeners_that_raise_are_logged_and_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ledger = Ledger()
+    heard: list[Event] = []
+
+    def broken(event: Event) -> None:
+        raise RuntimeError("listener bug")
+
+    saga = ledger.step("reserve").then(ledger.step("charge", hangs=True, timeout=TINY))
+
+    with caplog.at_level(logging.ERROR, logger=ENGINE_LOGGER):
+        outcome = await run(saga, listeners=[broken, heard.append])
+
+    assert isinstance(outcome, PartialFailure)
+    assert (outcome.compensated, outcome.unresolved) == (("reserve",), ("charge",))
+    assert ledger.log == ["reserve", "charge", "undo reserve"]
+    assert len(heard) == 8
+    records = [record for record in caplog.records if record.name == ENGINE_LOGGER]
+    assert len(records) == len(heard)
+    assert all("listener" in record.getMessage() for record in records)
+
+
+# -- custom perform functions -------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_an_async_perform_receives_effects_and_may_fake_their_results() -> None:
+    seen: list[tuple[str, str, int, str, object]] = []
+    really_ran: list[str] = []
+    error = Declined("charge refused")
+
+    async def perform(effect: Effect) -> object:
+        await anyio.lowlevel.checkpoint()
+        seen.append(
+            (effect.kind, effect.path, effect.attempt, effect.idempotency_key, effect.argument)
+        )
+        if effect.kind == "action" and effect.path == "reserve":
+            return "R-fake"
+        if effect.kind == "action" and effect.path == "charge":
+            raise error
+        return effect.run()
+
+    def reserve() -> str:
+        really_ran.append("reserve")
+        return "R-1"
+
+    def charge() -> str:
+        really_ran.append("charge")
+        return "C-1"
+
+    saga = step(reserve, lambda r: really_ran.append(f"unreserve {r}")).then(step(charge))
+
+    outcome = await saga.run(AsyncInterpreter(perform=perform), saga_id="s-1")
+
+    assert outcome == Failure(error, ("reserve",))
+    assert seen == [
+        ("action", "reserve", 1, "s-1/reserve", None),
+        ("action", "charge", 1, "s-1/charge", None),
+        ("compensation", "reserve", 1, "s-1/reserve", "R-fake"),
+    ]
+    assert really_ran == ["unreserve R-fake"]
+
+
+@pytest.mark.anyio
+async def test_perform_may_await_the_real_async_effect_and_sees_retries() -> None:
+    seen: list[tuple[str, int]] = []
+
+    async def charge() -> str:
+        await anyio.lowlevel.checkpoint()
+        if current_context().attempt == 1:
+            raise Declined("flaky")
+        return "charged"
+
+    async def perform(effect: Effect) -> object:
+        seen.append((effect.path, effect.attempt))
+        return effect.run()  # an awaitable: the interpreter awaits it
+
+    saga = step(charge, name="charge", retry=Retry(2, delay=0))
+
+    assert await run(saga, perform=perform) == Success("charged")
+    assert seen == [("charge", 1), ("charge", 2)]
+
+
+@pytest.mark.anyio
+async def test_perform_receives_the_step_context_for_an_unknown_outcome() -> None:
+    seen: list[Effect] = []
+
+    async def perform(effect: Effect) -> object:
+        seen.append(effect)
+        if effect.kind == "action":
+            await hang()
+        return None
+
+    saga: Saga[object] = step(hang, name="charge", timeout=TINY, on_unknown=lambda _: None)
+
+    outcome = await saga.run(AsyncInterpreter(perform=perform), saga_id="s-1")
+
+    assert isinstance(outcome, Failure)
+    assert outcome.compensated == ("charge",)
+    assert [(effect.kind, effect.path, effect.attempt) for effect in seen] == [
+        ("action", "charge", 1),
+        ("unknown", "charge", 1),
+    ]
+    assert seen[1].argument == StepContext("s-1", "charge", 1, "unknown")
+
+
+# -- the interpreter itself ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        pytest.param({"timeout": 0}, ValueError, "timeout", id="timeout-zero"),
+        pytest.param({"timeout": -1.0}, ValueError, "timeout", id="timeout-negative"),
+        pytest.param({"timeout": True}, ValueError, "timeout", id="timeout-bool"),
+        pytest.param({"timeout": float("inf")}, ValueError, "timeout", id="timeout-inf"),
+        pytest.param({"on_branch_failure": "abandon"}, ValueError, "on_branch_failure", id="obf"),
+        pytest.param(
+            {"concurrent_compensation": 1}, TypeError, "concurrent_compensation", id="cc-int"
+        ),
+        pytest.param({"perform": 3}, TypeError, "perform must be callable", id="perform"),
+        pytest.param({"sleep": 3}, TypeError, "sleep must be callable", id="sleep"),
+        pytest.param({"listeners": [3]}, TypeError, "listener", id="listener"),
+    ],
+)
+def test_bad_interpreter_options_are_rejected_naming_the_interpreter(
+    options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message) as raised:
+        AsyncInterpreter(**options)
+
+    assert str(raised.value).startswith("AsyncInterpreter: ")
+
+
+@pytest.mark.anyio
+async def test_one_interpreter_runs_many_sagas_concurrently_and_independently() -> None:
+    first_ready = anyio.Event()
+    second_ready = anyio.Event()
+    interpreter = AsyncInterpreter()
+    results: dict[str, Outcome[object]] = {}
+
+    async def first() -> str:
+        first_ready.set()
+        await second_ready.wait()
+        return current_context().idempotency_key
+
+    async def second() -> str:
+        second_ready.set()
+        await first_ready.wait()
+        return current_context().idempotency_key
+
+    async def run_one(saga: Saga[object], saga_id: str) -> None:
+        results[saga_id] = await saga.run(interpreter, saga_id=saga_id)
+
+    with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as group:
+            group.start_soon(run_one, step(first, name="x"), "one")
+            group.start_soon(run_one, step(second, name="x"), "two")
+
+    assert results == {"one": Success("one/x"), "two": Success("two/x")}
+
+
+@pytest.mark.anyio
+async def test_a_failed_compensation_under_async_is_reported_like_under_sync() -> None:
+    error = Declined()
+    broken = RuntimeError("refund service down")
+
+    async def refund(_: str) -> None:
+        await anyio.lowlevel.checkpoint()
+        raise broken
+
+    saga = (
+        step(lambda: "R-1", lambda _: None, name="reserve")
+        .then(step(lambda: "C-1", refund, name="charge"))
+        .then(step(failing_after_checkpoint(error), name="ship"))
+    )
+
+    outcome = await run(saga)
+
+    assert outcome == PartialFailure(
+        error, ("reserve",), (CompensationFailure("charge", broken, 1),)
+    )
