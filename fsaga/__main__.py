@@ -22,10 +22,14 @@ def parser() -> argparse.ArgumentParser:
     commands = command.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
         "demo",
-        help="place an order across three in-memory services: success, failure, partial failure",
+        help=(
+            "place an order across three in-memory services: success, failure, partial failure, "
+            "timeout"
+        ),
         description=(
-            "Run one order saga three times (success, failure, partial failure) and print each "
-            "run's events as a timeline, its outcome and the services' state afterwards."
+            "Run one order saga four times (success, failure, partial failure, and a payment "
+            "that times out under the async interpreter) and print each run's events as a "
+            "timeline, its outcome and the services' state afterwards."
         ),
     )
     return command

@@ -59,8 +59,11 @@ class StepTimeoutError(TimeoutError):
         attempt: the attempt that was cut off (or could not start).
         seconds: the length of the deadline that passed.
         deadline: which deadline it was (see `DeadlineKind`).
-        scope: for a ``"sub-tree"`` deadline, the path of the scope it was set in (``""`` at the
-            root); ``None`` otherwise.
+        scope: for a ``"sub-tree"`` deadline, the path of the named sub-saga it wraps (when
+            `named`), else the path of the scope it was set in (``""`` at the root); ``None``
+            for other deadlines.
+        named: whether a ``"sub-tree"`` deadline wraps a named sub-saga
+            (``saga.named("payment").timeout(5)``), which the message then names.
         started: ``False`` when the deadline had already passed before the attempt could start
             (then it never ran, and its outcome is known).
     """
@@ -73,6 +76,7 @@ class StepTimeoutError(TimeoutError):
         deadline: DeadlineKind,
         *,
         scope: str | None = None,
+        named: bool = False,
         started: bool = True,
     ) -> None:
         self.path = path
@@ -80,6 +84,7 @@ class StepTimeoutError(TimeoutError):
         self.seconds = seconds
         self.deadline: DeadlineKind = deadline
         self.scope = scope
+        self.named = named
         self.started = started
         super().__init__(self._describe())
 
@@ -96,8 +101,12 @@ class StepTimeoutError(TimeoutError):
         elif self.deadline == "run":
             limit = f"the run's {self.seconds:g} s timeout"
         else:
-            where = f"sub-tree {self.scope!r}" if self.scope else "the saga's root"
-            limit = f"the {self.seconds:g} s timeout of {where}"
+            if self.named:
+                limit = f"the {self.seconds:g} s timeout of sub-tree {self.scope!r}"
+            elif self.scope:
+                limit = f"a {self.seconds:g} s sub-tree timeout set in {self.scope!r}"
+            else:
+                limit = f"a {self.seconds:g} s sub-tree timeout set at the saga's root"
         if not self.started:
             return f"{what} could not start attempt {self.attempt}: {limit} had passed"
         return f"{what} timed out on attempt {self.attempt}: it ran past {limit}"
@@ -105,7 +114,15 @@ class StepTimeoutError(TimeoutError):
     def __reduce__(self) -> tuple[object, ...]:
         return (
             _rebuild_timeout,
-            (self.path, self.attempt, self.seconds, self.deadline, self.scope, self.started),
+            (
+                self.path,
+                self.attempt,
+                self.seconds,
+                self.deadline,
+                self.scope,
+                self.named,
+                self.started,
+            ),
         )
 
 
@@ -115,9 +132,12 @@ def _rebuild_timeout(
     seconds: float,
     deadline: DeadlineKind,
     scope: str | None,
+    named: bool,
     started: bool,
 ) -> StepTimeoutError:
-    return StepTimeoutError(path, attempt, seconds, deadline, scope=scope, started=started)
+    return StepTimeoutError(
+        path, attempt, seconds, deadline, scope=scope, named=named, started=started
+    )
 
 
 class BranchCancelledError(Exception):

@@ -878,7 +878,8 @@ async def test_a_subtree_timeout_at_the_root_names_the_root() -> None:
     assert isinstance(outcome, PartialFailure)
     assert timeout_fields(outcome.error) == ("charge", 1, ROOMY, "sub-tree", "", True)
     assert str(outcome.error) == (
-        "step 'charge' timed out on attempt 1: it ran past the 0.05 s timeout of the saga's root"
+        "step 'charge' timed out on attempt 1: "
+        "it ran past a 0.05 s sub-tree timeout set at the saga's root"
     )
     assert (outcome.compensated, outcome.unresolved) == (("reserve",), ("charge",))
 
@@ -971,7 +972,8 @@ async def test_a_step_does_not_start_once_its_subtree_deadline_has_passed() -> N
     assert isinstance(outcome, Failure)
     assert timeout_fields(outcome.error) == ("second", 1, TINY, "sub-tree", "", False)
     assert str(outcome.error) == (
-        "step 'second' could not start attempt 1: the 0.005 s timeout of the saga's root had passed"
+        "step 'second' could not start attempt 1: "
+        "a 0.005 s sub-tree timeout set at the saga's root had passed"
     )
     assert outcome.compensated == ("slow",)
     assert log == ["slow", "undo slow S"]

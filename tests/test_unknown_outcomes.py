@@ -364,7 +364,8 @@ def test_a_step_does_not_start_once_its_subtree_deadline_has_passed() -> None:
         False,
     )
     assert str(error) == (
-        "step 'second' could not start attempt 1: the 0.01 s timeout of the saga's root had passed"
+        "step 'second' could not start attempt 1: "
+        "a 0.01 s sub-tree timeout set at the saga's root had passed"
     )
     assert outcome.compensated == ("slow",)
     assert log == ["slow", "undo slow S"]

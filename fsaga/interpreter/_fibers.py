@@ -54,16 +54,19 @@ class ScopeExit:
 class Deadline:
     """A sub-tree's (or the run's) deadline: the engine's clock reading `at` which it passes.
 
-    `scope` is the path of the scope the sub-tree's timeout was set in, or ``None`` for the
-    run's own timeout.
+    `scope` is the path of the named sub-saga the timeout wraps (`named`), or of the scope it
+    was set in; ``None`` for the run's own timeout.
     """
 
-    __slots__ = ("at", "scope", "seconds")
+    __slots__ = ("at", "named", "scope", "seconds")
 
-    def __init__(self, at: float, seconds: float, scope: str | None) -> None:
+    def __init__(
+        self, at: float, seconds: float, scope: str | None, *, named: bool = False
+    ) -> None:
         self.at = at
         self.seconds = seconds
         self.scope = scope
+        self.named = named
 
 
 @final

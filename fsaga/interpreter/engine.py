@@ -560,8 +560,9 @@ class Engine:
         if enclosing is None or at < enclosing.at:
             inner = node.inner
             scope = fiber.scope
+            named = isinstance(inner, NamedNode)
             where = scope.join(inner.name) if isinstance(inner, NamedNode) else scope.prefix
-            fiber.deadline = Deadline(at, node.seconds, where)
+            fiber.deadline = Deadline(at, node.seconds, where, named=named)
 
     def _fork(self, parent: Fiber, node: ParNode[object]) -> None:
         branches = node.branches
@@ -630,6 +631,7 @@ class Engine:
                 limit.seconds,
                 "run" if limit.scope is None else "sub-tree",
                 scope=limit.scope,
+                named=limit.named,
                 started=False,
             )
             if self._debug:
@@ -707,6 +709,7 @@ class Engine:
                 limit.seconds,
                 "run" if limit.scope is None else "sub-tree",
                 scope=limit.scope,
+                named=limit.named,
                 started=call.kind is not SLEEP,
             )
         if call.kind is ACTION:
