@@ -416,9 +416,10 @@ def step(
         compensation_timeout: seconds each attempt of the compensation (or of `on_unknown`)
             may take; compensations are never bound by the deadline that failed the saga.
         idempotent: the action may safely run again with the same idempotency key
-            (`fsaga.context.current_context`). An attempt whose outcome is unknown is then
-            retried (as `retry` allows, or once when there is no policy), and, when the saga is
-            being undone, run once more to learn the result its compensation needs.
+            (`fsaga.context.current_context`). An attempt its own timeout cut off is then
+            retried (as many attempts as `retry` allows, whatever its `retry_on`; once when
+            there is no policy), and, when the saga is being undone with its outcome still
+            unknown, run once more to learn the result its compensation needs.
         on_unknown: the unknown-outcome compensation: called with the step's
             `fsaga.context.StepContext` when the action's outcome is unknown (it was cut off by
             a timeout, a cancellation or an interrupt) and cannot be settled by running it again.
