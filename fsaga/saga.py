@@ -23,7 +23,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, final, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final, overload
 
 from returns.io import IOResult
 from returns.result import Result
@@ -44,6 +44,7 @@ __all__ = [
     "PureNode",
     "Saga",
     "StepNode",
+    "StepOptions",
     "TimeoutNode",
     "par",
     "pure",
@@ -197,14 +198,51 @@ class StepNode(Saga[_T_co]):
     name: str
     explicit: bool
     attempt_timeout: float | None
-    retry: Retry | None
-    compensation_retry: Retry | None
-    compensation_timeout: float | None
-    idempotent: bool
-    on_unknown: Callable[[StepContext], object] | None
+    options: StepOptions
+
+    @property
+    def retry(self) -> Retry | None:
+        """How the action is retried when it fails."""
+        return self.options.retry
+
+    @property
+    def compensation_retry(self) -> Retry | None:
+        """How the compensation is retried when it fails."""
+        return self.options.compensation_retry
+
+    @property
+    def compensation_timeout(self) -> float | None:
+        """Seconds each attempt of the compensation (or of `on_unknown`) may take."""
+        return self.options.compensation_timeout
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether the action may safely run again with the same idempotency key."""
+        return self.options.idempotent
+
+    @property
+    def on_unknown(self) -> Callable[[StepContext], object] | None:
+        """The unknown-outcome compensation, if any."""
+        return self.options.on_unknown
 
     def __repr__(self) -> str:
         return f"<Saga: step {self.name!r}>"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StepOptions:
+    """A step's less common options, kept apart so the many steps that use none share one
+    value (building a step is then cheaper, and a step smaller)."""
+
+    retry: Retry | None = None
+    compensation_retry: Retry | None = None
+    compensation_timeout: float | None = None
+    idempotent: bool = False
+    on_unknown: Callable[[StepContext], object] | None = None
+
+
+_NO_OPTIONS: Final = StepOptions()
 
 
 @final
@@ -467,17 +505,29 @@ def step(
             raise ValueError(
                 f"step {label!r}: compensation_retry is given but the step has no compensation"
             )
+    if (
+        retry is None
+        and compensation_retry is None
+        and compensation_timeout is None
+        and not idempotent
+        and on_unknown is None
+    ):
+        options = _NO_OPTIONS
+    else:
+        options = StepOptions(
+            retry,
+            compensation_retry,
+            None if compensation_timeout is None else float(compensation_timeout),
+            idempotent,
+            on_unknown,
+        )
     return StepNode(
         action,
         compensate,
         label,
         name is not None,
         None if timeout is None else float(timeout),
-        retry,
-        compensation_retry,
-        None if compensation_timeout is None else float(compensation_timeout),
-        idempotent,
-        on_unknown,
+        options,
     )
 
 

@@ -871,6 +871,8 @@ class Engine:
                     self.saga_id, call.path, call.attempt, self._settings.clock(), call.started_at
                 )
             )
+        if self._order is None and not self._in_flight:
+            return self._next_compensation()  # the sequential undo's common case, directly
         return self._undo_done(call)
 
     def _compensation_failed(self, call: Call, error: BaseException) -> Call | None:
