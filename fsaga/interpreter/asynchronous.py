@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from inspect import isawaitable
+from types import CoroutineType
 from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast, final
 
 import anyio
@@ -201,7 +202,7 @@ class _Run:
         unchecked = False
         call = self.next_call()
         while call is not None:
-            more = self.next_call()
+            more = None if until_undo and engine.compensating else engine.poll()
             if more is not None:
                 await self.fan_out(call, more)
                 call = self.next_call()
@@ -217,7 +218,11 @@ class _Run:
                 token = _running_effect.set((engine, call, ACTION, call.attempt))
                 try:
                     result = call.node.action()
-                    unchecked = True
+                    if type(result) is CoroutineType:
+                        unchecked = False
+                        result = await result
+                    else:
+                        unchecked = True
                     if result is not None and type(result) not in PLAIN_TYPES:
                         while isawaitable(result):
                             unchecked = False

@@ -106,6 +106,7 @@ class Engine:
         "_settings",
         "_undo",
         "branch_failures",
+        "compensating",
     )
 
     def __init__(
@@ -139,6 +140,9 @@ class Engine:
         self.branch_failures = 0
         """How many `par` branches have failed so far (a driver that cancels siblings watches
         it to know when to look for calls to cancel)."""
+        self.compensating = False
+        """Whether the run has failed and is being undone: what `poll()` hands out now are
+        compensations (a driver shields them from the cancellation that failed the run)."""
         if self._listeners:
             self._emit(SagaStarted(self.saga_id, settings.clock()))
         if self._debug:
@@ -165,12 +169,6 @@ class Engine:
     def finished(self) -> bool:
         """Whether the run has reached its outcome."""
         return self._outcome is not None
-
-    @property
-    def compensating(self) -> bool:
-        """Whether the run has failed and is being undone (what `poll()` hands out now are
-        compensations; a driver shields them from the cancellation that failed the run)."""
-        return self._phase == _COMPENSATING
 
     def context_of(self, call: Call) -> StepContext:
         """What the effect `call` performs may know about itself (`fsaga.current_context()`)."""
@@ -806,6 +804,7 @@ class Engine:
         if self._phase != _FORWARD:
             return
         self._phase = _COMPENSATING
+        self.compensating = True
         self._undo = Undo(error)
         if self._debug:
             logger.debug(
@@ -940,6 +939,7 @@ class Engine:
 
     def _finish(self, outcome: Outcome[object]) -> None:
         self._phase = _DONE
+        self.compensating = False
         self._outcome = outcome
         self._completed = []
         if self._listeners:
