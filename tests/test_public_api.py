@@ -75,7 +75,10 @@ def test_the_public_modules_are_found() -> None:
         "fsaga.saga",
         "fsaga.testing",
         "fsaga.testing.interpreters",
+        "fsaga.testing.laws",
         "fsaga.testing.properties",
+        "fsaga.testing.specs",
+        "fsaga.testing.strategies",
     }
     assert expected <= set(MODULES)
 
@@ -107,6 +110,15 @@ def test_every_name_in_fsaga_all_exists_and_is_the_original() -> None:
         origin = getattr(exported, "__module__", None)
         if isinstance(origin, str) and origin.startswith("fsaga."):
             assert getattr(importlib.import_module(origin), item) is exported
+
+
+def test_the_strategies_re_export_the_specs_and_laws_themselves() -> None:
+    strategies = importlib.import_module("fsaga.testing.strategies")
+    for name in ("fsaga.testing.specs", "fsaga.testing.laws"):
+        module = importlib.import_module(name)
+        assert set(module.__all__) < set(strategies.__all__)
+        for item in module.__all__:
+            assert getattr(strategies, item) is getattr(module, item)
 
 
 def test_the_facade_offers_the_everyday_names() -> None:
@@ -145,6 +157,7 @@ root_handlers = list(logging.getLogger().handlers)
 import fsaga
 import fsaga.interpreter
 import fsaga.testing
+import fsaga.testing.specs
 
 print(json.dumps({
     "suspicious": suspicious,

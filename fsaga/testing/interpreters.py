@@ -397,10 +397,20 @@ class AsyncFaultInjectingInterpreter:
     Attributes:
         events, effects, sleeps: the trace, as `RecordingInterpreter` keeps it (an effect cut
             off by a deadline or cancellation is recorded with that cancellation as its error).
-        interrupted: whether the plan's outside cancellation came out of the last run.
+        cancelled: whether the plan's interrupt cancelled the last run from outside.
+        interrupted: whether that cancellation came out of the run (it always must).
     """
 
-    __slots__ = ("_inner", "_scope", "effects", "events", "interrupted", "plan", "sleeps")
+    __slots__ = (
+        "_inner",
+        "_scope",
+        "cancelled",
+        "effects",
+        "events",
+        "interrupted",
+        "plan",
+        "sleeps",
+    )
 
     def __init__(
         self,
@@ -419,6 +429,7 @@ class AsyncFaultInjectingInterpreter:
         self.effects: list[RecordedEffect] = []
         self.sleeps: list[float] = []
         self.interrupted = False
+        self.cancelled = False
         self._scope: anyio.CancelScope | None = None
         self._inner = AsyncInterpreter(
             listeners=(self.events.append, *listeners),
@@ -439,6 +450,7 @@ class AsyncFaultInjectingInterpreter:
     async def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
         """Run `saga` under the plan, recording it (see the class docstring on cancellation)."""
         self.interrupted = False
+        self.cancelled = False
         with anyio.CancelScope() as scope:
             self._scope = scope
             return await self._inner.run_saga(saga, saga_id=saga_id)
@@ -463,6 +475,7 @@ class AsyncFaultInjectingInterpreter:
                 if effect.path == plan.interrupt and effect.attempt == 1:
                     scope = self._scope
                     assert scope is not None
+                    self.cancelled = True
                     scope.cancel()
                     await anyio.sleep_forever()
                 if effect.attempt <= plan.hangs.get(effect.path, 0):
