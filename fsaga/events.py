@@ -35,6 +35,7 @@ __all__ = [
     "StepFailed",
     "StepRetrying",
     "StepStarted",
+    "branches_independent",
 ]
 
 
@@ -60,12 +61,20 @@ class SagaFinished:
 @final
 @dataclass(frozen=True, slots=True)
 class StepStarted:
-    """An attempt of a step's action is about to run."""
+    """An attempt of a step's action is about to run.
+
+    `branch` names the line of control the step runs on: ``""`` for the saga's main line;
+    inside `par` branches, one ``join:index`` segment per enclosing `par` (``"3:0/7:1"``: branch
+    1 of the 7th par forked in this run, itself inside branch 0 of the 3rd). Two steps ran
+    independently of each other exactly when, at the first segment where their branches
+    differ, both segments name the same par (see `branches_independent`).
+    """
 
     saga_id: str
     path: str
     attempt: int
     at: float
+    branch: str = ""
 
 
 @final
@@ -74,7 +83,7 @@ class StepCompleted:
     """A step's action returned `result`; the step is now completed.
 
     `compensable` tells whether the step has a compensation, that is whether a later failure
-    will undo it.
+    will undo it. `branch` is as for `StepStarted`.
     """
 
     saga_id: str
@@ -84,6 +93,7 @@ class StepCompleted:
     started_at: float
     result: object
     compensable: bool
+    branch: str = ""
 
 
 @final
@@ -106,7 +116,7 @@ class StepFailed:
     """A step failed for good with `error` (its last attempt); the saga now compensates.
 
     `unknown` is true when the attempt was interrupted mid-flight, so nobody knows whether its
-    effect happened.
+    effect happened. `branch` is as for `StepStarted`.
     """
 
     saga_id: str
@@ -116,6 +126,7 @@ class StepFailed:
     started_at: float
     error: BaseException
     unknown: bool = False
+    branch: str = ""
 
 
 @final
@@ -184,3 +195,20 @@ Event: TypeAlias = (
 
 Listener: TypeAlias = Callable[[Event], object]
 """Receives each event as it happens; its return value is ignored."""
+
+
+def branches_independent(first: str, second: str) -> bool:
+    """Whether steps on these two branches (see `StepStarted.branch`) ran independently: on
+    different branches of one `par`, neither waiting for the other.
+
+    >>> branches_independent("3:0", "3:1"), branches_independent("3:0", "4:0")
+    (True, False)
+    >>> branches_independent("", "3:1"), branches_independent("3:0/5:1", "3:1")
+    (False, True)
+    """
+    for left, right in zip(first.split("/"), second.split("/"), strict=False):
+        if left != right:
+            left_join, _, _ = left.partition(":")
+            right_join, _, _ = right.partition(":")
+            return bool(left) and bool(right) and left_join == right_join
+    return False

@@ -128,9 +128,9 @@ def test_runs_exercise_every_option_hangs_only_on_virtual_time(
     checked = CheckedRuns()
     monkeypatch.setattr(laws, "check_run", checked)
 
-    assert_async_compensation_laws(make_order, max_examples=60, backend=backend)
+    assert_async_compensation_laws(make_order, max_examples=150, backend=backend)
 
-    assert checked.runs["all"] == 60
+    assert checked.runs["all"] == 150
     assert checked.runs["concurrent undo"] > 0
     assert checked.runs["sequential undo"] > 0
     assert checked.runs["interrupted"] > 0
@@ -140,16 +140,16 @@ def test_runs_exercise_every_option_hangs_only_on_virtual_time(
         assert checked.runs["hangs"] == 0
 
 
-def test_named_par_branches_are_undone_sequentially(monkeypatch: pytest.MonkeyPatch) -> None:
-    # `independent_by_path` cannot tell named branches apart, so a concurrent undo of them would
-    # look like a broken causal order: such sagas are checked with sequential undo only.
+def test_named_par_branches_are_undone_concurrently_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Named branches do not show in paths, but the events' branches tell them apart, so the
+    # causal order is checked exactly for them too.
     checked = CheckedRuns()
     monkeypatch.setattr(laws, "check_run", checked)
 
     assert_async_compensation_laws(make_named_order, max_examples=30)
 
-    assert checked.runs["concurrent undo"] == 0
-    assert checked.runs["sequential undo"] == 30
+    assert checked.runs["concurrent undo"] > 0
+    assert checked.runs["sequential undo"] > 0
 
 
 def test_a_broken_rule_surfaces_as_an_assertion_error(monkeypatch: pytest.MonkeyPatch) -> None:

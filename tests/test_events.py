@@ -26,8 +26,10 @@ from fsaga import (
     StepRetrying,
     StepStarted,
     Success,
+    par,
     step,
 )
+from fsaga.events import branches_independent
 from fsaga.interpreter import SyncInterpreter
 
 
@@ -263,3 +265,46 @@ def test_events_are_frozen_values() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.attempt = 2  # type: ignore[misc]
     assert event == StepStarted("saga-1", "a", 1, 2.0)
+
+
+def test_step_events_name_the_branch_each_step_ran_on() -> None:
+    events: list[Event] = []
+    saga = (
+        step(lambda: 0, name="first")
+        .then(par(step(lambda: 1, name="a"), par(step(lambda: 2, name="b"), step(lambda: 3))))
+        .then(par(step(lambda: 4, name="c")))
+    )
+
+    saga.run(SyncInterpreter(listeners=[events.append]))
+
+    started = {event.path: event.branch for event in events if isinstance(event, StepStarted)}
+    completed = {event.path: event.branch for event in events if isinstance(event, StepCompleted)}
+    assert (
+        started
+        == completed
+        == {
+            "first": "",
+            "a": "1:0",
+            "#1/b": "1:1/2:0",
+            "#1/#1/step": "1:1/2:1",
+            "c": "3:0",
+        }
+    )
+    assert branches_independent(started["a"], started["#1/b"])
+    assert branches_independent(started["#1/b"], started["#1/#1/step"])
+    assert not branches_independent(started["first"], started["a"])
+    assert not branches_independent(started["a"], started["c"])  # one par after the other
+
+
+def test_a_failed_step_names_its_branch() -> None:
+    events: list[Event] = []
+
+    def declined() -> None:
+        raise ValueError("declined")
+
+    par(step(lambda: 1, name="a"), step(declined, name="b")).run(
+        SyncInterpreter(listeners=[events.append])
+    )
+
+    [failed] = [event for event in events if isinstance(event, StepFailed)]
+    assert (failed.path, failed.branch) == ("b", "1:1")

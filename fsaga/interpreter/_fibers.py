@@ -83,15 +83,22 @@ class DeadlineExit:
 class Fiber:
     """One thread of control through the tree: the root, or a branch of a `par`."""
 
-    __slots__ = ("deadline", "index", "join", "scope", "stack")
+    __slots__ = ("branch", "deadline", "index", "join", "scope", "stack")
 
     def __init__(
-        self, scope: Scope, join: Join | None, index: int, deadline: Deadline | None = None
+        self,
+        scope: Scope,
+        join: Join | None,
+        index: int,
+        deadline: Deadline | None = None,
+        branch: str = "",
     ) -> None:
         self.scope = scope
         self.join = join
         self.index = index
         self.deadline = deadline
+        # Which line of control this is, as events report it (`fsaga.events.StepStarted`).
+        self.branch = branch
         self.stack: list[Any] = []
 
 

@@ -95,6 +95,7 @@ class Engine:
     __slots__ = (
         "_completed",
         "_debug",
+        "_forks",
         "_in_flight",
         "_listeners",
         "_order",
@@ -129,6 +130,7 @@ class Engine:
             (Fiber(Scope(""), None, 0, deadline), saga, None)
         ]
         self._in_flight = 0
+        self._forks = 0
         # Completed steps that have a compensation, and steps whose outcome is unknown, in
         # completion order: the undo log.
         self._completed: list[Call] = []
@@ -270,6 +272,7 @@ class Engine:
                         call.started_at,
                         result,
                         compensable,
+                        _branch(call),
                     )
                 )
             if self._phase != _FORWARD:
@@ -499,6 +502,8 @@ class Engine:
             return
         join = Join(parent, len(branches))
         deadline = parent.deadline
+        self._forks += 1
+        prefix = f"{parent.branch}/{self._forks}:" if parent.branch else f"{self._forks}:"
         # Pushed in reverse so branch 0 is popped first.
         for index in range(len(branches) - 1, -1, -1):
             branch = branches[index]
@@ -508,7 +513,8 @@ class Engine:
                 # Claimed like a label, so the branches of a second par in the same scope get
                 # paths of their own (``#0#2/...``) and no two steps ever share a path.
                 scope = Scope(parent.scope.claim(f"#{index}", explicit=False))
-            self._runnable.append((Fiber(scope, join, index, deadline), branch, None))
+            fiber = Fiber(scope, join, index, deadline, f"{prefix}{index}")
+            self._runnable.append((fiber, branch, None))
 
     def _fiber_finished(self, fiber: Fiber, value: object) -> None:
         join = fiber.join
@@ -606,7 +612,7 @@ class Engine:
             call.started_at = at = self._settings.clock()
             event: Event
             if call.kind is ACTION:
-                event = StepStarted(self.saga_id, call.path, call.attempt, at)
+                event = StepStarted(self.saga_id, call.path, call.attempt, at, _branch(call))
             else:
                 event = CompensationStarted(self.saga_id, call.path, call.attempt, at)
             try:
@@ -678,6 +684,7 @@ class Engine:
                     call.started_at,
                     error,
                     unknown=unknown,
+                    branch=_branch(call),
                 )
             )
 
@@ -787,6 +794,7 @@ class Engine:
                     call.started_at,
                     result,
                     True,
+                    _branch(call),
                 )
             )
         call.kind = COMPENSATION
@@ -958,6 +966,11 @@ class Engine:
                     listener,
                     type(event).__name__,
                 )
+
+
+def _branch(call: Call) -> str:
+    fiber = call.fiber
+    return "" if fiber is None else fiber.branch
 
 
 def _waits_after_unknown(call: Call) -> bool:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, final
+from typing import Final, Literal, final
 
 import anyio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
-from fsaga.events import Event, SagaFinished, StepCompleted, StepFailed, StepStarted
+from fsaga.events import SagaFinished, StepCompleted
 from fsaga.interpreter.engine import BranchFailurePolicy, CompensationPolicy
 from fsaga.outcome import Outcome, PartialFailure, Success
 from fsaga.saga import Saga
@@ -29,7 +29,7 @@ from fsaga.testing.interpreters import (
     FaultPlan,
     RecordingInterpreter,
 )
-from fsaga.testing.properties import check_run, independent_by_path
+from fsaga.testing.properties import check_run
 
 __all__ = ["assert_async_compensation_laws", "assert_compensation_laws", "fault_plans"]
 
@@ -210,13 +210,12 @@ class _AsyncOptions:
     on_compensation_failure: CompensationPolicy
 
 
-def _async_options(*, concurrent: bool) -> SearchStrategy[_AsyncOptions]:
-    return st.builds(
-        _AsyncOptions,
-        on_branch_failure=st.sampled_from(("settle", "cancel")),
-        concurrent_compensation=st.booleans() if concurrent else st.just(False),
-        on_compensation_failure=st.sampled_from(("continue", "stop")),
-    )
+_ASYNC_OPTIONS: Final = st.builds(
+    _AsyncOptions,
+    on_branch_failure=st.sampled_from(("settle", "cancel")),
+    concurrent_compensation=st.booleans(),
+    on_compensation_failure=st.sampled_from(("continue", "stop")),
+)
 
 
 def assert_async_compensation_laws(
@@ -239,10 +238,8 @@ def assert_async_compensation_laws(
     Under ``"trio"`` the runs use trio's `MockClock`, so time is virtual: plans also make
     actions hang (`FaultPlan.hangs`), each run has a deadline of 60 (virtual) seconds that ends
     any hang, and neither costs real time. Under ``"asyncio"`` time is real, so plans never
-    hang and runs have no deadline. Concurrent compensation is judged by
-    `independent_by_path`, which tells `par` branches apart only by position: when the
-    fault-free run shows steps running side by side on branches their paths do not tell apart
-    (named branches), every run compensates sequentially instead.
+    hang and runs have no deadline. Concurrent compensation is judged by the branches the
+    events report (`fsaga.events.StepStarted.branch`).
 
     `make_saga` is called inside the event loop, must build the same steps every time, and its
     effects must be safe to run many times. Raises `AssertionError` (through hypothesis, with
@@ -279,12 +276,11 @@ def assert_async_compensation_laws(
         for event in discovery.events
         if isinstance(event, StepCompleted) and event.compensable
     ]
-    concurrent = not _paths_hide_branches(discovery.events)
 
     @settings(max_examples=max_examples, deadline=None)
     @given(
         plan=fault_plans(actions, compensable=compensable, hangs=virtual),
-        options=_async_options(concurrent=concurrent),
+        options=_ASYNC_OPTIONS,
     )
     def async_compensation_laws_hold(plan: FaultPlan, options: _AsyncOptions) -> None:
         interpreter = AsyncFaultInjectingInterpreter(
@@ -351,20 +347,3 @@ def _run_async(
 def _plan_cancelled(interpreter: AsyncFaultInjectingInterpreter) -> bool:
     """Whether the plan's interrupt cancelled the last run from outside."""
     return interpreter.cancelled
-
-
-def _paths_hide_branches(events: Sequence[Event]) -> bool:
-    """Whether two steps ran side by side although `independent_by_path` calls them dependent
-    (on named `par` branches, whose paths do not show the branching)."""
-    in_flight: set[str] = set()
-    for event in events:
-        if isinstance(event, StepStarted):
-            if any(
-                other != event.path and not independent_by_path(other, event.path)
-                for other in in_flight
-            ):
-                return True
-            in_flight.add(event.path)
-        elif isinstance(event, StepCompleted | StepFailed):
-            in_flight.discard(event.path)
-    return False

@@ -28,6 +28,8 @@ from fsaga.events import (
     SagaStarted,
     StepCompleted,
     StepFailed,
+    StepStarted,
+    branches_independent,
 )
 from fsaga.outcome import Failure, Outcome, PartialFailure, Success
 
@@ -147,6 +149,18 @@ def assert_reverse_compensation_order(events: Sequence[Event]) -> None:
     )
 
 
+def _independent_by_branch(events: Sequence[Event]) -> Callable[[str, str], bool]:
+    branch_of: dict[str, str] = {}
+    for event in events:
+        if isinstance(event, StepStarted | StepCompleted | StepFailed):
+            branch_of.setdefault(event.path, event.branch)
+
+    def independent(first: str, second: str) -> bool:
+        return branches_independent(branch_of.get(first, ""), branch_of.get(second, ""))
+
+    return independent
+
+
 def independent_by_path(first: str, second: str) -> bool:
     """Whether two steps ran on sibling branches of one `par`, told by their paths.
 
@@ -174,12 +188,18 @@ def _branch_of(segment: str) -> str | None:
 def assert_causal_compensation_order(
     events: Sequence[Event],
     *,
-    independent: Callable[[str, str], bool] = independent_by_path,
+    independent: Callable[[str, str], bool] | None = None,
 ) -> None:
     """Compensations respect the reverse causal order (DESIGN rule 5): a step is compensated
     only after every step that entered the undo log after it, on its own line of control, has
     been compensated; steps of independent branches may be undone in any order, side by side.
+
+    Which steps are independent is read from the events' `branch` (see
+    `fsaga.events.branches_independent`); pass `independent`, a predicate over two paths, to
+    decide otherwise (`independent_by_path`, say, for a trace without branches).
     """
+    if independent is None:
+        independent = _independent_by_branch(events)
     log = _undo_log(events)
     position = {path: index for index, path in enumerate(log)}
     started: dict[str, int] = {}
