@@ -27,7 +27,8 @@ from anyio.abc import TaskGroup
 
 from fsaga.context import _running_effect
 from fsaga.events import Listener
-from fsaga.interpreter.call import ACTION, COMPENSATION, NO_DEADLINE, Call
+from fsaga.interpreter._effects import start_effect
+from fsaga.interpreter.call import ACTION, NO_DEADLINE, Call
 from fsaga.interpreter.engine import (
     BranchFailurePolicy,
     CompensationPolicy,
@@ -336,18 +337,7 @@ class _Run:
         perform = self.perform
         token = _running_effect.set((engine, call, kind, call.attempt))
         try:
-            if perform is not None:
-                result = perform(engine.effect_of(call))
-            elif kind is ACTION:
-                result = call.node.action()
-            elif kind is COMPENSATION:
-                compensate = call.node.compensate
-                assert compensate is not None
-                result = compensate(call.argument)
-            else:
-                on_unknown = call.node.on_unknown
-                assert on_unknown is not None
-                result = on_unknown(engine.context_of(call))
+            result = start_effect(engine, call, perform)
             while result is not None and type(result) not in PLAIN_TYPES and isawaitable(result):
                 result = await result
         finally:

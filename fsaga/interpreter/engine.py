@@ -300,15 +300,8 @@ class Engine:
         if kind is ACTION:
             return self._action_failed(call, error)
         if kind is SLEEP:
-            # The wait before a retry failed (an injected sleep raised): the retry cannot
-            # happen, and the failure is that of the last attempt that ran, which the wait
-            # stands for.
-            retried = call.argument
-            assert isinstance(retried, Call)
-            if retried.kind is ACTION:
-                self._wait_failed(call, retried, error)
-                return None
-            return self._compensation_failed_for_good(call, error)
+            # The wait before a retry failed (an injected sleep raised).
+            return self._wait_failed(call, error)
         return self._compensation_failed(call, error)
 
     def expire(self, call: Call) -> Call | None:
@@ -328,12 +321,7 @@ class Engine:
                 return self._resolution_failed(call, error)
             return self._unknown_outcome(call, error, retriable=call.limit is None)
         if kind is SLEEP:
-            retried = call.argument
-            assert isinstance(retried, Call)
-            if retried.kind is ACTION:
-                self._wait_failed(call, retried, error)
-                return None
-            return self._compensation_failed_for_good(call, error)
+            return self._wait_failed(call, error)
         return self._compensation_failed(call, error)
 
     def cancel(self, call: Call) -> Call | None:
@@ -743,8 +731,14 @@ class Engine:
             logger.debug("saga %s: step %s outcome unknown: %r", self.saga_id, call.path, error)
         self._record_unknown(call)
 
-    def _wait_failed(self, wait: Call, retried: Call, error: BaseException) -> None:
-        """The wait before retrying an action ended in `error`: the retry will not happen."""
+    def _wait_failed(self, wait: Call, error: BaseException) -> Call | None:
+        """The wait before a retry ended in `error`: the retry will not happen, and the failure
+        is that of the last attempt that ran, which the wait stands for (same path, attempt
+        number and start)."""
+        retried = wait.argument
+        assert isinstance(retried, Call)
+        if retried.kind is not ACTION:
+            return self._compensation_failed_for_good(wait, error)
         if retried.argument is _AFTER_UNKNOWN:
             self._left_unknown(wait, error)
             fiber = wait.fiber
@@ -752,6 +746,7 @@ class Engine:
             self._fiber_failed(fiber, error)
         else:
             self._step_failed(wait, error)
+        return None
 
     def _record_unknown(self, call: Call) -> None:
         node = call.node

@@ -10,7 +10,8 @@ from typing import TypeVar, cast, final
 
 from fsaga.context import _running_effect
 from fsaga.events import Listener
-from fsaga.interpreter.call import ACTION, COMPENSATION, Call
+from fsaga.interpreter._effects import start_effect
+from fsaga.interpreter.call import ACTION, Call
 from fsaga.interpreter.engine import CompensationPolicy, Engine, EngineSettings
 from fsaga.interpreter.protocol import Perform
 from fsaga.interpreter.results import PLAIN_TYPES
@@ -103,18 +104,10 @@ class SyncInterpreter:
                     else:
                         token = _running_effect.set((engine, call, kind, call.attempt))
                         try:
-                            if perform is not None:
-                                result = perform(engine.effect_of(call))
-                            elif kind is ACTION:
-                                result = call.node.action()
-                            elif kind is COMPENSATION:
-                                compensate = call.node.compensate
-                                assert compensate is not None
-                                result = compensate(call.argument)
+                            if kind is ACTION and perform is None:
+                                result = call.node.action()  # the common case, directly
                             else:
-                                on_unknown = call.node.on_unknown
-                                assert on_unknown is not None
-                                result = on_unknown(engine.context_of(call))
+                                result = start_effect(engine, call, perform)
                         finally:
                             _running_effect.reset(token)
                 except Exception as error:
