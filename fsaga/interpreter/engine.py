@@ -263,18 +263,7 @@ class Engine:
                 call.argument = result
                 self._completed.append(call)
             if self._listeners:
-                self._emit(
-                    StepCompleted(
-                        self.saga_id,
-                        call.path,
-                        call.attempt,
-                        self._settings.clock(),
-                        call.started_at,
-                        result,
-                        compensable,
-                        _branch(call),
-                    )
-                )
+                self._emit_step_completed(call, result, compensable=compensable)
             if self._phase != _FORWARD:
                 return None  # it finished after the run had started to fail: it is undone too
             fiber = call.fiber
@@ -661,6 +650,20 @@ class Engine:
         assert fiber is not None
         self._fiber_failed(fiber, error)
 
+    def _emit_step_completed(self, call: Call, result: object, *, compensable: bool) -> None:
+        self._emit(
+            StepCompleted(
+                self.saga_id,
+                call.path,
+                call.attempt,
+                self._settings.clock(),
+                call.started_at,
+                result,
+                compensable,
+                _branch(call),
+            )
+        )
+
     def _emit_step_failed(self, call: Call, error: BaseException, *, unknown: bool) -> None:
         if self._listeners:
             self._emit(
@@ -780,18 +783,7 @@ class Engine:
     def _resolved(self, call: Call, result: object) -> Call | None:
         """The run-again of an unknown outcome completed: now compensate it with its result."""
         if self._listeners:
-            self._emit(
-                StepCompleted(
-                    self.saga_id,
-                    call.path,
-                    call.attempt,
-                    self._settings.clock(),
-                    call.started_at,
-                    result,
-                    True,
-                    _branch(call),
-                )
-            )
+            self._emit_step_completed(call, result, compensable=True)
         call.kind = COMPENSATION
         call.attempt = 1
         call.argument = result
