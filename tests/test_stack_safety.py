@@ -11,8 +11,10 @@ import sys
 from functools import partial
 from typing import TypeVar
 
-from fsaga import Failure, Saga, Success, pure, sequence, step
-from fsaga.interpreter import SyncInterpreter
+import pytest
+
+from fsaga import Failure, Saga, Success, par, pure, sequence, step
+from fsaga.interpreter import AsyncInterpreter, SyncInterpreter
 
 LONG_CHAIN = 1_000_000
 # Compensating is several times dearer per step than running forward, so the failing chain is
@@ -150,3 +152,35 @@ def test_a_long_sequence_runs_and_keeps_every_result() -> None:
     saga = sequence(pure(index) for index in range(100_000))
 
     assert saga.run(SyncInterpreter()) == Success(tuple(range(100_000)))
+
+
+ASYNC_CHAIN = 50_000
+NESTED_PARS = 1_500  # deeper than the recursion limit; each level a task and a join
+
+
+@pytest.mark.anyio
+async def test_a_long_failing_chain_runs_and_compensates_under_the_async_interpreter() -> None:
+    saga: Saga[None] = step(noop, lambda _: None)
+    for _ in range(ASYNC_CHAIN - 1):
+        saga = saga.then(step(noop, lambda _: None))
+
+    outcome = await saga.then(step(declined)).run(AsyncInterpreter())
+
+    assert isinstance(outcome, Failure)
+    assert len(outcome.compensated) == ASYNC_CHAIN
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrent_compensation", [False, True])
+async def test_deeply_nested_pars_are_undone_under_the_async_interpreter(
+    concurrent_compensation: bool,
+) -> None:
+    nested: Saga[object] = pure(0)
+    for _ in range(NESTED_PARS):
+        nested = par(nested, step(noop, lambda _: None))
+
+    interpreter = AsyncInterpreter(concurrent_compensation=concurrent_compensation)
+    outcome = await nested.then(step(declined)).run(interpreter)
+
+    assert isinstance(outcome, Failure)
+    assert len(outcome.compensated) == NESTED_PARS
