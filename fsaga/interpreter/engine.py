@@ -384,8 +384,9 @@ class Engine:
         Starts at `node`, or, when `node` is None, resumes the fiber's stack with `value`.
         Returns the call to perform, or None if the fiber finished, failed or now waits on a par.
         """
-        if fiber.join is not None and stopping(fiber):
-            # A sibling branch failed: start nothing new here; this branch is settled.
+        if self.branch_failures and fiber.join is not None and stopping(fiber):
+            # A sibling branch failed: start nothing new here; this branch is settled. (No
+            # branch has failed in most runs, which then skip the walk up the joins.)
             self._branch_settled(fiber)
             return None
         stack = fiber.stack
