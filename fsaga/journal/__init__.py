@@ -1,0 +1,75 @@
+"""The journal of durable sagas: where each transition of a run is recorded before it moves on.
+
+A `Journal` stores one `SagaRecord` per saga (definition name and version, encoded input,
+status, outcome) and its timeline of `Entry` values (the intent before each effect, its result
+or error after, the same for compensations). Values become bytes through a `Codec`
+(`JsonCodec` by default). `SqliteJournal` is the durable implementation (one SQLite file, WAL,
+``synchronous=FULL`` by default); `MemoryJournal` keeps the same rules in memory for tests.
+
+Nothing here runs a saga: the durable runner writes to a journal and recovers from it.
+
+>>> from fsaga.journal import Entry, JsonCodec, MemoryJournal
+>>> codec = JsonCodec()
+>>> with MemoryJournal() as journal:
+...     _ = journal.create("order-1", "order", 1, codec.encode({"sku": "book"}))
+...     journal.append("order-1", [Entry(1, "intent", "reserve", 1)])
+...     journal.finish(
+...         "order-1",
+...         "succeeded",
+...         codec.encode("reserved"),
+...         entries=[Entry(2, "completed", "reserve", 1, codec.encode("R-7"))],
+...     )
+...     [(entry.seq, entry.kind) for entry in journal.entries("order-1")]
+True
+[(1, 'intent'), (2, 'completed')]
+"""
+
+from fsaga.journal.codec import Codec as Codec
+from fsaga.journal.codec import CodecError as CodecError
+from fsaga.journal.codec import JsonCodec as JsonCodec
+from fsaga.journal.memory import MemoryJournal as MemoryJournal
+from fsaga.journal.protocol import EntrySequenceError as EntrySequenceError
+from fsaga.journal.protocol import Journal as Journal
+from fsaga.journal.protocol import JournalClosedError as JournalClosedError
+from fsaga.journal.protocol import JournalCorruptError as JournalCorruptError
+from fsaga.journal.protocol import JournalError as JournalError
+from fsaga.journal.protocol import JournalVersionError as JournalVersionError
+from fsaga.journal.protocol import SagaFinishedError as SagaFinishedError
+from fsaga.journal.protocol import UnknownSagaError as UnknownSagaError
+from fsaga.journal.records import ENTRY_KINDS as ENTRY_KINDS
+from fsaga.journal.records import FINISHED_STATUSES as FINISHED_STATUSES
+from fsaga.journal.records import SAGA_STATUSES as SAGA_STATUSES
+from fsaga.journal.records import Entry as Entry
+from fsaga.journal.records import EntryKind as EntryKind
+from fsaga.journal.records import FinishedStatus as FinishedStatus
+from fsaga.journal.records import SagaRecord as SagaRecord
+from fsaga.journal.records import SagaStatus as SagaStatus
+from fsaga.journal.sqlite import SCHEMA_VERSION as SCHEMA_VERSION
+from fsaga.journal.sqlite import SqliteJournal as SqliteJournal
+from fsaga.journal.sqlite import Synchronous as Synchronous
+
+__all__ = [
+    "ENTRY_KINDS",
+    "FINISHED_STATUSES",
+    "SAGA_STATUSES",
+    "SCHEMA_VERSION",
+    "Codec",
+    "CodecError",
+    "Entry",
+    "EntryKind",
+    "EntrySequenceError",
+    "FinishedStatus",
+    "Journal",
+    "JournalClosedError",
+    "JournalCorruptError",
+    "JournalError",
+    "JournalVersionError",
+    "JsonCodec",
+    "MemoryJournal",
+    "SagaFinishedError",
+    "SagaRecord",
+    "SagaStatus",
+    "SqliteJournal",
+    "Synchronous",
+    "UnknownSagaError",
+]

@@ -1,0 +1,458 @@
+"""`SqliteJournal`: the `Journal` protocol in one SQLite file, with the stdlib `sqlite3`.
+
+Durability, precisely (SQLite's own guarantees, https://sqlite.org/pragma.html#pragma_synchronous):
+
+- every call that returned has committed, and a committed transaction survives a crash of the
+  *process* in every mode;
+- the journal runs in WAL mode; with ``synchronous="FULL"`` (the default) SQLite syncs the WAL
+  at every commit, so a returned call also survives power loss or an OS crash;
+- with ``synchronous="NORMAL"`` the WAL is synced only at checkpoints: commits are cheaper, but
+  power loss or an OS crash may roll back the last transactions. The file is never corrupted
+  either way, and what remains is always a prefix of what was written.
+
+Concurrency: several processes may share one file (WAL lets readers run beside the one writer;
+every write is a ``BEGIN IMMEDIATE`` transaction that waits up to `busy_timeout` for the write
+lock), and one `SqliteJournal` may be shared by threads: it owns one connection and serialises
+its use with a lock. SQLite admits one writer at a time anyway, so per-thread connections would
+only let reads of one process overlap, at the cost of connections that outlive their threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Final, Literal, TypeAlias
+
+from fsaga.journal.protocol import (
+    Journal,
+    JournalClosedError,
+    JournalCorruptError,
+    JournalError,
+    JournalVersionError,
+    SagaFinishedError,
+    UnknownSagaError,
+    _check_finished_status,
+    _check_max_attempts,
+    _check_saga_fields,
+    _check_sequence,
+    _check_status,
+)
+from fsaga.journal.records import (
+    ENTRY_KINDS,
+    SAGA_STATUSES,
+    Entry,
+    FinishedStatus,
+    SagaRecord,
+    SagaStatus,
+)
+
+__all__ = ["SCHEMA_VERSION", "SqliteJournal", "Synchronous"]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION: Final = 1
+"""The schema this fsaga writes, stored in the file's ``PRAGMA user_version``."""
+
+
+def _sql_list(values: Sequence[str]) -> str:
+    return "(" + ", ".join(f"'{value}'" for value in values) + ")"
+
+
+_SCHEMA: Final = (
+    f"""
+    CREATE TABLE sagas (
+        saga_id TEXT PRIMARY KEY NOT NULL,
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        input BLOB NOT NULL,
+        status TEXT NOT NULL CHECK (status IN {_sql_list(SAGA_STATUSES)}),
+        outcome BLOB,
+        recovery_attempts INTEGER NOT NULL DEFAULT 0 CHECK (recovery_attempts >= 0),
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX sagas_by_status ON sagas (status, created_at, saga_id)",
+    f"""
+    CREATE TABLE entries (
+        saga_id TEXT NOT NULL REFERENCES sagas (saga_id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL CHECK (seq >= 1),
+        kind TEXT NOT NULL CHECK (kind IN {_sql_list(ENTRY_KINDS)}),
+        path TEXT NOT NULL,
+        attempt INTEGER NOT NULL CHECK (attempt >= 1),
+        payload BLOB,
+        PRIMARY KEY (saga_id, seq)
+    )
+    """,
+)
+
+_SAGA_COLUMNS: Final = (
+    "saga_id, name, version, input, status, outcome, recovery_attempts, created_at, updated_at"
+)
+_CORRUPTION_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+_IN_MEMORY_PATHS: Final = frozenset({"", ":memory:"})
+
+Synchronous: TypeAlias = Literal["FULL", "NORMAL"]
+"""SQLite's ``synchronous`` setting for the journal: see the module docstring."""
+
+
+class SqliteJournal(Journal):
+    """A `Journal` in an SQLite file, created with its schema when absent.
+
+    Args:
+        path: the database file. ``":memory:"`` is refused: an in-memory database cannot run in
+            WAL mode and would not outlive the process; use `fsaga.journal.MemoryJournal`.
+        synchronous: ``"FULL"`` (a returned write survives power loss) or ``"NORMAL"`` (a
+            returned write survives a process crash; power loss may roll back the last ones).
+            See the module docstring.
+        busy_timeout: how long a write waits for another connection's write lock, in seconds,
+            before it fails with `JournalError`.
+        clock: gives the timestamps of records (seconds since the epoch).
+
+    Raises:
+        ValueError: `path` is ``":memory:"`` or empty, or an option is out of range.
+        JournalCorruptError: the file is not an SQLite database, or is damaged.
+        JournalVersionError: the file was written by a newer fsaga.
+        JournalError: the file cannot be opened, is another application's database, or cannot
+            be put in WAL mode (e.g. on a file system without shared memory support).
+
+    Besides the errors of the protocol, any method may raise `JournalCorruptError` when it finds
+    damage, and `JournalError` when SQLite fails (a write lock held past `busy_timeout`, an I/O
+    error); either way the transaction was rolled back, so retrying the call is safe. (If the disk
+    failed during the commit itself, the batch may still turn up after a restart; a retried
+    `append` then gets `EntrySequenceError`, and `entries` shows whether the batch landed.)
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     with SqliteJournal(Path(folder) / "journal.db") as journal:
+    ...         record, created = journal.create("order-1", "order", 1, b"{}")
+    ...         journal.append("order-1", [Entry(1, "intent", "charge", 1)])
+    ...     with SqliteJournal(Path(folder) / "journal.db") as reopened:
+    ...         [entry.kind for entry in reopened.entries("order-1")]
+    ['intent']
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._path = os.fspath(path)
+        if self._path in _IN_MEMORY_PATHS:
+            raise ValueError(
+                f"SqliteJournal needs a file, got {self._path!r}: an in-memory SQLite database "
+                "cannot use WAL and does not outlive the process; use MemoryJournal instead"
+            )
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        if not busy_timeout >= 0:
+            raise ValueError(f"busy_timeout must be 0 or more seconds, got {busy_timeout!r}")
+        self._synchronous = synchronous
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._closed = False
+        self._connection = self._connect(busy_timeout)
+        logger.debug("opened journal %s (WAL, synchronous=%s)", self._path, synchronous)
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
+    def __repr__(self) -> str:
+        state = ", closed" if self._closed else ""
+        return f"SqliteJournal({self._path!r}, synchronous={self._synchronous!r}{state})"
+
+    def create(
+        self,
+        saga_id: str,
+        name: str,
+        version: int,
+        input: bytes,
+        *,
+        entries: Sequence[Entry] = (),
+    ) -> tuple[SagaRecord, bool]:
+        """See `Journal.create`."""
+        _check_saga_fields(saga_id, name, version, input)
+        _check_sequence(saga_id, 1, entries)
+        with self._transaction(write=True) as db:
+            now = float(self._clock())
+            inserted = db.execute(
+                f"INSERT INTO sagas ({_SAGA_COLUMNS}) VALUES (?, ?, ?, ?, 'running', NULL, 0, ?, ?)"
+                " ON CONFLICT (saga_id) DO NOTHING",
+                (saga_id, name, version, input, now, now),
+            )
+            created = inserted.rowcount == 1
+            if created:
+                _insert_entries(db, saga_id, entries)
+            record = _select_record(db, saga_id)
+        assert record is not None  # inserted or found, in one transaction
+        return record, created
+
+    def append(self, saga_id: str, entries: Sequence[Entry]) -> None:
+        """See `Journal.append`."""
+        with self._transaction(write=True) as db:
+            record = _require_record(db, saga_id)
+            if record.finished:
+                raise SagaFinishedError(saga_id, record.status)
+            _check_sequence(saga_id, _next_seq(db, saga_id), entries)
+            if entries:
+                _insert_entries(db, saga_id, entries)
+                db.execute(
+                    "UPDATE sagas SET updated_at = ? WHERE saga_id = ?",
+                    (float(self._clock()), saga_id),
+                )
+
+    def entries(self, saga_id: str) -> list[Entry]:
+        """See `Journal.entries`."""
+        with self._transaction(write=False) as db:
+            _require_record(db, saga_id)
+            rows = db.execute(
+                "SELECT seq, kind, path, attempt, payload FROM entries WHERE saga_id = ?"
+                " ORDER BY seq",
+                (saga_id,),
+            ).fetchall()
+        return [Entry(*row) for row in rows]
+
+    def finish(
+        self,
+        saga_id: str,
+        status: FinishedStatus,
+        outcome: bytes,
+        *,
+        entries: Sequence[Entry] = (),
+    ) -> bool:
+        """See `Journal.finish`."""
+        _check_finished_status(status)
+        if not isinstance(outcome, bytes):
+            raise TypeError(f"outcome must be bytes (encode it with a codec), got {type(outcome)}")
+        with self._transaction(write=True) as db:
+            if _require_record(db, saga_id).finished:
+                return False
+            _check_sequence(saga_id, _next_seq(db, saga_id), entries)
+            _insert_entries(db, saga_id, entries)
+            updated = db.execute(
+                "UPDATE sagas SET status = ?, outcome = ?, updated_at = ?"
+                " WHERE saga_id = ? AND status = 'running'",
+                (status, outcome, float(self._clock()), saga_id),
+            )
+            return updated.rowcount == 1
+
+    def get(self, saga_id: str) -> SagaRecord | None:
+        """See `Journal.get`."""
+        with self._transaction(write=False) as db:
+            return _select_record(db, saga_id)
+
+    def sagas(self, status: SagaStatus | None = None) -> list[SagaRecord]:
+        """See `Journal.sagas`."""
+        _check_status(status)
+        with self._transaction(write=False) as db:
+            if status is None:
+                rows = db.execute(
+                    f"SELECT {_SAGA_COLUMNS} FROM sagas ORDER BY created_at, saga_id"
+                ).fetchall()
+            else:
+                rows = db.execute(
+                    f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE status = ?"
+                    " ORDER BY created_at, saga_id",
+                    (status,),
+                ).fetchall()
+        # The schema's constraints guarantee the columns' types and values.
+        return [SagaRecord(*row) for row in rows]
+
+    def claim_for_recovery(
+        self, saga_id: str, *, max_attempts: int, stale_before: float | None = None
+    ) -> bool:
+        """See `Journal.claim_for_recovery`."""
+        _check_max_attempts(max_attempts)
+        with self._transaction(write=True) as db:
+            record = _require_record(db, saga_id)
+            if record.finished:
+                return False
+            if stale_before is not None and record.updated_at >= stale_before:
+                return False
+            now = float(self._clock())
+            if record.recovery_attempts >= max_attempts:
+                db.execute(
+                    "UPDATE sagas SET status = 'dead', updated_at = ?"
+                    " WHERE saga_id = ? AND status = 'running'",
+                    (now, saga_id),
+                )
+                logger.debug("saga %s is dead after %d recoveries", saga_id, max_attempts)
+                return False
+            claimed = db.execute(
+                "UPDATE sagas SET recovery_attempts = recovery_attempts + 1, updated_at = ?"
+                " WHERE saga_id = ? AND status = 'running'",
+                (now, saga_id),
+            )
+            return claimed.rowcount == 1
+
+    def integrity_check(self) -> list[str]:
+        """SQLite's ``PRAGMA integrity_check``: ``["ok"]`` for a sound file, else the problems.
+
+        Raises:
+            JournalCorruptError: the damage is too severe for SQLite to list.
+        """
+        with self._lock, self._translated_errors():
+            rows = self._open_connection().execute("PRAGMA integrity_check").fetchall()
+        return [str(row[0]) for row in rows]
+
+    def pragmas(self) -> dict[str, object]:
+        """The settings in effect on the journal's connection, for diagnostics.
+
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     with SqliteJournal(Path(folder) / "journal.db", busy_timeout=2) as journal:
+        ...         journal.pragmas()
+        {'journal_mode': 'wal', 'synchronous': 2, 'busy_timeout': 2000, 'foreign_keys': 1}
+        """
+        names = ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+        with self._lock, self._translated_errors():
+            connection = self._open_connection()
+            return {name: connection.execute(f"PRAGMA {name}").fetchone()[0] for name in names}
+
+    def close(self) -> None:
+        """See `Journal.close`."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._connection.close()
+                logger.debug("closed journal %s", self._path)
+
+    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+        with self._translated_errors():
+            connection = sqlite3.connect(
+                self._path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        try:
+            with self._translated_errors():
+                connection.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
+                found = self._schema_version(connection)
+                mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise JournalError(
+                        f"journal file {self._path!r} cannot use WAL mode (SQLite kept "
+                        f"{mode!r}); the file system may lack shared memory support"
+                    )
+                connection.execute(f"PRAGMA synchronous = {self._synchronous}")
+                connection.execute("PRAGMA foreign_keys = ON")
+                if found != SCHEMA_VERSION:
+                    self._create_schema(connection)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _schema_version(self, connection: sqlite3.Connection) -> int:
+        """The file's schema version, after refusing a newer fsaga's or another program's file."""
+        found = int(connection.execute("PRAGMA user_version").fetchone()[0])
+        if found > SCHEMA_VERSION:
+            raise JournalVersionError(self._path, found, SCHEMA_VERSION)
+        if found != SCHEMA_VERSION:
+            others = [
+                str(row[0])
+                for row in connection.execute(
+                    "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name"
+                )
+            ]
+            if found != 0 or others:
+                raise JournalError(
+                    f"{self._path!r} is an SQLite database but not an fsaga journal "
+                    f"(user_version {found}, objects {others})"
+                )
+        return found
+
+    def _create_schema(self, connection: sqlite3.Connection) -> None:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have created the schema since the first look.
+            if self._schema_version(connection) != SCHEMA_VERSION:
+                for statement in _SCHEMA:
+                    connection.execute(statement)
+                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            connection.execute("COMMIT")
+        except BaseException:
+            _rollback(connection)
+            raise
+
+    def _open_connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise JournalClosedError(f"the journal {self._path!r} is closed")
+        return self._connection
+
+    @contextlib.contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        """One transaction, committed when the block ends, rolled back when it raises.
+
+        A write takes SQLite's write lock at once (``BEGIN IMMEDIATE``), so its reads and its
+        conditional writes see one state no other writer can change in between.
+        """
+        with self._lock, self._translated_errors():
+            connection = self._open_connection()
+            connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield connection
+                connection.execute("COMMIT")
+            except BaseException:
+                _rollback(connection)
+                raise
+
+    @contextlib.contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        """Turn SQLite's errors about the file into journal errors naming the file."""
+        try:
+            yield
+        except sqlite3.Error as error:
+            code = getattr(error, "sqlite_errorcode", None)
+            if code is not None and code & 0xFF in _CORRUPTION_CODES:
+                raise JournalCorruptError(self._path, str(error)) from error
+            if isinstance(error, sqlite3.OperationalError):
+                raise JournalError(f"journal {self._path!r}: {error}") from error
+            raise
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    if connection.in_transaction:
+        # The original error says what went wrong; a failed rollback adds nothing to it.
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+
+
+def _next_seq(db: sqlite3.Connection, saga_id: str) -> int:
+    row = db.execute(
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM entries WHERE saga_id = ?", (saga_id,)
+    ).fetchone()
+    return int(row[0])
+
+
+def _insert_entries(db: sqlite3.Connection, saga_id: str, entries: Sequence[Entry]) -> None:
+    db.executemany(
+        "INSERT INTO entries (saga_id, seq, kind, path, attempt, payload)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (saga_id, entry.seq, entry.kind, entry.path, entry.attempt, entry.payload)
+            for entry in entries
+        ],
+    )
+
+
+def _select_record(db: sqlite3.Connection, saga_id: str) -> SagaRecord | None:
+    row = db.execute(f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE saga_id = ?", (saga_id,)).fetchone()
+    return None if row is None else SagaRecord(*row)
+
+
+def _require_record(db: sqlite3.Connection, saga_id: str) -> SagaRecord:
+    record = _select_record(db, saga_id)
+    if record is None:
+        raise UnknownSagaError(saga_id)
+    return record

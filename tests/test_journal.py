@@ -1,0 +1,626 @@
+"""The journal contract (fsaga.journal.protocol), run against every implementation, and the codec.
+
+Each contract test runs on `MemoryJournal` and on `SqliteJournal` (a file in tmp_path); a
+model-based property checks that random operation sequences leave both in the same observable
+state. SQLite-only behaviour (pragmas, files, processes) is in test_journal_sqlite.py.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fsaga.journal import (
+    ENTRY_KINDS,
+    FINISHED_STATUSES,
+    CodecError,
+    Entry,
+    EntryKind,
+    EntrySequenceError,
+    FinishedStatus,
+    Journal,
+    JournalClosedError,
+    JsonCodec,
+    MemoryJournal,
+    SagaFinishedError,
+    SagaRecord,
+    SqliteJournal,
+    UnknownSagaError,
+)
+
+
+class Clock:
+    """A clock the test sets by hand, and can break to make a write fail midway."""
+
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+        self.broken = False
+
+    def __call__(self) -> float:
+        if self.broken:
+            raise OSError("clock failed")
+        return self.now
+
+
+def open_journal(kind: str, folder: Path, clock: Callable[[], float]) -> Journal:
+    if kind == "memory":
+        return MemoryJournal(clock=clock)
+    return SqliteJournal(folder / "journal.db", clock=clock)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def journal(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[Journal]:
+    with open_journal(request.param, tmp_path, clock) as opened:
+        yield opened
+
+
+def intents(first: int, count: int, path: str = "step") -> list[Entry]:
+    return [Entry(seq, "intent", f"{path}{seq}", 1) for seq in range(first, first + count)]
+
+
+# -- create --------------------------------------------------------------------------------------
+
+
+def test_create_records_a_running_saga(journal: Journal, clock: Clock) -> None:
+    record, created = journal.create("order-1", "order", 3, b'{"sku":"book"}')
+
+    assert created is True
+    assert record == SagaRecord(
+        saga_id="order-1",
+        name="order",
+        version=3,
+        input=b'{"sku":"book"}',
+        status="running",
+        outcome=None,
+        recovery_attempts=0,
+        created_at=clock.now,
+        updated_at=clock.now,
+    )
+    assert journal.get("order-1") == record
+    assert journal.entries("order-1") == []
+    assert not record.finished
+
+
+def test_creating_an_id_twice_keeps_the_first_saga(journal: Journal, clock: Clock) -> None:
+    first, _ = journal.create("order-1", "order", 1, b"1")
+    journal.finish("order-1", "succeeded", b'"done"')
+    finished = journal.get("order-1")
+    clock.now += 5
+
+    again, created = journal.create("order-1", "refund", 2, b"2", entries=intents(1, 1))
+
+    assert created is False
+    assert again == finished
+    assert again is not None
+    assert (again.name, again.version, again.input) == (first.name, first.version, first.input)
+    assert journal.entries("order-1") == []
+
+
+def test_create_writes_first_entries_in_the_same_commit(journal: Journal) -> None:
+    journal.create("order-1", "order", 1, b"{}", entries=intents(1, 2))
+
+    assert journal.entries("order-1") == intents(1, 2)
+
+
+def test_create_with_misnumbered_entries_writes_nothing(journal: Journal) -> None:
+    with pytest.raises(EntrySequenceError):
+        journal.create("order-1", "order", 1, b"{}", entries=intents(2, 1))
+
+    assert journal.get("order-1") is None
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        (("", "order", 1, b""), ValueError),
+        (("id", "", 1, b""), ValueError),
+        (("id", "order", "1", b""), TypeError),
+        (("id", "order", True, b""), TypeError),
+        (("id", "order", 1, "{}"), TypeError),
+    ],
+)
+def test_create_rejects_malformed_fields(
+    journal: Journal, arguments: tuple[object, ...], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        journal.create(*arguments)  # type: ignore[arg-type]
+
+    assert journal.sagas() == []
+
+
+# -- append and entries ----------------------------------------------------------------------------
+
+
+def test_append_extends_the_timeline_in_order(journal: Journal, clock: Clock) -> None:
+    journal.create("order-1", "order", 1, b"{}")
+    clock.now += 1
+    journal.append("order-1", [Entry(1, "intent", "charge", 1)])
+    journal.append(
+        "order-1",
+        [Entry(2, "completed", "charge", 1, b'"C-1"'), Entry(3, "intent", "ship", 1)],
+    )
+
+    assert journal.entries("order-1") == [
+        Entry(1, "intent", "charge", 1),
+        Entry(2, "completed", "charge", 1, b'"C-1"'),
+        Entry(3, "intent", "ship", 1),
+    ]
+    record = journal.get("order-1")
+    assert record is not None
+    assert record.updated_at == clock.now > record.created_at
+
+
+@pytest.mark.parametrize(
+    "seqs",
+    [[1], [3], [2, 2], [2, 4], [3, 2], [2, 3, 5]],
+    ids=["old", "gap", "repeat", "hole", "backwards", "late-hole"],
+)
+def test_a_misnumbered_batch_writes_nothing(journal: Journal, seqs: list[int]) -> None:
+    journal.create("order-1", "order", 1, b"{}", entries=intents(1, 1))
+    before = journal.get("order-1")
+
+    with pytest.raises(EntrySequenceError) as raised:
+        journal.append("order-1", [Entry(seq, "intent", "s", 1) for seq in seqs])
+
+    assert isinstance(raised.value, ValueError)
+    assert (raised.value.expected, raised.value.got) == (2, tuple(seqs))
+    assert "another writer" in str(raised.value)
+    assert journal.entries("order-1") == intents(1, 1)
+    assert journal.get("order-1") == before
+
+
+def test_an_empty_batch_writes_nothing(journal: Journal, clock: Clock) -> None:
+    record, _ = journal.create("order-1", "order", 1, b"{}")
+    clock.now += 1
+
+    journal.append("order-1", [])
+
+    assert journal.get("order-1") == record
+
+
+def test_append_to_an_unknown_saga_is_refused(journal: Journal) -> None:
+    with pytest.raises(UnknownSagaError) as raised:
+        journal.append("nope", intents(1, 1))
+
+    assert isinstance(raised.value, LookupError)
+    assert raised.value.saga_id == "nope"
+    with pytest.raises(UnknownSagaError):
+        journal.entries("nope")
+
+
+@pytest.mark.parametrize("dead", [False, True], ids=["finished", "dead"])
+def test_append_to_a_saga_that_is_not_running_is_refused(journal: Journal, dead: bool) -> None:
+    journal.create("order-1", "order", 1, b"{}")
+    if dead:
+        journal.claim_for_recovery("order-1", max_attempts=0)
+    else:
+        journal.finish("order-1", "failed", b'"declined"')
+
+    with pytest.raises(SagaFinishedError, match="not running"):
+        journal.append("order-1", intents(1, 1))
+
+    assert journal.entries("order-1") == []
+
+
+def test_a_write_that_fails_midway_writes_nothing(journal: Journal, clock: Clock) -> None:
+    journal.create("order-1", "order", 1, b"{}")
+    before = journal.get("order-1")
+
+    clock.broken = True  # the journals read the clock inside their write transaction
+    with pytest.raises(OSError, match="clock failed"):
+        journal.append("order-1", intents(1, 2))
+    with pytest.raises(OSError, match="clock failed"):
+        journal.finish("order-1", "succeeded", b"1", entries=intents(1, 1))
+    with pytest.raises(OSError, match="clock failed"):
+        journal.claim_for_recovery("order-1", max_attempts=1)
+    clock.broken = False
+
+    assert journal.get("order-1") == before
+    assert journal.entries("order-1") == []
+
+
+# -- finish --------------------------------------------------------------------------------------
+
+
+def test_finish_writes_the_outcome_exactly_once(journal: Journal, clock: Clock) -> None:
+    journal.create("order-1", "order", 1, b"{}")
+    clock.now += 1
+
+    assert journal.finish("order-1", "succeeded", b'"first"') is True
+    clock.now += 1
+    assert journal.finish("order-1", "failed", b'"second"') is False
+    assert journal.finish("order-1", "succeeded", b'"third"', entries=intents(1, 1)) is False
+
+    record = journal.get("order-1")
+    assert record is not None
+    assert (record.status, record.outcome) == ("succeeded", b'"first"')
+    assert record.updated_at == clock.now - 1
+    assert record.finished
+    assert journal.entries("order-1") == []
+
+
+def test_finish_appends_last_entries_with_the_outcome(journal: Journal) -> None:
+    journal.create("order-1", "order", 1, b"{}", entries=intents(1, 1))
+    last = [Entry(2, "completed", "step1", 1, b"7")]
+
+    assert journal.finish("order-1", "partially_failed", b"{}", entries=last) is True
+    assert journal.entries("order-1") == [*intents(1, 1), *last]
+
+
+def test_finish_with_misnumbered_entries_writes_nothing(journal: Journal) -> None:
+    journal.create("order-1", "order", 1, b"{}")
+
+    with pytest.raises(EntrySequenceError):
+        journal.finish("order-1", "succeeded", b"1", entries=intents(2, 1))
+
+    record = journal.get("order-1")
+    assert record is not None
+    assert (record.status, record.outcome) == ("running", None)
+
+
+def test_finish_refuses_a_status_that_is_not_an_ending(journal: Journal) -> None:
+    journal.create("order-1", "order", 1, b"{}")
+
+    for status in ("running", "dead", "done"):
+        with pytest.raises(ValueError, match="finishes with one of"):
+            journal.finish("order-1", status, b"1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        journal.finish("order-1", "succeeded", "1")  # type: ignore[arg-type]
+    with pytest.raises(UnknownSagaError):
+        journal.finish("nope", "succeeded", b"1")
+
+
+def test_concurrent_finishes_let_exactly_one_win(journal: Journal) -> None:
+    journal.create("order-1", "order", 1, b"{}")
+    contenders = 8
+    barrier = threading.Barrier(contenders)
+    won: list[bool] = [False] * contenders
+
+    def finish(index: int) -> None:
+        barrier.wait()
+        won[index] = journal.finish("order-1", "succeeded", str(index).encode())
+
+    threads = [threading.Thread(target=finish, args=(index,)) for index in range(contenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert won.count(True) == 1
+    record = journal.get("order-1")
+    assert record is not None
+    assert record.outcome == str(won.index(True)).encode()
+
+
+# -- get and sagas -------------------------------------------------------------------------------
+
+
+def test_get_an_unknown_saga_is_none(journal: Journal) -> None:
+    assert journal.get("nope") is None
+
+
+def test_sagas_are_listed_by_creation_time_then_id(journal: Journal, clock: Clock) -> None:
+    for saga_id, created_at in [("b", 2.0), ("c", 1.0), ("a", 2.0), ("d", 3.0)]:
+        clock.now = created_at
+        journal.create(saga_id, "order", 1, b"{}")
+    journal.finish("a", "failed", b"0")
+    journal.finish("d", "failed", b"0")
+    journal.claim_for_recovery("b", max_attempts=0)
+
+    assert [record.saga_id for record in journal.sagas()] == ["c", "a", "b", "d"]
+    assert [record.saga_id for record in journal.sagas("failed")] == ["a", "d"]
+    assert [record.saga_id for record in journal.sagas("running")] == ["c"]
+    assert [record.saga_id for record in journal.sagas("dead")] == ["b"]
+    assert journal.sagas("succeeded") == []
+    with pytest.raises(ValueError, match="status must be one of"):
+        journal.sagas("done")  # type: ignore[arg-type]
+
+
+# -- claim_for_recovery --------------------------------------------------------------------------
+
+
+def test_claims_count_recoveries_then_dead_letter(journal: Journal, clock: Clock) -> None:
+    journal.create("order-1", "order", 1, b"{}")
+
+    claims = [journal.claim_for_recovery("order-1", max_attempts=2) for _ in range(2)]
+    clock.now += 1
+    last = journal.claim_for_recovery("order-1", max_attempts=2)
+
+    assert claims == [True, True]
+    assert last is False
+    record = journal.get("order-1")
+    assert record is not None
+    assert (record.status, record.recovery_attempts, record.outcome) == ("dead", 2, None)
+    assert record.updated_at == clock.now
+    assert journal.sagas("dead") == [record]
+    assert journal.claim_for_recovery("order-1", max_attempts=10) is False
+    assert journal.finish("order-1", "succeeded", b"1") is False
+
+
+def test_a_finished_saga_is_not_claimed(journal: Journal) -> None:
+    journal.create("order-1", "order", 1, b"{}")
+    journal.finish("order-1", "succeeded", b"1")
+
+    assert journal.claim_for_recovery("order-1", max_attempts=3) is False
+    record = journal.get("order-1")
+    assert record is not None
+    assert (record.status, record.recovery_attempts) == ("succeeded", 0)
+
+
+def test_a_claim_only_takes_a_stale_saga(journal: Journal, clock: Clock) -> None:
+    journal.create("order-1", "order", 1, b"{}")  # updated at 1000
+    clock.now = 1_010.0
+
+    assert journal.claim_for_recovery("order-1", max_attempts=5, stale_before=1_000.0) is False
+    assert journal.claim_for_recovery("order-1", max_attempts=5, stale_before=1_005.0) is True
+    # The claim wrote to the saga at 1010: a second recoverer with the same view backs off.
+    assert journal.claim_for_recovery("order-1", max_attempts=5, stale_before=1_005.0) is False
+    record = journal.get("order-1")
+    assert record is not None
+    assert record.recovery_attempts == 1
+
+
+def test_claim_rejects_bad_arguments(journal: Journal) -> None:
+    journal.create("order-1", "order", 1, b"{}")
+
+    with pytest.raises(ValueError, match="max_attempts"):
+        journal.claim_for_recovery("order-1", max_attempts=-1)
+    with pytest.raises(UnknownSagaError):
+        journal.claim_for_recovery("nope", max_attempts=1)
+
+
+# -- closing -------------------------------------------------------------------------------------
+
+
+def test_a_closed_journal_refuses_every_call(journal: Journal) -> None:
+    journal.create("order-1", "order", 1, b"{}")
+    journal.close()
+    journal.close()
+
+    calls: list[Callable[[], object]] = [
+        lambda: journal.create("order-2", "order", 1, b"{}"),
+        lambda: journal.append("order-1", intents(1, 1)),
+        lambda: journal.entries("order-1"),
+        lambda: journal.finish("order-1", "succeeded", b"1"),
+        lambda: journal.get("order-1"),
+        lambda: journal.sagas(),
+        lambda: journal.claim_for_recovery("order-1", max_attempts=1),
+    ]
+    for call in calls:
+        with pytest.raises(JournalClosedError, match="closed"):
+            call()
+
+
+# -- records ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"seq": 0}, ValueError),
+        ({"attempt": 0}, ValueError),
+        ({"kind": "started"}, ValueError),
+        ({"payload": "text"}, TypeError),
+    ],
+)
+def test_entries_are_validated_when_built(
+    fields: dict[str, object], error: type[Exception]
+) -> None:
+    arguments: dict[str, object] = {"seq": 1, "kind": "intent", "path": "s", "attempt": 1}
+    with pytest.raises(error):
+        Entry(**{**arguments, **fields})  # type: ignore[arg-type]
+
+
+# -- codec ---------------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=50)
+@given(json_values)
+def test_json_shaped_values_round_trip(value: object) -> None:
+    for codec in (JsonCodec(), JsonCodec(exact=True)):
+        data = codec.encode(value)
+        assert codec.decode(data) == value
+        assert codec.encode(codec.decode(data)) == data
+
+
+def test_json_encoding_is_compact_sorted_utf8() -> None:
+    assert JsonCodec().encode({"b": 1, "a": ["é", None]}) == '{"a":["é",null],"b":1}'.encode()
+
+
+def test_json_turns_tuples_into_lists_unless_exact() -> None:
+    assert JsonCodec().decode(JsonCodec().encode({"pair": (1, 2)})) == {"pair": [1, 2]}
+
+    with pytest.raises(CodecError, match="type dict would decode as dict"):
+        JsonCodec(exact=True).encode({"pair": (1, 2)})
+    with pytest.raises(CodecError, match="type tuple would decode as list"):
+        JsonCodec(exact=True).encode((1, 2))
+    with pytest.raises(CodecError, match="decode as dict"):
+        JsonCodec(exact=True).encode({1: "one"})
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ({1, 2}, "type set"),
+        ({"when": object()}, "type dict as JSON: Object of type object"),
+        (math.nan, "type float"),
+        ({"a": 1, 2: "b"}, "type dict"),
+    ],
+)
+def test_an_unencodable_value_is_a_codec_error_naming_its_type(value: object, named: str) -> None:
+    with pytest.raises(CodecError, match=f"cannot encode a value of {named}") as raised:
+        JsonCodec().encode(value)
+
+    assert isinstance(raised.value, TypeError)
+    assert "JSON-shaped" in str(raised.value)
+
+
+def test_undecodable_bytes_are_a_codec_error() -> None:
+    for data in (b"\xff\xfe", b"{not json", b""):
+        with pytest.raises(CodecError, match="cannot decode"):
+            JsonCodec().decode(data)
+
+
+# -- model-based: both journals agree ------------------------------------------------------------
+
+SAGA_IDS = ["a", "b", "c"]
+Drawn = tuple[EntryKind, str, int, bytes | None]
+
+
+@dataclass(frozen=True)
+class Create:
+    saga_id: str
+    name: str
+    version: int
+    offset: int
+    drawn: list[Drawn]
+
+
+@dataclass(frozen=True)
+class Append:
+    saga_id: str
+    offset: int
+    drawn: list[Drawn]
+
+
+@dataclass(frozen=True)
+class Finish:
+    saga_id: str
+    status: FinishedStatus
+    offset: int
+    drawn: list[Drawn]
+
+
+@dataclass(frozen=True)
+class Claim:
+    saga_id: str
+    max_attempts: int
+    stale: bool
+
+
+@dataclass(frozen=True)
+class Tick:
+    pass
+
+
+Operation = Create | Append | Finish | Claim | Tick
+
+# "a" and "b" are created before each run's drawn operations; "c" only when drawn.
+saga_ids = st.sampled_from(["a", "a", "b", "b", "c"])
+# Mostly the right next seq, sometimes one off either way, to provoke sequence conflicts.
+offsets = st.sampled_from([0, 0, 0, -1, 1])
+drawn_entry = st.tuples(
+    st.sampled_from(ENTRY_KINDS),
+    st.sampled_from(["charge", "ship"]),
+    st.integers(1, 3),
+    st.none() | st.binary(max_size=3),
+)
+operations = st.lists(
+    st.one_of(
+        st.builds(Append, saga_ids, offsets, st.lists(drawn_entry, min_size=1, max_size=3)),
+        st.builds(Claim, saga_ids, st.integers(0, 2), st.booleans()),
+        st.builds(Tick),
+        st.builds(
+            Finish,
+            saga_ids,
+            st.sampled_from(FINISHED_STATUSES),
+            offsets,
+            st.lists(drawn_entry, max_size=2),
+        ),
+        st.builds(
+            Create,
+            saga_ids,
+            st.sampled_from(["n", "m"]),
+            st.integers(1, 2),
+            offsets,
+            st.lists(drawn_entry, max_size=2),
+        ),
+    ),
+    max_size=25,
+)
+
+
+def numbered(model: Journal, operation: Create | Append | Finish) -> list[Entry]:
+    """The drawn entries, numbered from where the model says the saga's timeline goes on."""
+    first = 1
+    if not isinstance(operation, Create) and model.get(operation.saga_id) is not None:
+        first = len(model.entries(operation.saga_id)) + 1
+    return [
+        Entry(max(first + operation.offset + index, 1), kind, path, attempt, payload)
+        for index, (kind, path, attempt, payload) in enumerate(operation.drawn)
+    ]
+
+
+def apply(journal: Journal, now: float, operation: Operation, entries: list[Entry]) -> object:
+    """What the operation returned, or the name of the protocol error it raised."""
+    try:
+        match operation:
+            case Create(saga_id, name, version, _, _):
+                return journal.create(saga_id, name, version, b"in", entries=entries)
+            case Append(saga_id, _, _):
+                journal.append(saga_id, entries)
+                return None
+            case Finish(saga_id, status, _, _):
+                return journal.finish(saga_id, status, status.encode(), entries=entries)
+            case Claim(saga_id, max_attempts, stale):
+                return journal.claim_for_recovery(
+                    saga_id, max_attempts=max_attempts, stale_before=now if stale else None
+                )
+            case Tick():
+                return None
+    except (UnknownSagaError, SagaFinishedError, EntrySequenceError) as error:
+        return type(error).__name__
+
+
+def observable_state(journal: Journal) -> object:
+    records = journal.sagas()
+    return (
+        records,
+        [journal.get(saga_id) for saga_id in SAGA_IDS],
+        [journal.entries(record.saga_id) for record in records],
+    )
+
+
+@settings(max_examples=50, deadline=None)
+@given(operations)
+def test_memory_and_sqlite_journals_behave_alike(steps: list[Operation]) -> None:
+    clock = Clock()
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        MemoryJournal(clock=clock) as memory,
+        SqliteJournal(Path(folder) / "journal.db", synchronous="NORMAL", clock=clock) as sqlite,
+    ):
+        for operation in [Create("a", "n", 1, 0, []), Create("b", "n", 1, 0, []), *steps]:
+            if isinstance(operation, Tick):
+                clock.now += 1
+                continue
+            entries = [] if isinstance(operation, Claim) else numbered(memory, operation)
+            expected = apply(memory, clock.now, operation, entries)
+
+            assert apply(sqlite, clock.now, operation, entries) == expected
+            assert observable_state(sqlite) == observable_state(memory)

@@ -1,0 +1,301 @@
+"""`SqliteJournal` beyond the shared contract: pragmas, files, schema versions, damage, and
+several connections and processes on one file.
+
+The contract every journal keeps is tested in test_journal.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fsaga.journal import (
+    SCHEMA_VERSION,
+    Entry,
+    EntrySequenceError,
+    JournalCorruptError,
+    JournalError,
+    JournalVersionError,
+    SqliteJournal,
+    Synchronous,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "journal.db"
+
+
+def raw(path: Path) -> contextlib.closing[sqlite3.Connection]:
+    """A plain sqlite3 connection to the file, closed when the block ends."""
+    return contextlib.closing(sqlite3.connect(path, isolation_level=None))
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("synchronous", "level"), [("FULL", 2), ("NORMAL", 1)])
+def test_the_pragmas_are_in_effect(path: Path, synchronous: Synchronous, level: int) -> None:
+    with SqliteJournal(path, synchronous=synchronous, busy_timeout=1.5) as journal:
+        assert journal.pragmas() == {
+            "journal_mode": "wal",
+            "synchronous": level,
+            "busy_timeout": 1500,
+            "foreign_keys": 1,
+        }
+    with raw(path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_the_default_is_synchronous_full(path: Path) -> None:
+    with SqliteJournal(path) as journal:
+        assert journal.pragmas()["synchronous"] == 2
+        assert repr(journal) == f"SqliteJournal({str(path)!r}, synchronous='FULL')"
+        assert journal.path == str(path)
+    assert repr(journal).endswith(", closed)")
+
+
+@pytest.mark.parametrize("memory", [":memory:", ""])
+def test_an_in_memory_database_is_refused(memory: str) -> None:
+    with pytest.raises(ValueError, match="use MemoryJournal"):
+        SqliteJournal(memory)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"synchronous": "OFF"}, {"busy_timeout": -1.0}, {"busy_timeout": float("nan")}],
+)
+def test_bad_options_are_refused(path: Path, options: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=r"synchronous|busy_timeout"):
+        SqliteJournal(path, **options)  # type: ignore[arg-type]
+    assert not path.exists()
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+def test_everything_survives_closing_and_reopening(path: Path) -> None:
+    entries = [Entry(1, "intent", "charge", 1), Entry(2, "completed", "charge", 1, b'"C-1"')]
+    with SqliteJournal(path, clock=lambda: 5.0) as journal:
+        journal.create("order-1", "order", 2, b'{"sku":"book"}', entries=entries)
+        journal.create("order-2", "order", 2, b"{}")
+        journal.finish("order-2", "failed", b'"declined"')
+        journal.claim_for_recovery("order-1", max_attempts=3)
+        before = (journal.sagas(), journal.entries("order-1"))
+
+    with SqliteJournal(path) as reopened:
+        assert (reopened.sagas(), reopened.entries("order-1")) == before
+        assert reopened.integrity_check() == ["ok"]
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(path: Path) -> None:
+    path.write_bytes(b"this is not a database, just some text that was here before" * 100)
+
+    with pytest.raises(JournalCorruptError, match="not a valid SQLite database") as raised:
+        SqliteJournal(path)
+
+    assert raised.value.path == str(path)
+    assert str(path) in str(raised.value)
+
+
+def read_everything(path: Path) -> None:
+    """Open the journal and read every record: SQLite notices damage when it reads a page."""
+    with SqliteJournal(path) as journal:
+        for record in journal.sagas():
+            journal.entries(record.saga_id)
+        journal.integrity_check()
+
+
+def test_damaged_pages_are_a_clear_error(path: Path) -> None:
+    with SqliteJournal(path) as journal:
+        for number in range(100):
+            journal.create(f"order-{number}", "order", 1, b"x" * 400)
+    data = bytearray(path.read_bytes())
+    data[4096 * 2 : 4096 * 5] = b"\xab" * (4096 * 3)
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(JournalCorruptError) as raised:
+        read_everything(path)
+    assert raised.value.path == str(path)
+
+
+def test_a_journal_from_a_newer_fsaga_is_refused(path: Path) -> None:
+    with SqliteJournal(path):
+        pass
+    with raw(path) as connection:
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+
+    with pytest.raises(JournalVersionError, match="newer fsaga") as raised:
+        SqliteJournal(path)
+
+    assert (raised.value.found, raised.value.supported) == (SCHEMA_VERSION + 1, SCHEMA_VERSION)
+    assert str(path) in str(raised.value)
+
+
+def test_another_programs_database_is_refused_and_left_alone(path: Path) -> None:
+    with raw(path) as connection:
+        connection.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY)")
+
+    with pytest.raises(JournalError, match="not an fsaga journal"):
+        SqliteJournal(path)
+
+    with raw(path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        tables = connection.execute("SELECT name FROM sqlite_master").fetchall()
+        assert tables == [("accounts",)]
+
+
+def test_a_file_that_cannot_be_opened_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-folder" / "journal.db"
+
+    with pytest.raises(JournalError, match="unable to open") as raised:
+        SqliteJournal(missing)
+
+    assert str(missing) in str(raised.value)
+
+
+# -- several connections -------------------------------------------------------------------------
+
+
+def test_two_journals_on_one_file_see_each_others_writes(path: Path) -> None:
+    with SqliteJournal(path) as first, SqliteJournal(path) as second:
+        first.create("order-1", "order", 1, b"{}")
+        second.append("order-1", [Entry(1, "intent", "charge", 1)])
+
+        assert first.entries("order-1") == [Entry(1, "intent", "charge", 1)]
+        # Both read the timeline at seq 1; only the first to write seq 2 gets it.
+        first.append("order-1", [Entry(2, "completed", "charge", 1, b"1")])
+        with pytest.raises(EntrySequenceError):
+            second.append("order-1", [Entry(2, "failed", "charge", 1, b'"x"')])
+        assert second.entries("order-1")[-1].kind == "completed"
+
+
+def race(contenders: int, attempt: Callable[[int], bool]) -> list[bool]:
+    """Run `attempt(index)` in `contenders` threads released together; what each returned."""
+    barrier = threading.Barrier(contenders)
+    results = [False] * contenders
+
+    def run(index: int) -> None:
+        barrier.wait()
+        results[index] = attempt(index)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(contenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def finisher(journals: list[SqliteJournal], saga_id: str) -> Callable[[int], bool]:
+    """Contender `index` finishes the saga through its own journal, with its index as outcome."""
+    return lambda index: journals[index].finish(saga_id, "succeeded", b"%d" % index)
+
+
+def test_racing_journals_on_one_file_finish_a_saga_once(path: Path) -> None:
+    with contextlib.ExitStack() as stack:
+        journals = [stack.enter_context(SqliteJournal(path)) for _ in range(4)]
+        for round_ in range(5):
+            saga_id = f"order-{round_}"
+            journals[0].create(saga_id, "order", 1, b"{}")
+
+            won = race(4, finisher(journals, saga_id))
+
+            assert won.count(True) == 1
+            record = journals[0].get(saga_id)
+            assert record is not None
+            assert record.outcome == b"%d" % won.index(True)
+
+
+def test_racing_journals_on_one_file_create_a_saga_once(path: Path) -> None:
+    with contextlib.ExitStack() as stack:
+        journals = [stack.enter_context(SqliteJournal(path)) for _ in range(4)]
+
+        created = race(4, lambda index: journals[index].create("order-1", "order", index, b"{}")[1])
+
+        assert created.count(True) == 1
+        record = journals[0].get("order-1")
+        assert record is not None
+        assert record.version == created.index(True)
+
+
+def test_a_write_waits_for_the_lock_then_fails_cleanly(path: Path) -> None:
+    with SqliteJournal(path, busy_timeout=0.05) as journal, raw(path) as other:
+        journal.create("order-1", "order", 1, b"{}")
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the lock past the busy timeout
+
+        with pytest.raises(JournalError, match="locked"):
+            journal.append("order-1", [Entry(1, "intent", "charge", 1)])
+
+        other.execute("ROLLBACK")
+        assert journal.entries("order-1") == []
+        journal.append("order-1", [Entry(1, "intent", "charge", 1)])
+        assert len(journal.entries("order-1")) == 1
+
+
+# -- several processes ---------------------------------------------------------------------------
+
+SUBPROCESS_WRITER = """
+import sys
+from fsaga.journal import Entry, SqliteJournal
+
+with SqliteJournal(sys.argv[1]) as journal:
+    journal.append("order-1", [Entry(2, "completed", "charge", 1, b'"C-1"')])
+    print(journal.finish("order-1", "succeeded", b'"done"'))
+    journal.create("order-2", "order", 1, b"{}", entries=[Entry(1, "intent", "charge", 1)])
+"""
+
+SUBPROCESS_FINISHER = """
+import sys
+from fsaga.journal import SqliteJournal
+
+with SqliteJournal(sys.argv[1]) as journal:
+    print(journal.finish("order-1", "succeeded", sys.argv[2].encode()))
+"""
+
+
+def python(script: str, *arguments: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *arguments],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_another_process_writes_while_this_one_holds_the_file(path: Path) -> None:
+    with SqliteJournal(path) as journal:
+        journal.create("order-1", "order", 1, b"{}", entries=[Entry(1, "intent", "charge", 1)])
+
+        stdout, stderr = python(SUBPROCESS_WRITER, str(path)).communicate(timeout=60)
+
+        assert (stdout, stderr) == ("True\n", "")
+        assert [entry.kind for entry in journal.entries("order-1")] == ["intent", "completed"]
+        assert [record.saga_id for record in journal.sagas("running")] == ["order-2"]
+        assert journal.finish("order-1", "failed", b'"late"') is False
+        assert journal.integrity_check() == ["ok"]
+
+
+def test_processes_racing_to_finish_a_saga_let_one_win(path: Path) -> None:
+    with SqliteJournal(path) as journal:
+        journal.create("order-1", "order", 1, b"{}")
+        processes = [python(SUBPROCESS_FINISHER, str(path), f"P{index}") for index in range(3)]
+        answers = [process.communicate(timeout=60) for process in processes]
+
+        assert sorted(stdout for stdout, _ in answers) == ["False\n", "False\n", "True\n"]
+        assert all(stderr == "" for _, stderr in answers)
+        record = journal.get("order-1")
+        assert record is not None
+        winner = [stdout for stdout, _ in answers].index("True\n")
+        assert record.outcome == f"P{winner}".encode()
