@@ -18,6 +18,7 @@ from fsaga.errors import BranchCancelledError as BranchCancelledError
 from fsaga.errors import DuplicateStepNameError as DuplicateStepNameError
 from fsaga.errors import ReturnedFailure as ReturnedFailure
 from fsaga.errors import StepTimeoutError as StepTimeoutError
+from fsaga.errors import UnknownOutcomeError as UnknownOutcomeError
 from fsaga.events import CompensationCompleted as CompensationCompleted
 from fsaga.events import CompensationFailed as CompensationFailed
 from fsaga.events import CompensationRetrying as CompensationRetrying
@@ -85,6 +86,7 @@ __all__ = [
     "StepTimeoutError",
     "Success",
     "SyncInterpreter",
+    "UnknownOutcomeError",
     "current_context",
     "in_worker_thread",
     "par",

@@ -10,6 +10,7 @@ __all__ = [
     "DuplicateStepNameError",
     "ReturnedFailure",
     "StepTimeoutError",
+    "UnknownOutcomeError",
 ]
 
 DeadlineKind: TypeAlias = Literal["step", "compensation", "sub-tree", "run"]
@@ -154,3 +155,22 @@ class BranchCancelledError(Exception):
         )
         self.path = path
         self.attempt = attempt
+
+
+class UnknownOutcomeError(Exception):
+    """Raised by an action that cannot tell whether it took effect.
+
+    A request sent whose answer never came (a read timeout after the write, a dropped
+    connection) has an unknown outcome: failing the step would skip its compensation although
+    the effect may have happened. Raise this instead (``raise UnknownOutcomeError(...) from
+    error``), and the step is settled like any unknown outcome (DESIGN rule 3): retried with the
+    same idempotency key when the step is idempotent, else handed to its unknown-outcome
+    compensation, else reported unresolved.
+
+    >>> from fsaga import SyncInterpreter, step
+    >>> def charge() -> str:
+    ...     raise UnknownOutcomeError("the gateway did not answer")
+    >>> outcome = step(charge, lambda receipt: None, name="charge").run(SyncInterpreter())
+    >>> outcome.unresolved
+    ('charge',)
+    """

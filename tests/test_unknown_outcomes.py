@@ -12,9 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 from fsaga import (
+    AsyncInterpreter,
     CompensationFailure,
     Event,
     Failure,
@@ -27,6 +30,7 @@ from fsaga import (
     StepTimeoutError,
     Success,
     SyncInterpreter,
+    UnknownOutcomeError,
     current_context,
     step,
 )
@@ -424,3 +428,76 @@ def test_the_sync_interpreter_cannot_cut_an_attempt_short() -> None:
         return "done"
 
     assert step(slow, timeout=0.001).run(SyncInterpreter()) == Success("done")
+
+
+# -- an effect that declares its own outcome unknown -------------------------------------------
+
+
+def test_an_action_raising_unknown_outcome_is_left_unresolved_not_failed() -> None:
+    log: list[str] = []
+    events: list[Event] = []
+
+    def charge() -> str:
+        log.append("charge sent")
+        raise UnknownOutcomeError("the gateway did not answer")
+
+    saga = reserve_step(log).then(step(charge, lambda _: log.append("refund"), name="charge"))
+    outcome = saga.run(SyncInterpreter(listeners=[events.append]))
+
+    assert isinstance(outcome, PartialFailure)
+    assert isinstance(outcome.error, UnknownOutcomeError)
+    assert (outcome.compensated, outcome.unresolved) == (("reserve",), ("charge",))
+    [failed] = [event for event in events if isinstance(event, StepFailed)]
+    assert (failed.path, failed.unknown) == ("charge", True)
+    assert "refund" not in log
+
+
+def test_an_idempotent_action_raising_unknown_outcome_is_retried_with_the_same_key() -> None:
+    keys: list[str] = []
+
+    def charge() -> str:
+        keys.append(current_context().idempotency_key)
+        if len(keys) == 1:
+            raise UnknownOutcomeError("connection dropped after the request was sent")
+        return "C-1"
+
+    saga = step(charge, lambda _: None, name="charge", idempotent=True)
+    outcome = saga.run(SyncInterpreter(), saga_id="s-9")
+
+    assert outcome == Success("C-1")
+    assert keys == ["s-9/charge", "s-9/charge"]
+
+
+def test_an_unknown_outcome_goes_to_on_unknown_with_the_steps_context() -> None:
+    voided: list[StepContext] = []
+
+    def charge() -> str:
+        raise UnknownOutcomeError("no answer")
+
+    saga = step(charge, name="charge", on_unknown=voided.append)
+    outcome = saga.run(SyncInterpreter(), saga_id="s-10")
+
+    assert isinstance(outcome, Failure)
+    assert outcome.compensated == ("charge",)
+    assert [context.idempotency_key for context in voided] == ["s-10/charge"]
+
+
+@pytest.mark.anyio
+async def test_an_async_action_raising_unknown_outcome_is_settled_like_a_timeout() -> None:
+    voided: list[str] = []
+
+    async def charge() -> str:
+        await anyio.lowlevel.checkpoint()
+        raise UnknownOutcomeError("no answer")
+
+    def void(context: StepContext) -> None:
+        voided.append(context.path)
+
+    saga = step(lambda: "R-1", lambda _: None, name="reserve").then(
+        step(charge, lambda _: None, name="charge", on_unknown=void)
+    )
+    outcome = await saga.run(AsyncInterpreter())
+
+    assert isinstance(outcome, Failure)
+    assert outcome.compensated == ("charge", "reserve")
+    assert voided == ["charge"]

@@ -23,7 +23,12 @@ from functools import partial
 from typing import Any, Final, final
 
 from fsaga.context import StepContext
-from fsaga.errors import BranchCancelledError, DuplicateStepNameError, StepTimeoutError
+from fsaga.errors import (
+    BranchCancelledError,
+    DuplicateStepNameError,
+    StepTimeoutError,
+    UnknownOutcomeError,
+)
 from fsaga.events import (
     CompensationCompleted,
     CompensationFailed,
@@ -633,6 +638,9 @@ class Engine:
     def _action_failed(self, call: Call, error: BaseException) -> Call | None:
         if call.argument is _RESOLVING:
             return self._resolution_failed(call, error)
+        if isinstance(error, UnknownOutcomeError):
+            # The effect itself says it cannot tell whether it took effect.
+            return self._unknown_outcome(call, error, retriable=True)
         if self._phase != _FORWARD:
             # It failed after the run had started to fail: no retry, nothing to undo.
             self._emit_step_failed(call, error, unknown=False)
