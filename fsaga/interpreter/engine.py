@@ -2,9 +2,11 @@
 
 The engine is a state machine that performs nothing itself. A driver (the sync interpreter, the
 async one, a user's own) repeatedly asks it for the next `Call` with `poll()`, performs that call
-however it likes, and reports back with `succeed`, `fail` or `interrupt`. The engine decides
-everything else: which step runs next, what a bind continuation sees, when to retry and how long
-to wait, when to stop and compensate, in which order, and what the outcome is.
+however it likes, and reports back with `succeed`, `fail`, `expire` (the call's deadline
+passed), `cancel` (a sibling branch failed) or `interrupt`. The engine decides everything else:
+which step runs next, what a bind continuation sees, when to retry and how long to wait, which
+deadline binds each attempt, what an unknown outcome becomes, when to stop and compensate, in
+which order, and what the outcome is.
 
 Walking the tree uses explicit stacks (one per fiber of control), never Python recursion, so a
 saga of any depth runs in constant Python stack.
