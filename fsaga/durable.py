@@ -1,0 +1,494 @@
+"""Durable sagas: runs recorded in a `Journal`, started once, recovered by replay after a crash.
+
+Register how a saga is built from its input under a name, then start runs through
+`DurableSagas`. Every effect is journaled before it runs (its intent) and after (its result or
+error); a run that a crash cut short is rebuilt from its definition and input by `recover`,
+which feeds the recorded results back (a completed step never runs again), settles the step
+that was in flight as an unknown outcome (DESIGN rule 3), and finishes forward or compensates.
+
+This runner drives `SyncInterpreter`: runs are sequential, so a replay matches the journal
+entry by entry.
+
+>>> from fsaga import step
+>>> from fsaga.journal import MemoryJournal
+>>> definitions = SagaDefinitions()
+>>> @definitions.saga("greet")
+... def greet(name: str) -> Saga[str]:
+...     return step(lambda: f"hello {name}", name="say")
+>>> runs = DurableSagas(MemoryJournal(), definitions)
+>>> runs.start("greet", "ada", saga_id="greet-1")
+Success(value='hello ada')
+>>> runs.start("greet", "ada", saga_id="greet-1")  # the same id: the recorded outcome
+Success(value='hello ada')
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar, final
+
+from fsaga.errors import UnknownOutcomeError
+from fsaga.events import Listener, SagaFinished
+from fsaga.interpreter.protocol import Effect
+from fsaga.interpreter.results import unwrap_result
+from fsaga.interpreter.sync import SyncInterpreter
+from fsaga.journal.codec import Codec, CodecError, JsonCodec
+from fsaga.journal.protocol import EntrySequenceError, Journal
+from fsaga.journal.records import Entry, EntryKind, FinishedStatus, SagaRecord
+from fsaga.outcome import CompensationFailure, Failure, Outcome, PartialFailure, Success
+from fsaga.saga import Saga
+
+__all__ = [
+    "DefinitionConflictError",
+    "DurableSagas",
+    "NonDeterminismError",
+    "RecordedError",
+    "SagaBusyError",
+    "SagaDefinitions",
+    "SagaParkedError",
+    "UnknownDefinitionError",
+]
+
+_I = TypeVar("_I")
+_T = TypeVar("_T")
+
+_RESULT_KINDS: Final[dict[EntryKind, EntryKind]] = {
+    "intent": "completed",
+    "compensation_intent": "compensated",
+}
+
+
+class UnknownDefinitionError(LookupError):
+    """No saga definition is registered under this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no saga definition is registered as {name!r}")
+        self.name = name
+
+
+class DefinitionConflictError(ValueError):
+    """A saga id already belongs to a run of another definition, version or input."""
+
+
+class NonDeterminismError(RuntimeError):
+    """A replay asked for other effects than the journal recorded: the definition changed.
+
+    Nothing was performed and nothing was written once the divergence showed.
+    """
+
+
+class SagaBusyError(RuntimeError):
+    """The saga is running (or being recovered) elsewhere: it is not run a second time."""
+
+
+class SagaParkedError(RuntimeError):
+    """The saga failed to recover too many times and was parked in the dead-letter state."""
+
+
+class RecordedError(Exception):
+    """An error as an earlier run recorded it: its type's name and its message.
+
+    Outcomes read back from the journal carry these instead of the original exceptions, which
+    do not survive a process.
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+        self.type_name = type_name
+        self.message = message
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordedError):
+            return NotImplemented
+        return (self.type_name, self.message) == (other.type_name, other.message)
+
+    def __hash__(self) -> int:
+        return hash((self.type_name, self.message))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (RecordedError, (self.type_name, self.message))
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class _Definition:
+    name: str
+    version: int
+    build: Callable[[Any], Saga[object]]
+
+
+@final
+class SagaDefinitions:
+    """Saga definitions by name: how `DurableSagas` rebuilds a run from its recorded input."""
+
+    __slots__ = ("_by_name",)
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, _Definition] = {}
+
+    def saga(
+        self, name: str, *, version: int = 1
+    ) -> Callable[[Callable[[_I], Saga[_T]]], Callable[[_I], Saga[_T]]]:
+        """Register the decorated function (input -> saga) under `name` and `version`.
+
+        Bump `version` when the steps change: a run started under another version is not
+        replayed against the new steps (its `start` raises `DefinitionConflictError`).
+        """
+        given_name: object = name
+        given_version: object = version
+        if not isinstance(given_name, str) or not given_name:
+            raise ValueError(f"a saga definition needs a non-empty name, got {name!r}")
+        if isinstance(given_version, bool) or not isinstance(given_version, int) or version < 1:
+            raise ValueError(f"saga definition {name!r}: version must be an int >= 1")
+
+        def register(build: Callable[[_I], Saga[_T]]) -> Callable[[_I], Saga[_T]]:
+            if not callable(build):
+                raise TypeError(f"saga definition {name!r} must be a callable, got {build!r}")
+            if name in self._by_name:
+                raise ValueError(f"a saga definition is already registered as {name!r}")
+            self._by_name[name] = _Definition(name, version, build)
+            return build
+
+        return register
+
+    def lookup(self, name: str) -> tuple[int, Callable[[Any], Saga[object]]]:
+        """The version and builder registered under `name`."""
+        definition = self._by_name.get(name)
+        if definition is None:
+            raise UnknownDefinitionError(name)
+        return definition.version, definition.build
+
+
+@final
+class DurableSagas:
+    """Starts and recovers durable runs of registered sagas over a journal.
+
+    Args:
+        journal: where runs are recorded (`fsaga.journal.SqliteJournal` for real use).
+        definitions: how runs are rebuilt.
+        codec: turns inputs, results and outcomes into bytes (JSON by default); a step result
+            it cannot encode is reported as an unknown outcome naming the step, never lost.
+        listeners: called with every event of every run.
+        max_recovery_attempts: recoveries a saga gets before it is parked as dead.
+        stale_after: seconds without a journal write after which an unfinished saga counts as
+            abandoned by its process, so `recover` (or a repeated `start`) may take it over.
+            The default, 0, counts every unfinished saga as abandoned: right for one process
+            that recovers at start-up, before it starts new runs.
+    """
+
+    __slots__ = ("_codec", "_definitions", "_journal", "_listeners", "_max_attempts", "_stale")
+
+    def __init__(
+        self,
+        journal: Journal,
+        definitions: SagaDefinitions,
+        *,
+        codec: Codec | None = None,
+        listeners: Iterable[Listener] = (),
+        max_recovery_attempts: int = 5,
+        stale_after: float = 0.0,
+    ) -> None:
+        if isinstance(max_recovery_attempts, bool) or max_recovery_attempts < 1:
+            raise ValueError("max_recovery_attempts must be at least 1")
+        if stale_after < 0:
+            raise ValueError("stale_after must not be negative")
+        self._journal = journal
+        self._definitions = definitions
+        self._codec: Codec = codec if codec is not None else JsonCodec()
+        self._listeners = tuple(listeners)
+        self._max_attempts = max_recovery_attempts
+        self._stale = stale_after
+
+    def start(self, name: str, input: object, *, saga_id: str) -> Outcome[object]:
+        """Run the saga registered as `name` on `input`, durably, as `saga_id`.
+
+        An id that already exists is never run twice: a finished saga returns its recorded
+        outcome; an unfinished one is resumed as `recover` would, if its process is gone.
+
+        Raises:
+            UnknownDefinitionError: nothing is registered as `name`.
+            DefinitionConflictError: `saga_id` belongs to another definition, version or input.
+            SagaBusyError: `saga_id` is running in another process.
+            SagaParkedError: `saga_id` failed to recover too often.
+            NonDeterminismError: resuming it replayed other steps than the journal holds.
+            fsaga.journal.CodecError: the codec cannot encode `input`.
+        """
+        version, _ = self._definitions.lookup(name)
+        encoded = self._codec.encode(input)
+        record, created = self._journal.create(saga_id, name, version, encoded)
+        if created:
+            return self._run(record, [])
+        if (record.name, record.version, record.input) != (name, version, encoded):
+            raise DefinitionConflictError(
+                f"saga {saga_id!r} already runs {record.name!r} version {record.version} with "
+                f"another input than {name!r} version {version} with {input!r}"
+            )
+        return self._resume(record)
+
+    def recover(self) -> dict[str, Outcome[object] | BaseException]:
+        """Finish every unfinished saga whose process is gone; return each one's outcome (or
+        the error that kept it from recovering; after too many, the saga is parked)."""
+        outcomes: dict[str, Outcome[object] | BaseException] = {}
+        for record in self._journal.sagas("running"):
+            try:
+                outcomes[record.saga_id] = self._resume(record)
+            except SagaBusyError:
+                continue
+            except Exception as error:
+                outcomes[record.saga_id] = error
+        return outcomes
+
+    def _resume(self, record: SagaRecord) -> Outcome[object]:
+        saga_id = record.saga_id
+        if record.status == "dead":
+            raise SagaParkedError(f"saga {saga_id!r} is parked after failed recoveries")
+        if record.finished:
+            assert record.outcome is not None
+            return self._decode_outcome(record.outcome)
+        stale_before = self._journal_time() - self._stale if self._stale else None
+        if not self._journal.claim_for_recovery(
+            saga_id, max_attempts=self._max_attempts, stale_before=stale_before
+        ):
+            current = self._journal.get(saga_id)
+            if current is not None and current.status == "dead":
+                raise SagaParkedError(f"saga {saga_id!r} is parked after failed recoveries")
+            if current is not None and current.finished and current.outcome is not None:
+                return self._decode_outcome(current.outcome)
+            raise SagaBusyError(f"saga {saga_id!r} is running elsewhere")
+        return self._run(record, self._journal.entries(saga_id))
+
+    def _journal_time(self) -> float:
+        return time.time()
+
+    def _run(self, record: SagaRecord, recorded: list[Entry]) -> Outcome[object]:
+        _, build = self._definitions.lookup(record.name)
+        saga = build(self._codec.decode(record.input))
+        recorder = _Recorder(self._journal, record.saga_id, self._codec, recorded)
+        finished: list[Outcome[object]] = []
+
+        def keep_outcome(event: object) -> None:
+            if isinstance(event, SagaFinished):
+                finished.append(event.outcome)
+
+        interpreter = SyncInterpreter(listeners=(keep_outcome, *self._listeners), perform=recorder)
+        try:
+            outcome = interpreter.run_saga(saga, saga_id=record.saga_id)
+        except Exception:
+            raise
+        except BaseException:
+            # Interrupted: the undo ran; record its outcome, then let the interrupt go on.
+            if finished and recorder.trouble is None:
+                self._finish(record.saga_id, finished[-1], recorder.pending)
+            raise
+        recorder.raise_trouble()
+        recorded_outcome = self._finish(record.saga_id, outcome, recorder.pending)
+        return outcome if recorded_outcome is None else recorded_outcome
+
+    def _finish(
+        self, saga_id: str, outcome: Outcome[object], pending: list[Entry]
+    ) -> Outcome[object] | None:
+        """Record `outcome` once; if another process recorded one first, return that."""
+        status: FinishedStatus
+        match outcome:
+            case Success():
+                status = "succeeded"
+            case Failure():
+                status = "failed"
+            case PartialFailure():
+                status = "partially_failed"
+        if self._journal.finish(saga_id, status, self._encode_outcome(outcome), entries=pending):
+            return None
+        current = self._journal.get(saga_id)
+        assert current is not None
+        assert current.outcome is not None
+        return self._decode_outcome(current.outcome)
+
+    def _encode_outcome(self, outcome: Outcome[object]) -> bytes:
+        codec = self._codec
+        match outcome:
+            case Success(value=value):
+                try:
+                    return codec.encode({"kind": "success", "value": value})
+                except CodecError as error:
+                    return codec.encode({"kind": "success", "unrecordable": str(error)})
+            case Failure(error=error, compensated=compensated):
+                return codec.encode(
+                    {"kind": "failure", "error": _describe(error), "compensated": compensated}
+                )
+            case PartialFailure():
+                return codec.encode(
+                    {
+                        "kind": "partial_failure",
+                        "error": _describe(outcome.error),
+                        "compensated": outcome.compensated,
+                        "failed": [
+                            [failure.path, _describe(failure.error), failure.attempts]
+                            for failure in outcome.failed_compensations
+                        ],
+                        "skipped": outcome.skipped,
+                        "unresolved": outcome.unresolved,
+                    }
+                )
+
+    def _decode_outcome(self, data: bytes) -> Outcome[object]:
+        document = self._codec.decode(data)
+        assert isinstance(document, dict)
+        kind = document["kind"]
+        if kind == "success":
+            if "unrecordable" in document:
+                return Success(RecordedError("CodecError", str(document["unrecordable"])))
+            return Success(document["value"])
+        error = _revive(document["error"])
+        if kind == "failure":
+            return Failure(error, tuple(document["compensated"]))
+        return PartialFailure(
+            error,
+            tuple(document["compensated"]),
+            tuple(
+                CompensationFailure(path, _revive(described), attempts)
+                for path, described, attempts in document["failed"]
+            ),
+            tuple(document["skipped"]),
+            tuple(document["unresolved"]),
+        )
+
+
+def _describe(error: BaseException) -> list[str]:
+    return [type(error).__qualname__, str(error)]
+
+
+def _revive(described: object) -> RecordedError:
+    assert isinstance(described, list)
+    type_name, message = described
+    return RecordedError(str(type_name), str(message))
+
+
+class _Halt(Exception):
+    """Raised in place of every effect once a run must stop touching the world."""
+
+
+@final
+class _Recorder:
+    """The `Perform` function of a durable run: replays what the journal holds, then records
+    each effect (intent before, result after) as it runs it."""
+
+    __slots__ = ("_codec", "_journal", "_position", "_recorded", "_saga_id", "pending", "trouble")
+
+    def __init__(self, journal: Journal, saga_id: str, codec: Codec, recorded: list[Entry]) -> None:
+        self._journal = journal
+        self._saga_id = saga_id
+        self._codec = codec
+        self._recorded = recorded
+        self._position = 0
+        # Entries written with the next commit: a result waits for the next intent (or the
+        # outcome), so a step costs one commit where no effect lies between two transitions.
+        self.pending: list[Entry] = []
+        self.trouble: BaseException | None = None
+
+    def raise_trouble(self) -> None:
+        if self.trouble is not None:
+            raise self.trouble
+
+    def _next_seq(self) -> int:
+        return len(self._recorded) + len(self.pending) + 1
+
+    def __call__(self, effect: Effect) -> object:
+        if self.trouble is not None:
+            raise _Halt("the run stopped touching the world")
+        intent: EntryKind = "intent" if effect.kind == "action" else "compensation_intent"
+        if self._position < len(self._recorded):
+            return self._replay(effect, intent)
+        return self._perform(effect, intent, write_intent=True)
+
+    def _replay(self, effect: Effect, intent: EntryKind) -> object:
+        entry = self._recorded[self._position]
+        if (entry.kind, entry.path, entry.attempt) != (intent, effect.path, effect.attempt):
+            self.trouble = NonDeterminismError(
+                f"saga {self._saga_id!r}: the replay asked for the {effect.kind} of step "
+                f"{effect.path!r} (attempt {effect.attempt}); the journal recorded "
+                f"{entry.kind} of {entry.path!r} (attempt {entry.attempt}) at #{entry.seq}"
+            )
+            raise _Halt(str(self.trouble))
+        self._position += 1
+        following = self._recorded[self._position] if self._position < len(self._recorded) else None
+        if following is None:
+            # The journal ends at this intent: the effect was in flight when its process
+            # stopped.
+            if effect.kind == "action":
+                raise UnknownOutcomeError(
+                    f"step {effect.path!r} was running when its process stopped"
+                )
+            return self._perform(effect, intent, write_intent=False)  # compensations repeat
+        if following.path != effect.path or following.attempt != effect.attempt:
+            # Nothing was recorded for it before the run moved on: it was left unknown.
+            if effect.kind == "action":
+                raise UnknownOutcomeError(f"step {effect.path!r} was left with no outcome")
+            raise RecordedError("Interrupted", f"the compensation of {effect.path!r} was cut off")
+        self._position += 1
+        if following.kind == _RESULT_KINDS[intent]:
+            if following.payload is None:
+                return None
+            return self._codec.decode(following.payload)
+        if following.kind == "unknown":
+            raise UnknownOutcomeError(str(_replayed_error(self._codec, following)))
+        raise _replayed_error(self._codec, following)
+
+    def _perform(self, effect: Effect, intent: EntryKind, *, write_intent: bool) -> object:
+        if write_intent:
+            entries = [*self.pending, Entry(self._next_seq(), intent, effect.path, effect.attempt)]
+            try:
+                self._journal.append(self._saga_id, entries)
+            except EntrySequenceError as error:
+                self.trouble = SagaBusyError(
+                    f"saga {self._saga_id!r} was taken over by another process: {error}"
+                )
+                raise _Halt(str(self.trouble)) from error
+            self._recorded.extend(entries)
+            self._position = len(self._recorded)
+            self.pending = []
+        success: EntryKind = _RESULT_KINDS[intent]
+        failure: EntryKind = "failed" if intent == "intent" else "compensation_failed"
+        try:
+            result = effect.run()
+        except UnknownOutcomeError as error:
+            self._record("unknown", effect, _error_bytes(self._codec, error))
+            raise
+        except Exception as error:
+            self._record(failure, effect, _error_bytes(self._codec, error))
+            raise
+        if effect.kind != "action":
+            self._record(success, effect, None)
+            return result
+        value, returned_failure = unwrap_result(effect.path, result)
+        if returned_failure is not None:
+            self._record(failure, effect, _error_bytes(self._codec, returned_failure))
+            return result
+        try:
+            payload = None if value is None else self._codec.encode(value)
+        except CodecError as error:
+            unrecordable = UnknownOutcomeError(
+                f"step {effect.path!r} completed, but its result cannot be recorded: {error}"
+            )
+            self._record("unknown", effect, _error_bytes(self._codec, unrecordable))
+            raise unrecordable from error
+        self._record(success, effect, payload)
+        return value
+
+    def _record(self, kind: EntryKind, effect: Effect, payload: bytes | None) -> None:
+        self.pending.append(Entry(self._next_seq(), kind, effect.path, effect.attempt, payload))
+
+
+def _error_bytes(codec: Codec, error: BaseException) -> bytes:
+    return codec.encode(_describe(error))
+
+
+def _replayed_error(codec: Codec, entry: Entry) -> RecordedError:
+    """The error `entry` recorded, as a `RecordedError`."""
+    if entry.payload is None:
+        return RecordedError("Exception", "")
+    described = codec.decode(entry.payload)
+    if isinstance(described, list) and len(described) == 2:
+        return RecordedError(str(described[0]), str(described[1]))
+    return RecordedError("Exception", str(described))

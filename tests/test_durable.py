@@ -1,0 +1,285 @@
+"""Durable runs: start once, record every transition, recover by replay from any crash point.
+
+A crash is simulated by state surgery: a run's full journal is recorded, then every prefix of
+it (what a crash after that entry leaves behind) is copied into a fresh journal as an
+unfinished saga and recovered there.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from fsaga import Failure, PartialFailure, Saga, StepContext, Success, current_context, step
+from fsaga.durable import (
+    DefinitionConflictError,
+    DurableSagas,
+    NonDeterminismError,
+    RecordedError,
+    SagaDefinitions,
+    UnknownDefinitionError,
+)
+from fsaga.journal import Entry, JsonCodec, MemoryJournal, SqliteJournal
+
+
+class Declined(Exception):
+    pass
+
+
+class Shop:
+    """Effects that count how often each one ran, and an idempotent payment."""
+
+    def __init__(self, *, decline: bool = False) -> None:
+        self.decline = decline
+        self.ran: Counter[str] = Counter()
+        self.undone: list[str] = []
+
+    def act(self, name: str) -> str:
+        self.ran[name] += 1
+        return f"{name}-done"
+
+    def undo(self, name: str, result: str) -> None:
+        assert result == f"{name}-done"
+        self.undone.append(name)
+
+    def charge(self) -> str:
+        self.ran["charge"] += 1
+        if self.decline:
+            raise Declined("card declined")
+        return "charged"
+
+
+def order(shop: Shop, sku: str) -> Saga[str]:
+    def undoable(name: str) -> Saga[str]:
+        return step(lambda: shop.act(name), lambda result: shop.undo(name, result), name=name)
+
+    return (
+        undoable("reserve")
+        .then(undoable("create"))
+        .then(step(shop.charge, lambda _: shop.undo("charge", "charge-done"), name="charge"))
+        .then(step(lambda: shop.act("notify"), name="notify"))
+        .map(lambda _: sku)
+    )
+
+
+def make(shop: Shop, *, version: int = 1) -> tuple[SagaDefinitions, DurableSagas]:
+    definitions = SagaDefinitions()
+    definitions.saga("order", version=version)(partial(order, shop))
+    return definitions, DurableSagas(MemoryJournal(), definitions)
+
+
+def test_a_durable_run_records_every_transition_and_its_outcome() -> None:
+    shop = Shop()
+    _, runs = make(shop)
+
+    assert runs.start("order", "sku-1", saga_id="o-1") == Success("sku-1")
+    journal = runs._journal
+    entries = journal.entries("o-1")
+    assert [(entry.kind, entry.path) for entry in entries] == [
+        (kind, path)
+        for path in ("reserve", "create", "charge", "notify")
+        for kind in ("intent", "completed")
+    ]
+    record = journal.get("o-1")
+    assert record is not None
+    assert record.status == "succeeded"
+
+
+def test_starting_an_id_again_returns_its_outcome_and_runs_nothing() -> None:
+    shop = Shop(decline=True)
+    _, runs = make(shop)
+
+    first = runs.start("order", "sku-1", saga_id="o-1")
+    again = runs.start("order", "sku-1", saga_id="o-1")
+
+    assert isinstance(first, Failure)
+    assert first.compensated == ("create", "reserve")
+    assert again == Failure(RecordedError("Declined", "card declined"), ("create", "reserve"))
+    assert shop.ran == Counter({"reserve": 1, "create": 1, "charge": 1})
+
+
+def test_the_same_id_with_other_input_or_definition_is_a_conflict() -> None:
+    _, runs = make(Shop())
+    runs.start("order", "sku-1", saga_id="o-1")
+
+    with pytest.raises(DefinitionConflictError, match="'o-1'"):
+        runs.start("order", "sku-2", saga_id="o-1")
+
+
+def test_an_unknown_definition_is_refused_before_anything_is_written() -> None:
+    _, runs = make(Shop())
+
+    with pytest.raises(UnknownDefinitionError, match="'refund'"):
+        runs.start("refund", "x", saga_id="r-1")
+    assert runs._journal.get("r-1") is None
+
+
+def crash_points(decline: bool) -> list[list[Entry]]:
+    """Every prefix of a full run's journal: what a crash after each entry leaves."""
+    _, runs = make(Shop(decline=decline))
+    runs.start("order", "sku-1", saga_id="o-1")
+    entries = runs._journal.entries("o-1")
+    return [entries[:cut] for cut in range(len(entries) + 1)]
+
+
+@pytest.mark.parametrize("decline", [False, True], ids=["succeeds", "declined"])
+def test_recovery_from_every_crash_point_keeps_the_rules(decline: bool) -> None:
+    codec = JsonCodec()
+    for prefix in crash_points(decline):
+        shop = Shop(decline=decline)
+        definitions, _ = make(shop)
+        journal = MemoryJournal()
+        journal.create("o-1", "order", 1, codec.encode("sku-1"), entries=prefix)
+        recorded = {entry.path for entry in prefix if entry.kind == "completed"}
+        in_flight = prefix[-1].path if prefix and prefix[-1].kind in ("intent",) else None
+
+        outcomes = DurableSagas(journal, definitions).recover()
+
+        outcome = outcomes["o-1"]
+        assert not isinstance(outcome, BaseException), outcome
+        # No completed step ran again; the one in flight ran at most once more.
+        for path in recorded:
+            assert shop.ran[path] == 0, f"{path} ran again after {len(prefix)} entries"
+        if in_flight is not None:
+            assert shop.ran[in_flight] <= 1
+        # Exactly one outcome, and what completed was undone unless the saga succeeded.
+        record = journal.get("o-1")
+        assert record is not None
+        assert record.finished
+        if isinstance(outcome, Success):
+            assert not decline
+            assert shop.undone == []
+        else:
+            assert decline or in_flight is not None
+            assert isinstance(outcome, Failure | PartialFailure)
+            reported = set(outcome.compensated)
+            if isinstance(outcome, PartialFailure):
+                reported |= set(outcome.unresolved)
+            completed_compensable = {
+                entry.path
+                for entry in journal.entries("o-1")
+                if entry.kind == "completed" and entry.path != "notify"
+            }
+            assert completed_compensable <= reported
+
+
+def test_a_step_in_flight_at_the_crash_is_an_unknown_outcome() -> None:
+    codec = JsonCodec()
+    shop = Shop()
+    definitions, _ = make(shop)
+    journal = MemoryJournal()
+    prefix = [
+        Entry(1, "intent", "reserve", 1),
+        Entry(2, "completed", "reserve", 1, codec.encode("reserve-done")),
+        Entry(3, "intent", "create", 1),
+    ]
+    journal.create("o-1", "order", 1, codec.encode("sku-1"), entries=prefix)
+
+    outcome = DurableSagas(journal, definitions).recover()["o-1"]
+
+    assert isinstance(outcome, PartialFailure)
+    assert outcome.unresolved == ("create",)
+    assert outcome.compensated == ("reserve",)
+    assert shop.ran["create"] == 0
+
+
+def test_an_idempotent_step_in_flight_is_run_again_with_the_same_key() -> None:
+    codec = JsonCodec()
+    keys: list[str] = []
+
+    def charge() -> str:
+        keys.append(current_context().idempotency_key)
+        return "charged"
+
+    definitions = SagaDefinitions()
+    definitions.saga("pay")(lambda _: step(charge, lambda _: None, name="charge", idempotent=True))
+    journal = MemoryJournal()
+    journal.create("p-1", "pay", 1, codec.encode(None), entries=[Entry(1, "intent", "charge", 1)])
+
+    outcome = DurableSagas(journal, definitions).recover()["p-1"]
+
+    assert outcome == Success("charged")
+    assert keys == ["p-1/charge"]
+
+
+def test_a_changed_definition_raises_non_determinism_and_writes_nothing() -> None:
+    _, runs = make(Shop())
+    runs.start("order", "sku-1", saga_id="o-1")
+    full = runs._journal.entries("o-1")
+    codec = JsonCodec()
+    journal = MemoryJournal()
+    journal.create("o-1", "order", 1, codec.encode("sku-1"), entries=full[:4])
+    changed = SagaDefinitions()
+    shop = Shop()
+    changed.saga("order")(
+        lambda _: step(lambda: shop.act("reserve"), name="reserve").then(
+            step(lambda: shop.act("audit"), name="audit")
+        )
+    )
+
+    outcome = DurableSagas(journal, changed).recover()["o-1"]
+
+    assert isinstance(outcome, NonDeterminismError)
+    assert "audit" in str(outcome)
+    assert journal.entries("o-1") == full[:4]
+    assert shop.ran == Counter()
+
+
+def test_a_saga_that_keeps_failing_to_recover_is_parked() -> None:
+    _, runs = make(Shop())
+    runs.start("order", "sku-1", saga_id="o-1")
+    codec = JsonCodec()
+    journal = MemoryJournal()
+    journal.create(
+        "o-1", "order", 1, codec.encode("sku-1"), entries=runs._journal.entries("o-1")[:2]
+    )
+    changed = SagaDefinitions()
+    changed.saga("order")(lambda _: step(lambda: "x", name="other"))
+    runner = DurableSagas(journal, changed, max_recovery_attempts=2)
+
+    results = [runner.recover().get("o-1") for _ in range(3)]
+
+    assert isinstance(results[0], NonDeterminismError)
+    assert isinstance(results[1], NonDeterminismError)
+    assert [record.saga_id for record in journal.sagas("dead")] == ["o-1"]
+
+
+def test_a_result_the_codec_cannot_store_is_an_unknown_outcome_never_lost() -> None:
+    voided: list[str] = []
+    definitions = SagaDefinitions()
+
+    def void(context: StepContext) -> None:
+        voided.append(context.path)
+
+    definitions.saga("sets")(
+        lambda _: step(lambda: "R-1", lambda _: None, name="reserve").then(
+            step(lambda: {1, 2}, lambda _: None, name="tag", on_unknown=void)
+        )
+    )
+    runs = DurableSagas(MemoryJournal(), definitions)
+
+    outcome = runs.start("sets", None, saga_id="s-1")
+
+    assert isinstance(outcome, Failure)
+    assert "cannot be recorded" in str(outcome.error)
+    assert outcome.compensated == ("tag", "reserve")
+    assert voided == ["tag"]
+
+
+def test_durable_runs_survive_reopening_a_sqlite_journal(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    shop = Shop()
+    definitions = SagaDefinitions()
+    definitions.saga("order")(partial(order, shop))
+    with SqliteJournal(path) as journal:
+        assert DurableSagas(journal, definitions).start("order", "sku-1", saga_id="o-1") == (
+            Success("sku-1")
+        )
+    with SqliteJournal(path) as journal:
+        assert DurableSagas(journal, definitions).start("order", "sku-1", saga_id="o-1") == (
+            Success("sku-1")
+        )
+    assert shop.ran["reserve"] == 1
