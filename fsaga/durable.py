@@ -6,8 +6,9 @@ error); a run that a crash cut short is rebuilt from its definition and input by
 which feeds the recorded results back (a completed step never runs again), settles the step
 that was in flight as an unknown outcome (DESIGN rule 3), and finishes forward or compensates.
 
-This runner drives `SyncInterpreter`: runs are sequential, so a replay matches the journal
-entry by entry.
+`start` and `recover` drive `SyncInterpreter`; `start_async` and `recover_async` drive
+`AsyncInterpreter`, with `par` branches one after another. Either way a run performs its effects
+in one order, so a replay matches the journal entry by entry.
 
 >>> from fsaga import step
 >>> from fsaga.journal import MemoryJournal
@@ -25,12 +26,14 @@ Success(value='hello ada')
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from inspect import isawaitable
 from typing import Any, Final, TypeVar, final
 
 from fsaga.errors import UnknownOutcomeError
 from fsaga.events import Listener, SagaFinished
+from fsaga.interpreter.asynchronous import AsyncInterpreter
 from fsaga.interpreter.protocol import Effect
 from fsaga.interpreter.results import unwrap_result
 from fsaga.interpreter.sync import SyncInterpreter
@@ -202,7 +205,8 @@ class DurableSagas:
         self._stale = stale_after
 
     def start(self, name: str, input: object, *, saga_id: str) -> Outcome[object]:
-        """Run the saga registered as `name` on `input`, durably, as `saga_id`.
+        """Run the saga registered as `name` on `input`, durably, as `saga_id`, with
+        `SyncInterpreter`.
 
         An id that already exists is never run twice: a finished saga returns its recorded
         outcome; an unfinished one is resumed as `recover` would, if its process is gone.
@@ -215,17 +219,15 @@ class DurableSagas:
             NonDeterminismError: resuming it replayed other steps than the journal holds.
             fsaga.journal.CodecError: the codec cannot encode `input`.
         """
-        version, _ = self._definitions.lookup(name)
-        encoded = self._codec.encode(input)
-        record, created = self._journal.create(saga_id, name, version, encoded)
-        if created:
-            return self._run(record, [])
-        if (record.name, record.version, record.input) != (name, version, encoded):
-            raise DefinitionConflictError(
-                f"saga {saga_id!r} already runs {record.name!r} version {record.version} with "
-                f"another input than {name!r} version {version} with {input!r}"
-            )
-        return self._resume(record)
+        ready = self._prepare_start(name, input, saga_id)
+        return ready if not isinstance(ready, _Ready) else self._run(ready)
+
+    async def start_async(self, name: str, input: object, *, saga_id: str) -> Outcome[object]:
+        """`start`, with `AsyncInterpreter`: effects may be ``async``. Its `par` branches run
+        one after another, so that every run of a saga performs its effects in one order and a
+        replay can check them against the journal entry by entry."""
+        ready = self._prepare_start(name, input, saga_id)
+        return ready if not isinstance(ready, _Ready) else await self._run_async(ready)
 
     def recover(self) -> dict[str, Outcome[object] | BaseException]:
         """Finish every unfinished saga whose process is gone; return each one's outcome (or
@@ -233,21 +235,52 @@ class DurableSagas:
         outcomes: dict[str, Outcome[object] | BaseException] = {}
         for record in self._journal.sagas("running"):
             try:
-                outcomes[record.saga_id] = self._resume(record)
+                ready = self._prepare_resume(record)
+                outcomes[record.saga_id] = (
+                    ready if not isinstance(ready, _Ready) else self._run(ready)
+                )
             except SagaBusyError:
                 continue
             except Exception as error:
                 outcomes[record.saga_id] = error
         return outcomes
 
-    def _resume(self, record: SagaRecord) -> Outcome[object]:
+    async def recover_async(self) -> dict[str, Outcome[object] | BaseException]:
+        """`recover`, with `AsyncInterpreter` (see `start_async`)."""
+        outcomes: dict[str, Outcome[object] | BaseException] = {}
+        for record in self._journal.sagas("running"):
+            try:
+                ready = self._prepare_resume(record)
+                outcomes[record.saga_id] = (
+                    ready if not isinstance(ready, _Ready) else await self._run_async(ready)
+                )
+            except SagaBusyError:
+                continue
+            except Exception as error:
+                outcomes[record.saga_id] = error
+        return outcomes
+
+    def _prepare_start(self, name: str, input: object, saga_id: str) -> Outcome[object] | _Ready:
+        version, _ = self._definitions.lookup(name)
+        encoded = self._codec.encode(input)
+        record, created = self._journal.create(saga_id, name, version, encoded)
+        if created:
+            return self._ready(record, [])
+        if (record.name, record.version, record.input) != (name, version, encoded):
+            raise DefinitionConflictError(
+                f"saga {saga_id!r} already runs {record.name!r} version {record.version} with "
+                f"another input than {name!r} version {version} with {input!r}"
+            )
+        return self._prepare_resume(record)
+
+    def _prepare_resume(self, record: SagaRecord) -> Outcome[object] | _Ready:
         saga_id = record.saga_id
         if record.status == "dead":
             raise SagaParkedError(f"saga {saga_id!r} is parked after failed recoveries")
         if record.finished:
             assert record.outcome is not None
             return self._decode_outcome(record.outcome)
-        stale_before = self._journal_time() - self._stale if self._stale else None
+        stale_before = time.time() - self._stale if self._stale else None
         if not self._journal.claim_for_recovery(
             saga_id, max_attempts=self._max_attempts, stale_before=stale_before
         ):
@@ -257,33 +290,51 @@ class DurableSagas:
             if current is not None and current.finished and current.outcome is not None:
                 return self._decode_outcome(current.outcome)
             raise SagaBusyError(f"saga {saga_id!r} is running elsewhere")
-        return self._run(record, self._journal.entries(saga_id))
+        return self._ready(record, self._journal.entries(saga_id))
 
-    def _journal_time(self) -> float:
-        return time.time()
-
-    def _run(self, record: SagaRecord, recorded: list[Entry]) -> Outcome[object]:
+    def _ready(self, record: SagaRecord, recorded: list[Entry]) -> _Ready:
         _, build = self._definitions.lookup(record.name)
         saga = build(self._codec.decode(record.input))
-        recorder = _Recorder(self._journal, record.saga_id, self._codec, recorded)
-        finished: list[Outcome[object]] = []
+        return _Ready(
+            record.saga_id, saga, _Recorder(self._journal, record.saga_id, self._codec, recorded)
+        )
 
-        def keep_outcome(event: object) -> None:
-            if isinstance(event, SagaFinished):
-                finished.append(event.outcome)
-
-        interpreter = SyncInterpreter(listeners=(keep_outcome, *self._listeners), perform=recorder)
+    def _run(self, ready: _Ready) -> Outcome[object]:
+        interpreter = SyncInterpreter(
+            listeners=(ready.keep_outcome, *self._listeners), perform=ready.recorder
+        )
         try:
-            outcome = interpreter.run_saga(saga, saga_id=record.saga_id)
+            outcome = interpreter.run_saga(ready.saga, saga_id=ready.saga_id)
         except Exception:
             raise
         except BaseException:
-            # Interrupted: the undo ran; record its outcome, then let the interrupt go on.
-            if finished and recorder.trouble is None:
-                self._finish(record.saga_id, finished[-1], recorder.pending)
+            self._interrupted(ready)
             raise
-        recorder.raise_trouble()
-        recorded_outcome = self._finish(record.saga_id, outcome, recorder.pending)
+        return self._conclude(ready, outcome)
+
+    async def _run_async(self, ready: _Ready) -> Outcome[object]:
+        interpreter = AsyncInterpreter(
+            listeners=(ready.keep_outcome, *self._listeners),
+            perform=ready.recorder,
+            concurrent_branches=False,
+        )
+        try:
+            outcome = await interpreter.run_saga(ready.saga, saga_id=ready.saga_id)
+        except Exception:
+            raise
+        except BaseException:
+            self._interrupted(ready)
+            raise
+        return self._conclude(ready, outcome)
+
+    def _interrupted(self, ready: _Ready) -> None:
+        """Interrupted or cancelled: the undo ran; record its outcome before it goes on."""
+        if ready.finished and ready.recorder.trouble is None:
+            self._finish(ready.saga_id, ready.finished[-1], ready.recorder.pending)
+
+    def _conclude(self, ready: _Ready, outcome: Outcome[object]) -> Outcome[object]:
+        ready.recorder.raise_trouble()
+        recorded_outcome = self._finish(ready.saga_id, outcome, ready.recorder.pending)
         return outcome if recorded_outcome is None else recorded_outcome
 
     def _finish(
@@ -363,6 +414,23 @@ def _revive(described: object) -> RecordedError:
     assert isinstance(described, list)
     type_name, message = described
     return RecordedError(str(type_name), str(message))
+
+
+@final
+class _Ready:
+    """A run about to start or resume: its saga, its recorder, and the outcome it reports."""
+
+    __slots__ = ("finished", "recorder", "saga", "saga_id")
+
+    def __init__(self, saga_id: str, saga: Saga[object], recorder: _Recorder) -> None:
+        self.saga_id = saga_id
+        self.saga = saga
+        self.recorder = recorder
+        self.finished: list[Outcome[object]] = []
+
+    def keep_outcome(self, event: object) -> None:
+        if isinstance(event, SagaFinished):
+            self.finished.append(event.outcome)
 
 
 class _Halt(Exception):
@@ -448,22 +516,44 @@ class _Recorder:
             self._recorded.extend(entries)
             self._position = len(self._recorded)
             self.pending = []
-        success: EntryKind = _RESULT_KINDS[intent]
-        failure: EntryKind = "failed" if intent == "intent" else "compensation_failed"
         try:
             result = effect.run()
-        except UnknownOutcomeError as error:
-            self._record("unknown", effect, _error_bytes(self._codec, error))
-            raise
         except Exception as error:
-            self._record(failure, effect, _error_bytes(self._codec, error))
+            self._failed(effect, intent, error)
             raise
+        if isawaitable(result):
+            return self._settle_later(effect, intent, result)
+        return self._settled(effect, intent, result)
+
+    async def _settle_later(
+        self, effect: Effect, intent: EntryKind, pending: Awaitable[object]
+    ) -> object:
+        """An async effect's result, awaited, recorded as a plain one's is."""
+        try:
+            result: object = pending
+            while isawaitable(result):
+                result = await result
+        except Exception as error:
+            self._failed(effect, intent, error)
+            raise
+        return self._settled(effect, intent, result)
+
+    def _failed(self, effect: Effect, intent: EntryKind, error: Exception) -> None:
+        kind: EntryKind
+        if isinstance(error, UnknownOutcomeError):
+            kind = "unknown"
+        else:
+            kind = "failed" if intent == "intent" else "compensation_failed"
+        self._record(kind, effect, _error_bytes(self._codec, error))
+
+    def _settled(self, effect: Effect, intent: EntryKind, result: object) -> object:
+        success = _RESULT_KINDS[intent]
         if effect.kind != "action":
             self._record(success, effect, None)
             return result
         value, returned_failure = unwrap_result(effect.path, result)
         if returned_failure is not None:
-            self._record(failure, effect, _error_bytes(self._codec, returned_failure))
+            self._record("failed", effect, _error_bytes(self._codec, returned_failure))
             return result
         try:
             payload = None if value is None else self._codec.encode(value)

@@ -11,9 +11,20 @@ from collections import Counter
 from functools import partial
 from pathlib import Path
 
+import anyio
+import anyio.lowlevel
 import pytest
 
-from fsaga import Failure, PartialFailure, Saga, StepContext, Success, current_context, step
+from fsaga import (
+    Failure,
+    PartialFailure,
+    Saga,
+    StepContext,
+    Success,
+    current_context,
+    par,
+    step,
+)
 from fsaga.durable import (
     DefinitionConflictError,
     DurableSagas,
@@ -283,3 +294,69 @@ def test_durable_runs_survive_reopening_a_sqlite_journal(tmp_path: Path) -> None
             Success("sku-1")
         )
     assert shop.ran["reserve"] == 1
+
+
+# -- durable runs under the async interpreter --------------------------------------------------
+
+
+def async_order(shop: Shop, sku: str) -> Saga[str]:
+    async def reserve() -> str:
+        await anyio.lowlevel.checkpoint()
+        return shop.act("reserve")
+
+    async def release(result: str) -> None:
+        await anyio.lowlevel.checkpoint()
+        shop.undo("reserve", result)
+
+    async def charge() -> str:
+        await anyio.lowlevel.checkpoint()
+        return shop.charge()
+
+    return (
+        step(reserve, release, name="reserve")
+        .then(par(step(lambda: shop.act("pack"), name="pack"), step(charge, name="charge")))
+        .map(lambda _: sku)
+    )
+
+
+@pytest.mark.anyio
+async def test_an_async_durable_run_records_and_replays_like_a_sync_one() -> None:
+    shop = Shop()
+    definitions = SagaDefinitions()
+    definitions.saga("order")(partial(async_order, shop))
+    runs = DurableSagas(MemoryJournal(), definitions)
+
+    first = await runs.start_async("order", "sku-1", saga_id="a-1")
+    again = await runs.start_async("order", "sku-1", saga_id="a-1")
+
+    assert first == again == Success("sku-1")
+    assert shop.ran == Counter({"reserve": 1, "pack": 1, "charge": 1})
+    paths = [entry.path for entry in runs._journal.entries("a-1") if entry.kind == "intent"]
+    assert paths == ["reserve", "pack", "charge"]  # branches one after another
+
+
+@pytest.mark.anyio
+async def test_async_recovery_from_every_crash_point_never_reruns_a_completed_step() -> None:
+    codec = JsonCodec()
+    seed = Shop(decline=True)
+    definitions = SagaDefinitions()
+    definitions.saga("order")(partial(async_order, seed))
+    full_run = DurableSagas(MemoryJournal(), definitions)
+    await full_run.start_async("order", "sku-1", saga_id="a-1")
+    entries = full_run._journal.entries("a-1")
+
+    for cut in range(len(entries) + 1):
+        shop = Shop(decline=True)
+        recovering = SagaDefinitions()
+        recovering.saga("order")(partial(async_order, shop))
+        journal = MemoryJournal()
+        journal.create("a-1", "order", 1, codec.encode("sku-1"), entries=entries[:cut])
+        done = {entry.path for entry in entries[:cut] if entry.kind == "completed"}
+
+        outcome = (await DurableSagas(journal, recovering).recover_async())["a-1"]
+
+        assert isinstance(outcome, Failure | PartialFailure), outcome
+        assert all(shop.ran[path] == 0 for path in done), (cut, shop.ran)
+        record = journal.get("a-1")
+        assert record is not None
+        assert record.finished

@@ -67,6 +67,9 @@ class AsyncInterpreter:
             they have in flight (those steps' outcomes become unknown, DESIGN rule 3).
         concurrent_compensation: undo independent `par` branches concurrently, in reverse
             causal order, instead of one step at a time in reverse completion order.
+        concurrent_branches: run `par` branches concurrently (default); ``False`` runs them one
+            after another in the order `SyncInterpreter` does, so the order of effects is the
+            same in every run (durable runs replay it).
         sleep: waits between retry attempts (default `anyio.sleep`, which follows a test's mock
             clock under trio).
         clock: the time stamped on events.
@@ -86,7 +89,7 @@ class AsyncInterpreter:
     Success(value='charged')
     """
 
-    __slots__ = ("_perform", "_settings", "_sleep")
+    __slots__ = ("_concurrent", "_perform", "_settings", "_sleep")
 
     def __init__(
         self,
@@ -96,6 +99,7 @@ class AsyncInterpreter:
         timeout: float | None = None,
         on_branch_failure: BranchFailurePolicy = "settle",
         concurrent_compensation: bool = False,
+        concurrent_branches: bool = True,
         sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
         clock: Callable[[], float] = time.time,
         random_unit: Callable[[], float] = random.random,
@@ -118,13 +122,18 @@ class AsyncInterpreter:
             )
         except (TypeError, ValueError) as error:
             raise type(error)(f"AsyncInterpreter: {error}") from None
+        if not isinstance(concurrent_branches, bool):
+            raise TypeError(
+                f"AsyncInterpreter: concurrent_branches must be a bool, got {concurrent_branches!r}"
+            )
+        self._concurrent = concurrent_branches
         self._perform = perform
         self._sleep = sleep
 
     async def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
         """Run `saga` to its outcome (`Saga.run` calls this)."""
         engine = Engine(saga, self._settings, saga_id=saga_id)
-        run = _Run(engine, self._perform, self._sleep)
+        run = _Run(engine, self._perform, self._sleep, concurrent=self._concurrent)
         try:
             await run.drive()
         except Exception:
@@ -150,6 +159,7 @@ class _Run:
     __slots__ = (
         "cancelled",
         "cancels",
+        "concurrent",
         "engine",
         "failures_seen",
         "group",
@@ -164,8 +174,11 @@ class _Run:
         engine: Engine,
         perform: Perform | None,
         sleep: Callable[[float], Awaitable[object]],
+        *,
+        concurrent: bool,
     ) -> None:
         self.engine = engine
+        self.concurrent = concurrent
         self.perform = perform
         self.sleep = sleep
         self.group: TaskGroup | None = None
@@ -203,7 +216,11 @@ class _Run:
         unchecked = False
         call = self.next_call()
         while call is not None:
-            more = None if until_undo and engine.compensating else engine.poll()
+            more = (
+                None
+                if not self.concurrent or (until_undo and engine.compensating)
+                else engine.poll()
+            )
             if more is not None:
                 await self.fan_out(call, more)
                 call = self.next_call()
