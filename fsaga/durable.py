@@ -25,6 +25,7 @@ Success(value='hello ada')
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -93,12 +94,17 @@ class SagaParkedError(RuntimeError):
 class RecordedError(Exception):
     """An error as an earlier run recorded it: its type's name and its message.
 
-    Outcomes read back from the journal carry these instead of the original exceptions, which
-    do not survive a process.
+    Outcomes read back from the journal, and failures a replay feeds to the engine, carry
+    these instead of the original exceptions, which do not survive a process. When the
+    original type can still be imported, the recorded error is also an instance of it (a
+    subclass made on the fly), so a retry policy that chooses errors by type decides on a
+    replay as it did in the first run.
     """
 
     def __init__(self, type_name: str, message: str) -> None:
-        super().__init__(f"{type_name}: {message}" if message else type_name)
+        # Not `super().__init__`: in a subclass made for an original type, that would call
+        # the original's constructor, whose signature is unknown.
+        Exception.__init__(self, f"{type_name}: {message}" if message else type_name)
         self.type_name = type_name
         self.message = message
 
@@ -112,6 +118,33 @@ class RecordedError(Exception):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (RecordedError, (self.type_name, self.message))
+
+
+_RECORDED_TYPES: dict[str, type[RecordedError]] = {}
+
+
+def _recorded_type(origin: str) -> type[RecordedError]:
+    """A `RecordedError` subclass that is also the type named ``module:qualname``, if that type
+    can be imported and combined; `RecordedError` otherwise."""
+    known = _RECORDED_TYPES.get(origin)
+    if known is not None:
+        return known
+    made: type[RecordedError] = RecordedError
+    module_name, _, qualname = origin.partition(":")
+    try:
+        found: object = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+        if (
+            isinstance(found, type)
+            and issubclass(found, Exception)
+            and not issubclass(found, RecordedError)
+        ):
+            made = type(found.__name__, (RecordedError, found), {"__module__": __name__})
+    except Exception:
+        made = RecordedError  # not importable, or its layout cannot be combined
+    _RECORDED_TYPES[origin] = made
+    return made
 
 
 @final
@@ -407,13 +440,24 @@ class DurableSagas:
 
 
 def _describe(error: BaseException) -> list[str]:
-    return [type(error).__qualname__, str(error)]
+    """An error as the journal keeps it: ``[module:qualname, name, message]``."""
+    if isinstance(error, RecordedError):
+        return [_ORIGINS.get(type(error), "builtins:Exception"), error.type_name, error.message]
+    kind = type(error)
+    return [f"{kind.__module__}:{kind.__qualname__}", kind.__qualname__, str(error)]
 
 
 def _revive(described: object) -> RecordedError:
-    assert isinstance(described, list)
-    type_name, message = described
-    return RecordedError(str(type_name), str(message))
+    """The error `_describe` recorded, back as a `RecordedError`."""
+    if isinstance(described, list) and len(described) == 3:
+        origin, name, message = (str(part) for part in described)
+        error = _recorded_type(origin)(name, message)
+        _ORIGINS.setdefault(type(error), origin)
+        return error
+    return RecordedError("Exception", str(described))
+
+
+_ORIGINS: dict[type[RecordedError], str] = {}
 
 
 @final
@@ -578,7 +622,4 @@ def _replayed_error(codec: Codec, entry: Entry) -> RecordedError:
     """The error `entry` recorded, as a `RecordedError`."""
     if entry.payload is None:
         return RecordedError("Exception", "")
-    described = codec.decode(entry.payload)
-    if isinstance(described, list) and len(described) == 2:
-        return RecordedError(str(described[0]), str(described[1]))
-    return RecordedError("Exception", str(described))
+    return _revive(codec.decode(entry.payload))

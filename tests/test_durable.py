@@ -18,6 +18,7 @@ import pytest
 from fsaga import (
     Failure,
     PartialFailure,
+    Retry,
     Saga,
     StepContext,
     Success,
@@ -360,3 +361,54 @@ async def test_async_recovery_from_every_crash_point_never_reruns_a_completed_st
         record = journal.get("a-1")
         assert record is not None
         assert record.finished
+
+
+def test_a_replayed_failure_is_still_its_type_so_typed_retries_decide_alike() -> None:
+    codec = JsonCodec()
+    attempts: list[int] = []
+
+    def charge() -> str:
+        attempts.append(current_context().attempt)
+        return "charged"
+
+    definitions = SagaDefinitions()
+    definitions.saga("pay")(
+        lambda _: step(
+            charge, name="charge", retry=Retry(2, delay=0.0, jitter=0.0, retry_on=Declined)
+        )
+    )
+    failed = codec.encode([f"{Declined.__module__}:Declined", "Declined", "card declined"])
+    journal = MemoryJournal()
+    journal.create(
+        "p-1",
+        "pay",
+        1,
+        codec.encode(None),
+        entries=[Entry(1, "intent", "charge", 1), Entry(2, "failed", "charge", 1, failed)],
+    )
+
+    outcome = DurableSagas(journal, definitions).recover()["p-1"]
+
+    assert outcome == Success("charged")
+    assert attempts == [2]
+
+
+def test_recorded_errors_of_types_that_cannot_be_imported_stay_recorded_errors() -> None:
+    codec = JsonCodec()
+    definitions = SagaDefinitions()
+    definitions.saga("pay")(lambda _: step(lambda: "charged", name="charge"))
+    failed = codec.encode(["nowhere.module:Gone", "Gone", "vanished"])
+    journal = MemoryJournal()
+    journal.create(
+        "p-1",
+        "pay",
+        1,
+        codec.encode(None),
+        entries=[Entry(1, "intent", "charge", 1), Entry(2, "failed", "charge", 1, failed)],
+    )
+
+    outcome = DurableSagas(journal, definitions).recover()["p-1"]
+
+    assert isinstance(outcome, Failure)
+    assert type(outcome.error) is RecordedError
+    assert str(outcome.error) == "Gone: vanished"
