@@ -1,4 +1,7 @@
-"""The command line: ``python -m fsaga demo`` (or ``fsaga demo`` once installed).
+"""The command line: ``python -m fsaga demo`` and ``python -m fsaga journal list|show|recover``
+(or ``fsaga ...`` once installed).
+
+The journal commands live in `fsaga.journal.cli`.
 
 >>> main(["demo"], write=lambda text: None)
 0
@@ -9,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+
+from fsaga.journal.cli import add_journal_commands, run_journal_command
 
 __all__ = ["main", "parser"]
 
@@ -24,21 +29,41 @@ def parser() -> argparse.ArgumentParser:
         "demo",
         help=(
             "place an order across three in-memory services: success, failure, partial failure, "
-            "timeout"
+            "timeout, and a durable run killed mid-saga and recovered"
         ),
         description=(
             "Run one order saga four times (success, failure, partial failure, and a payment "
             "that times out under the async interpreter) and print each run's events as a "
-            "timeline, its outcome and the services' state afterwards."
+            "timeline, its outcome and the services' state afterwards; then run it durably in "
+            "a process that is killed mid-payment, and recover it from its journal."
         ),
+    )
+    add_journal_commands(
+        commands.add_parser(
+            "journal",
+            help="list, show or recover the durable sagas of a journal file",
+            description="Inspect and recover the durable sagas of an SQLite journal file.",
+        )
     )
     return command
 
 
-def main(argv: Sequence[str] | None = None, *, write: Callable[[str], object] = print) -> int:
+def _write_to_stderr(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    write: Callable[[str], object] = print,
+    write_error: Callable[[str], object] = _write_to_stderr,
+) -> int:
     """Run the command line with `argv` (default: ``sys.argv[1:]``); return the exit code.
 
-    Exit codes: 0 on success, 2 on a usage error (an unknown command, say).
+    Output goes to `write`, error messages to `write_error` (standard error by default).
+    Exit codes: 0 on success; 1 when ``journal show`` finds no such saga or ``journal
+    recover`` could not recover one; 2 on a usage error (an unknown command, say), a journal
+    file that is missing or damaged, or unusable saga definitions.
     """
     try:
         arguments = parser().parse_args(argv)
@@ -50,6 +75,8 @@ def main(argv: Sequence[str] | None = None, *, write: Callable[[str], object] = 
 
         run_demo(write=write)
         return 0
+    if arguments.command == "journal":
+        return run_journal_command(arguments, write=write, write_error=write_error)
     raise AssertionError(f"unhandled command {arguments.command!r}")  # pragma: no cover
 
 

@@ -104,9 +104,17 @@ class RecordedError(Exception):
     def __init__(self, type_name: str, message: str) -> None:
         # Not `super().__init__`: in a subclass made for an original type, that would call
         # the original's constructor, whose signature is unknown.
-        Exception.__init__(self, f"{type_name}: {message}" if message else type_name)
+        Exception.__init__(self, message)
         self.type_name = type_name
         self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}" if self.message else self.type_name
+
+    def __repr__(self) -> str:
+        if type(self) is RecordedError:
+            return f"RecordedError({self.type_name!r}, {self.message!r})"
+        return f"{type(self).__name__}({self.message!r})"  # reads like the original
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RecordedError):
@@ -313,6 +321,14 @@ class DurableSagas:
         if record.finished:
             assert record.outcome is not None
             return self._decode_outcome(record.outcome)
+        # Checked before the claim: a missing or changed definition must not use up the
+        # saga's recovery attempts.
+        version, _ = self._definitions.lookup(record.name)
+        if version != record.version:
+            raise DefinitionConflictError(
+                f"saga {saga_id!r} was started by {record.name!r} version {record.version}; "
+                f"version {version} is registered now, so it cannot be replayed"
+            )
         stale_before = time.time() - self._stale if self._stale else None
         if not self._journal.claim_for_recovery(
             saga_id, max_attempts=self._max_attempts, stale_before=stale_before
@@ -527,11 +543,13 @@ class _Recorder:
         following = self._recorded[self._position] if self._position < len(self._recorded) else None
         if following is None:
             # The journal ends at this intent: the effect was in flight when its process
-            # stopped.
+            # stopped. Its outcome is unknown, and the journal says so from now on.
             if effect.kind == "action":
-                raise UnknownOutcomeError(
+                unknown = UnknownOutcomeError(
                     f"step {effect.path!r} was running when its process stopped"
                 )
+                self._record("unknown", effect, _error_bytes(self._codec, unknown))
+                raise unknown
             return self._perform(effect, intent, write_intent=False)  # compensations repeat
         if following.path != effect.path or following.attempt != effect.attempt:
             # Nothing was recorded for it before the run moved on: it was left unknown.

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+import signal
 import subprocess
 import sys
 import time
@@ -31,11 +33,14 @@ from fsaga import (
 )
 from fsaga.__main__ import main
 from fsaga.demo import (
+    CRASH_SAGA_ID,
+    CRASH_TITLE,
     HEADER,
     PAYMENT_TIMEOUT,
     SCENARIOS,
     Receipt,
     Scenario,
+    run_crash_recovery,
     run_demo,
     run_scenario,
 )
@@ -45,13 +50,24 @@ from fsaga.testing import RecordedEffect, check_run
 # -- the demo ------------------------------------------------------------------------------------
 
 
-def demo_output() -> str:
+def run_demo_output() -> str:
     printed: list[str] = []
     run_demo(write=printed.append)
     return "\n".join(printed)
 
 
-def test_demo_prints_the_four_runs_in_order() -> None:
+@functools.cache
+def demo_output() -> str:
+    """The demo's output, computed once: every demo starts (and kills) a child process."""
+    return run_demo_output()
+
+
+needs_sigkill = pytest.mark.skipif(
+    not hasattr(signal, "SIGKILL"), reason="the crash recovery run needs SIGKILL"
+)
+
+
+def test_demo_prints_the_five_runs_in_order() -> None:
     output = demo_output()
     assert output.startswith(HEADER)
     outcomes = [
@@ -63,12 +79,13 @@ def test_demo_prints_the_four_runs_in_order() -> None:
     positions = [output.index(outcome) for outcome in outcomes]
     assert positions == sorted(positions)
     assert [line for line in output.splitlines() if line.startswith("== ")] == [
-        f"== {number}. {scenario.title}" for number, scenario in enumerate(SCENARIOS, start=1)
+        *(f"== {number}. {scenario.title}" for number, scenario in enumerate(SCENARIOS, start=1)),
+        f"== 5. {CRASH_TITLE}",
     ]
 
 
 def test_demo_output_is_the_same_on_every_run() -> None:
-    assert demo_output() == demo_output()
+    assert run_demo_output() == demo_output()
 
 
 def test_success_places_the_order() -> None:
@@ -151,6 +168,66 @@ def test_the_timeout_run_prints_its_key_lines() -> None:
         "  payments:  held none, captured none, voided A-1",
     ]:
         assert line in run_four, line
+
+
+@needs_sigkill
+def test_crash_recovery_reruns_the_payment_in_flight_with_its_key_and_completes() -> None:
+    started = time.monotonic()
+    run = run_crash_recovery()
+    assert time.monotonic() - started < 2.0
+
+    # The child process died after the gateway held the money, before the journal knew.
+    assert run.services_at_crash.payments.held == {"A-1": 4_500}
+    assert run.services_at_crash.orders.status == {"O-1": "placed"}
+    assert run.journal_at_crash.splitlines()[-2:] == [
+        "unfinished: last entry #5 intent payment/authorize (attempt 1)",
+        "  in flight: payment/authorize (the intent without a result: its process stopped "
+        "while it ran)",
+    ]
+    # Recovery ran the authorisation again with the same key: the gateway held nothing twice.
+    assert run.outcome == Success({"order": "O-1", "reservation": "R-1", "payment": "P-1"})
+    payments = run.services_after.payments
+    assert payments.requests == {f"{CRASH_SAGA_ID}/payment/authorize": "A-1"}
+    assert (payments.held, payments.captured, payments.voided) == ({}, {"P-1": 4_500}, [])
+    assert run.services_after.inventory.stock == {"sku-42": 7}
+    assert run.services_after.orders.status == {"O-1": "placed"}
+    assert "  recovery attempts: 1" in run.journal_after
+    assert "finished: succeeded" in run.journal_after
+
+
+@needs_sigkill
+def test_the_crash_recovery_run_prints_its_key_lines() -> None:
+    output = demo_output()
+    run_five = output[output.index("== 5. ") :]
+    for line in [
+        "what the journal holds (fsaga journal show order-1005):",
+        "    status:            running",
+        '    #4 completed create_order (attempt 1): "O-1"',
+        "    #5 intent    payment/authorize (attempt 1): no result",
+        "  unfinished: last entry #5 intent payment/authorize (attempt 1)",
+        "  payments:  held {'A-1': 4500}, captured none, voided none",
+        "unknown (DESIGN rule 3). The step is idempotent: the gateway files each hold under",
+        "the request's idempotency key, order-1005/payment/authorize, so recovery runs it",
+        "  Success: {'order': 'O-1', 'payment': 'P-1', 'reservation': 'R-1'}",
+        "    #6  unknown   payment/authorize (attempt 1): UnknownOutcomeError: step "
+        "'payment/authorize' was running when its process stopped",
+        "    #7  intent    payment/authorize (attempt 2)",
+        '    #8  completed payment/authorize (attempt 2): "A-1"',
+        "  finished: succeeded",
+        "  payments:  held none, captured {'P-1': 4500}, voided none",
+        "  gateway:   holds requested by key: {'order-1005/payment/authorize': 'A-1'}",
+    ]:
+        assert line in run_five.splitlines(), line
+    assert "/tmp" not in run_five
+    assert "fsaga-demo-" not in run_five
+
+
+def test_without_sigkill_the_crash_recovery_run_is_skipped_with_a_note(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delattr(signal, "SIGKILL", raising=False)
+    output = run_demo_output()
+    assert output.endswith(f"== 5. {CRASH_TITLE}\n\nskipped: this platform has no SIGKILL\n")
 
 
 @dataclass(frozen=True)

@@ -1,31 +1,9 @@
-"""The demo behind ``python -m fsaga demo``: one order placed across three in-memory services.
-
-Placing an order reserves stock (inventory), creates the order (orders), then authorises and
-captures the payment (payments, a named sub-saga). The saga runs four times, on fresh
-services each time:
-
-1. everything works (the payment gateway times out once; the retry goes through): `Success`;
-2. the capture is declined: every completed step is undone, in reverse order: `Failure`;
-3. the capture is declined and the inventory cannot release the stock, even after retries:
-   `PartialFailure`, which names the compensation that failed;
-4. the payment gateway's async API hangs: under `AsyncInterpreter` (asyncio), the
-   authorisation is cut off by its 50 ms timeout, its unknown outcome is settled by voiding
-   whatever the gateway holds under the request's idempotency key, and the rest is undone:
-   `Failure`.
-
-Time is simulated: every service call advances a fake clock by a fixed latency, and retry
-waits advance it instead of sleeping, so the output is the same on every run. The one real
-wait is run 4's payment timeout (50 ms), which the fake clock counts as exactly that.
-
->>> runs = run_demo(write=lambda text: None)
->>> [type(run.outcome).__name__ for run in runs]
-['Success', 'Failure', 'PartialFailure', 'Failure']
-"""
+"""Run 1 to 4 of the demo: the three in-memory services, the order saga, its scenarios and
+their reports."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import final
@@ -42,7 +20,6 @@ from fsaga.render import describe_outcome, render_timeline
 from fsaga.saga import Saga, step
 
 __all__ = [
-    "HEADER",
     "PAYMENT_TIMEOUT",
     "SCENARIOS",
     "CardDeclined",
@@ -61,7 +38,6 @@ __all__ = [
     "place_order",
     "place_order_online",
     "report",
-    "run_demo",
     "run_scenario",
 ]
 
@@ -223,6 +199,16 @@ class Payments:
             # milliseconds): the simulated clock counts exactly that, so the output never varies.
             self.clock.advance(PAYMENT_TIMEOUT)
             raise
+        return authorization
+
+    def authorize_once(self, amount_cents: int, key: str) -> str:
+        """Hold the amount under the request's idempotency `key`: a request repeated with the
+        same key gets the hold the first one made, and holds nothing more."""
+        self.clock.advance(0.030)
+        authorization = self.requests.get(key)
+        if authorization is None:
+            authorization = self._hold(amount_cents)
+            self.requests[key] = authorization
         return authorization
 
     def _hold(self, amount_cents: int) -> str:
@@ -466,18 +452,5 @@ def report(run: ScenarioRun, number: int) -> str:
     )
 
 
-HEADER = (
-    "fsaga demo: one order (3 x sku-42, 45.00) placed across three in-memory services,\n"
-    "four times, on fresh services each time: three runs with SyncInterpreter, then one with\n"
-    "AsyncInterpreter (asyncio). Time is simulated, so every run prints the same; run 4 really\n"
-    "waits for its 50 ms payment timeout, which the simulated clock counts as exactly 50 ms.\n"
-)
-
-
-def run_demo(write: Callable[[str], object] = print) -> list[ScenarioRun]:
-    """Run every scenario, `write` the header and each report, and return the runs."""
-    runs = [run_scenario(scenario) for scenario in SCENARIOS]
-    write(HEADER)
-    for number, run in enumerate(runs, start=1):
-        write(report(run, number))
-    return runs
+def _indent(text: str) -> str:
+    return "\n".join(f"  {line}" if line else "" for line in text.splitlines())

@@ -1,0 +1,502 @@
+"""The journal command line (`fsaga.journal.cli`, through `fsaga.__main__.main`): ``fsaga journal
+list|show|recover`` over real SQLite journal files, their output and their exit codes."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import journal_cli_definitions as sagas
+import pytest
+
+from fsaga.__main__ import main
+from fsaga.durable import DurableSagas
+from fsaga.journal import Entry, JsonCodec, MemoryJournal, SqliteJournal
+
+CREATED = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+CODEC = JsonCodec()
+DEFINITIONS = "journal_cli_definitions:definitions"
+
+
+def run(*argv: str) -> tuple[int, list[str], list[str]]:
+    """Run the command line; return its exit code, its output lines and its error lines."""
+    output: list[str] = []
+    errors: list[str] = []
+    code = main(list(argv), write=output.append, write_error=errors.append)
+    return code, "\n".join(output).splitlines(), errors
+
+
+def full_run(amount: int) -> list[Entry]:
+    """The timeline of a whole run of ``order`` for `amount`."""
+    journal = MemoryJournal()
+    DurableSagas(journal, sagas.definitions).start("order", amount, saga_id="model")
+    sagas.reset()
+    return journal.entries("model")
+
+
+def cut(entries: list[Entry], kind: str, path: str) -> list[Entry]:
+    """`entries` up to and with the first of this kind and path: what a crash there leaves."""
+    end = next(i for i, entry in enumerate(entries) if (entry.kind, entry.path) == (kind, path))
+    return entries[: end + 1]
+
+
+@pytest.fixture(autouse=True)
+def fresh_counters() -> None:
+    sagas.reset()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    """A journal with a saga in each state: succeeded, failed, partially failed, in flight,
+    compensating, dead."""
+    path = tmp_path / "journal.db"
+    with SqliteJournal(path, clock=lambda: CREATED) as journal:
+        runs = DurableSagas(journal, sagas.definitions)
+        runs.start("order", 50, saga_id="o-ok")
+        runs.start("order", 500, saga_id="o-declined")
+        runs.start("fragile", 500, saga_id="f-partial")
+        flying = cut(full_run(50), "intent", "charge")
+        journal.create("o-flight", "order", 1, CODEC.encode(50), entries=flying)
+        undoing = cut(full_run(500), "compensation_intent", "reserve")
+        journal.create("o-undoing", "order", 1, CODEC.encode(500), entries=undoing)
+        journal.create("o-dead", "order", 1, CODEC.encode(50), entries=flying)
+        journal.claim_for_recovery("o-dead", max_attempts=0)
+    sagas.reset()
+    return str(path)
+
+
+# -- list ----------------------------------------------------------------------------------------
+
+
+def test_list_prints_one_line_per_saga_with_a_header(db: str) -> None:
+    code, output, errors = run("journal", "list", "--db", db)
+
+    assert (code, errors) == (0, [])
+    assert [line.split() for line in output] == [
+        ["ID", "DEFINITION", "STATUS", "RECOVERIES", "ENTRIES", "CREATED", "UPDATED"],
+        *(
+            [
+                saga_id,
+                definition,
+                status,
+                "0",
+                entries,
+                "2023-11-14T22:13:20Z",
+                "2023-11-14T22:13:20Z",
+            ]
+            for saga_id, definition, status, entries in [
+                ("f-partial", "fragile@2", "partially_failed", "6"),
+                ("o-dead", "order@1", "dead", "3"),
+                ("o-declined", "order@1", "failed", "6"),
+                ("o-flight", "order@1", "running", "3"),
+                ("o-ok", "order@1", "succeeded", "6"),
+                ("o-undoing", "order@1", "running", "5"),
+            ]
+        ),
+    ]
+    # Every column starts where its header does.
+    assert len({tuple(column_starts(line)) for line in output}) == 1
+
+
+def column_starts(line: str) -> list[int]:
+    return [i for i, char in enumerate(line) if char != " " and (i == 0 or line[i - 1] == " ")]
+
+
+def test_list_filters_by_status(db: str) -> None:
+    code, output, _ = run("journal", "list", "--db", db, "--status", "running")
+
+    assert code == 0
+    assert [line.split()[0] for line in output[1:]] == ["o-flight", "o-undoing"]
+
+
+def test_list_of_an_empty_journal_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    SqliteJournal(path).close()
+
+    assert run("journal", "list", "--db", str(path)) == (0, [f"no sagas in {path}"], [])
+
+
+def test_list_with_a_status_no_saga_has_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    with SqliteJournal(path) as journal:
+        journal.create("s-1", "order", 1, CODEC.encode(1))
+
+    code, output, _ = run("journal", "list", "--db", str(path), "--status", "dead")
+
+    assert (code, output) == (0, [f"no sagas with status dead in {path}"])
+
+
+def test_list_refuses_an_unknown_status(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("journal", "list", "--db", db, "--status", "lost")[0] == 2
+    assert "invalid choice: 'lost'" in capsys.readouterr().err
+
+
+# -- show ----------------------------------------------------------------------------------------
+
+
+def test_show_a_succeeded_saga(db: str) -> None:
+    code, output, errors = run("journal", "show", "o-ok", "--db", db)
+
+    assert (code, errors) == (0, [])
+    assert output == [
+        "saga o-ok",
+        "  definition:        order@1",
+        "  status:            succeeded",
+        "  input:             50",
+        "  recovery attempts: 0",
+        "",
+        "timeline:",
+        "  #1 intent    reserve (attempt 1)",
+        '  #2 completed reserve (attempt 1): "reserve-done"',
+        "  #3 intent    charge (attempt 1)",
+        "  #4 completed charge (attempt 1): 50",
+        "  #5 intent    notify (attempt 1)",
+        '  #6 completed notify (attempt 1): "notify-done"',
+        "",
+        "finished: succeeded",
+        "  Success: 'notify-done'",
+    ]
+
+
+def test_show_a_failed_saga_decodes_errors_and_the_outcome(db: str) -> None:
+    code, output, _ = run("journal", "show", "o-declined", "--db", db)
+
+    assert code == 0
+    assert output[7:] == [
+        "  #1 intent              reserve (attempt 1)",
+        '  #2 completed           reserve (attempt 1): "reserve-done"',
+        "  #3 intent              charge (attempt 1)",
+        "  #4 failed              charge (attempt 1): Declined: card declined for 500",
+        "  #5 compensation_intent reserve (attempt 1)",
+        "  #6 compensated         reserve (attempt 1)",
+        "",
+        "finished: failed",
+        "  Failure: Declined: card declined for 500",
+        "    compensated: reserve",
+    ]
+
+
+def test_show_a_partial_failure_names_the_compensation_that_failed(db: str) -> None:
+    code, output, _ = run("journal", "show", "f-partial", "--db", db)
+
+    assert code == 0
+    assert "  definition:        fragile@2" in output
+    assert "  #6 compensation_failed reserve (attempt 1): Unavailable: inventory down" in output
+    assert output[-6:] == [
+        "finished: partially_failed",
+        "  PartialFailure: Declined: card declined for 500",
+        "    compensated:          none",
+        "    failed compensations: reserve: Unavailable: inventory down after 1 attempt(s)",
+        "    skipped:              none",
+        "    unresolved:           none",
+    ]
+
+
+def test_show_an_unfinished_saga_names_the_step_in_flight(db: str) -> None:
+    code, output, _ = run("journal", "show", "o-flight", "--db", db)
+
+    assert code == 0
+    assert "  status:            running" in output
+    assert output[-6:] == [
+        "  #1 intent    reserve (attempt 1)",
+        '  #2 completed reserve (attempt 1): "reserve-done"',
+        "  #3 intent    charge (attempt 1): no result",
+        "",
+        "unfinished: last entry #3 intent charge (attempt 1)",
+        "  in flight: charge (the intent without a result: its process stopped while it ran)",
+    ]
+
+
+def test_show_a_saga_stopped_while_compensating(db: str) -> None:
+    code, output, _ = run("journal", "show", "o-undoing", "--db", db)
+
+    assert code == 0
+    assert output[-3:] == [
+        "",
+        "unfinished, compensating: last entry #5 compensation_intent reserve (attempt 1)",
+        "  in flight: the compensation of reserve (the intent without a result: its process "
+        "stopped while it ran)",
+    ]
+
+
+def test_show_a_dead_saga(db: str) -> None:
+    code, output, _ = run("journal", "show", "o-dead", "--db", db)
+
+    assert code == 0
+    assert "  status:            dead" in output
+    assert output[-2] == (
+        "dead: recovery gave up after 0 attempt(s): last entry #3 intent charge (attempt 1)"
+    )
+
+
+def test_show_a_saga_with_no_entries(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    with SqliteJournal(path) as journal:
+        journal.create("s-1", "order", 1, CODEC.encode({"sku": "a"}))
+
+    code, output, _ = run("journal", "show", "s-1", "--db", str(path))
+
+    assert code == 0
+    assert '  input:             {"sku": "a"}' in output
+    assert output[-3:] == ["  (no entries)", "", "unfinished: nothing recorded yet"]
+
+
+def test_show_tells_what_is_not_json(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    with SqliteJournal(path) as journal:
+        journal.create("s-1", "order", 1, b"\x80pickle", entries=[Entry(1, "intent", "a", 1)])
+        journal.finish(
+            "s-1",
+            "failed",
+            b"not json",
+            entries=[Entry(2, "failed", "a", 1, b"\x00\x01")],
+        )
+
+    code, output, _ = run("journal", "show", "s-1", "--db", str(path))
+
+    assert code == 0
+    assert "  input:             <7 bytes, not JSON>" in output
+    assert "  #2 failed a (attempt 1): <2 bytes, not JSON>" in output
+    assert output[-2:] == ["finished: failed", "  outcome: <8 bytes, not JSON>"]
+
+
+def test_show_an_unknown_id_fails_with_exit_code_1(db: str) -> None:
+    assert run("journal", "show", "nobody", "--db", db) == (
+        1,
+        [],
+        [f"fsaga journal: no saga 'nobody' in {db}"],
+    )
+
+
+# -- recover -------------------------------------------------------------------------------------
+
+
+def test_recover_finishes_every_unfinished_saga(db: str) -> None:
+    code, output, errors = run("journal", "recover", "--db", db, "--definitions", DEFINITIONS)
+
+    assert (code, errors) == (0, [])
+    flight, undoing = output
+    assert flight == "o-flight: Success: 'notify-done'"
+    assert undoing.startswith("o-undoing: Failure: ")
+    assert "card declined for 500" in undoing
+    assert undoing.endswith("; compensated: reserve")
+    # Completed steps did not run again; the idempotent charge in flight ran once more, with
+    # the same key; the compensation in flight was run again.
+    assert sagas.ran == {"charge": 1, "notify": 1, "undo reserve": 1}
+    assert sagas.charge_keys == ["o-flight/charge"]
+    listed = run("journal", "list", "--db", db)[1]
+    statuses = {line.split()[0]: (line.split()[2], line.split()[3]) for line in listed[1:]}
+    assert statuses["o-flight"] == ("succeeded", "1")
+    assert statuses["o-undoing"] == ("failed", "1")
+    assert statuses["o-dead"] == ("dead", "0")  # parked sagas are left alone
+
+
+def test_recover_with_nothing_to_do_says_so(db: str) -> None:
+    run("journal", "recover", "--db", db, "--definitions", DEFINITIONS)
+
+    code, output, _ = run("journal", "recover", "--db", db, "--definitions", DEFINITIONS)
+
+    assert (code, output) == (0, [f"no unfinished sagas in {db}"])
+
+
+def test_recover_reports_a_saga_that_cannot_be_recovered_and_exits_1(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    with SqliteJournal(path) as journal:
+        journal.create(
+            "good", "order", 1, CODEC.encode(50), entries=cut(full_run(50), "intent", "charge")
+        )
+        diverging = [Entry(1, "intent", "audit", 1)]  # order never had such a step
+        journal.create("bad", "order", 1, CODEC.encode(50), entries=diverging)
+
+    code, output, errors = run(
+        "journal", "recover", "--db", str(path), "--definitions", DEFINITIONS
+    )
+
+    assert (code, errors) == (1, [])
+    good, bad = output
+    assert good == "good: Success: 'notify-done'"
+    assert bad.startswith("bad: not recovered: NonDeterminismError: saga 'bad': ")
+    assert "'audit'" in bad
+
+
+def test_recover_leaves_sagas_written_to_recently(db: str) -> None:
+    code, output, _ = run(
+        "journal", "recover", "--db", db, "--definitions", DEFINITIONS, "--stale-after", "1e9"
+    )
+
+    assert code == 0
+    assert output == [
+        "o-flight: left alone: another process is running it, or wrote to it in the last 1e+09 s",
+        "o-undoing: left alone: another process is running it, or wrote to it in the last 1e+09 s",
+    ]
+    assert sagas.ran == {}
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("journal_cli_definitions", "--definitions must be MODULE:ATTRIBUTE, got "),
+        ("no_such_module_here:definitions", "cannot import 'no_such_module_here': "),
+        ("journal_cli_definitions:missing", "'journal_cli_definitions' has no attribute 'missing'"),
+        (
+            "journal_cli_definitions:not_definitions",
+            "journal_cli_definitions:not_definitions is a dict, "
+            "not a fsaga.durable.SagaDefinitions",
+        ),
+        (
+            "journal_cli_definitions:without_order",
+            "saga 'o-flight' needs 'order', which is missing",
+        ),
+        (
+            "journal_cli_definitions:order_version_2",
+            "saga 'o-flight' started under 'order' version 1, "
+            "journal_cli_definitions:order_version_2 has version 2",
+        ),
+    ],
+)
+def test_recover_refuses_unusable_definitions_and_touches_nothing(
+    db: str, where: str, message: str
+) -> None:
+    code, output, errors = run("journal", "recover", "--db", db, "--definitions", where)
+
+    assert (code, output) == (2, [])
+    [error] = errors
+    assert error.startswith("fsaga journal: ")
+    assert message in error
+    assert sagas.ran == {}
+    with SqliteJournal(db) as journal:
+        assert [record.recovery_attempts for record in journal.sagas("running")] == [0, 0]
+
+
+def test_recover_refuses_a_negative_stale_after(db: str) -> None:
+    code, _, errors = run(
+        "journal", "recover", "--db", db, "--definitions", DEFINITIONS, "--stale-after", "-1"
+    )
+
+    assert code == 2
+    assert errors == ["fsaga journal: --stale-after must be 0 or more seconds, got -1.0"]
+
+
+def test_recover_needs_definitions(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("journal", "recover", "--db", db)[0] == 2
+    assert "--definitions" in capsys.readouterr().err
+
+
+# -- journal files that are missing or not journals ----------------------------------------------
+
+COMMANDS = [
+    pytest.param(["list"], id="list"),
+    pytest.param(["show", "o-1"], id="show"),
+    pytest.param(["recover", "--definitions", DEFINITIONS], id="recover"),
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_missing_file_is_an_error_and_is_not_created(tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "missing.db"
+
+    assert run("journal", *command, "--db", str(path)) == (
+        2,
+        [],
+        [f"fsaga journal: no journal file at '{path}'"],
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_corrupt_file_is_an_error_naming_it(tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "corrupt.db"
+    path.write_bytes(b"this is not an SQLite database, just some text" * 100)
+
+    code, output, errors = run("journal", *command, "--db", str(path))
+
+    assert (code, output) == (2, [])
+    [error] = errors
+    assert error.startswith(f"fsaga journal: journal file '{path}' is not a valid SQLite database")
+
+
+def test_an_empty_file_is_not_a_journal_and_stays_empty(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+
+    assert run("journal", "list", "--db", str(path)) == (
+        2,
+        [],
+        [f"fsaga journal: '{path}' is an empty file, not a journal"],
+    )
+    assert path.read_bytes() == b""
+
+
+def test_another_applications_database_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE customers (id INTEGER)")
+    connection.close()
+
+    code, _, errors = run("journal", "show", "o-1", "--db", str(path))
+
+    assert code == 2
+    assert errors == [
+        f"fsaga journal: '{path}' is an SQLite database but not an fsaga journal "
+        "(user_version 0, objects ['customers'])"
+    ]
+
+
+def test_a_directory_is_an_error(tmp_path: Path) -> None:
+    code, _, errors = run("journal", "list", "--db", str(tmp_path))
+
+    assert code == 2
+    [error] = errors
+    assert error.startswith("fsaga journal: ")
+    assert str(tmp_path) in error
+
+
+# -- usage ---------------------------------------------------------------------------------------
+
+
+def test_journal_without_a_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["journal"]) == 2
+    assert "required" in capsys.readouterr().err
+
+
+def test_a_journal_command_without_db_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["journal", "list"]) == 2
+    assert "--db" in capsys.readouterr().err
+
+
+def test_the_help_lists_the_journal_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["journal", "--help"]) == 0
+    text = capsys.readouterr().out
+    for command in ("list", "show", "recover"):
+        assert command in text
+
+
+def test_python_dash_m_fsaga_journal_lists_a_real_file(db: str) -> None:
+    listed = subprocess.run(
+        [sys.executable, "-m", "fsaga", "journal", "list", "--db", db],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == [
+        "ID",
+        "f-partial",
+        "o-dead",
+        "o-declined",
+        "o-flight",
+        "o-ok",
+        "o-undoing",
+    ]
+    missing = subprocess.run(
+        [sys.executable, "-m", "fsaga", "journal", "show", "nobody", "--db", db],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (missing.returncode, missing.stdout) == (1, "")
+    assert missing.stderr == f"fsaga journal: no saga 'nobody' in {db}\n"
