@@ -39,7 +39,7 @@ from fsaga.interpreter.protocol import Effect
 from fsaga.interpreter.results import unwrap_result
 from fsaga.interpreter.sync import SyncInterpreter
 from fsaga.journal.codec import Codec, CodecError, JsonCodec
-from fsaga.journal.protocol import EntrySequenceError, Journal
+from fsaga.journal.protocol import EntrySequenceError, Journal, JournalError
 from fsaga.journal.records import Entry, EntryKind, FinishedStatus, SagaRecord
 from fsaga.outcome import CompensationFailure, Failure, Outcome, PartialFailure, Success
 from fsaga.saga import Saga
@@ -217,9 +217,10 @@ class DurableSagas:
         listeners: called with every event of every run.
         max_recovery_attempts: recoveries a saga gets before it is parked as dead.
         stale_after: seconds without a journal write after which an unfinished saga counts as
-            abandoned by its process, so `recover` (or a repeated `start`) may take it over.
-            The default, 0, counts every unfinished saga as abandoned: right for one process
-            that recovers at start-up, before it starts new runs.
+            abandoned by its process, so `recover` or a repeated `start` may take it over. With
+            the default, 0, `recover` counts every unfinished saga as abandoned (right for one
+            process that recovers at start-up, before it starts new runs) and `start` never
+            takes one over (it raises `SagaBusyError`).
     """
 
     __slots__ = ("_codec", "_definitions", "_journal", "_listeners", "_max_attempts", "_stale")
@@ -250,7 +251,8 @@ class DurableSagas:
         `SyncInterpreter`.
 
         An id that already exists is never run twice: a finished saga returns its recorded
-        outcome; an unfinished one is resumed as `recover` would, if its process is gone.
+        outcome; an unfinished one is resumed as `recover` would, if its process has been
+        silent for `stale_after` seconds (with the default, 0, it is left to `recover`).
 
         Raises:
             UnknownDefinitionError: nothing is registered as `name`.
@@ -311,6 +313,13 @@ class DurableSagas:
             raise DefinitionConflictError(
                 f"saga {saga_id!r} already runs {record.name!r} version {record.version} with "
                 f"another input than {name!r} version {version} with {input!r}"
+            )
+        if record.status == "running" and not self._stale:
+            # It may be running right now, in another process or thread: never run it twice.
+            raise SagaBusyError(
+                f"saga {saga_id!r} is unfinished and may be running elsewhere; `recover()` "
+                "takes unfinished sagas over, or give DurableSagas(stale_after=...) so that "
+                "`start` resumes one whose process has been silent that long"
             )
         return self._prepare_resume(record)
 
@@ -575,6 +584,11 @@ class _Recorder:
                     f"saga {self._saga_id!r} was taken over by another process: {error}"
                 )
                 raise _Halt(str(self.trouble)) from error
+            except JournalError as error:
+                # Nothing may run that the journal did not record: stop here, and let the
+                # error out of the run; `recover` carries on from what was recorded.
+                self.trouble = error
+                raise _Halt(str(error)) from error
             self._recorded.extend(entries)
             self._position = len(self._recorded)
             self.pending = []

@@ -330,6 +330,7 @@ class SqliteJournal(Journal):
                 logger.debug("closed journal %s", self._path)
 
     def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+        self._check_length()
         with self._translated_errors():
             connection = sqlite3.connect(
                 self._path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
@@ -355,22 +356,57 @@ class SqliteJournal(Journal):
 
     def _schema_version(self, connection: sqlite3.Connection) -> int:
         """The file's schema version, after refusing a newer fsaga's or another program's file."""
-        found = int(connection.execute("PRAGMA user_version").fetchone()[0])
-        if found > SCHEMA_VERSION:
-            raise JournalVersionError(self._path, found, SCHEMA_VERSION)
-        if found != SCHEMA_VERSION:
+        # Both reads in one transaction: another process creating the schema at this moment
+        # must not be seen half done (a version of 0 beside its tables).
+        own = not connection.in_transaction
+        if own:
+            connection.execute("BEGIN")
+        try:
+            found = int(connection.execute("PRAGMA user_version").fetchone()[0])
             others = [
                 str(row[0])
                 for row in connection.execute(
                     "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name"
                 )
             ]
-            if found != 0 or others:
-                raise JournalError(
-                    f"{self._path!r} is an SQLite database but not an fsaga journal "
-                    f"(user_version {found}, objects {others})"
-                )
+        finally:
+            if own:
+                _rollback(connection)
+        if found > SCHEMA_VERSION:
+            raise JournalVersionError(self._path, found, SCHEMA_VERSION)
+        if found != SCHEMA_VERSION and (found != 0 or others):
+            raise JournalError(
+                f"{self._path!r} is an SQLite database but not an fsaga journal "
+                f"(user_version {found}, objects {others})"
+            )
         return found
+
+    def _check_length(self) -> None:
+        """Refuse a file shorter than its own header says: SQLite would read the missing pages
+        as zeros and answer wrongly without an error (a truncated copy, a torn write)."""
+        try:
+            with open(self._path, "rb") as file:
+                header = file.read(100)
+                length = file.seek(0, os.SEEK_END)
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise JournalError(f"journal {self._path!r}: {error}") from error
+        if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+            return  # empty (a new journal) or not SQLite: the connection says which
+        with contextlib.suppress(OSError):
+            if os.path.getsize(f"{self._path}-wal") > 0:
+                return  # a checkpoint may be under way: the write-ahead log holds the rest
+        page_size = int.from_bytes(header[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        pages = int.from_bytes(header[28:32], "big")
+        # The page count in the header is valid when its version number matches the change
+        # counter (SQLite 3.7.0 and later write both).
+        if header[24:28] == header[92:96] and length < pages * page_size:
+            raise JournalCorruptError(
+                self._path,
+                f"the file holds {length} bytes; its header says {pages} pages of {page_size}",
+            )
 
     def _create_schema(self, connection: sqlite3.Connection) -> None:
         connection.execute("BEGIN IMMEDIATE")
@@ -412,6 +448,11 @@ class SqliteJournal(Journal):
         """Turn SQLite's errors about the file into journal errors naming the file."""
         try:
             yield
+        except UnicodeDecodeError as error:
+            # SQLite's own message about a damaged schema, in bytes that are not UTF-8.
+            raise JournalCorruptError(
+                self._path, f"unreadable text in the file: {error}"
+            ) from error
         except sqlite3.Error as error:
             code = getattr(error, "sqlite_errorcode", None)
             if code is not None and code & 0xFF in _CORRUPTION_CODES:

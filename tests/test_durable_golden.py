@@ -1,0 +1,161 @@
+"""Golden journals: files an earlier fsaga wrote, replayed by the current code.
+
+The journals in tests/fixtures/journals were recorded by tests/durable_worker.py (see
+make_fixtures.py there): a saga that succeeded, one that failed and compensated, and one whose
+process was killed while a step ran. A change that breaks reading them (the schema, the codec,
+how errors or outcomes are stored, how a replay matches entries) fails here. Every test works
+on a copy: the committed files are never written.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from durable_worker import Declined, EvidenceJournal, Shop, order_definitions, read_evidence
+
+from fsaga import Failure, Saga, Success, step
+from fsaga.durable import DurableSagas, NonDeterminismError, RecordedError, SagaDefinitions
+from fsaga.journal import JsonCodec, SqliteJournal
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "journals"
+CLOCK = 1_750_000_000.0  # make_fixtures.py's fixed journal clock
+
+FORWARD = [
+    (kind, path, 1) for path in ("reserve", "create", "charge") for kind in ("intent", "completed")
+]
+TIMELINES: dict[str, list[tuple[str, str, int]]] = {
+    "succeeded": [*FORWARD, ("intent", "notify", 1), ("completed", "notify", 1)],
+    "failed": [
+        *FORWARD[:5],
+        ("failed", "charge", 1),
+        ("compensation_intent", "create", 1),
+        ("compensated", "create", 1),
+        ("compensation_intent", "reserve", 1),
+        ("compensated", "reserve", 1),
+    ],
+    "unfinished": FORWARD[:5],
+}
+INPUTS: dict[str, dict[str, Any]] = {
+    "succeeded": {"decline": False, "sku": "sku-1"},
+    "failed": {"decline": True, "sku": "sku-2"},
+    "unfinished": {"decline": False, "sku": "sku-3"},
+}
+
+
+def fixture_copy(tmp_path: Path, stem: str) -> Path:
+    copy = tmp_path / f"{stem}.db"
+    shutil.copyfile(FIXTURES / f"{stem}.db", copy)
+    return copy
+
+
+@pytest.mark.parametrize("stem", TIMELINES)
+def test_a_golden_journal_reads_back_as_it_was_recorded(tmp_path: Path, stem: str) -> None:
+    with SqliteJournal(fixture_copy(tmp_path, stem)) as journal:
+        [record] = journal.sagas()
+        entries = journal.entries(record.saga_id)
+        assert journal.integrity_check() == ["ok"]
+
+    assert (record.saga_id, record.name, record.version) == (f"o-{stem}", "order", 1)
+    assert JsonCodec().decode(record.input) == INPUTS[stem]
+    assert (record.created_at, record.updated_at, record.recovery_attempts) == (CLOCK, CLOCK, 0)
+    assert record.status == {"succeeded": "succeeded", "failed": "failed"}.get(stem, "running")
+    assert [(entry.kind, entry.path, entry.attempt) for entry in entries] == TIMELINES[stem]
+    assert [entry.seq for entry in entries] == list(range(1, len(entries) + 1))
+
+
+@pytest.mark.parametrize(
+    ("stem", "expected"),
+    [
+        ("succeeded", Success("sku-1")),
+        ("failed", Failure(RecordedError("Declined", "card declined"), ("create", "reserve"))),
+    ],
+)
+def test_starting_a_finished_golden_saga_returns_its_recorded_outcome(
+    tmp_path: Path, stem: str, expected: object
+) -> None:
+    evidence = tmp_path / "evidence.jsonl"
+    db = fixture_copy(tmp_path, stem)
+    with SqliteJournal(db) as journal:
+        before = journal.entries(f"o-{stem}")
+        runs = DurableSagas(EvidenceJournal(journal, evidence), order_definitions(Shop(evidence)))
+
+        outcome = runs.start("order", INPUTS[stem], saga_id=f"o-{stem}")
+
+        assert runs.recover() == {}
+        assert journal.entries(f"o-{stem}") == before
+    assert outcome == expected
+    if isinstance(outcome, Failure):
+        assert isinstance(outcome.error, Declined)  # the recorded type, imported again
+    assert read_evidence(evidence) == []
+
+
+def test_the_unfinished_golden_saga_recovers_to_its_outcome(tmp_path: Path) -> None:
+    evidence = tmp_path / "evidence.jsonl"
+    with SqliteJournal(fixture_copy(tmp_path, "unfinished")) as journal:
+        before = journal.entries("o-unfinished")
+        runs = DurableSagas(EvidenceJournal(journal, evidence), order_definitions(Shop(evidence)))
+
+        outcomes = runs.recover()
+
+        after = journal.entries("o-unfinished")
+        record = journal.get("o-unfinished")
+    assert outcomes == {"o-unfinished": Success("sku-3")}
+    assert record is not None
+    assert record.status == "succeeded"
+    assert after[: len(before)] == before
+    assert [(entry.kind, entry.path, entry.attempt) for entry in after[len(before) :]] == [
+        ("unknown", "charge", 1),  # in flight at the kill: its outcome is unknown...
+        ("intent", "charge", 2),  # ...and the step is idempotent: run again, same key
+        ("completed", "charge", 2),
+        ("intent", "notify", 1),
+        ("completed", "notify", 1),
+    ]
+    assert [(line["kind"], line["path"], line["key"]) for line in read_evidence(evidence)] == [
+        ("action", "charge", "o-unfinished/charge"),
+        ("action", "notify", "o-unfinished/notify"),
+        ("outcome", "-", "o-unfinished"),
+    ]
+
+
+def test_a_changed_definition_does_not_replay_the_golden_saga_and_writes_no_entry(
+    tmp_path: Path,
+) -> None:
+    """The same name and version with other steps: the replay diverges at the second step,
+    `recover` returns `NonDeterminismError` for the saga, and its timeline is left as it was
+    (the recovery attempt itself is counted, so that a saga that never replays gets parked)."""
+    ran: list[str] = []
+
+    def act(path: str) -> str:
+        ran.append(path)
+        return f"{path}-done"
+
+    changed = SagaDefinitions()
+
+    @changed.saga("order")
+    def order(input: dict[str, Any]) -> Saga[str]:
+        return (
+            step(lambda: act("reserve"), lambda _: ran.append("undo reserve"), name="reserve")
+            .then(step(lambda: act("audit"), name="audit"))
+            .then(step(lambda: act("charge"), name="charge"))
+            .map(lambda _: str(input["sku"]))
+        )
+
+    with SqliteJournal(fixture_copy(tmp_path, "unfinished")) as journal:
+        before = journal.entries("o-unfinished")
+
+        outcomes = DurableSagas(journal, changed).recover()
+
+        after = journal.entries("o-unfinished")
+        record = journal.get("o-unfinished")
+    error = outcomes["o-unfinished"]
+    assert isinstance(error, NonDeterminismError)
+    assert "'audit'" in str(error)
+    assert "'create'" in str(error)
+    assert after == before
+    assert ran == []
+    assert record is not None
+    assert record.status == "running"
+    assert record.outcome is None
