@@ -62,6 +62,11 @@ _RESULT_KINDS: Final[dict[EntryKind, EntryKind]] = {
     "intent": "completed",
     "compensation_intent": "compensated",
 }
+# The entries that can end an intent's effect.
+_OUTCOME_KINDS: Final[dict[EntryKind, frozenset[EntryKind]]] = {
+    "intent": frozenset({"completed", "failed", "unknown"}),
+    "compensation_intent": frozenset({"compensated", "compensation_failed"}),
+}
 
 
 class UnknownDefinitionError(LookupError):
@@ -304,11 +309,18 @@ class DurableSagas:
         return outcomes
 
     def _prepare_start(self, name: str, input: object, saga_id: str) -> Outcome[object] | _Ready:
-        version, _ = self._definitions.lookup(name)
+        version, build = self._definitions.lookup(name)
         encoded = self._codec.encode(input)
-        record, created = self._journal.create(saga_id, name, version, encoded)
-        if created:
-            return self._ready(record, [])
+        record = self._journal.get(saga_id)
+        if record is None:
+            # Created by the run's first write, together with its first intent: one commit
+            # fewer. Should another start create it first, that write says so and the run
+            # stops before its first effect.
+            saga = build(self._codec.decode(encoded))
+            recorder = _Recorder(
+                self._journal, saga_id, self._codec, [], create=(name, version, encoded)
+            )
+            return _Ready(saga_id, saga, recorder)
         if (record.name, record.version, record.input) != (name, version, encoded):
             raise DefinitionConflictError(
                 f"saga {saga_id!r} already runs {record.name!r} version {record.version} with "
@@ -388,10 +400,12 @@ class DurableSagas:
     def _interrupted(self, ready: _Ready) -> None:
         """Interrupted or cancelled: the undo ran; record its outcome before it goes on."""
         if ready.finished and ready.recorder.trouble is None:
+            ready.recorder.create_if_needed()
             self._finish(ready.saga_id, ready.finished[-1], ready.recorder.pending)
 
     def _conclude(self, ready: _Ready, outcome: Outcome[object]) -> Outcome[object]:
         ready.recorder.raise_trouble()
+        ready.recorder.create_if_needed()
         recorded_outcome = self._finish(ready.saga_id, outcome, ready.recorder.pending)
         return outcome if recorded_outcome is None else recorded_outcome
 
@@ -511,13 +525,32 @@ class _Recorder:
     """The `Perform` function of a durable run: replays what the journal holds, then records
     each effect (intent before, result after) as it runs it."""
 
-    __slots__ = ("_codec", "_journal", "_position", "_recorded", "_saga_id", "pending", "trouble")
+    __slots__ = (
+        "_codec",
+        "_create",
+        "_journal",
+        "_position",
+        "_recorded",
+        "_saga_id",
+        "pending",
+        "trouble",
+    )
 
-    def __init__(self, journal: Journal, saga_id: str, codec: Codec, recorded: list[Entry]) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        saga_id: str,
+        codec: Codec,
+        recorded: list[Entry],
+        *,
+        create: tuple[str, int, bytes] | None = None,
+    ) -> None:
         self._journal = journal
         self._saga_id = saga_id
         self._codec = codec
         self._recorded = recorded
+        # (name, version, input) of a saga the first write creates.
+        self._create = create
         self._position = 0
         # Entries written with the next commit: a result waits for the next intent (or the
         # outcome), so a step costs one commit where no effect lies between two transitions.
@@ -527,6 +560,45 @@ class _Recorder:
     def raise_trouble(self) -> None:
         if self.trouble is not None:
             raise self.trouble
+
+    def create_if_needed(self) -> None:
+        """Create the saga's record, with what is pending, if no write has yet (a run with no
+        effect)."""
+        if self._create is None:
+            return
+        self._write(self.pending)
+        self.raise_trouble()
+
+    def _write(self, entries: list[Entry]) -> None:
+        """Commit `entries` (creating the saga with them, on a run's first write); on failure,
+        stop the run from touching the world."""
+        try:
+            if self._create is not None:
+                name, version, encoded = self._create
+                self._create = None
+                _, created = self._journal.create(
+                    self._saga_id, name, version, encoded, entries=entries
+                )
+                if not created:
+                    self.trouble = SagaBusyError(
+                        f"saga {self._saga_id!r} was started elsewhere at the same time"
+                    )
+                    raise _Halt(str(self.trouble))
+            else:
+                self._journal.append(self._saga_id, entries)
+        except EntrySequenceError as error:
+            self.trouble = SagaBusyError(
+                f"saga {self._saga_id!r} was taken over by another process: {error}"
+            )
+            raise _Halt(str(self.trouble)) from error
+        except JournalError as error:
+            # Nothing may run that the journal did not record: stop here, and let the error
+            # out of the run; `recover` carries on from what was recorded.
+            self.trouble = error
+            raise _Halt(str(error)) from error
+        self._recorded.extend(entries)
+        self._position = len(self._recorded)
+        self.pending = []
 
     def _next_seq(self) -> int:
         return len(self._recorded) + len(self.pending) + 1
@@ -560,8 +632,13 @@ class _Recorder:
                 self._record("unknown", effect, _error_bytes(self._codec, unknown))
                 raise unknown
             return self._perform(effect, intent, write_intent=False)  # compensations repeat
-        if following.path != effect.path or following.attempt != effect.attempt:
-            # Nothing was recorded for it before the run moved on: it was left unknown.
+        if (
+            following.path != effect.path
+            or following.attempt != effect.attempt
+            or following.kind not in _OUTCOME_KINDS[intent]
+        ):
+            # Nothing was recorded for it before the run moved on: it was left unknown. (The
+            # entry after it may share its path and attempt: the intent of its own undo.)
             if effect.kind == "action":
                 raise UnknownOutcomeError(f"step {effect.path!r} was left with no outcome")
             raise RecordedError("Interrupted", f"the compensation of {effect.path!r} was cut off")
@@ -576,22 +653,9 @@ class _Recorder:
 
     def _perform(self, effect: Effect, intent: EntryKind, *, write_intent: bool) -> object:
         if write_intent:
-            entries = [*self.pending, Entry(self._next_seq(), intent, effect.path, effect.attempt)]
-            try:
-                self._journal.append(self._saga_id, entries)
-            except EntrySequenceError as error:
-                self.trouble = SagaBusyError(
-                    f"saga {self._saga_id!r} was taken over by another process: {error}"
-                )
-                raise _Halt(str(self.trouble)) from error
-            except JournalError as error:
-                # Nothing may run that the journal did not record: stop here, and let the
-                # error out of the run; `recover` carries on from what was recorded.
-                self.trouble = error
-                raise _Halt(str(error)) from error
-            self._recorded.extend(entries)
-            self._position = len(self._recorded)
-            self.pending = []
+            self._write(
+                [*self.pending, Entry(self._next_seq(), intent, effect.path, effect.attempt)]
+            )
         try:
             result = effect.run()
         except Exception as error:

@@ -412,3 +412,47 @@ def test_recorded_errors_of_types_that_cannot_be_imported_stay_recorded_errors()
     assert isinstance(outcome, Failure)
     assert type(outcome.error) is RecordedError
     assert str(outcome.error) == "Gone: vanished"
+
+
+def test_an_undo_intent_after_an_in_flight_step_is_not_read_as_its_result() -> None:
+    # Written by a recovery that started voiding the in-flight `b`, then died: the entry after
+    # b's intent is the intent of b's own undo, with the same path and attempt.
+    codec = JsonCodec()
+    ran: list[str] = []
+    voided: list[str] = []
+
+    def act(name: str) -> str:
+        ran.append(name)
+        return name
+
+    definitions = SagaDefinitions()
+    definitions.saga("pair")(
+        lambda _: step(partial(act, "a"), lambda _: None, name="a").then(
+            step(
+                partial(act, "b"),
+                name="b",
+                retry=Retry(2, delay=0.0, jitter=0.0),
+                on_unknown=lambda context: voided.append(context.path),
+            )
+        )
+    )
+    journal = MemoryJournal()
+    journal.create(
+        "o-1",
+        "pair",
+        1,
+        codec.encode(None),
+        entries=[
+            Entry(1, "intent", "a", 1),
+            Entry(2, "completed", "a", 1, codec.encode("a")),
+            Entry(3, "intent", "b", 1),
+            Entry(4, "compensation_intent", "b", 1),
+        ],
+    )
+
+    outcome = DurableSagas(journal, definitions).recover()["o-1"]
+
+    assert isinstance(outcome, Failure)
+    assert outcome.compensated == ("b", "a")
+    assert ran == []
+    assert voided == ["b"]

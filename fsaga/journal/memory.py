@@ -23,7 +23,7 @@ from fsaga.journal.protocol import (
     _check_sequence,
     _check_status,
 )
-from fsaga.journal.records import Entry, FinishedStatus, SagaRecord, SagaStatus
+from fsaga.journal.records import HEARTBEAT, Entry, FinishedStatus, SagaRecord, SagaStatus
 
 __all__ = ["MemoryJournal"]
 
@@ -100,9 +100,10 @@ class MemoryJournal(Journal):
             timeline = self._entries[saga_id]
             _check_sequence(saga_id, len(timeline) + 1, entries)
             if entries:
-                updated = dataclasses.replace(record, updated_at=float(self._clock()))
+                now = float(self._clock())
                 timeline.extend(entries)
-                self._sagas[saga_id] = updated
+                if now - record.updated_at >= HEARTBEAT:
+                    self._sagas[saga_id] = dataclasses.replace(record, updated_at=now)
 
     def entries(self, saga_id: str) -> list[Entry]:
         """See `Journal.entries`."""

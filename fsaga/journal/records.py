@@ -14,9 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias, final, get_args
 
+HEARTBEAT = 1.0
+"""Seconds by which `SagaRecord.updated_at` may trail the last append."""
+
 __all__ = [
     "ENTRY_KINDS",
     "FINISHED_STATUSES",
+    "HEARTBEAT",
     "SAGA_STATUSES",
     "Entry",
     "EntryKind",
@@ -73,7 +77,8 @@ class SagaRecord:
         recovery_attempts: how often `Journal.claim_for_recovery` picked it up.
         created_at: when it was created (seconds since the epoch, from the journal's clock).
         updated_at: when anything about it was last written (creation, entries, outcome,
-            claims).
+            claims). Appending entries moves it only once `HEARTBEAT` seconds have passed
+            since (a heartbeat: it spares most appends a second page to write).
     """
 
     saga_id: str

@@ -44,6 +44,7 @@ from fsaga.journal.protocol import (
 )
 from fsaga.journal.records import (
     ENTRY_KINDS,
+    HEARTBEAT,
     SAGA_STATUSES,
     Entry,
     FinishedStatus,
@@ -201,16 +202,24 @@ class SqliteJournal(Journal):
     def append(self, saga_id: str, entries: Sequence[Entry]) -> None:
         """See `Journal.append`."""
         with self._transaction(write=True) as db:
-            record = _require_record(db, saga_id)
-            if record.finished:
-                raise SagaFinishedError(saga_id, record.status)
-            _check_sequence(saga_id, _next_seq(db, saga_id), entries)
+            # One read for the status, the heartbeat and the sequence: an append is the hot path.
+            row = db.execute(
+                "SELECT status, updated_at,"
+                " (SELECT COALESCE(MAX(seq), 0) FROM entries WHERE saga_id = ?)"
+                " FROM sagas WHERE saga_id = ?",
+                (saga_id, saga_id),
+            ).fetchone()
+            if row is None:
+                raise UnknownSagaError(saga_id)
+            status, updated_at, last = row
+            if status != "running":
+                raise SagaFinishedError(saga_id, status)
+            _check_sequence(saga_id, int(last) + 1, entries)
             if entries:
                 _insert_entries(db, saga_id, entries)
-                db.execute(
-                    "UPDATE sagas SET updated_at = ? WHERE saga_id = ?",
-                    (float(self._clock()), saga_id),
-                )
+                now = float(self._clock())
+                if now - float(updated_at) >= HEARTBEAT:
+                    db.execute("UPDATE sagas SET updated_at = ? WHERE saga_id = ?", (now, saga_id))
 
     def entries(self, saga_id: str) -> list[Entry]:
         """See `Journal.entries`."""
@@ -339,7 +348,7 @@ class SqliteJournal(Journal):
             with self._translated_errors():
                 connection.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
                 found = self._schema_version(connection)
-                mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                mode = _switch_to_wal(connection, busy_timeout)
                 if str(mode).lower() != "wal":
                     raise JournalError(
                         f"journal file {self._path!r} cannot use WAL mode (SQLite kept "
@@ -460,6 +469,22 @@ class SqliteJournal(Journal):
             if isinstance(error, sqlite3.OperationalError):
                 raise JournalError(f"journal {self._path!r}: {error}") from error
             raise
+
+
+def _switch_to_wal(connection: sqlite3.Connection, busy_timeout: float) -> str:
+    """Put the file in WAL mode; the journal mode it is in after.
+
+    Switching needs the file to itself, and SQLite does not wait for that (the busy timeout
+    does not apply), so an opener racing others for a new file retries within the timeout.
+    """
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            return str(connection.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.001)
 
 
 def _rollback(connection: sqlite3.Connection) -> None:
