@@ -1,0 +1,65 @@
+"""Saga definitions by name: what durable runs are rebuilt from."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, final
+
+from fsaga.durable.errors import UnknownDefinitionError
+from fsaga.saga import Saga
+
+__all__ = ["SagaDefinitions"]
+
+_I = TypeVar("_I")
+_T = TypeVar("_T")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class _Definition:
+    name: str
+    version: int
+    build: Callable[[Any], Saga[object]]
+
+
+@final
+class SagaDefinitions:
+    """Saga definitions by name: how `DurableSagas` rebuilds a run from its recorded input."""
+
+    __slots__ = ("_by_name",)
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, _Definition] = {}
+
+    def saga(
+        self, name: str, *, version: int = 1
+    ) -> Callable[[Callable[[_I], Saga[_T]]], Callable[[_I], Saga[_T]]]:
+        """Register the decorated function (input -> saga) under `name` and `version`.
+
+        Bump `version` when the steps change: a run started under another version is not
+        replayed against the new steps (its `start` raises `DefinitionConflictError`).
+        """
+        given_name: object = name
+        given_version: object = version
+        if not isinstance(given_name, str) or not given_name:
+            raise ValueError(f"a saga definition needs a non-empty name, got {name!r}")
+        if isinstance(given_version, bool) or not isinstance(given_version, int) or version < 1:
+            raise ValueError(f"saga definition {name!r}: version must be an int >= 1")
+
+        def register(build: Callable[[_I], Saga[_T]]) -> Callable[[_I], Saga[_T]]:
+            if not callable(build):
+                raise TypeError(f"saga definition {name!r} must be a callable, got {build!r}")
+            if name in self._by_name:
+                raise ValueError(f"a saga definition is already registered as {name!r}")
+            self._by_name[name] = _Definition(name, version, build)
+            return build
+
+        return register
+
+    def lookup(self, name: str) -> tuple[int, Callable[[Any], Saga[object]]]:
+        """The version and builder registered under `name`."""
+        definition = self._by_name.get(name)
+        if definition is None:
+            raise UnknownDefinitionError(name)
+        return definition.version, definition.build

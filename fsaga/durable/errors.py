@@ -1,0 +1,139 @@
+"""The errors of durable runs, and errors as the journal records them."""
+
+from __future__ import annotations
+
+import importlib
+
+from fsaga.journal.codec import Codec
+from fsaga.journal.records import Entry
+
+__all__ = [
+    "DefinitionConflictError",
+    "NonDeterminismError",
+    "RecordedError",
+    "SagaBusyError",
+    "SagaParkedError",
+    "UnknownDefinitionError",
+    "describe_error",
+    "recorded_error",
+    "revive_error",
+]
+
+
+class UnknownDefinitionError(LookupError):
+    """No saga definition is registered under this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no saga definition is registered as {name!r}")
+        self.name = name
+
+
+class DefinitionConflictError(ValueError):
+    """A saga id already belongs to a run of another definition, version or input."""
+
+
+class NonDeterminismError(RuntimeError):
+    """A replay asked for other effects than the journal recorded: the definition changed.
+
+    Nothing was performed and nothing was written once the divergence showed.
+    """
+
+
+class SagaBusyError(RuntimeError):
+    """The saga is running (or being recovered) elsewhere: it is not run a second time."""
+
+
+class SagaParkedError(RuntimeError):
+    """The saga failed to recover too many times and was parked in the dead-letter state."""
+
+
+class RecordedError(Exception):
+    """An error as an earlier run recorded it: its type's name and its message.
+
+    Outcomes read back from the journal, and failures a replay feeds to the engine, carry
+    these instead of the original exceptions, which do not survive a process. When the
+    original type can still be imported, the recorded error is also an instance of it (a
+    subclass made on the fly), so a retry policy that chooses errors by type decides on a
+    replay as it did in the first run.
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        # Not `super().__init__`: in a subclass made for an original type, that would call
+        # the original's constructor, whose signature is unknown.
+        Exception.__init__(self, message)
+        self.type_name = type_name
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}" if self.message else self.type_name
+
+    def __repr__(self) -> str:
+        if type(self) is RecordedError:
+            return f"RecordedError({self.type_name!r}, {self.message!r})"
+        return f"{type(self).__name__}({self.message!r})"  # reads like the original
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordedError):
+            return NotImplemented
+        return (self.type_name, self.message) == (other.type_name, other.message)
+
+    def __hash__(self) -> int:
+        return hash((self.type_name, self.message))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (RecordedError, (self.type_name, self.message))
+
+
+_RECORDED_TYPES: dict[str, type[RecordedError]] = {}
+
+
+def _recorded_type(origin: str) -> type[RecordedError]:
+    """A `RecordedError` subclass that is also the type named ``module:qualname``, if that type
+    can be imported and combined; `RecordedError` otherwise."""
+    known = _RECORDED_TYPES.get(origin)
+    if known is not None:
+        return known
+    made: type[RecordedError] = RecordedError
+    module_name, _, qualname = origin.partition(":")
+    try:
+        found: object = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+        if (
+            isinstance(found, type)
+            and issubclass(found, Exception)
+            and not issubclass(found, RecordedError)
+        ):
+            made = type(found.__name__, (RecordedError, found), {"__module__": __name__})
+    except Exception:
+        made = RecordedError  # not importable, or its layout cannot be combined
+    _RECORDED_TYPES[origin] = made
+    return made
+
+
+def describe_error(error: BaseException) -> list[str]:
+    """An error as the journal keeps it: ``[module:qualname, name, message]``."""
+    if isinstance(error, RecordedError):
+        return [_ORIGINS.get(type(error), "builtins:Exception"), error.type_name, error.message]
+    kind = type(error)
+    return [f"{kind.__module__}:{kind.__qualname__}", kind.__qualname__, str(error)]
+
+
+def revive_error(described: object) -> RecordedError:
+    """The error `describe_error` recorded, back as a `RecordedError`."""
+    if isinstance(described, list) and len(described) == 3:
+        origin, name, message = (str(part) for part in described)
+        error = _recorded_type(origin)(name, message)
+        _ORIGINS.setdefault(type(error), origin)
+        return error
+    return RecordedError("Exception", str(described))
+
+
+_ORIGINS: dict[type[RecordedError], str] = {}
+
+
+def recorded_error(codec: Codec, entry: Entry) -> RecordedError:
+    """The error `entry` recorded, as a `RecordedError`."""
+    if entry.payload is None:
+        return RecordedError("Exception", "")
+    return revive_error(codec.decode(entry.payload))
