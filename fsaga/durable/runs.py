@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import final
 
 from fsaga.durable.definitions import SagaDefinitions
@@ -99,32 +99,37 @@ class DurableSagas:
         """Finish every unfinished saga whose process is gone; return each one's outcome (or
         the error that kept it from recovering; after too many, the saga is parked)."""
         outcomes: dict[str, Outcome[object] | BaseException] = {}
-        for record in self._journal.sagas("running"):
+        for saga_id, ready in self._resumable():
             try:
-                ready = self._prepare_resume(record)
-                outcomes[record.saga_id] = (
-                    ready if not isinstance(ready, _Ready) else self._run(ready)
-                )
-            except SagaBusyError:
-                continue
+                outcomes[saga_id] = ready if not isinstance(ready, _Ready) else self._run(ready)
             except Exception as error:
-                outcomes[record.saga_id] = error
+                outcomes[saga_id] = error
         return outcomes
 
     async def recover_async(self) -> dict[str, Outcome[object] | BaseException]:
         """`recover`, with `AsyncInterpreter` (see `start_async`)."""
         outcomes: dict[str, Outcome[object] | BaseException] = {}
-        for record in self._journal.sagas("running"):
+        for saga_id, ready in self._resumable():
             try:
-                ready = self._prepare_resume(record)
-                outcomes[record.saga_id] = (
+                outcomes[saga_id] = (
                     ready if not isinstance(ready, _Ready) else await self._run_async(ready)
                 )
+            except Exception as error:
+                outcomes[saga_id] = error
+        return outcomes
+
+    def _resumable(
+        self,
+    ) -> Iterator[tuple[str, Outcome[object] | BaseException | _Ready]]:
+        """Every unfinished saga this process may take over, ready to run (or what kept it from
+        being so); those running elsewhere are left out."""
+        for record in self._journal.sagas("running"):
+            try:
+                yield record.saga_id, self._prepare_resume(record)
             except SagaBusyError:
                 continue
             except Exception as error:
-                outcomes[record.saga_id] = error
-        return outcomes
+                yield record.saga_id, error
 
     def _prepare_start(self, name: str, input: object, saga_id: str) -> Outcome[object] | _Ready:
         version, build = self._definitions.lookup(name)
