@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final, Literal, TypeAlias
 
+from fsaga._sqlite import rollback, switch_to_wal
 from fsaga.journal.protocol import (
     Journal,
     JournalClosedError,
@@ -348,7 +349,7 @@ class SqliteJournal(Journal):
             with self._translated_errors():
                 connection.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
                 found = self._schema_version(connection)
-                mode = _switch_to_wal(connection, busy_timeout)
+                mode = switch_to_wal(connection, busy_timeout)
                 if str(mode).lower() != "wal":
                     raise JournalError(
                         f"journal file {self._path!r} cannot use WAL mode (SQLite kept "
@@ -380,7 +381,7 @@ class SqliteJournal(Journal):
             ]
         finally:
             if own:
-                _rollback(connection)
+                rollback(connection)
         if found > SCHEMA_VERSION:
             raise JournalVersionError(self._path, found, SCHEMA_VERSION)
         if found != SCHEMA_VERSION and (found != 0 or others):
@@ -427,7 +428,7 @@ class SqliteJournal(Journal):
                 connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             connection.execute("COMMIT")
         except BaseException:
-            _rollback(connection)
+            rollback(connection)
             raise
 
     def _open_connection(self) -> sqlite3.Connection:
@@ -449,7 +450,7 @@ class SqliteJournal(Journal):
                 yield connection
                 connection.execute("COMMIT")
             except BaseException:
-                _rollback(connection)
+                rollback(connection)
                 raise
 
     @contextlib.contextmanager
@@ -469,29 +470,6 @@ class SqliteJournal(Journal):
             if isinstance(error, sqlite3.OperationalError):
                 raise JournalError(f"journal {self._path!r}: {error}") from error
             raise
-
-
-def _switch_to_wal(connection: sqlite3.Connection, busy_timeout: float) -> str:
-    """Put the file in WAL mode; the journal mode it is in after.
-
-    Switching needs the file to itself, and SQLite does not wait for that (the busy timeout
-    does not apply), so an opener racing others for a new file retries within the timeout.
-    """
-    deadline = time.monotonic() + busy_timeout
-    while True:
-        try:
-            return str(connection.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() >= deadline:
-                raise
-        time.sleep(0.001)
-
-
-def _rollback(connection: sqlite3.Connection) -> None:
-    if connection.in_transaction:
-        # The original error says what went wrong; a failed rollback adds nothing to it.
-        with contextlib.suppress(sqlite3.Error):
-            connection.execute("ROLLBACK")
 
 
 def _next_seq(db: sqlite3.Connection, saga_id: str) -> int:

@@ -1,0 +1,71 @@
+"""Stores with generated compensations: write to several stores in one saga, and have every
+completed write undone, in reverse order, when the saga fails.
+
+- `Store` is the protocol: versioned values under keys, conditional writes, write ids applied
+  once, and `undo` that puts back what a write replaced unless someone changed it since.
+- `MemoryStore` keeps a store in a dict; `SqliteStore` in a table of an SQLite file.
+- `save`, `delete`, `update` are steps whose compensations are generated; `read` reads.
+- `transaction(build)` builds one saga over several stores from a `Transaction`.
+
+>>> from fsaga import PartialFailure, step
+>>> from fsaga.interpreter import SyncInterpreter
+>>> from fsaga.stores import MemoryStore, save
+>>> orders = MemoryStore[str, str]("orders")
+>>> def meanwhile() -> None:  # another writer changes the order while the saga runs
+...     orders.put("o-1", "edited by a clerk")
+...     raise RuntimeError("card declined")
+>>> outcome = save(orders, "o-1", "placed").then(step(meanwhile)).run(SyncInterpreter())
+>>> isinstance(outcome, PartialFailure)
+True
+>>> conflict = outcome.failed_compensations[0].error
+>>> conflict.key, conflict.expected, conflict.found
+('o-1', 1, 2)
+>>> orders.get("o-1")
+Versioned(value='edited by a clerk', version=2)
+"""
+
+from fsaga.stores.errors import MissingKeyError as MissingKeyError
+from fsaga.stores.errors import ReusedWriteIdError as ReusedWriteIdError
+from fsaga.stores.errors import StoreClosedError as StoreClosedError
+from fsaga.stores.errors import StoreError as StoreError
+from fsaga.stores.errors import StoreUnavailableError as StoreUnavailableError
+from fsaga.stores.errors import VersionConflictError as VersionConflictError
+from fsaga.stores.memory import MemoryStore as MemoryStore
+from fsaga.stores.protocol import ABSENT as ABSENT
+from fsaga.stores.protocol import Absent as Absent
+from fsaga.stores.protocol import Change as Change
+from fsaga.stores.protocol import Expected as Expected
+from fsaga.stores.protocol import Store as Store
+from fsaga.stores.protocol import Versioned as Versioned
+from fsaga.stores.sqlite import SqliteStore as SqliteStore
+from fsaga.stores.steps import STORE_RETRY as STORE_RETRY
+from fsaga.stores.steps import delete as delete
+from fsaga.stores.steps import read as read
+from fsaga.stores.steps import save as save
+from fsaga.stores.steps import update as update
+from fsaga.stores.transaction import Transaction as Transaction
+from fsaga.stores.transaction import transaction as transaction
+
+__all__ = [
+    "ABSENT",
+    "STORE_RETRY",
+    "Absent",
+    "Change",
+    "Expected",
+    "MemoryStore",
+    "MissingKeyError",
+    "ReusedWriteIdError",
+    "SqliteStore",
+    "Store",
+    "StoreClosedError",
+    "StoreError",
+    "StoreUnavailableError",
+    "Transaction",
+    "VersionConflictError",
+    "Versioned",
+    "delete",
+    "read",
+    "save",
+    "transaction",
+    "update",
+]

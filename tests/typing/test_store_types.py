@@ -1,0 +1,80 @@
+"""Type-level tests of `fsaga.stores`: checked by mypy, never run by pytest (see test_types.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import assert_type
+
+from fsaga import Outcome, Saga, SyncInterpreter, par, step
+from fsaga.stores import (
+    ABSENT,
+    Change,
+    MemoryStore,
+    SqliteStore,
+    Store,
+    Transaction,
+    Versioned,
+    delete,
+    read,
+    save,
+    transaction,
+    update,
+)
+
+
+@dataclass(frozen=True)
+class Order:
+    id: str
+    total: int
+
+
+def store_types() -> None:
+    stock = MemoryStore("stock", {"sku-1": 10})
+    assert_type(stock, MemoryStore[str, int])
+    orders = MemoryStore[str, Order]("orders")
+    rows: SqliteStore[str, dict[str, int]] = SqliteStore(":memory:", "rows")
+    by_id: SqliteStore[int, str] = SqliteStore(":memory:", "by_id", key_type=int)
+
+    # Both stores satisfy the protocol, with their key and value types.
+    as_protocol: Store[str, int] = stock
+    assert_type(as_protocol.get("sku-1"), Versioned[int] | None)
+    sqlite_protocol: Store[int, str] = by_id
+    assert_type(sqlite_protocol.put(1, "x", expected=ABSENT), Change[str])
+    assert_type(rows.update("k", lambda row: {**row, "n": 1}), Change[dict[str, int]])
+
+    assert_type(save(orders, "o-1", Order("o-1", 10)), Saga[Versioned[Order]])
+    assert_type(update(stock, "sku-1", lambda count: count - 1), Saga[Versioned[int]])
+    assert_type(delete(orders, "o-1"), Saga[Versioned[Order] | None])
+    assert_type(read(rows, "k"), Saga[Versioned[dict[str, int]] | None])
+
+    save(orders, "o-1", "not an order")  # type: ignore[misc]
+    save(by_id, "a string key", "x")  # type: ignore[misc]
+    update(stock, "sku-1", lambda count: str(count))  # type: ignore[arg-type, return-value]
+
+
+def transaction_types(stock: MemoryStore[str, int], orders: MemoryStore[str, Order]) -> None:
+    def place(tx: Transaction) -> Saga[tuple[Versioned[int], Versioned[Order]]]:
+        return tx.update(stock, "sku-1", lambda count: count - 1).zip(
+            tx.save(orders, "o-1", Order("o-1", 10))
+        )
+
+    placed = transaction(place, name="place_order")
+    assert_type(placed, Saga[tuple[Versioned[int], Versioned[Order]]])
+
+    # A transaction composes with ordinary steps, and with other sagas.
+    def charge() -> str:
+        return "payment-1"
+
+    paid = transaction(lambda tx: tx.save(orders, "o-1", Order("o-1", 10)).then(step(charge))).map(
+        len
+    )
+    assert_type(paid, Saga[int])
+    both = par(placed, tx_read(stock))
+    assert_type(both, Saga[tuple[tuple[Versioned[int], Versioned[Order]], Versioned[int] | None]])
+    assert_type(paid.run(SyncInterpreter()), Outcome[int])
+
+    transaction(lambda tx: 42)  # type: ignore[arg-type, return-value]
+
+
+def tx_read(stock: MemoryStore[str, int]) -> Saga[Versioned[int] | None]:
+    return transaction(lambda tx: tx.read(stock, "sku-1"))
