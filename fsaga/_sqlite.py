@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
+from collections.abc import Iterator
 
-__all__ = ["rollback", "switch_to_wal"]
+__all__ = ["rollback", "switch_to_wal", "transaction"]
 
 
 def switch_to_wal(connection: sqlite3.Connection, busy_timeout: float) -> str:
@@ -31,3 +32,19 @@ def rollback(connection: sqlite3.Connection) -> None:
         # The original error says what went wrong; a failed rollback adds nothing to it.
         with contextlib.suppress(sqlite3.Error):
             connection.execute("ROLLBACK")
+
+
+@contextlib.contextmanager
+def transaction(connection: sqlite3.Connection, *, write: bool) -> Iterator[sqlite3.Connection]:
+    """One transaction, committed when the block ends, rolled back when it raises.
+
+    A write takes SQLite's write lock at once (``BEGIN IMMEDIATE``), so its reads and its
+    conditional writes see one state no other writer can change in between.
+    """
+    connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        yield connection
+        connection.execute("COMMIT")
+    except BaseException:
+        rollback(connection)
+        raise

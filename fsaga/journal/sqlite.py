@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final, Literal, TypeAlias
 
-from fsaga._sqlite import rollback, switch_to_wal
+from fsaga._sqlite import rollback, switch_to_wal, transaction
 from fsaga.journal.protocol import (
     Journal,
     JournalClosedError,
@@ -419,17 +419,12 @@ class SqliteJournal(Journal):
             )
 
     def _create_schema(self, connection: sqlite3.Connection) -> None:
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(connection, write=True):
             # Another process may have created the schema since the first look.
             if self._schema_version(connection) != SCHEMA_VERSION:
                 for statement in _SCHEMA:
                     connection.execute(statement)
                 connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            connection.execute("COMMIT")
-        except BaseException:
-            rollback(connection)
-            raise
 
     def _open_connection(self) -> sqlite3.Connection:
         if self._closed:
@@ -438,20 +433,13 @@ class SqliteJournal(Journal):
 
     @contextlib.contextmanager
     def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
-        """One transaction, committed when the block ends, rolled back when it raises.
-
-        A write takes SQLite's write lock at once (``BEGIN IMMEDIATE``), so its reads and its
-        conditional writes see one state no other writer can change in between.
-        """
-        with self._lock, self._translated_errors():
-            connection = self._open_connection()
-            connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield connection
-                connection.execute("COMMIT")
-            except BaseException:
-                rollback(connection)
-                raise
+        """One transaction of the journal's connection (see `fsaga._sqlite.transaction`)."""
+        with (
+            self._lock,
+            self._translated_errors(),
+            transaction(self._open_connection(), write=write) as connection,
+        ):
+            yield connection
 
     @contextlib.contextmanager
     def _translated_errors(self) -> Iterator[None]:

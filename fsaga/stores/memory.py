@@ -25,7 +25,7 @@ _V = TypeVar("_V")
 
 @final
 class MemoryStore(Generic[_K, _V]):
-    """A `Store` in memory. Thread-safe: one lock serialises every read and write.
+    """A `Store` in memory. Thread-safe: one (reentrant) lock serialises every read and write.
 
     Values are kept as given, not copied: treat them as immutable (a dict saved and then changed
     in place would change what the store holds, and what a compensation puts back).
@@ -49,7 +49,7 @@ class MemoryStore(Generic[_K, _V]):
 
     def __init__(self, name: str, initial: Mapping[_K, _V] | None = None) -> None:
         self._name = check_store_name(name)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._closed = False
         self._data: dict[_K, Versioned[_V]] = {}
         # write id -> (key, the change it made or None for an undo that came first, undone)

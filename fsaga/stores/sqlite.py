@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Final, Generic, Literal, TypeAlias, TypeVar, cast, final, overload
 
-from fsaga._sqlite import rollback, switch_to_wal
+from fsaga._sqlite import switch_to_wal, transaction
 from fsaga.journal.codec import Codec, CodecError, JsonCodec
 from fsaga.stores.errors import (
     MissingKeyError,
@@ -200,7 +200,7 @@ class SqliteStore(Generic[_K, _V]):
                 f"store {name!r}: busy_timeout must be 0 or more, got {busy_timeout!r}"
             )
         self._path = os.fspath(path)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._closed = False
         self._connection = self._connect(synchronous, float(busy_timeout))
         logger.debug("opened store %s in %s", name, self._path)
@@ -382,8 +382,7 @@ class SqliteStore(Generic[_K, _V]):
 
     def _create_table(self, connection: sqlite3.Connection) -> None:
         key_type = self._key_type.__name__
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(connection, write=True):
             for statement in _META:
                 connection.execute(statement)
             found = connection.execute(
@@ -432,24 +431,14 @@ class SqliteStore(Generic[_K, _V]):
                         f"store {self._name!r} in {self._path!r} is registered, but its table "
                         "is missing",
                     )
-            connection.execute("COMMIT")
-        except BaseException:
-            rollback(connection)
-            raise
 
     @contextlib.contextmanager
     def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
         with self._lock, self._translated_errors():
             if self._closed:
                 raise StoreClosedError(self._name)
-            connection = self._connection
-            connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
+            with transaction(self._connection, write=write) as connection:
                 yield connection
-                connection.execute("COMMIT")
-            except BaseException:
-                rollback(connection)
-                raise
 
     @contextlib.contextmanager
     def _translated_errors(self) -> Iterator[None]:
