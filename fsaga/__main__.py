@@ -28,13 +28,13 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "demo",
         help=(
-            "place an order across three in-memory services: success, failure, partial failure, "
-            "timeout, and a durable run killed mid-saga and recovered"
+            "place an order over two SQLite stores and a payment gateway: success, failure, "
+            "partial failure, timeout, and a durable run killed mid-saga and recovered"
         ),
         description=(
             "Run one order saga four times (success, failure, partial failure, and a payment "
             "that times out under the async interpreter) and print each run's events as a "
-            "timeline, its outcome and the services' state afterwards; then run it durably in "
+            "timeline, its outcome and the stores' rows afterwards; then run it durably in "
             "a process that is killed mid-payment, and recover it from its journal."
         ),
     )

@@ -34,6 +34,8 @@ from fsaga.events import (
     StepStarted,
 )
 from fsaga.outcome import Failure, Outcome, PartialFailure, Success
+from fsaga.stores.protocol import Versioned
+from fsaga.stores.steps import change_from_receipt
 
 __all__ = ["describe_event", "describe_outcome", "render_timeline"]
 
@@ -43,14 +45,25 @@ _short_repr = reprlib.Repr()
 _short_repr.maxstring = 40
 _short_repr.maxother = 100
 _short_repr.maxlevel = 3
+_short_repr.maxdict = 6
 
 
 def _show(value: object) -> str:
     """A repr short enough for one line of a timeline; an error's in full, since its message
-    is what a reader needs."""
+    is what a reader needs; a store write's receipt as what it wrote over what was there."""
     if isinstance(value, BaseException):
         return repr(value)
+    if isinstance(value, dict):
+        change = change_from_receipt(value)
+        if change is not None:
+            return f"{_state(change.after)} (was {_state(change.before)})"
     return _short_repr.repr(value)
+
+
+def _state(state: Versioned[object] | None) -> str:
+    if state is None:
+        return "no value"
+    return f"{_short_repr.repr(state.value)} @ version {state.version}"
 
 
 def _seconds(value: float) -> str:

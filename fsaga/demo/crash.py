@@ -18,10 +18,20 @@ from typing import Any, final
 
 from fsaga.context import current_context
 from fsaga.demo.shop import (
+    DATABASE,
+    REQUEST,
     OrderRequest,
-    Reservation,
-    Services,
+    Payments,
+    Receipt,
+    ShopState,
+    SimulatedClock,
     _indent,
+    open_stores,
+    order_id_for,
+    order_saga,
+    payment_saga,
+    read_state,
+    stock_up,
 )
 from fsaga.durable import DurableSagas, SagaDefinitions
 from fsaga.journal.cli import describe_saga
@@ -29,13 +39,14 @@ from fsaga.journal.sqlite import SqliteJournal
 from fsaga.outcome import Outcome
 from fsaga.render import describe_outcome
 from fsaga.saga import Saga, step
+from fsaga.stores import Store
 
 __all__ = [
     "CRASH_SAGA_ID",
     "CRASH_TITLE",
     "ORDER_DEFINITION",
     "CrashRecovery",
-    "ServicesFile",
+    "PaymentsFile",
     "durable_definitions",
     "report_crash_recovery",
     "run_crash_recovery",
@@ -50,14 +61,18 @@ CRASH_SAGA_ID = "order-1005"
 ORDER_DEFINITION = "place-order"
 """The name run 5's saga is registered under (see `durable_definitions`)."""
 
+_PAYMENTS_FILE = "payments.json"
+_JOURNAL_FILE = "journal.db"
+
 
 @final
-class ServicesFile:
-    """The three services with their state in a JSON file, so that it outlives a process.
+class PaymentsFile:
+    """The payment gateway with its state in a JSON file, so that it outlives a process (the
+    stores need no such help: they are SQLite tables already).
 
-    Each call loads the state, makes the service call, and saves the state before it returns:
+    Each call loads the state, makes the gateway call, and saves the state before it returns:
     what a call did is in the file even if its process dies right after. Results are ids
-    (``"R-1"``, ``"A-1"``), which a journal can store. With `crash_in_authorize`, the process
+    (``"A-1"``, ``"P-1"``), which a journal can store. With `crash_in_authorize`, the process
     kills itself (SIGKILL) inside `authorize`, once the gateway holds the money.
     """
 
@@ -68,32 +83,22 @@ class ServicesFile:
         self.crash_in_authorize = crash_in_authorize
 
     def create(self) -> None:
-        """Write fresh services' state to the file."""
-        self._save(Services.fresh())
+        """Write a fresh gateway's state to the file."""
+        self._save(Payments(SimulatedClock()))
 
-    def load(self) -> Services:
-        """The services as the file has them."""
+    def load(self) -> Payments:
+        """The gateway as the file has it."""
         state: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
-        services = Services.fresh()
-        services.inventory.stock = state["stock"]
-        services.inventory.reservations = {
-            id: Reservation(id, sku, quantity) for id, (sku, quantity) in state["reserved"].items()
-        }
-        services.orders.status = state["orders"]
-        payments = services.payments
-        payments.held, payments.captured = state["held"], state["captured"]
-        payments.voided, payments.requests = state["voided"], state["requests"]
-        return services
+        return Payments(
+            SimulatedClock(),
+            held=state["held"],
+            captured=state["captured"],
+            voided=state["voided"],
+            requests=state["requests"],
+        )
 
-    def _save(self, services: Services) -> None:
-        payments = services.payments
+    def _save(self, payments: Payments) -> None:
         state = {
-            "stock": services.inventory.stock,
-            "reserved": {
-                id: [reservation.sku, reservation.quantity]
-                for id, reservation in services.inventory.reservations.items()
-            },
-            "orders": services.orders.status,
             "held": payments.held,
             "captured": payments.captured,
             "voided": payments.voided,
@@ -104,100 +109,76 @@ class ServicesFile:
         os.replace(written, self.path)
 
     @contextlib.contextmanager
-    def _services(self) -> Iterator[Services]:
-        services = self.load()
-        yield services
-        self._save(services)
-
-    def reserve_stock(self, sku: str, quantity: int) -> str:
-        with self._services() as services:
-            return services.inventory.reserve(sku, quantity).id
-
-    def release_stock(self, reservation_id: str) -> None:
-        with self._services() as services:
-            reservation = services.inventory.reservations.get(reservation_id)
-            if reservation is not None:
-                services.inventory.release(reservation)
-
-    def create_order(self, customer: str, reservation_id: str) -> str:
-        with self._services() as services:
-            reservation = services.inventory.reservations[reservation_id]
-            return services.orders.create(customer, reservation)
-
-    def cancel_order(self, order_id: str) -> None:
-        with self._services() as services:
-            services.orders.cancel(order_id)
+    def _payments(self) -> Iterator[Payments]:
+        payments = self.load()
+        yield payments
+        self._save(payments)
 
     def authorize(self, amount_cents: int) -> str:
         """Hold the amount under the step's idempotency key (see `Payments.authorize_once`)."""
-        with self._services() as services:
+        with self._payments() as payments:
             key = current_context().idempotency_key
-            authorization = services.payments.authorize_once(amount_cents, key)
+            authorization = payments.authorize_once(amount_cents, key)
         if self.crash_in_authorize:
             # The gateway holds the money; the answer never reaches the journal.
             os.kill(os.getpid(), signal.SIGKILL)
         return authorization
 
     def void(self, authorization: str) -> None:
-        with self._services() as services:
-            services.payments.void(authorization)
+        with self._payments() as payments:
+            payments.void(authorization)
 
     def capture(self, authorization: str) -> str:
-        with self._services() as services:
-            return services.payments.capture(authorization)
+        with self._payments() as payments:
+            return payments.capture(authorization)
 
     def refund(self, payment_id: str) -> None:
-        with self._services() as services:
-            services.payments.refund(payment_id)
+        with self._payments() as payments:
+            payments.refund(payment_id)
 
 
-def durable_definitions(services: ServicesFile) -> SagaDefinitions:
-    """The order saga, registered as `ORDER_DEFINITION` for durable runs over `services`.
+def durable_definitions(
+    stock: Store[str, int], orders: Store[str, dict[str, object]], payments: PaymentsFile
+) -> SagaDefinitions:
+    """The order saga, registered as `ORDER_DEFINITION` for durable runs over the stores and
+    `payments`.
 
-    Its input is an `OrderRequest` as a dict; its steps are `place_order`'s (same paths), with
-    JSON-shaped results, and an authorisation that is idempotent: the gateway files each hold
-    under the request's idempotency key, so running it again with the same key is safe.
+    Its input is an `OrderRequest` as a dict, with the ``order_id`` to write; its steps are
+    `order_saga`'s (same paths), and its result the `Receipt` as a dict. The store steps record
+    JSON receipts and are idempotent (each write carries its step's idempotency key as its
+    write id); so is the authorisation: the gateway files each hold under the request's
+    idempotency key, so running it again with the same key is safe.
     """
     definitions = SagaDefinitions()
 
     @definitions.saga(ORDER_DEFINITION)
     def place(request: dict[str, Any]) -> Saga[dict[str, str]]:
-        reserve = step(
-            partial(services.reserve_stock, request["sku"], request["quantity"]),
-            services.release_stock,
-            name="reserve_stock",
-        )
         authorize = step(
-            partial(services.authorize, request["amount_cents"]),
-            services.void,
+            partial(payments.authorize, request["amount_cents"]),
+            payments.void,
             name="authorize",
             idempotent=True,
         )
-
-        def capture(authorization: str) -> Saga[str]:
-            return step(partial(services.capture, authorization), services.refund, name="capture")
-
-        def create_order_and_pay(reservation_id: str) -> Saga[dict[str, str]]:
-            create_order = step(
-                partial(services.create_order, request["customer"], reservation_id),
-                services.cancel_order,
-                name="create_order",
-            )
-            return create_order.zip(authorize.bind(capture).named("payment")).map(
-                lambda ids: {"order": ids[0], "reservation": reservation_id, "payment": ids[1]}
-            )
-
-        return reserve.bind(create_order_and_pay)
+        payment = payment_saga(authorize, payments.capture, payments.refund)
+        order = OrderRequest(
+            request["customer"], request["sku"], request["quantity"], request["amount_cents"]
+        )
+        return order_saga(stock, orders, order, request["order_id"], payment).map(_as_dict)
 
     return definitions
 
 
+def _as_dict(receipt: Receipt) -> dict[str, str]:
+    return {"order_id": receipt.order_id, "payment_id": receipt.payment_id}
+
+
 def _durable_child(folder: str) -> None:
     """Run 5's doomed process: start the order durably; it dies inside the authorisation."""
-    services = ServicesFile(Path(folder) / "services.json", crash_in_authorize=True)
-    request = asdict(OrderRequest("ada", "sku-42", 3, 4_500))
-    with SqliteJournal(Path(folder) / "journal.db") as journal:
-        runs = DurableSagas(journal, durable_definitions(services))
+    payments = PaymentsFile(Path(folder) / _PAYMENTS_FILE, crash_in_authorize=True)
+    request = {**asdict(REQUEST), "order_id": order_id_for(CRASH_SAGA_ID)}
+    stock, orders = open_stores(Path(folder) / DATABASE)
+    with stock, orders, SqliteJournal(Path(folder) / _JOURNAL_FILE) as journal:
+        runs = DurableSagas(journal, durable_definitions(stock, orders, payments))
         runs.start(ORDER_DEFINITION, request, saga_id=CRASH_SAGA_ID)
     raise RuntimeError("the process was meant to die inside payment/authorize")
 
@@ -205,30 +186,35 @@ def _durable_child(folder: str) -> None:
 @final
 @dataclass(frozen=True, slots=True)
 class CrashRecovery:
-    """What run 5 saw: the journal and the services after the crash, then after recovery."""
+    """What run 5 saw: the journal and the shop's state after the crash, then after recovery."""
 
     journal_at_crash: str
-    services_at_crash: Services
+    state_at_crash: ShopState
     outcome: Outcome[object]
     journal_after: str
-    services_after: Services
+    state_after: ShopState
 
 
-def run_crash_recovery() -> CrashRecovery:
+def run_crash_recovery(folder: Path | None = None) -> CrashRecovery:
     """Start the order durably in a child process that is killed mid-payment, then recover it.
+
+    The shop's database, the gateway's file and the journal are created in `folder` (which
+    must not hold them yet), or by default in a temporary directory removed afterwards.
 
     Raises:
         RuntimeError: the child process did not die of SIGKILL (its error output says why).
     """
-    with tempfile.TemporaryDirectory(prefix="fsaga-demo-") as folder:
-        services = ServicesFile(Path(folder) / "services.json")
-        services.create()
+    with contextlib.ExitStack() as cleanup:
+        if folder is None:
+            folder = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="fsaga-demo-")))
+        database = folder / DATABASE
+        stock, orders = open_stores(database)
+        with stock, orders:
+            stock_up(stock)
+        payments = PaymentsFile(folder / _PAYMENTS_FILE)
+        payments.create()
         child = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                f"from fsaga.demo.crash import _durable_child; _durable_child({folder!r})",
-            ],
+            [sys.executable, "-c", f"{_CHILD_IMPORT}; _durable_child({str(folder)!r})"],
             capture_output=True,
             text=True,
             check=False,
@@ -239,14 +225,18 @@ def run_crash_recovery() -> CrashRecovery:
                 f"run 5's child process exited with {child.returncode}, not SIGKILL:\n"
                 f"{child.stderr}"
             )
-        with SqliteJournal(Path(folder) / "journal.db") as journal:
+        with SqliteJournal(folder / _JOURNAL_FILE) as journal:
             at_crash = _journal_show(journal)
-            services_at_crash = services.load()
-            outcome = DurableSagas(journal, durable_definitions(services)).recover()[CRASH_SAGA_ID]
+            state_at_crash = read_state(database, payments.load())
+            stock, orders = open_stores(database)
+            with stock, orders:
+                runs = DurableSagas(journal, durable_definitions(stock, orders, payments))
+                outcome = runs.recover()[CRASH_SAGA_ID]
             if isinstance(outcome, BaseException):
                 raise outcome
             after = _journal_show(journal)
-        return CrashRecovery(at_crash, services_at_crash, outcome, after, services.load())
+        state_after = read_state(database, payments.load())
+        return CrashRecovery(at_crash, state_at_crash, outcome, after, state_after)
 
 
 _CHILD_IMPORT = "from fsaga.demo.crash import _durable_child"
@@ -270,29 +260,31 @@ CRASH_TITLE = "Durable: the process is killed mid-payment; recovery from the jou
 
 
 def report_crash_recovery(run: CrashRecovery, number: int) -> str:
-    """Run 5's report: the journal and state at the crash, the recovery, its outcome, the state
-    afterwards."""
+    """Run 5's report: the journal and state at the crash, the recovery, its outcome, the
+    journal and state afterwards."""
     key = f"{CRASH_SAGA_ID}/payment/authorize"
+    rows = f"the rows of {DATABASE}: key, version, value as stored"
     return "\n".join(
         [
             f"== {number}. {CRASH_TITLE}",
             "",
             f"A child process starts saga {CRASH_SAGA_ID} with DurableSagas over a SqliteJournal",
-            "file, and is killed with SIGKILL inside payment/authorize, just after the gateway",
-            "put the money on hold.",
+            f"file, the stores in {DATABASE}, and is killed with SIGKILL inside payment/authorize,",
+            "just after the gateway put the money on hold.",
             "",
             f"what the journal holds (fsaga journal show {CRASH_SAGA_ID}):",
             _indent(run.journal_at_crash),
             "",
-            "state when the process died:",
-            run.services_at_crash.describe(),
+            f"state when the process died ({rows}):",
+            run.state_at_crash.describe(),
             "",
             "recovery (DurableSagas.recover()): the completed steps do not run again; the saga",
-            "gets their recorded results. payment/authorize was in flight, so its outcome is",
-            "unknown (DESIGN rule 3). The step is idempotent: the gateway files each hold under",
-            f"the request's idempotency key, {key}, so recovery runs it",
-            "again with the same key, and the gateway answers with the hold it already made",
-            "instead of holding the money twice.",
+            "gets their recorded results, the stores' receipts included, so neither store is",
+            "written twice. payment/authorize was in flight, so its outcome is unknown (DESIGN",
+            "rule 3). The step is idempotent: the gateway files each hold under the request's",
+            f"idempotency key, {key}, so recovery runs it again with the",
+            "same key, and the gateway answers with the hold it already made instead of holding",
+            "the money twice.",
             "",
             "outcome:",
             _indent(describe_outcome(run.outcome)),
@@ -300,9 +292,9 @@ def report_crash_recovery(run: CrashRecovery, number: int) -> str:
             "the journal afterwards:",
             _indent(run.journal_after),
             "",
-            "state afterwards:",
-            run.services_after.describe(),
-            f"  gateway:   holds requested by key: {run.services_after.payments.requests}",
+            f"state afterwards ({rows}):",
+            run.state_after.describe(),
+            f"  gateway:   holds requested by key: {run.state_after.payments.requests}",
             "",
         ]
     )

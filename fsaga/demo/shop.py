@@ -1,12 +1,18 @@
-"""Run 1 to 4 of the demo: the three in-memory services, the order saga, its scenarios and
-their reports."""
+"""Run 1 to 4 of the demo: the shop's two SQLite stores and its payment gateway, the order
+saga, its scenarios and their reports."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import random
-from dataclasses import dataclass, field
+import sqlite3
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import final
+from pathlib import Path
+from typing import Final, final
 
 import anyio
 
@@ -18,27 +24,38 @@ from fsaga.outcome import Failure, Outcome, PartialFailure
 from fsaga.policy import Retry
 from fsaga.render import describe_outcome, render_timeline
 from fsaga.saga import Saga, step
+from fsaga.stores import ABSENT, SqliteStore, Store, transaction
 
 __all__ = [
+    "DATABASE",
+    "INITIAL_STOCK",
     "PAYMENT_TIMEOUT",
+    "REQUEST",
     "SCENARIOS",
     "CardDeclined",
     "GatewayTimeout",
-    "Inventory",
     "OrderRequest",
-    "Orders",
+    "OutOfStock",
     "Payments",
     "Receipt",
-    "Reservation",
+    "Row",
     "Scenario",
     "ScenarioRun",
-    "ServiceUnavailable",
-    "Services",
+    "Shop",
+    "ShopState",
     "SimulatedClock",
+    "open_stores",
+    "order_id_for",
+    "order_saga",
+    "paid",
+    "payment_saga",
     "place_order",
     "place_order_online",
+    "read_state",
     "report",
     "run_scenario",
+    "stock_up",
+    "take",
 ]
 
 
@@ -50,17 +67,23 @@ class CardDeclined(Exception):
     """The bank refused the payment: retrying will not help."""
 
 
-class ServiceUnavailable(Exception):
-    """A service is down."""
+class OutOfStock(Exception):
+    """Fewer items are left than the order wants: retrying will not help."""
 
 
 PAYMENT_TIMEOUT = 0.05
 """Seconds an attempt to authorise the payment through the gateway's async API may take."""
 
+DATABASE = "shop.db"
+"""The name of the SQLite file that holds the shop's stores, ``stock`` and ``orders``."""
+
+INITIAL_STOCK: Final = {"sku-42": 10}
+"""What `stock_up` puts on the shelves: count per SKU."""
+
 
 @final
 class SimulatedClock:
-    """A clock that only moves when told: service calls and retry waits advance it."""
+    """A clock that only moves when told: payment calls and retry waits advance it."""
 
     __slots__ = ("now",)
 
@@ -85,15 +108,15 @@ class OrderRequest:
     quantity: int
     amount_cents: int
 
-
-@final
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """Stock held for an order."""
-
-    id: str
-    sku: str
-    quantity: int
+    def order(self) -> dict[str, object]:
+        """The order row this request creates (status ``placed``)."""
+        return {
+            "customer": self.customer,
+            "sku": self.sku,
+            "quantity": self.quantity,
+            "amount_cents": self.amount_cents,
+            "status": "placed",
+        }
 
 
 @final
@@ -102,70 +125,58 @@ class Receipt:
     """What a successful order placement returns."""
 
     order_id: str
-    reservation_id: str
     payment_id: str
 
 
-@final
-@dataclass(slots=True)
-class Inventory:
-    """Stock per SKU and the reservations held against it."""
+def order_id_for(saga_id: str) -> str:
+    """The id of the order that saga `saga_id` places: the same saga id, the same order, so a
+    saga run again (or recovered) writes the order it wrote before, never a second one.
 
-    clock: SimulatedClock
-    stock: dict[str, int]
-    reservations: dict[str, Reservation] = field(default_factory=dict)
-    releases_failing: bool = False
-
-    def reserve(self, sku: str, quantity: int) -> Reservation:
-        self.clock.advance(0.012)
-        if self.stock.get(sku, 0) < quantity:
-            raise ValueError(f"only {self.stock.get(sku, 0)} of {sku} left")
-        self.stock[sku] -= quantity
-        reservation = Reservation(f"R-{len(self.reservations) + 1}", sku, quantity)
-        self.reservations[reservation.id] = reservation
-        return reservation
-
-    def release(self, reservation: Reservation) -> None:
-        self.clock.advance(0.010)
-        if self.releases_failing:
-            raise ServiceUnavailable("inventory service unavailable")
-        if self.reservations.pop(reservation.id, None) is not None:  # idempotent
-            self.stock[reservation.sku] += reservation.quantity
-
-    def describe(self) -> str:
-        held = ", ".join(f"{r.id} ({r.quantity} x {r.sku})" for r in self.reservations.values())
-        return f"stock {self.stock}, reservations held: {held or 'none'}"
+    >>> order_id_for("order-1001")
+    'O-1001'
+    """
+    return f"O-{saga_id.removeprefix('order-')}"
 
 
-@final
-@dataclass(slots=True)
-class Orders:
-    """Orders and their status."""
+def take(quantity: int) -> Callable[[int], int]:
+    """The update that takes `quantity` items from a stock count; it raises `OutOfStock` when
+    fewer are left (the stock step fails, and nothing is written).
 
-    clock: SimulatedClock
-    status: dict[str, str] = field(default_factory=dict)
+    >>> take(3)(10)
+    7
+    >>> take(3)(2)
+    Traceback (most recent call last):
+    ...
+    fsaga.demo.shop.OutOfStock: only 2 left, 3 wanted
+    """
 
-    def create(self, customer: str, reservation: Reservation) -> str:
-        self.clock.advance(0.020)
-        order_id = f"O-{len(self.status) + 1}"
-        self.status[order_id] = "placed"
-        return order_id
+    def take_from(count: int) -> int:
+        if count < quantity:
+            raise OutOfStock(f"only {count} left, {quantity} wanted")
+        return count - quantity
 
-    def cancel(self, order_id: str) -> None:
-        self.clock.advance(0.015)
-        self.status[order_id] = "cancelled"  # idempotent
+    return take_from
 
-    def describe(self) -> str:
-        return ", ".join(f"{order} {status}" for order, status in self.status.items()) or "none"
+
+def paid(payment_id: str) -> Callable[[dict[str, object]], dict[str, object]]:
+    """The update that marks an order paid by `payment_id`."""
+
+    def mark_paid(order: dict[str, object]) -> dict[str, object]:
+        return {**order, "status": "paid", "payment": payment_id}
+
+    return mark_paid
 
 
 @final
 @dataclass(slots=True)
 class Payments:
-    """Authorisations (money held) and captures (money taken).
+    """The payment gateway, an external service: authorisations (money held) and captures
+    (money taken).
 
     The gateway has a sync API (`authorize`) and an async one (`authorize_online`), which files
     each request under the caller's idempotency key (`requests`) and can hang (`hangs`).
+    `while_capturing`, when set, is called during each capture (the demo lets a clerk edit the
+    order then).
     """
 
     clock: SimulatedClock
@@ -176,6 +187,7 @@ class Payments:
     timeouts_left: int = 0
     declines: bool = False
     hangs: bool = False
+    while_capturing: Callable[[], object] | None = None
 
     def authorize(self, amount_cents: int) -> str:
         self.clock.advance(0.030)
@@ -232,6 +244,8 @@ class Payments:
 
     def capture(self, authorization: str) -> str:
         self.clock.advance(0.040)
+        if self.while_capturing is not None:
+            self.while_capturing()
         if self.declines:
             raise CardDeclined("card declined: insufficient funds")
         payment_id = authorization.replace("A-", "P-")
@@ -242,61 +256,216 @@ class Payments:
         self.clock.advance(0.030)
         self.captured.pop(payment_id, None)  # idempotent
 
+    def snapshot(self) -> Payments:
+        """A copy of the gateway's state that later calls do not change."""
+        return replace(
+            self,
+            held=dict(self.held),
+            captured=dict(self.captured),
+            voided=list(self.voided),
+            requests=dict(self.requests),
+            while_capturing=None,
+        )
+
     def describe(self) -> str:
         voided = ", ".join(self.voided) or "none"
         return f"held {self.held or 'none'}, captured {self.captured or 'none'}, voided {voided}"
 
 
+def open_stores(
+    database: Path,
+) -> tuple[SqliteStore[str, int], SqliteStore[str, dict[str, object]]]:
+    """The shop's stores, two tables of the SQLite file `database` (created on first use):
+    ``stock`` (SKU -> count) and ``orders`` (order id -> order)."""
+    stock: SqliteStore[str, int] = SqliteStore(database, "stock")
+    try:
+        orders: SqliteStore[str, dict[str, object]] = SqliteStore(database, "orders")
+    except BaseException:
+        stock.close()
+        raise
+    return stock, orders
+
+
+def stock_up(stock: Store[str, int]) -> None:
+    """Put `INITIAL_STOCK` on the shelves of a new stock store (each SKU gets version 1 in a
+    fresh store); a store that holds one of its SKUs already fails with `VersionConflictError`.
+    """
+    for sku, count in INITIAL_STOCK.items():
+        stock.put(sku, count, expected=ABSENT)
+
+
 @final
 @dataclass(frozen=True, slots=True)
-class Services:
-    """The three services an order touches, sharing one simulated clock."""
+class Row:
+    """One row of a store's table, as SQLite holds it.
 
-    clock: SimulatedClock
-    inventory: Inventory
-    orders: Orders
+    Attributes:
+        key: the key.
+        data: the value's bytes (its JSON, keys sorted, no spaces).
+        version: the value's version.
+    """
+
+    key: str
+    data: bytes
+    version: int
+
+    @property
+    def value(self) -> object:
+        """The value, decoded."""
+        return json.loads(self.data)
+
+    def describe(self) -> str:
+        return f"{self.key}  version {self.version}  {self.data.decode('utf-8')}"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ShopState:
+    """The rows of the shop's stores, and the payment gateway's state, at one moment."""
+
+    stock: tuple[Row, ...]
+    orders: tuple[Row, ...]
     payments: Payments
-
-    @staticmethod
-    def fresh() -> Services:
-        clock = SimulatedClock()
-        return Services(clock, Inventory(clock, {"sku-42": 10}), Orders(clock), Payments(clock))
 
     def describe(self) -> str:
         return "\n".join(
             [
-                f"  inventory: {self.inventory.describe()}",
-                f"  orders:    {self.orders.describe()}",
+                f"  stock:     {_rows(self.stock)}",
+                f"  orders:    {_rows(self.orders)}",
                 f"  payments:  {self.payments.describe()}",
             ]
         )
 
 
-def place_order(services: Services, request: OrderRequest) -> Saga[Receipt]:
-    """The order saga. Each step pairs a service call with the call that undoes it.
+def read_state(database: Path, payments: Payments) -> ShopState:
+    """The rows of the stores in `database`, read straight from their tables with `sqlite3`
+    (as any SQLite tool would), and a snapshot of `payments`."""
+    with contextlib.closing(sqlite3.connect(database)) as db:
 
-    Step paths: ``reserve_stock``, ``create_order``, ``payment/authorize``, ``payment/capture``.
+        def rows(table: str) -> tuple[Row, ...]:
+            query = f'SELECT key, value, version FROM "{table}" ORDER BY key'
+            return tuple(Row(key, data, version) for key, data, version in db.execute(query))
+
+        return ShopState(rows("stock"), rows("orders"), payments.snapshot())
+
+
+def _rows(rows: tuple[Row, ...]) -> str:
+    return "\n             ".join(row.describe() for row in rows) or "no rows"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Shop:
+    """The shop one run places its order in: the stock and orders stores (tables of one SQLite
+    file) and the payment gateway, sharing one simulated clock.
+
+    Store writes take no simulated time; every payment call takes a fixed simulated latency.
     """
-    payments = services.payments
+
+    clock: SimulatedClock
+    database: Path
+    stock: SqliteStore[str, int]
+    orders: SqliteStore[str, dict[str, object]]
+    payments: Payments
+
+    @staticmethod
+    def open(folder: Path) -> Shop:
+        """A new shop in `folder`: its stores in a new `DATABASE` file there, stocked with
+        `INITIAL_STOCK`, and a fresh payment gateway. `close` it when done."""
+        database = folder / DATABASE
+        stock, orders = open_stores(database)
+        try:
+            stock_up(stock)
+        except BaseException:
+            stock.close()
+            orders.close()
+            raise
+        clock = SimulatedClock()
+        return Shop(clock, database, stock, orders, Payments(clock))
+
+    def close(self) -> None:
+        """Close the stores' connections."""
+        self.stock.close()
+        self.orders.close()
+
+    def state(self) -> ShopState:
+        """The stores' rows and the gateway's state, now."""
+        return read_state(self.database, self.payments)
+
+    def clerk_edits_order(self, order_id: str) -> None:
+        """A clerk adds a note to an order from another process: through a second connection to
+        the database, not the saga's, as another program would."""
+        clerk: SqliteStore[str, dict[str, object]] = SqliteStore(self.database, "orders")
+        with clerk:
+            clerk.update(order_id, lambda order: {**order, "note": "call before delivery"})
+
+
+def payment_saga(
+    authorize: Saga[str], capture: Callable[[str], str], refund: Callable[[str], object]
+) -> Saga[str]:
+    """The ``payment`` sub-saga: authorise with `authorize`, then capture the authorisation
+    (undone by a refund); its result is the payment id. Step paths: ``payment/authorize``,
+    ``payment/capture``."""
+
+    def capture_step(authorization: str) -> Saga[str]:
+        return step(partial(capture, authorization), refund, name="capture")
+
+    return authorize.bind(capture_step).named("payment")
+
+
+def order_saga(
+    stock: Store[str, int],
+    orders: Store[str, dict[str, object]],
+    request: OrderRequest,
+    order_id: str,
+    payment: Saga[str],
+) -> Saga[Receipt]:
+    """The order saga: take the stock, create the order, pay (`payment`, external calls between
+    the store writes), mark the order paid.
+
+    The store steps come from `fsaga.stores`, with their compensations generated: the stock's
+    undo puts back the count it replaced (with its version), the order's undo deletes the order
+    it created, unless someone else changed either since. Step paths:
+    ``update:stock:SKU``, ``save:orders:ORDER``, ``payment/...``, ``update:orders:ORDER``.
+    """
+    return transaction(
+        lambda tx: (
+            tx.update(stock, request.sku, take(request.quantity))
+            .then(tx.save(orders, order_id, request.order(), expected=ABSENT))
+            .then(payment)
+            .bind(
+                lambda payment_id: tx.update(orders, order_id, paid(payment_id)).map(
+                    lambda _: Receipt(order_id, payment_id)
+                )
+            )
+        )
+    )
+
+
+def place_order(shop: Shop, request: OrderRequest, order_id: str) -> Saga[Receipt]:
+    """The order saga over `shop`, authorising the payment through the gateway's sync API,
+    retried when the gateway times out."""
+    payments = shop.payments
     authorize = step(
         partial(payments.authorize, request.amount_cents),
         payments.void,
         name="authorize",
         retry=Retry(3, delay=0.05, jitter=0.2, retry_on=GatewayTimeout),
     )
-    return _order(services, request, authorize)
+    payment = payment_saga(authorize, payments.capture, payments.refund)
+    return order_saga(shop.stock, shop.orders, request, order_id, payment)
 
 
-def place_order_online(services: Services, request: OrderRequest) -> Saga[Receipt]:
-    """The order saga, authorising the payment through the gateway's async API.
+def place_order_online(shop: Shop, request: OrderRequest, order_id: str) -> Saga[Receipt]:
+    """The order saga over `shop`, authorising the payment through the gateway's async API.
 
     Each attempt may take `PAYMENT_TIMEOUT` seconds. One cut off has an unknown outcome: the
     gateway may hold the money or not. A second request could hold it twice (the step is not
     idempotent), but the gateway can look a request up by its idempotency key, so the step's
     unknown-outcome compensation voids whatever it holds under that key. Needs an async
-    interpreter. Step paths as in `place_order`.
+    interpreter. Step paths as in `order_saga`.
     """
-    payments = services.payments
+    payments = shop.payments
     authorize = step(
         partial(payments.authorize_online, request.amount_cents),
         payments.void,
@@ -305,39 +474,8 @@ def place_order_online(services: Services, request: OrderRequest) -> Saga[Receip
         idempotent=False,
         on_unknown=payments.void_request,
     )
-    return _order(services, request, authorize)
-
-
-def _order(services: Services, request: OrderRequest, authorize: Saga[str]) -> Saga[Receipt]:
-    """Reserve the stock, create the order, then authorise (with `authorize`) and capture."""
-    inventory, orders, payments = services.inventory, services.orders, services.payments
-    # Compensations get a few attempts of their own: an undo that gives up leaves a mess.
-    patient = Retry(3, delay=0.1, backoff=2.0, jitter=0.2)
-
-    reserve = step(
-        partial(inventory.reserve, request.sku, request.quantity),
-        inventory.release,
-        name="reserve_stock",
-        compensation_retry=patient,
-    )
-
-    def capture(authorization: str) -> Saga[str]:
-        return step(partial(payments.capture, authorization), payments.refund, name="capture")
-
-    payment = authorize.bind(capture).named("payment")
-
-    def create_order_and_pay(reservation: Reservation) -> Saga[Receipt]:
-        create_order = step(
-            partial(orders.create, request.customer, reservation),
-            orders.cancel,
-            name="create_order",
-            compensation_retry=patient,
-        )
-        return create_order.zip(payment).map(
-            lambda ids: Receipt(order_id=ids[0], reservation_id=reservation.id, payment_id=ids[1])
-        )
-
-    return reserve.bind(create_order_and_pay)
+    payment = payment_saga(authorize, payments.capture, payments.refund)
+    return order_saga(shop.stock, shop.orders, request, order_id, payment)
 
 
 @final
@@ -349,7 +487,9 @@ class Scenario:
     saga_id: str
     gateway_timeouts: int = 0
     card_declined: bool = False
-    inventory_down: bool = False
+    clerk_edits_order: bool = False
+    """A clerk edits the order (from another connection to the database) while the payment is
+    being captured."""
     gateway_hangs: bool = False
     """Only the async interpreter can cut a hanging call off: such a scenario places the order
     with `place_order_online` under `AsyncInterpreter`, on asyncio."""
@@ -362,67 +502,84 @@ SCENARIOS: tuple[Scenario, ...] = (
         gateway_timeouts=1,
     ),
     Scenario(
-        "Failure: the card is declined, everything is rolled back",
+        "Failure: the card is declined, every store write is undone",
         "order-1002",
         card_declined=True,
     ),
     Scenario(
-        "PartialFailure: the card is declined and the stock cannot be released",
+        "PartialFailure: a clerk edits the order during the capture, the card is declined, "
+        "and the order's undo keeps the clerk's edit",
         "order-1003",
         card_declined=True,
-        inventory_down=True,
+        clerk_edits_order=True,
     ),
     Scenario(
         "Timeout: the payment gateway hangs; the hold is voided by idempotency key, "
-        "the rest rolled back",
+        "the store writes undone",
         "order-1004",
         gateway_hangs=True,
     ),
 )
 
+REQUEST: Final = OrderRequest("ada", "sku-42", 3, 4_500)
+"""The order every run places."""
+
 
 @final
 @dataclass(frozen=True, slots=True)
 class ScenarioRun:
-    """What one scenario produced: its events, its outcome, and the services afterwards."""
+    """What one scenario produced: its events, its outcome, and the shop's state before the
+    saga ran and afterwards."""
 
     scenario: Scenario
     events: tuple[Event, ...]
     outcome: Outcome[Receipt]
-    services: Services
+    before: ShopState
+    after: ShopState
 
 
-def run_scenario(scenario: Scenario) -> ScenarioRun:
-    """Run the order saga once, on fresh services, with the scenario's faults."""
-    services = Services.fresh()
-    services.payments.timeouts_left = scenario.gateway_timeouts
-    services.payments.declines = scenario.card_declined
-    services.inventory.releases_failing = scenario.inventory_down
-    services.payments.hangs = scenario.gateway_hangs
-    events: list[Event] = []
-    request = OrderRequest("ada", "sku-42", 3, 4_500)
-    random_unit = random.Random(scenario.saga_id).random
-    outcome: Outcome[Receipt]
-    if scenario.gateway_hangs:
-        online = AsyncInterpreter(
-            listeners=[events.append],
-            clock=services.clock,
-            sleep=partial(_wait, services.clock),
-            random_unit=random_unit,
-        )
-        run = partial(
-            online.run_saga, place_order_online(services, request), saga_id=scenario.saga_id
-        )
-        outcome = anyio.run(run, backend="asyncio")
-    else:
-        interpreter = SyncInterpreter(
-            listeners=[events.append],
-            clock=services.clock,
-            sleep=services.clock.advance,
-            random_unit=random_unit,
-        )
-        outcome = place_order(services, request).run(interpreter, saga_id=scenario.saga_id)
-    return ScenarioRun(scenario, tuple(events), outcome, services)
+def run_scenario(scenario: Scenario, folder: Path | None = None) -> ScenarioRun:
+    """Run the order saga once, in a new shop, with the scenario's faults.
+
+    The shop's database is created in `folder` (which must not hold one yet), or by default in
+    a temporary directory removed afterwards.
+    """
+    with contextlib.ExitStack() as cleanup:
+        if folder is None:
+            folder = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="fsaga-demo-")))
+        shop = Shop.open(folder)
+        cleanup.callback(shop.close)
+        order_id = order_id_for(scenario.saga_id)
+        payments = shop.payments
+        payments.timeouts_left = scenario.gateway_timeouts
+        payments.declines = scenario.card_declined
+        payments.hangs = scenario.gateway_hangs
+        if scenario.clerk_edits_order:
+            payments.while_capturing = partial(shop.clerk_edits_order, order_id)
+        before = shop.state()
+        events: list[Event] = []
+        random_unit = random.Random(scenario.saga_id).random
+        outcome: Outcome[Receipt]
+        if scenario.gateway_hangs:
+            online = AsyncInterpreter(
+                listeners=[events.append],
+                clock=shop.clock,
+                sleep=partial(_wait, shop.clock),
+                random_unit=random_unit,
+            )
+            saga = place_order_online(shop, REQUEST, order_id)
+            run = partial(online.run_saga, saga, saga_id=scenario.saga_id)
+            outcome = anyio.run(run, backend="asyncio")
+        else:
+            interpreter = SyncInterpreter(
+                listeners=[events.append],
+                clock=shop.clock,
+                sleep=shop.clock.advance,
+                random_unit=random_unit,
+            )
+            saga = place_order(shop, REQUEST, order_id)
+            outcome = saga.run(interpreter, saga_id=scenario.saga_id)
+        return ScenarioRun(scenario, tuple(events), outcome, before, shop.state())
 
 
 async def _wait(clock: SimulatedClock, seconds: float) -> None:
@@ -445,8 +602,8 @@ def report(run: ScenarioRun, number: int) -> str:
             "  " + describe_outcome(outcome).replace("\n", "\n  "),
             *why,
             "",
-            "state afterwards:",
-            run.services.describe(),
+            f"state afterwards (the rows of {DATABASE}: key, version, value as stored):",
+            run.after.describe(),
             "",
         ]
     )

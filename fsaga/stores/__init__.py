@@ -39,6 +39,7 @@ from fsaga.stores.protocol import Store as Store
 from fsaga.stores.protocol import Versioned as Versioned
 from fsaga.stores.sqlite import SqliteStore as SqliteStore
 from fsaga.stores.steps import STORE_RETRY as STORE_RETRY
+from fsaga.stores.steps import change_from_receipt as change_from_receipt
 from fsaga.stores.steps import delete as delete
 from fsaga.stores.steps import read as read
 from fsaga.stores.steps import save as save
@@ -63,6 +64,7 @@ __all__ = [
     "Transaction",
     "VersionConflictError",
     "Versioned",
+    "change_from_receipt",
     "delete",
     "read",
     "save",

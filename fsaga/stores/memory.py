@@ -14,6 +14,7 @@ from fsaga.stores.protocol import (
     check_expected,
     check_store_name,
     check_undo,
+    check_undo_arguments,
     replayed_change,
 )
 
@@ -144,23 +145,28 @@ class MemoryStore(Generic[_K, _V]):
             self._data[key] = after
             return self._record(key, Change(before, after), write_id)
 
-    def undo(self, key: _K, change: Change[_V], /, *, write_id: str | None = None) -> None:
+    def undo(self, key: _K, change: Change[_V] | None, /, *, write_id: str | None = None) -> None:
         """See `Store.undo`."""
         with self._lock:
             self._check_open()
-            if write_id is not None:
-                receipt = self._receipts.get(write_id)
-                if receipt is not None and receipt[2]:
+            receipt = None if write_id is None else self._receipts.get(write_id)
+            check_undo_arguments(
+                self._name, key, change, write_id, key if receipt is None else receipt[0]
+            )
+            if receipt is not None:
+                if receipt[2]:
                     return  # undone already
-            current = self._data.get(key)
-            found = None if current is None else current.version
-            if check_undo(self._name, key, found, change):
-                if change.before is None:
-                    self._data.pop(key, None)
-                else:
-                    self._data[key] = change.before
+                if change is None:
+                    change = receipt[1]
+            if change is not None:
+                current = self._data.get(key)
+                found = None if current is None else current.version
+                if check_undo(self._name, key, found, change):
+                    if change.before is None:
+                        self._data.pop(key, None)
+                    else:
+                        self._data[key] = change.before
             if write_id is not None:
-                receipt = self._receipts.get(write_id)
                 self._receipts[write_id] = (key, None if receipt is None else receipt[1], True)
 
     def snapshot(self) -> dict[_K, Versioned[_V]]:

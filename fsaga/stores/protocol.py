@@ -34,6 +34,7 @@ __all__ = [
     "check_expected",
     "check_store_name",
     "check_undo",
+    "check_undo_arguments",
     "replayed_change",
 ]
 
@@ -168,15 +169,21 @@ class Store(Protocol[_K_contra, _V]):
         """
         ...
 
-    def undo(self, key: _K_contra, change: Change[_V], /, *, write_id: str | None = None) -> None:
+    def undo(
+        self, key: _K_contra, change: Change[_V] | None, /, *, write_id: str | None = None
+    ) -> None:
         """Put back ``change.before`` (value and version, or no value) if the key still holds
         ``change.after``. Undoing a change twice is harmless.
 
         With a `write_id`, the write recorded under it is marked undone, and the same write id
-        is refused from then on.
+        is refused from then on. With ``change=None``, the change to undo is the one recorded
+        under `write_id`, if any: a write whose outcome is unknown is undone by its write id
+        alone (and if it never happened, it cannot happen later).
 
         Raises:
             VersionConflictError: someone else changed the key after `change`; nothing written.
+            ReusedWriteIdError: `write_id` was recorded for another key.
+            ValueError: neither `change` nor `write_id` is given.
         """
         ...
 
@@ -199,6 +206,8 @@ def check_undo(store: str, key: object, found: int | None, change: Change[_V]) -
     """
     left = None if change.after is None else change.after.version
     replaced = None if change.before is None else change.before.version
+    if left is None and replaced is None:
+        return False  # a delete that found nothing: nothing of the saga's to undo
     if found == left:
         return left != replaced
     if found == replaced:
@@ -220,6 +229,20 @@ def check_store_name(name: object) -> str:
             f"'sqlite_' or 'fsaga_', got {name!r}"
         )
     return name
+
+
+def check_undo_arguments(
+    store: str, key: object, change: object, write_id: str | None, recorded_key: object
+) -> None:
+    """Raise `ValueError` for an undo given neither a change nor a write id, and
+    `ReusedWriteIdError` for a write id recorded for another key (`recorded_key`; pass `key`
+    itself when nothing is recorded)."""
+    if change is None and write_id is None:
+        raise ValueError(f"store {store!r}, key {key!r}: undo needs a change or a write id")
+    if write_id is not None and recorded_key != key:
+        raise ReusedWriteIdError(
+            store, write_id, f"was given to key {recorded_key!r}, now to key {key!r}"
+        )
 
 
 def replayed_change(

@@ -40,6 +40,7 @@ from fsaga.stores.protocol import (
     check_expected,
     check_store_name,
     check_undo,
+    check_undo_arguments,
     replayed_change,
 )
 
@@ -309,25 +310,28 @@ class SqliteStore(Generic[_K, _V]):
             self._record(db, key, write_id, row, (data, version))
         return Change(before, Versioned(value, version))
 
-    def undo(self, key: _K, change: Change[_V], /, *, write_id: str | None = None) -> None:
+    def undo(self, key: _K, change: Change[_V] | None, /, *, write_id: str | None = None) -> None:
         """See `Store.undo`."""
         self.check_key(key)
-        restored = change.before
-        data = None if restored is None else self._encode(key, restored.value)
         with self._transaction(write=True) as db:
-            if write_id is not None:
-                undone = db.execute(
-                    "SELECT undone FROM fsaga_store_writes WHERE store = ? AND write_id = ?",
-                    (self._name, write_id),
-                ).fetchone()
-                if undone is not None and undone[0]:
-                    return
-            row = self._select(db, key)
-            if check_undo(self._name, key, None if row is None else row[1], change):
-                if restored is None:
-                    db.execute(f"DELETE FROM {self._table} WHERE key = ?", (key,))
-                else:
-                    db.execute(self._upsert, (key, data, restored.version))
+            receipt = self._receipt(db, key, write_id)
+            check_undo_arguments(
+                self._name, key, change, write_id, key if receipt is None else receipt[0]
+            )
+            if receipt is not None:
+                if receipt[2]:
+                    return  # undone already
+                if change is None:
+                    change = receipt[1]
+            if change is not None:
+                row = self._select(db, key)
+                if check_undo(self._name, key, None if row is None else row[1], change):
+                    restored = change.before
+                    if restored is None:
+                        db.execute(f"DELETE FROM {self._table} WHERE key = ?", (key,))
+                    else:
+                        data = self._encode(key, restored.value)
+                        db.execute(self._upsert, (key, data, restored.version))
             if write_id is not None:
                 db.execute(
                     "INSERT INTO fsaga_store_writes (store, write_id, key, applied, undone)"
@@ -468,6 +472,20 @@ class SqliteStore(Generic[_K, _V]):
         return int(row[0])
 
     def _recorded(self, db: sqlite3.Connection, key: _K, write_id: str | None) -> Change[_V] | None:
+        """The change recorded under `write_id` for a write asking for it again (see
+        `replayed_change`), or None when nothing is recorded."""
+        receipt = self._receipt(db, key, write_id)
+        if receipt is None:
+            return None
+        recorded_key, change, undone = receipt
+        assert write_id is not None
+        return replayed_change(self._name, write_id, key, recorded_key, change, undone=undone)
+
+    def _receipt(
+        self, db: sqlite3.Connection, key: _K, write_id: str | None
+    ) -> tuple[object, Change[_V] | None, bool] | None:
+        """What `write_id` recorded: (key, the change or None for an undo that came first,
+        undone); None when nothing is recorded."""
         if write_id is None:
             return None
         row: _WriteRow | None = db.execute(
@@ -486,7 +504,7 @@ class SqliteStore(Generic[_K, _V]):
                 self._versioned(key, before_value, before_version),
                 self._versioned(key, after_value, after_version),
             )
-        return replayed_change(self._name, write_id, key, recorded_key, change, undone=bool(undone))
+        return recorded_key, change, bool(undone)
 
     def _record(
         self,

@@ -11,10 +11,14 @@ raises `VersionConflictError` (naming the key and both versions) and the saga en
 Every write carries its step's idempotency key as its write id, so a step that runs again (a
 retry, a recovery after a crash) finds the change it made the first time instead of writing
 twice. The steps are therefore declared idempotent, and a durable run can settle one that a
-crash cut off by running it again.
+crash cut off by running it again. Should that not settle it, their unknown-outcome
+compensation undoes whatever the store recorded under the write id: a store step is never
+left unresolved.
 
 What a step returns to the saga is typed (`Versioned` values); what it records, and what its
-compensation receives, is a JSON-shaped receipt, so a durable run can journal it.
+compensation receives, is a JSON-shaped receipt (``{"before": state, "after": state}``, each
+state ``None`` or ``{"value": value, "version": version}``), so a durable run can journal it.
+`change_from_receipt` reads one back. A read records the state it found.
 """
 
 from __future__ import annotations
@@ -24,13 +28,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import Final, TypeAlias, TypeVar, cast
 
-from fsaga.context import current_context
+from fsaga.context import StepContext, current_context
 from fsaga.policy import Retry
 from fsaga.saga import Saga, step
 from fsaga.stores.errors import StoreClosedError, StoreUnavailableError
 from fsaga.stores.protocol import Change, Expected, Store, Versioned
 
-__all__ = ["STORE_RETRY", "delete", "read", "save", "update"]
+__all__ = ["STORE_RETRY", "change_from_receipt", "delete", "read", "save", "update"]
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -193,11 +197,11 @@ def read(
     """
     label = _label("read", store, key, name)
 
-    def get() -> _Receipt:
-        return {"before": None, "after": _state(store.get(key))}
+    def get() -> dict[str, object] | None:
+        return _state(store.get(key))
 
     get.__name__ = label
-    return step(get, name=name, retry=retry, idempotent=True).map(partial(_read, label))
+    return step(get, name=name, retry=retry, idempotent=True).map(partial(_found, label))
 
 
 def _write_step(
@@ -213,6 +217,11 @@ def _write_step(
         write_id = current_context().idempotency_key
         store.undo(key, _change_of(receipt, label), write_id=write_id)
 
+    def undo_unknown(context: StepContext) -> None:
+        # The write's outcome is unknown and running it again did not settle it (its receipt
+        # could not be recorded, say): undo whatever the store recorded under its write id.
+        store.undo(key, None, write_id=context.idempotency_key)
+
     # Without an explicit name, the label is the action's name: such names are numbered when
     # they repeat in a scope (``save:stock:sku-1#2``) instead of being refused as duplicates.
     write.__name__ = label
@@ -223,6 +232,7 @@ def _write_step(
         retry=retry,
         compensation_retry=compensation_retry,
         idempotent=True,
+        on_unknown=undo_unknown,
     )
 
 
@@ -299,6 +309,31 @@ def _deleted(label: str, receipt: _Receipt) -> Versioned[_V] | None:
     return before
 
 
-def _read(label: str, receipt: _Receipt) -> Versioned[_V] | None:
-    after: Versioned[_V] | None = _change_of(receipt, label).after
-    return after
+def _found(label: str, state: object) -> Versioned[_V] | None:
+    """What a read recorded: a state (a `Versioned` is accepted as is, for scripted runs)."""
+    if isinstance(state, Versioned):
+        return cast(Versioned[_V], state)
+    try:
+        return _versioned(state)
+    except ValueError:
+        raise TypeError(
+            f"step {label!r}: expected what a store read records (None, or a dict of value "
+            f"and version), got {state!r}"
+        ) from None
+
+
+def change_from_receipt(receipt: object) -> Change[object] | None:
+    """The `Change` a store write step recorded, or ``None`` when `receipt` is not one.
+
+    A write step's result in events and journals is a JSON-shaped receipt; this reads it back
+    (for a listener, a renderer, or a look at a journal).
+
+    >>> change_from_receipt({"before": None, "after": {"value": 7, "version": 2}})
+    Change(before=None, after=Versioned(value=7, version=2))
+    >>> change_from_receipt("R-1") is None
+    True
+    """
+    try:
+        return _change_of(receipt, "")
+    except TypeError:
+        return None
