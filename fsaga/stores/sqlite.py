@@ -314,7 +314,12 @@ class SqliteStore(Generic[_K, _V]):
         """See `Store.undo`."""
         self.check_key(key)
         with self._transaction(write=True) as db:
-            receipt = self._receipt(db, key, write_id)
+            # Decoding the recorded change is needed only when the caller has none to give.
+            receipt = (
+                self._receipt(db, key, write_id)
+                if change is None
+                else self._receipt_state(db, write_id)
+            )
             check_undo_arguments(
                 self._name, key, change, write_id, key if receipt is None else receipt[0]
             )
@@ -480,6 +485,18 @@ class SqliteStore(Generic[_K, _V]):
         recorded_key, change, undone = receipt
         assert write_id is not None
         return replayed_change(self._name, write_id, key, recorded_key, change, undone=undone)
+
+    def _receipt_state(
+        self, db: sqlite3.Connection, write_id: str | None
+    ) -> tuple[object, None, bool] | None:
+        """`_receipt` without the change: (key, None, undone); None when nothing is recorded."""
+        if write_id is None:
+            return None
+        row = db.execute(
+            "SELECT key, undone FROM fsaga_store_writes WHERE store = ? AND write_id = ?",
+            (self._name, write_id),
+        ).fetchone()
+        return None if row is None else (row[0], None, bool(row[1]))
 
     def _receipt(
         self, db: sqlite3.Connection, key: _K, write_id: str | None
