@@ -34,7 +34,7 @@ from fsaga.events import (
     StepStarted,
 )
 from fsaga.outcome import Failure, Outcome, PartialFailure, Success
-from fsaga.stores.protocol import Versioned
+from fsaga.stores.protocol import Deleted, Versioned
 from fsaga.stores.steps import change_from_receipt
 
 __all__ = ["describe_event", "describe_outcome", "render_timeline"]
@@ -60,7 +60,9 @@ def _show(value: object) -> str:
     return _short_repr.repr(value)
 
 
-def _state(state: Versioned[object] | None) -> str:
+def _state(state: Versioned[object] | Deleted | None) -> str:
+    if isinstance(state, Deleted):
+        return f"no value (deleted @ version {state.version})"
     if state is None:
         return "no value"
     return f"{_short_repr.repr(state.value)} @ version {state.version}"

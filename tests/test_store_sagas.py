@@ -195,11 +195,11 @@ def test_delete_returns_what_it_deleted_and_its_compensation_puts_it_back(
     orders.put("o-1", "placed")
 
     assert delete(orders, "o-1").run(SyncInterpreter()) == Success(Versioned("placed", 1))
-    orders.put("o-1", "placed")  # version 2
+    orders.put("o-1", "placed")  # version 3: the delete took version 2
     outcome = fail_after(delete(orders, "o-1")).run(SyncInterpreter())
 
     assert isinstance(outcome, Failure)
-    assert orders.get("o-1") == Versioned("placed", 2)
+    assert orders.get("o-1") == Versioned("placed", 3)
 
 
 def test_delete_of_nothing_returns_none_and_its_compensation_changes_nothing(
@@ -267,8 +267,8 @@ def test_the_step_result_and_the_compensations_argument_are_json_receipts(
 
     receipts = {
         "save:orders:o-1": {"before": state("placed", 1), "after": state("paid", 3)},
-        "delete:orders:o-2": {"before": state("placed", 2), "after": None},
-        "save:orders:o-3": {"before": None, "after": state(1, 4)},
+        "delete:orders:o-2": {"before": state("placed", 2), "after": {"deleted": 4}},
+        "save:orders:o-3": {"before": None, "after": state(1, 5)},
     }
     actions = {e.path: e.result for e in recording.effects if e.kind == "action"}
     undone = {e.path: e.argument for e in recording.effects if e.kind == "compensation"}

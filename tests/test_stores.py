@@ -19,6 +19,7 @@ from fsaga.journal import CodecError, JsonCodec
 from fsaga.stores import (
     ABSENT,
     Change,
+    Deleted,
     MemoryStore,
     MissingKeyError,
     ReusedWriteIdError,
@@ -102,7 +103,7 @@ def test_delete_removes_the_value_and_reports_it(store: AnyStore) -> None:
 
     change = store.delete("o-1")
 
-    assert change == Change(Versioned({"status": "placed"}, 1), None)
+    assert change == Change(Versioned({"status": "placed"}, 1), Deleted(2))
     assert store.get("o-1") is None
 
 
@@ -119,7 +120,7 @@ def test_a_value_deleted_and_written_again_never_gets_its_old_version_back(
 
     again = store.put("o-1", "placed")
 
-    assert again.after == Versioned("placed", 2)
+    assert again.after == Versioned("placed", 3)  # the delete took version 2
     with pytest.raises(VersionConflictError):
         store.put("o-1", "stale", expected=1)  # the old version names the old value only
 
@@ -169,7 +170,7 @@ def test_snapshot_holds_every_key(make_store: MakeStore) -> None:
     store.delete("a")
     store.put("c", 3)
 
-    assert store.snapshot() == {"b": Versioned(2, 2), "c": Versioned(3, 3)}
+    assert store.snapshot() == {"b": Versioned(2, 2), "c": Versioned(3, 4)}  # deletion: 3
 
 
 # -- conditional writes -----------------------------------------------------------------------
@@ -334,9 +335,41 @@ def test_undo_of_a_delete_after_someone_recreated_the_key_conflicts(store: AnySt
     with pytest.raises(VersionConflictError) as caught:
         store.undo("o-1", change)
 
-    assert (caught.value.expected, caught.value.found) == (ABSENT, 2)
-    assert "the saga left no value, found version 2" in str(caught.value)
-    assert store.get("o-1") == Versioned("recreated", 2)
+    assert (caught.value.expected, caught.value.found) == (2, 3)
+    assert (caught.value.expected_deleted, caught.value.found_deleted) == (True, False)
+    assert "the saga left no value (deleted at version 2), found version 3" in str(caught.value)
+    assert str(caught.value).endswith("their value was kept")
+    assert store.get("o-1") == Versioned("recreated", 3)
+
+
+def test_undo_of_a_delete_after_someone_deleted_the_recreated_key_conflicts(
+    store: AnyStore,
+) -> None:
+    # The saga deletes the key and writes it again; someone else deletes it. Undoing the
+    # write finds no value either way and does nothing; undoing the delete finds another
+    # deletion than its own and keeps it, instead of bringing the value back.
+    store.put("o-1", "placed")  # 1
+    deleted = store.delete("o-1")  # 2
+    written = store.put("o-1", "again")  # 3
+    store.delete("o-1")  # 4, someone else
+
+    store.undo("o-1", written)
+    with pytest.raises(VersionConflictError) as caught:
+        store.undo("o-1", deleted)
+
+    assert (caught.value.expected, caught.value.found) == (2, 4)
+    assert (caught.value.expected_deleted, caught.value.found_deleted) == (True, True)
+    assert str(caught.value).endswith("their deletion was kept")
+    assert store.get("o-1") is None
+
+
+def test_a_delete_that_found_no_value_takes_no_version(store: AnyStore) -> None:
+    assert store.delete("o-1") == Change(None, None)
+    store.put("o-1", "placed")
+    store.delete("o-1")
+
+    assert store.delete("o-1") == Change(Deleted(2), Deleted(2))
+    assert store.put("o-2", "x").after == Versioned("x", 3)
 
 
 def test_undo_of_a_create_someone_else_deleted_since_does_nothing(store: AnyStore) -> None:
@@ -381,8 +414,8 @@ def test_a_delete_with_a_write_id_is_applied_once(store: AnyStore) -> None:
 
     again = store.delete("o-1", write_id="s-1/delete")
 
-    assert again == first == Change(Versioned("placed", 1), None)
-    assert store.get("o-1") == Versioned("recreated", 2)
+    assert again == first == Change(Versioned("placed", 1), Deleted(2))
+    assert store.get("o-1") == Versioned("recreated", 3)
 
 
 def test_a_write_that_failed_records_nothing_under_its_write_id(store: AnyStore) -> None:
@@ -720,7 +753,7 @@ def test_values_versions_and_the_counter_survive_reopening(tmp_path: Path) -> No
     with SqliteStore[str, object](path, "orders") as store:
         assert store.get("o-1") == Versioned({"status": "placed"}, 1)
         assert store.get("o-2") is None
-        assert store.put("o-2", "back").after == Versioned("back", 3)
+        assert store.put("o-2", "back").after == Versioned("back", 4)  # the delete took 3
 
 
 def test_write_ids_survive_reopening(tmp_path: Path) -> None:

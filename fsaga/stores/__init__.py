@@ -34,7 +34,9 @@ from fsaga.stores.memory import MemoryStore as MemoryStore
 from fsaga.stores.protocol import ABSENT as ABSENT
 from fsaga.stores.protocol import Absent as Absent
 from fsaga.stores.protocol import Change as Change
+from fsaga.stores.protocol import Deleted as Deleted
 from fsaga.stores.protocol import Expected as Expected
+from fsaga.stores.protocol import State as State
 from fsaga.stores.protocol import Store as Store
 from fsaga.stores.protocol import Versioned as Versioned
 from fsaga.stores.sqlite import SqliteStore as SqliteStore
@@ -52,11 +54,13 @@ __all__ = [
     "STORE_RETRY",
     "Absent",
     "Change",
+    "Deleted",
     "Expected",
     "MemoryStore",
     "MissingKeyError",
     "ReusedWriteIdError",
     "SqliteStore",
+    "State",
     "Store",
     "StoreClosedError",
     "StoreError",

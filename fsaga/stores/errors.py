@@ -67,14 +67,20 @@ class MissingKeyError(StoreError, KeyError):
 class VersionConflictError(StoreError):
     """A conditional write found the key in another state than the one it expected.
 
-    From a generated compensation this means someone else changed the value after the saga
-    wrote it: the compensation leaves their value alone and the saga ends in `PartialFailure`
-    with this error, which names the key and both versions.
+    From a generated compensation this means someone else changed the key after the saga
+    wrote it: the compensation leaves their value (or their deletion) alone, and the saga ends
+    in `PartialFailure` with this error, which names the key and both versions.
 
     Attributes:
         key: the key written.
-        expected: the version the write expected (`ABSENT`: expected no value).
-        found: the version found, or ``None`` when the key held no value.
+        expected: the version the write expected (`ABSENT`: no value). For an undo, the version
+            of the state the saga's write left: its value's, or its deletion's.
+        found: the version found: a value's, ``None`` when the key holds no value. For an
+            undo, a deletion's version when the key's value was deleted, ``None`` when it
+            never held one.
+        expected_deleted: `expected` is the version of a deletion (the saga's write deleted
+            the value).
+        found_deleted: `found` is the version of a deletion (someone deleted the value).
     """
 
     def __init__(
@@ -85,22 +91,25 @@ class VersionConflictError(StoreError):
         found: int | None,
         *,
         undo: bool = False,
+        expected_deleted: bool = False,
+        found_deleted: bool = False,
     ) -> None:
+        left = _describe(expected, deleted=expected_deleted)
+        seen = _describe(found, deleted=found_deleted)
         if undo:
+            kept = "deletion" if found_deleted else "value"
             message = (
                 f"store {store!r}, key {key!r}: not undone, someone else changed it after this "
-                f"saga wrote it (the saga left {_describe(expected)}, found {_describe(found)}); "
-                "their value was kept"
+                f"saga wrote it (the saga left {left}, found {seen}); their {kept} was kept"
             )
         else:
-            message = (
-                f"store {store!r}, key {key!r}: expected {_describe(expected)}, "
-                f"found {_describe(found)}"
-            )
+            message = f"store {store!r}, key {key!r}: expected {left}, found {seen}"
         super().__init__(store, message)
         self.key = key
         self.expected = expected
         self.found = found
+        self.expected_deleted = expected_deleted
+        self.found_deleted = found_deleted
 
 
 class ReusedWriteIdError(StoreError):
@@ -118,9 +127,9 @@ class ReusedWriteIdError(StoreError):
         self.write_id = write_id
 
 
-def _describe(version: object) -> str:
-    if version is None:
-        return "no value"
+def _describe(version: object, *, deleted: bool = False) -> str:
+    if deleted:
+        return f"no value (deleted at version {version})"
     if isinstance(version, int):
         return f"version {version}"
-    return "no value"  # ABSENT
+    return "no value"  # None, or ABSENT

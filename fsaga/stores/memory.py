@@ -9,6 +9,7 @@ from typing import Generic, TypeVar, final
 from fsaga.stores.errors import MissingKeyError, StoreClosedError
 from fsaga.stores.protocol import (
     Change,
+    Deleted,
     Expected,
     Versioned,
     check_expected,
@@ -46,13 +47,15 @@ class MemoryStore(Generic[_K, _V]):
     Versioned(value=10, version=1)
     """
 
-    __slots__ = ("_closed", "_data", "_last_version", "_lock", "_name", "_receipts")
+    __slots__ = ("_closed", "_data", "_deletions", "_last_version", "_lock", "_name", "_receipts")
 
     def __init__(self, name: str, initial: Mapping[_K, _V] | None = None) -> None:
         self._name = check_store_name(name)
         self._lock = threading.RLock()
         self._closed = False
         self._data: dict[_K, Versioned[_V]] = {}
+        # key -> the version of the deletion that left it without a value
+        self._deletions: dict[_K, int] = {}
         # write id -> (key, the change it made or None for an undo that came first, undone)
         self._receipts: dict[str, tuple[_K, Change[_V] | None, bool]] = {}
         self._last_version = 0
@@ -108,10 +111,10 @@ class MemoryStore(Generic[_K, _V]):
             recorded = self._recorded(key, write_id)
             if recorded is not None:
                 return recorded
-            before = self._data.get(key)
-            check_expected(self._name, key, None if before is None else before.version, expected)
+            before = self._state(key)
+            check_expected(self._name, key, before, expected)
             after = Versioned(value, self._next_version())
-            self._data[key] = after
+            self._set(key, after)
             return self._record(key, Change(before, after), write_id)
 
     def delete(
@@ -123,11 +126,13 @@ class MemoryStore(Generic[_K, _V]):
             recorded = self._recorded(key, write_id)
             if recorded is not None:
                 return recorded
-            before = self._data.get(key)
-            check_expected(self._name, key, None if before is None else before.version, expected)
-            if before is not None:
-                del self._data[key]
-            return self._record(key, Change(before, None), write_id)
+            before = self._state(key)
+            check_expected(self._name, key, before, expected)
+            after: Versioned[_V] | Deleted | None = before
+            if isinstance(before, Versioned):
+                after = Deleted(self._next_version())
+                self._set(key, after)
+            return self._record(key, Change(before, after), write_id)
 
     def update(
         self, key: _K, function: Callable[[_V], _V], /, *, write_id: str | None = None
@@ -142,7 +147,7 @@ class MemoryStore(Generic[_K, _V]):
             if before is None:
                 raise MissingKeyError(self._name, key)
             after = Versioned(function(before.value), self._next_version())
-            self._data[key] = after
+            self._set(key, after)
             return self._record(key, Change(before, after), write_id)
 
     def undo(self, key: _K, change: Change[_V] | None, /, *, write_id: str | None = None) -> None:
@@ -158,14 +163,8 @@ class MemoryStore(Generic[_K, _V]):
                     return  # undone already
                 if change is None:
                     change = receipt[1]
-            if change is not None:
-                current = self._data.get(key)
-                found = None if current is None else current.version
-                if check_undo(self._name, key, found, change):
-                    if change.before is None:
-                        self._data.pop(key, None)
-                    else:
-                        self._data[key] = change.before
+            if change is not None and check_undo(self._name, key, self._state(key), change):
+                self._set(key, change.before)
             if write_id is not None:
                 self._receipts[write_id] = (key, None if receipt is None else receipt[1], True)
 
@@ -185,6 +184,24 @@ class MemoryStore(Generic[_K, _V]):
             for write_id in gone:
                 del self._receipts[write_id]
             return len(gone)
+
+    def _state(self, key: _K) -> Versioned[_V] | Deleted | None:
+        value = self._data.get(key)
+        if value is not None:
+            return value
+        deleted = self._deletions.get(key)
+        return None if deleted is None else Deleted(deleted)
+
+    def _set(self, key: _K, state: Versioned[_V] | Deleted | None) -> None:
+        if isinstance(state, Versioned):
+            self._data[key] = state
+            self._deletions.pop(key, None)
+        else:
+            self._data.pop(key, None)
+            if state is None:
+                self._deletions.pop(key, None)
+            else:
+                self._deletions[key] = state.version
 
     def _check_open(self) -> None:
         if self._closed:

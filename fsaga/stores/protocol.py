@@ -3,6 +3,8 @@
 A store holds one value per key, each with a version. Versions come from one counter per store
 that only moves forward, so a version names one value of one key for good: a value deleted and
 written again gets a new version, and a compare-and-set can never mistake it for the old one.
+A deletion takes a version too (`Deleted`), so an undo can tell the absence it left from an
+absence someone else made later.
 
 Every write can be made conditional (``expected``), and every write can carry a ``write_id``:
 a store applies a write id once. Asked again, it answers with the `Change` it recorded the first
@@ -28,7 +30,9 @@ __all__ = [
     "ABSENT",
     "Absent",
     "Change",
+    "Deleted",
     "Expected",
+    "State",
     "Store",
     "Versioned",
     "check_expected",
@@ -36,6 +40,7 @@ __all__ = [
     "check_undo",
     "check_undo_arguments",
     "replayed_change",
+    "state_version",
 ]
 
 _V = TypeVar("_V")
@@ -75,15 +80,35 @@ class Versioned(Generic[_V_co]):
 
 @final
 @dataclass(frozen=True, slots=True)
+class Deleted:
+    """The state of a key whose value was deleted, by the write that took `version`.
+
+    >>> Deleted(4)
+    Deleted(version=4)
+    """
+
+    version: int
+
+
+State: TypeAlias = "Versioned[_V] | Deleted | None"
+"""What a key holds: a value and its version, the version of the deletion that left it without
+one, or ``None`` for a key that never held a value."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class Change(Generic[_V]):
-    """What one write did to one key: the state before and the state after (``None``: no value).
+    """What one write did to one key: the key's state before and after it.
+
+    A state is a `Versioned` value, a `Deleted` marker (no value, since the deletion with that
+    version), or ``None`` (no value ever).
 
     >>> Change(before=None, after=Versioned("placed", 1))
     Change(before=None, after=Versioned(value='placed', version=1))
     """
 
-    before: Versioned[_V] | None
-    after: Versioned[_V] | None
+    before: Versioned[_V] | Deleted | None
+    after: Versioned[_V] | Deleted | None
 
     @property
     def undone(self) -> Change[_V]:
@@ -143,7 +168,9 @@ class Store(Protocol[_K_contra, _V]):
         expected: Expected = None,
         write_id: str | None = None,
     ) -> Change[_V]:
-        """Remove the value under `key` (deleting a missing key changes nothing).
+        """Remove the value under `key`. The deletion takes a version: the change's ``after``
+        is ``Deleted(version)``. Deleting a key without a value changes nothing and takes no
+        version (``Change(state, state)``).
 
         Raises:
             VersionConflictError: the key is not at the `expected` version.
@@ -188,31 +215,54 @@ class Store(Protocol[_K_contra, _V]):
         ...
 
 
-def check_expected(store: str, key: object, found: int | None, expected: Expected) -> None:
-    """Raise `VersionConflictError` unless the version `found` (``None``: no value) is what
-    `expected` asks for."""
+def check_expected(
+    store: str, key: object, found: Versioned[object] | Deleted | None, expected: Expected
+) -> None:
+    """Raise `VersionConflictError` unless the key's state `found` is what `expected` asks for
+    (a deleted value counts as no value)."""
     if expected is None:
         return
-    if (found is not None) if expected is ABSENT else (found != expected):
-        raise VersionConflictError(store, key, expected, found)
+    version = found.version if isinstance(found, Versioned) else None
+    if (version is not None) if expected is ABSENT else (version != expected):
+        raise VersionConflictError(store, key, expected, version)
 
 
-def check_undo(store: str, key: object, found: int | None, change: Change[_V]) -> bool:
-    """Whether undoing `change` has anything left to do, given the version `found` under the
-    key (``None``: no value).
+def state_version(state: Versioned[object] | Deleted | None) -> int:
+    """The version of a key's state: its value's, its deletion's, or 0 for a key that never
+    held a value."""
+    return 0 if state is None else state.version
+
+
+def check_undo(
+    store: str, key: object, found: Versioned[object] | Deleted | None, change: Change[_V]
+) -> bool:
+    """Whether undoing `change` has anything left to do, given the key's state `found`.
+
+    The undo writes only over the state `change` left (same version). Finding what it would
+    put back is fine too (undone already, or both the same absence of a value). Anything else
+    is someone else's write.
 
     Raises:
-        VersionConflictError: the key holds neither what `change` left nor what it replaced.
+        VersionConflictError: someone else changed the key after `change`.
     """
-    left = None if change.after is None else change.after.version
-    replaced = None if change.before is None else change.before.version
-    if left is None and replaced is None:
-        return False  # a delete that found nothing: nothing of the saga's to undo
-    if found == left:
-        return left != replaced
-    if found == replaced:
-        return False  # undone already
-    raise VersionConflictError(store, key, ABSENT if left is None else left, found, undo=True)
+    left, replaced = change.after, change.before
+    if state_version(left) == state_version(replaced):
+        return False  # the write changed nothing (a delete that found no value)
+    if state_version(found) == state_version(left):
+        return True
+    if state_version(found) == state_version(replaced) or not (
+        isinstance(found, Versioned) or isinstance(replaced, Versioned)
+    ):
+        return False  # undone already, or no value either way
+    raise VersionConflictError(
+        store,
+        key,
+        state_version(left),
+        None if found is None else found.version,
+        undo=True,
+        expected_deleted=isinstance(left, Deleted),
+        found_deleted=isinstance(found, Deleted),
+    )
 
 
 _STORE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

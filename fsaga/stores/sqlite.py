@@ -35,6 +35,7 @@ from fsaga.stores.errors import (
 )
 from fsaga.stores.protocol import (
     Change,
+    Deleted,
     Expected,
     Versioned,
     check_expected,
@@ -64,6 +65,14 @@ _META: Final = (
         last_version INTEGER NOT NULL CHECK (last_version >= 0),
         schema_version INTEGER NOT NULL
     )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS fsaga_store_deletions (
+        store TEXT NOT NULL,
+        key NOT NULL,
+        version INTEGER NOT NULL,
+        PRIMARY KEY (store, key)
+    ) WITHOUT ROWID
     """,
     """
     CREATE TABLE IF NOT EXISTS fsaga_store_writes (
@@ -252,7 +261,9 @@ class SqliteStore(Generic[_K, _V]):
         """See `Store.get`."""
         self.check_key(key)
         with self._transaction(write=False) as db:
-            row = self._select(db, key)
+            row = db.execute(
+                f"SELECT value, version FROM {self._table} WHERE key = ?", (key,)
+            ).fetchone()
         return None if row is None else Versioned(self._decode(key, row[0]), row[1])
 
     def put(
@@ -265,13 +276,12 @@ class SqliteStore(Generic[_K, _V]):
             recorded = self._recorded(db, key, write_id)
             if recorded is not None:
                 return recorded
-            row = self._select(db, key)
-            check_expected(self._name, key, None if row is None else row[1], expected)
-            version = self._next_version(db)
-            db.execute(self._upsert, (key, data, version))
-            self._record(db, key, write_id, row, (data, version))
-            before = None if row is None else Versioned(self._decode(key, row[0]), row[1])
-        return Change(before, Versioned(value, version))
+            before = self._raw_state(db, key)
+            check_expected(self._name, key, before, expected)
+            after = Versioned(data, self._next_version(db))
+            self._set(db, key, after, before)
+            self._record(db, key, write_id, before, after)
+            return Change(self._decoded(key, before), Versioned(value, after.version))
 
     def delete(
         self, key: _K, /, *, expected: Expected = None, write_id: str | None = None
@@ -282,13 +292,15 @@ class SqliteStore(Generic[_K, _V]):
             recorded = self._recorded(db, key, write_id)
             if recorded is not None:
                 return recorded
-            row = self._select(db, key)
-            check_expected(self._name, key, None if row is None else row[1], expected)
-            if row is not None:
-                db.execute(f"DELETE FROM {self._table} WHERE key = ?", (key,))
-            self._record(db, key, write_id, row, None)
-            before = None if row is None else Versioned(self._decode(key, row[0]), row[1])
-        return Change(before, None)
+            before = self._raw_state(db, key)
+            check_expected(self._name, key, before, expected)
+            if not isinstance(before, Versioned):
+                self._record(db, key, write_id, before, before)  # nothing to delete
+                return Change(before, before)
+            after = Deleted(self._next_version(db))
+            self._set(db, key, after, before)
+            self._record(db, key, write_id, before, after)
+            return Change(self._decoded(key, before), after)
 
     def update(
         self, key: _K, function: Callable[[_V], _V], /, *, write_id: str | None = None
@@ -299,16 +311,14 @@ class SqliteStore(Generic[_K, _V]):
             recorded = self._recorded(db, key, write_id)
             if recorded is not None:
                 return recorded
-            row = self._select(db, key)
-            if row is None:
+            before = self._raw_state(db, key)
+            if not isinstance(before, Versioned):
                 raise MissingKeyError(self._name, key)
-            before = Versioned(self._decode(key, row[0]), row[1])
-            value = function(before.value)
-            data = self._encode(key, value)
-            version = self._next_version(db)
-            db.execute(self._upsert, (key, data, version))
-            self._record(db, key, write_id, row, (data, version))
-        return Change(before, Versioned(value, version))
+            value = function(self._decode(key, before.value))
+            after = Versioned(self._encode(key, value), self._next_version(db))
+            self._set(db, key, after, before)
+            self._record(db, key, write_id, before, after)
+            return Change(self._decoded(key, before), Versioned(value, after.version))
 
     def undo(self, key: _K, change: Change[_V] | None, /, *, write_id: str | None = None) -> None:
         """See `Store.undo`."""
@@ -329,14 +339,14 @@ class SqliteStore(Generic[_K, _V]):
                 if change is None:
                     change = receipt[1]
             if change is not None:
-                row = self._select(db, key)
-                if check_undo(self._name, key, None if row is None else row[1], change):
+                found = self._raw_state(db, key)
+                if check_undo(self._name, key, found, change):
                     restored = change.before
-                    if restored is None:
-                        db.execute(f"DELETE FROM {self._table} WHERE key = ?", (key,))
+                    if isinstance(restored, Versioned):
+                        raw = Versioned(self._encode(key, restored.value), restored.version)
+                        self._set(db, key, raw, found)
                     else:
-                        data = self._encode(key, restored.value)
-                        db.execute(self._upsert, (key, data, restored.version))
+                        self._set(db, key, restored, found)
             if write_id is not None:
                 db.execute(
                     "INSERT INTO fsaga_store_writes (store, write_id, key, applied, undone)"
@@ -462,11 +472,48 @@ class SqliteStore(Generic[_K, _V]):
 
     # -- rows --------------------------------------------------------------------------------
 
-    def _select(self, db: sqlite3.Connection, key: _K) -> tuple[bytes, int] | None:
+    def _raw_state(self, db: sqlite3.Connection, key: _K) -> Versioned[bytes] | Deleted | None:
+        """The key's state, its value still encoded."""
         row = db.execute(
             f"SELECT value, version FROM {self._table} WHERE key = ?", (key,)
         ).fetchone()
-        return None if row is None else (row[0], row[1])
+        if row is not None:
+            return Versioned(row[0], row[1])
+        deleted = db.execute(
+            "SELECT version FROM fsaga_store_deletions WHERE store = ? AND key = ?",
+            (self._name, key),
+        ).fetchone()
+        return None if deleted is None else Deleted(deleted[0])
+
+    def _set(
+        self,
+        db: sqlite3.Connection,
+        key: _K,
+        state: Versioned[bytes] | Deleted | None,
+        previous: Versioned[bytes] | Deleted | None,
+    ) -> None:
+        """Make `state` the key's state, which was `previous`."""
+        if isinstance(state, Versioned):
+            db.execute(self._upsert, (key, state.value, state.version))
+        elif isinstance(previous, Versioned):
+            db.execute(f"DELETE FROM {self._table} WHERE key = ?", (key,))
+        if isinstance(state, Deleted):
+            db.execute(
+                "INSERT INTO fsaga_store_deletions (store, key, version) VALUES (?, ?, ?)"
+                " ON CONFLICT (store, key) DO UPDATE SET version = excluded.version",
+                (self._name, key, state.version),
+            )
+        elif isinstance(previous, Deleted):
+            db.execute(
+                "DELETE FROM fsaga_store_deletions WHERE store = ? AND key = ?", (self._name, key)
+            )
+
+    def _decoded(
+        self, key: _K, state: Versioned[bytes] | Deleted | None
+    ) -> Versioned[_V] | Deleted | None:
+        if isinstance(state, Versioned):
+            return Versioned(self._decode(key, state.value), state.version)
+        return state
 
     def _next_version(self, db: sqlite3.Connection) -> int:
         row = db.execute(
@@ -518,8 +565,8 @@ class SqliteStore(Generic[_K, _V]):
         change: Change[_V] | None = None
         if applied:
             change = Change(
-                self._versioned(key, before_value, before_version),
-                self._versioned(key, after_value, after_version),
+                self._state_of(key, before_value, before_version),
+                self._state_of(key, after_value, after_version),
             )
         return recorded_key, change, bool(undone)
 
@@ -528,23 +575,26 @@ class SqliteStore(Generic[_K, _V]):
         db: sqlite3.Connection,
         key: _K,
         write_id: str | None,
-        before: tuple[bytes, int] | None,
-        after: tuple[bytes, int] | None,
+        before: Versioned[bytes] | Deleted | None,
+        after: Versioned[bytes] | Deleted | None,
     ) -> None:
         if write_id is None:
             return
-        before_value, before_version = (None, None) if before is None else before
-        after_value, after_version = (None, None) if after is None else after
         db.execute(
             "INSERT INTO fsaga_store_writes (store, write_id, key, applied, before_value,"
             " before_version, after_value, after_version, undone)"
             " VALUES (?, ?, ?, 1, ?, ?, ?, ?, 0)",
-            (self._name, write_id, key, before_value, before_version, after_value, after_version),
+            (self._name, write_id, key, *_columns(before), *_columns(after)),
         )
 
-    def _versioned(self, key: _K, data: bytes | None, version: int | None) -> Versioned[_V] | None:
-        if data is None or version is None:
+    def _state_of(
+        self, key: _K, data: bytes | None, version: int | None
+    ) -> Versioned[_V] | Deleted | None:
+        """A state from its columns in ``fsaga_store_writes`` (see `_columns`)."""
+        if version is None:
             return None
+        if data is None:
+            return Deleted(version)
         return Versioned(self._decode(key, data), version)
 
     def _encode(self, key: _K, value: _V) -> bytes:
@@ -560,3 +610,12 @@ class SqliteStore(Generic[_K, _V]):
             raise StoreError(
                 self._name, f"store {self._name!r}, key {key!r}: unreadable value: {error}"
             ) from error
+
+
+def _columns(state: Versioned[bytes] | Deleted | None) -> tuple[bytes | None, int | None]:
+    """A state as (value, version) columns: a deletion has a version and no value."""
+    if isinstance(state, Versioned):
+        return state.value, state.version
+    if isinstance(state, Deleted):
+        return None, state.version
+    return None, None

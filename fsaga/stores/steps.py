@@ -32,7 +32,7 @@ from fsaga.context import StepContext, current_context
 from fsaga.policy import Retry
 from fsaga.saga import Saga, step
 from fsaga.stores.errors import StoreClosedError, StoreUnavailableError
-from fsaga.stores.protocol import Change, Expected, Store, Versioned
+from fsaga.stores.protocol import Change, Deleted, Expected, Store, Versioned
 
 __all__ = ["STORE_RETRY", "change_from_receipt", "delete", "read", "save", "update"]
 
@@ -264,8 +264,13 @@ def _label(verb: str, store: object, key: object, name: str | None) -> str:
     return label
 
 
-def _state(state: Versioned[object] | None) -> dict[str, object] | None:
-    return None if state is None else {"value": state.value, "version": state.version}
+def _state(state: Versioned[object] | Deleted | None) -> dict[str, object] | None:
+    """A state as JSON: ``{"value": ..., "version": ...}``, ``{"deleted": version}`` or None."""
+    if isinstance(state, Versioned):
+        return {"value": state.value, "version": state.version}
+    if isinstance(state, Deleted):
+        return {"deleted": state.version}
+    return None
 
 
 def _receipt(change: Change[_V]) -> _Receipt:
@@ -278,8 +283,8 @@ def _change_of(receipt: object, label: str) -> Change[_V]:
         return cast(Change[_V], receipt)
     if isinstance(receipt, dict) and receipt.keys() == {"before", "after"}:
         try:
-            return Change(_versioned(receipt["before"]), _versioned(receipt["after"]))
-        except (TypeError, ValueError):
+            return Change(_state_of(receipt["before"]), _state_of(receipt["after"]))
+        except ValueError:
             pass
     raise TypeError(
         f"step {label!r}: expected the receipt of a store write (or a fsaga.stores.Change), "
@@ -287,39 +292,49 @@ def _change_of(receipt: object, label: str) -> Change[_V]:
     )
 
 
-def _versioned(state: object) -> Versioned[_V] | None:
+def _state_of(state: object) -> Versioned[_V] | Deleted | None:
+    """A state from its JSON (see `_state`)."""
     if state is None:
         return None
-    if isinstance(state, dict) and state.keys() == {"value", "version"}:
-        version = state["version"]
-        if isinstance(version, int) and not isinstance(version, bool):
-            return Versioned(cast(_V, state["value"]), version)
-    raise ValueError(f"not a versioned value: {state!r}")
+    if isinstance(state, dict):
+        if state.keys() == {"value", "version"}:
+            version = state["version"]
+            if isinstance(version, int) and not isinstance(version, bool):
+                return Versioned(cast(_V, state["value"]), version)
+        elif state.keys() == {"deleted"}:
+            version = state["deleted"]
+            if isinstance(version, int) and not isinstance(version, bool):
+                return Deleted(version)
+    raise ValueError(f"not a state: {state!r}")
 
 
 def _written(label: str, receipt: _Receipt) -> Versioned[_V]:
-    after: Versioned[_V] | None = _change_of(receipt, label).after
-    if after is None:
+    after: Versioned[_V] | Deleted | None = _change_of(receipt, label).after
+    if not isinstance(after, Versioned):
         raise TypeError(f"step {label!r}: the receipt of a save or update has no value after")
     return after
 
 
 def _deleted(label: str, receipt: _Receipt) -> Versioned[_V] | None:
-    before: Versioned[_V] | None = _change_of(receipt, label).before
-    return before
+    before: Versioned[_V] | Deleted | None = _change_of(receipt, label).before
+    return before if isinstance(before, Versioned) else None
 
 
 def _found(label: str, state: object) -> Versioned[_V] | None:
     """What a read recorded: a state (a `Versioned` is accepted as is, for scripted runs)."""
     if isinstance(state, Versioned):
         return cast(Versioned[_V], state)
+    found: Versioned[_V] | Deleted | None
     try:
-        return _versioned(state)
+        found = _state_of(state)
     except ValueError:
+        found = Deleted(0)
+    if isinstance(found, Deleted):
         raise TypeError(
             f"step {label!r}: expected what a store read records (None, or a dict of value "
             f"and version), got {state!r}"
-        ) from None
+        )
+    return found
 
 
 def change_from_receipt(receipt: object) -> Change[object] | None:
