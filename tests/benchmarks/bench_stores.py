@@ -23,11 +23,12 @@ are small JSON objects, encoded as `fsaga.journal.JsonCodec` does.
   is there) and records no write ids, so it is safe neither against concurrent writers nor
   against running a write twice.
 - equivalent: by hand again, but doing in SQL what `SqliteStore` does per write -- look up the
-  write id, read the previous row, bump the store's version counter, upsert or delete, record
-  the write id and the change -- and per undo -- look up the write id's record, read the row,
-  restore only if it still holds what the write left (else raise), mark the write id undone --
-  in the same tables as `SqliteStore`'s (``fsaga_stores``, ``fsaga_store_writes``), with one
-  connection per store as `SqliteStore` has. It keeps the rows' bytes as they are (no decoding
+  write id, read the previous row (or its deletion's version), bump the store's version
+  counter, upsert or delete (recording the deletion's version), record the write id and the
+  change -- and per undo -- look up the write id's record, read the key's state, restore only
+  if it still holds what the write left (else raise), mark the write id undone -- in the same
+  tables as `SqliteStore`'s (``fsaga_stores``, ``fsaga_store_deletions``,
+  ``fsaga_store_writes``), with one connection per store as `SqliteStore` has. It keeps the rows' bytes as they are (no decoding
   and re-encoding of values read back), so fsaga minus equivalent is the cost of fsaga's Python
   layer (engine, steps, store methods, codec), and equivalent minus by hand the cost of the
   bookkeeping in SQL (in the one-file layout, plus that of three connections instead of one).
@@ -398,6 +399,8 @@ META: Final = (
     " key_type TEXT NOT NULL CHECK (key_type IN ('str', 'int')),"
     " last_version INTEGER NOT NULL CHECK (last_version >= 0),"
     " schema_version INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS fsaga_store_deletions (store TEXT NOT NULL, key NOT NULL,"
+    " version INTEGER NOT NULL, PRIMARY KEY (store, key)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS fsaga_store_writes (store TEXT NOT NULL, write_id TEXT NOT NULL,"
     " key NOT NULL, applied INTEGER NOT NULL CHECK (applied IN (0, 1)), before_value BLOB,"
     " before_version INTEGER, after_value BLOB, after_version INTEGER,"
@@ -415,13 +418,25 @@ RECORD: Final = (
     "INSERT INTO fsaga_store_writes (store, write_id, key, applied, before_value,"
     " before_version, after_value, after_version, undone) VALUES (?, ?, ?, 1, ?, ?, ?, ?, 0)"
 )
+DELETION: Final = "SELECT version FROM fsaga_store_deletions WHERE store = ? AND key = ?"
+SET_DELETION: Final = (
+    "INSERT INTO fsaga_store_deletions (store, key, version) VALUES (?, ?, ?)"
+    " ON CONFLICT (store, key) DO UPDATE SET version = excluded.version"
+)
+DROP_DELETION: Final = "DELETE FROM fsaga_store_deletions WHERE store = ? AND key = ?"
 MARK_UNDONE: Final = (
     "INSERT INTO fsaga_store_writes (store, write_id, key, applied, undone) VALUES (?, ?, ?, 0, 1)"
     " ON CONFLICT (store, write_id) DO UPDATE SET undone = 1"
 )
 
-# What an undo needs: store, key, write id, the row before, the version after (None: no row).
-Written: TypeAlias = tuple[str, str, str, Row, int | None]
+# A key's state: its row's value and version, (None, version) once deleted, None if never written.
+State: TypeAlias = tuple[bytes | None, int] | None
+# What an undo needs: store, key, write id, the state before and the state after.
+Written: TypeAlias = tuple[str, str, str, State, State]
+
+
+def version(state: State) -> int:
+    return 0 if state is None else state[1]
 
 
 class Conflict(Exception):
@@ -460,63 +475,75 @@ class Equivalent(HandWritten):
                 )
             db.execute("COMMIT")
 
-    def _begin(self, db: sqlite3.Connection, store: str, write_id: str, key: str) -> Row:
+    def _begin(self, db: sqlite3.Connection, store: str, write_id: str, key: str) -> State:
         db.execute("BEGIN IMMEDIATE")
         if db.execute(RECORDED, (store, write_id)).fetchone() is not None:
             raise RuntimeError(f"write id {write_id} was used already")  # never, here
-        row: Row = db.execute(self.select[store], (key,)).fetchone()
-        return row
+        return self._state(db, store, key)
 
-    def put(self, store: str, key: str, write_id: str, data: bytes, row: Row) -> int:
+    def _state(self, db: sqlite3.Connection, store: str, key: str) -> State:
+        row: Row = db.execute(self.select[store], (key,)).fetchone()
+        if row is not None:
+            return row
+        deleted = db.execute(DELETION, (store, key)).fetchone()
+        return None if deleted is None else (None, deleted[0])
+
+    def put(self, store: str, key: str, write_id: str, data: bytes, before: State) -> State:
         db = self.db[store]
-        version: int = db.execute(BUMP, (store,)).fetchone()[0]
-        db.execute(self.upsert[store], (key, data, version))
-        before = (None, None) if row is None else row
-        db.execute(RECORD, (store, write_id, key, *before, data, version))
+        new: int = db.execute(BUMP, (store,)).fetchone()[0]
+        db.execute(self.upsert[store], (key, data, new))
+        if before is not None and before[0] is None:
+            db.execute(DROP_DELETION, (store, key))
+        db.execute(RECORD, (store, write_id, key, *(before or (None, None)), data, new))
         db.execute("COMMIT")
-        return version
+        return data, new
 
     def save(self, store: str, key: str, value: Record) -> Written:
         db = self.db[store]
         write_id = f"{self.run_id}/save:{store}:{key}"
         data = encode(value)
         try:
-            row = self._begin(db, store, write_id, key)
-            version = self.put(store, key, write_id, data, row)
+            before = self._begin(db, store, write_id, key)
+            after = self.put(store, key, write_id, data, before)
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return store, key, write_id, row, version
+        return store, key, write_id, before, after
 
     def update(self, store: str, key: str, function: Callable[[Record], Record]) -> Written:
         db = self.db[store]
         write_id = f"{self.run_id}/update:{store}:{key}"
         try:
-            row = self._begin(db, store, write_id, key)
-            if row is None:
+            before = self._begin(db, store, write_id, key)
+            if before is None or before[0] is None:
                 raise KeyError(key)
-            version = self.put(store, key, write_id, encode(function(decode(row[0]))), row)
+            data = encode(function(decode(before[0])))
+            after = self.put(store, key, write_id, data, before)
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return store, key, write_id, row, version
+        return store, key, write_id, before, after
 
     def delete(self, store: str, key: str) -> Written:
         db = self.db[store]
         write_id = f"{self.run_id}/delete:{store}:{key}"
         try:
-            row = self._begin(db, store, write_id, key)
-            if row is not None:
+            before = self._begin(db, store, write_id, key)
+            after = before
+            if before is not None and before[0] is not None:
                 db.execute(self.remove[store], (key,))
-            before = (None, None) if row is None else row
-            db.execute(RECORD, (store, write_id, key, *before, None, None))
+                after = (None, db.execute(BUMP, (store,)).fetchone()[0])
+                db.execute(SET_DELETION, (store, key, after[1]))
+            db.execute(
+                RECORD, (store, write_id, key, *(before or (None, None)), *(after or (None, None)))
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return store, key, write_id, row, None
+        return store, key, write_id, before, after
 
-    def undo(self, store: str, key: str, write_id: str, row: Row, after: int | None) -> None:
+    def undo(self, store: str, key: str, write_id: str, before: State, after: State) -> None:
         db = self.db[store]
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -524,22 +551,33 @@ class Equivalent(HandWritten):
             if recorded is not None and recorded[0] != key:
                 raise RuntimeError(f"write id {write_id} was given to another key")  # never
             if recorded is None or not recorded[6]:
-                current = db.execute(self.select[store], (key,)).fetchone()
-                found = None if current is None else current[1]
-                before = None if row is None else row[1]
-                if found == after:
-                    if after != before:
-                        if row is None:
-                            db.execute(self.remove[store], (key,))
-                        else:
-                            db.execute(self.upsert[store], (key, row[0], row[1]))
-                elif found != before:
-                    raise Conflict(store, key, after, found)
+                found = self._state(db, store, key)
+                if version(after) == version(before):
+                    pass  # a delete that found no value
+                elif version(found) == version(after):
+                    self._restore(db, store, key, before, found)
+                elif version(found) != version(before) and (
+                    (found is not None and found[0] is not None)
+                    or (before is not None and before[0] is not None)
+                ):
+                    raise Conflict(store, key, version(after), found)
                 db.execute(MARK_UNDONE, (store, write_id, key))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _restore(
+        self, db: sqlite3.Connection, store: str, key: str, state: State, found: State
+    ) -> None:
+        if state is not None and state[0] is not None:
+            db.execute(self.upsert[store], (key, state[0], state[1]))
+        elif found is not None and found[0] is not None:
+            db.execute(self.remove[store], (key,))
+        if state is not None and state[0] is None:
+            db.execute(SET_DELETION, (store, key, state[1]))
+        elif found is not None and found[0] is None:
+            db.execute(DROP_DELETION, (store, key))
 
     def run(self, number: int, last: Callable[[], None]) -> Exception | None:
         self.run_id = uuid.uuid4().hex
