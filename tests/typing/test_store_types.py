@@ -9,11 +9,13 @@ from fsaga import Outcome, Saga, SyncInterpreter, par, step
 from fsaga.stores import (
     ABSENT,
     Change,
+    Deleted,
     MemoryStore,
     SqliteStore,
     Store,
     Transaction,
     Versioned,
+    change_from_receipt,
     delete,
     read,
     save,
@@ -40,6 +42,9 @@ def store_types() -> None:
     assert_type(as_protocol.get("sku-1"), Versioned[int] | None)
     sqlite_protocol: Store[int, str] = by_id
     assert_type(sqlite_protocol.put(1, "x", expected=ABSENT), Change[str])
+    deleted = stock.delete("sku-1")
+    assert_type(deleted.before, Versioned[int] | Deleted | None)
+    assert_type(change_from_receipt({"before": None, "after": None}), Change[object] | None)
     assert_type(rows.update("k", lambda row: {**row, "n": 1}), Change[dict[str, int]])
 
     assert_type(save(orders, "o-1", Order("o-1", 10)), Saga[Versioned[Order]])
