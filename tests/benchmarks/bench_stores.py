@@ -28,10 +28,11 @@ are small JSON objects, encoded as `fsaga.journal.JsonCodec` does.
   change -- and per undo -- look up the write id's record, read the key's state, restore only
   if it still holds what the write left (else raise), mark the write id undone -- in the same
   tables as `SqliteStore`'s (``fsaga_stores``, ``fsaga_store_deletions``,
-  ``fsaga_store_writes``), with one connection per store as `SqliteStore` has. It keeps the rows' bytes as they are (no decoding
-  and re-encoding of values read back), so fsaga minus equivalent is the cost of fsaga's Python
-  layer (engine, steps, store methods, codec), and equivalent minus by hand the cost of the
-  bookkeeping in SQL (in the one-file layout, plus that of three connections instead of one).
+  ``fsaga_store_writes``), with one connection per store as `SqliteStore` has. It keeps the
+  rows' bytes as they are (no decoding and re-encoding of values read back), so fsaga minus
+  equivalent is the cost of fsaga's Python layer (engine, steps, store methods, codec), and
+  equivalent minus by hand the cost of the bookkeeping in SQL (in the one-file layout, plus
+  that of three connections instead of one).
 
 Both layouts are measured: the three stores in one file, and in three files. Each
 implementation has its own files, whose WAL is first grown to its steady size (`grow_wal`), as
