@@ -3,7 +3,7 @@
 Each example draws a saga tree (`saga_specs`, whose steps may also be idempotent or have an
 unknown-outcome compensation), a fault plan (which actions and compensations fail, for how many
 attempts) and a crash point: the k-th journal write (`append` or `finish`) of the run, before or
-after it is performed. A journal proxy raises `_Crash` there and at every later write, so
+after it is performed. A journal proxy raises `Crash` there and at every later write, so
 nothing after that point reaches the journal, as when the process dies; the second property
 kills the first recovery the same way. A last recovery then runs over the same journal and the
 same world, and the journal and the world must show the rules of a durable run:
@@ -29,6 +29,7 @@ from functools import partial
 from itertools import pairwise
 from typing import TypeVar
 
+from crashing_journal import Crash, CrashingJournal
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
@@ -48,7 +49,7 @@ from fsaga import (
 from fsaga.durable import DurableSagas, SagaDefinitions
 from fsaga.interpreter import SyncInterpreter
 from fsaga.journal import Entry, Journal, MemoryJournal
-from fsaga.journal.records import FinishedStatus, SagaRecord, SagaStatus
+from fsaga.journal.records import SagaStatus
 from fsaga.outcome import Outcome
 from fsaga.testing import FaultPlan, InjectedFault, RecordingInterpreter
 from fsaga.testing.strategies import (
@@ -75,10 +76,6 @@ _T = TypeVar("_T")
 SAGA_ID = "generated-1"
 DEFINITION = "generated"
 EXAMPLES = settings(max_examples=100, deadline=None)
-
-
-class _Crash(BaseException):
-    """The process running the saga dies here."""
 
 
 # -- what generated steps do --------------------------------------------------------------------
@@ -253,85 +250,6 @@ def action_paths(spec: SagaSpec) -> list[str]:
 # -- a journal the process dies in --------------------------------------------------------------
 
 
-class CrashingJournal(Journal):
-    """`journal`, until the process dies at its write number `crash_at` (``append``, ``finish``
-    and a ``create`` that records entries count, from 0): that write raises `_Crash` before it is
-    performed, or just after when `after`, and so does every later write. `on_crash` is called
-    once, at the crash.
-
-    Reads and the bookkeeping writes (``claim_for_recovery``, ``create`` without entries) pass
-    through.
-    """
-
-    def __init__(
-        self,
-        journal: Journal,
-        *,
-        crash_at: int | None = None,
-        after: bool = False,
-        on_crash: Callable[[], None] = lambda: None,
-    ) -> None:
-        self.journal = journal
-        self.crash_at = crash_at
-        self.after = after
-        self.on_crash = on_crash
-        self.writes = 0
-        self.crashed = False
-
-    def _write(self, perform: Callable[[], _T]) -> _T:
-        if self.crashed:
-            raise _Crash("the process is dead")
-        index = self.writes
-        self.writes += 1
-        if index != self.crash_at:
-            return perform()
-        self.crashed = True
-        if self.after:
-            perform()
-        self.on_crash()
-        raise _Crash(f"the process died at journal write {index}")
-
-    def create(
-        self, saga_id: str, name: str, version: int, input: bytes, *, entries: Sequence[Entry] = ()
-    ) -> tuple[SagaRecord, bool]:
-        create = partial(self.journal.create, saga_id, name, version, input, entries=entries)
-        # A creation that records entries (a first intent) is a transition like an append.
-        return self._write(create) if entries else create()
-
-    def append(self, saga_id: str, entries: Sequence[Entry]) -> None:
-        self._write(partial(self.journal.append, saga_id, entries))
-
-    def entries(self, saga_id: str) -> list[Entry]:
-        return self.journal.entries(saga_id)
-
-    def finish(
-        self,
-        saga_id: str,
-        status: FinishedStatus,
-        outcome: bytes,
-        *,
-        entries: Sequence[Entry] = (),
-    ) -> bool:
-        finish = partial(self.journal.finish, saga_id, status, outcome, entries=entries)
-        return self._write(finish)
-
-    def get(self, saga_id: str) -> SagaRecord | None:
-        return self.journal.get(saga_id)
-
-    def sagas(self, status: SagaStatus | None = None) -> list[SagaRecord]:
-        return self.journal.sagas(status)
-
-    def claim_for_recovery(
-        self, saga_id: str, *, max_attempts: int, stale_before: float | None = None
-    ) -> bool:
-        return self.journal.claim_for_recovery(
-            saga_id, max_attempts=max_attempts, stale_before=stale_before
-        )
-
-    def close(self) -> None:
-        self.journal.close()
-
-
 # -- what a crash leaves ------------------------------------------------------------------------
 
 
@@ -390,7 +308,7 @@ def run_until_crash(
     )
     try:
         run(DurableSagas(dying, definitions))
-    except _Crash:
+    except Crash:
         (at_crash,) = taken
         # The dying process undoes nothing and writes nothing more: it is dead.
         assert Snapshot.take(journal, effects) == at_crash, "the run went on after its crash"

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Literal, NoReturn, TypeAlias, TypeVar
 
 import anyio
+from crashing_journal import Crash, CrashingJournal
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
@@ -59,8 +60,7 @@ from fsaga import Failure, Outcome, PartialFailure, Saga, Success, par, sequence
 from fsaga.durable import DurableSagas, SagaDefinitions
 from fsaga.durable.errors import describe_error
 from fsaga.interpreter import AsyncInterpreter, SyncInterpreter
-from fsaga.journal import Entry, Journal, JsonCodec, MemoryJournal, SqliteJournal
-from fsaga.journal.records import FinishedStatus, SagaRecord, SagaStatus
+from fsaga.journal import Journal, JsonCodec, MemoryJournal, SqliteJournal
 from fsaga.stores import (
     ABSENT,
     Change,
@@ -1393,70 +1393,6 @@ SAGA_ID = "stores-1"
 DEFINITION = "stores"
 
 
-class _Crash(BaseException):
-    """The process running the saga dies here."""
-
-
-class CrashingJournal(Journal):
-    """`journal`, until the process dies at its write number `crash_at` (``append``,
-    ``finish``, and a ``create`` that records entries, from 0): that write raises `_Crash`,
-    before it is performed or, with `after`, just after; so does every later write. Without
-    `crash_at` it only counts the writes.
-    """
-
-    def __init__(self, journal: Journal, crash_at: int | None = None, after: bool = False) -> None:
-        self.journal = journal
-        self.crash_at = crash_at
-        self.after = after
-        self.writes = 0
-        self.crashed = False
-
-    def _write(self, perform: Callable[[], _T]) -> _T:
-        if self.crashed:
-            raise _Crash("the process is dead")
-        index = self.writes
-        self.writes += 1
-        if index != self.crash_at:
-            return perform()
-        self.crashed = True
-        if self.after:
-            perform()
-        raise _Crash(f"the process died at journal write {index}")
-
-    def create(
-        self, saga_id: str, name: str, version: int, input: bytes, *, entries: Sequence[Entry] = ()
-    ) -> tuple[SagaRecord, bool]:
-        create = partial(self.journal.create, saga_id, name, version, input, entries=entries)
-        return self._write(create) if entries else create()
-
-    def append(self, saga_id: str, entries: Sequence[Entry]) -> None:
-        self._write(partial(self.journal.append, saga_id, entries))
-
-    def entries(self, saga_id: str) -> list[Entry]:
-        return self.journal.entries(saga_id)
-
-    def finish(
-        self, saga_id: str, status: FinishedStatus, outcome: bytes, *, entries: Sequence[Entry] = ()
-    ) -> bool:
-        return self._write(partial(self.journal.finish, saga_id, status, outcome, entries=entries))
-
-    def get(self, saga_id: str) -> SagaRecord | None:
-        return self.journal.get(saga_id)
-
-    def sagas(self, status: SagaStatus | None = None) -> list[SagaRecord]:
-        return self.journal.sagas(status)
-
-    def claim_for_recovery(
-        self, saga_id: str, *, max_attempts: int, stale_before: float | None = None
-    ) -> bool:
-        return self.journal.claim_for_recovery(
-            saga_id, max_attempts=max_attempts, stale_before=stale_before
-        )
-
-    def close(self) -> None:
-        self.journal.close()
-
-
 @st.composite
 def durable_cases(draw: st.DrawFn) -> Case:
     """A failing case (no `FaultPlan`: a durable run drives its own interpreter), or one that
@@ -1547,8 +1483,8 @@ def test_a_durable_run_killed_at_a_journal_write_restores_or_writes_exactly_once
         journal = open_journal(journal_kind, folder)
         crash_at = data.draw(st.integers(0, counting.writes - 1), label="crash at journal write")
         after = data.draw(st.booleans(), label="just after it")
-        dying = CrashingJournal(journal, crash_at, after)
-        with contextlib.suppress(_Crash):
+        dying = CrashingJournal(journal, crash_at=crash_at, after=after)
+        with contextlib.suppress(Crash):
             DurableSagas(dying, definitions).start(DEFINITION, None, saga_id=SAGA_ID)
         assert dying.crashed, "the run finished before its crash"
         where = "the first" if crash_at == 0 else "a later"
