@@ -90,7 +90,7 @@ class Deleted:
     version: int
 
 
-State: TypeAlias = "Versioned[_V] | Deleted | None"
+State: TypeAlias = Versioned[_V] | Deleted | None
 """What a key holds: a value and its version, the version of the deletion that left it without
 one, or ``None`` for a key that never held a value."""
 

@@ -17,7 +17,8 @@ left unresolved.
 
 What a step returns to the saga is typed (`Versioned` values); what it records, and what its
 compensation receives, is a JSON-shaped receipt (``{"before": state, "after": state}``, each
-state ``None`` or ``{"value": value, "version": version}``), so a durable run can journal it.
+state ``None``, ``{"value": value, "version": version}`` or ``{"deleted": version}``), so a
+durable run can journal it.
 `change_from_receipt` reads one back. A read records the state it found.
 """
 
@@ -38,7 +39,6 @@ __all__ = ["STORE_RETRY", "change_from_receipt", "delete", "read", "save", "upda
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
-_R = TypeVar("_R")
 
 STORE_RETRY: Final = Retry(3, delay=0.05, retry_on=StoreUnavailableError)
 """The default retry of store steps and their compensations: three attempts while the store is
@@ -46,7 +46,7 @@ unavailable (busy, locked, an I/O error). Other errors, a version conflict among
 worth another attempt."""
 
 # The JSON shape a store step records: {"before": state, "after": state}, where a state is
-# None (no value) or {"value": value, "version": version}.
+# None (no value ever), {"value": value, "version": version} or {"deleted": version}.
 _Receipt: TypeAlias = dict[str, object]
 
 _KEY_IN_NAME: Final = re.compile(r"[A-Za-z0-9_.:@-]{1,40}")
