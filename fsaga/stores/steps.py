@@ -24,6 +24,7 @@ durable run can journal it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from functools import partial
@@ -282,10 +283,8 @@ def _change_of(receipt: object, label: str) -> Change[_V]:
     if isinstance(receipt, Change):
         return cast(Change[_V], receipt)
     if isinstance(receipt, dict) and receipt.keys() == {"before", "after"}:
-        try:
+        with contextlib.suppress(ValueError):
             return Change(_state_of(receipt["before"]), _state_of(receipt["after"]))
-        except ValueError:
-            pass
     raise TypeError(
         f"step {label!r}: expected the receipt of a store write (or a fsaga.stores.Change), "
         f"got {receipt!r}"
@@ -324,17 +323,14 @@ def _found(label: str, state: object) -> Versioned[_V] | None:
     """What a read recorded: a state (a `Versioned` is accepted as is, for scripted runs)."""
     if isinstance(state, Versioned):
         return cast(Versioned[_V], state)
-    found: Versioned[_V] | Deleted | None
-    try:
-        found = _state_of(state)
-    except ValueError:
-        found = Deleted(0)
-    if isinstance(found, Deleted):
-        raise TypeError(
-            f"step {label!r}: expected what a store read records (None, or a dict of value "
-            f"and version), got {state!r}"
-        )
-    return found
+    with contextlib.suppress(ValueError):
+        found: Versioned[_V] | Deleted | None = _state_of(state)
+        if not isinstance(found, Deleted):
+            return found
+    raise TypeError(
+        f"step {label!r}: expected what a store read records (None, or a dict of value and "
+        f"version), got {state!r}"
+    )
 
 
 def change_from_receipt(receipt: object) -> Change[object] | None:
