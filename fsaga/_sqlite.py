@@ -3,11 +3,63 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
+from typing import Final
 
-__all__ = ["rollback", "switch_to_wal", "transaction"]
+from fsaga._numbers import check_seconds
+
+__all__ = [
+    "MAX_BUSY_TIMEOUT",
+    "check_busy_timeout",
+    "rollback",
+    "switch_to_wal",
+    "transaction",
+    "unopenable",
+]
+
+MAX_BUSY_TIMEOUT: Final = 2_147_483.647
+"""The longest busy timeout SQLite keeps, in seconds: it stores it as a C int of milliseconds."""
+
+
+def check_busy_timeout(value: object, *, what: str) -> float:
+    """`value` as a busy timeout in seconds: a number from 0 to `MAX_BUSY_TIMEOUT`.
+
+    Raises:
+        TypeError: `value` is not a number.
+        ValueError: `value` is negative, not finite, or longer than SQLite can keep.
+
+    >>> check_busy_timeout(5, what="busy_timeout")
+    5.0
+    """
+    seconds = check_seconds(value, what=what, allow_zero=True)
+    if seconds > MAX_BUSY_TIMEOUT:
+        raise ValueError(
+            f"{what} must be at most {MAX_BUSY_TIMEOUT} seconds (SQLite keeps it as an int of "
+            f"milliseconds), got {value!r}"
+        )
+    return seconds
+
+
+def unopenable(path: str) -> str | None:
+    """Why SQLite could not open `path` as a database file, when the file system already tells:
+    its directory is missing or is not a directory, or `path` is a directory. ``None`` when
+    nothing is wrong that can be seen before trying (or for an in-memory database).
+
+    SQLite's own message for all of these is "unable to open database file".
+    """
+    if path in ("", ":memory:"):
+        return None
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(directory):
+        return f"its directory {directory!r} does not exist: create it first"
+    if not os.path.isdir(directory):
+        return f"{directory!r}, where it would be, is not a directory"
+    if os.path.isdir(path):
+        return f"{path!r} is a directory, not a database file"
+    return None
 
 
 def switch_to_wal(connection: sqlite3.Connection, busy_timeout: float) -> str:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import final
 
+from fsaga._numbers import check_count, check_number
+
 __all__ = ["Retry", "RetryOn"]
 
 RetryOn = type[Exception] | tuple[type[Exception], ...] | Callable[[Exception], bool]
@@ -55,19 +57,14 @@ class Retry:
     retry_on: RetryOn = field(default=Exception, kw_only=True)
 
     def __post_init__(self) -> None:
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
-            raise TypeError(f"Retry: attempts must be an int, got {self.attempts!r}")
-        if self.attempts < 1:
-            raise ValueError(f"Retry: attempts must be at least 1, got {self.attempts}")
+        check_count(self.attempts, what="Retry: attempts", minimum=1)
         for label, number in (
             ("delay", self.delay),
             ("backoff", self.backoff),
             ("max_delay", self.max_delay),
             ("jitter", self.jitter),
         ):
-            if isinstance(number, bool) or not isinstance(number, int | float):
-                raise TypeError(f"Retry: {label} must be a number, got {number!r}")
-            if not math.isfinite(number) or number < 0:
+            if check_number(number, what=f"Retry: {label}") < 0:
                 raise ValueError(f"Retry: {label} must be finite and >= 0, got {number!r}")
         if self.backoff < 1:
             raise ValueError(f"Retry: backoff must be >= 1, got {self.backoff!r}")
@@ -106,11 +103,25 @@ class Retry:
         return bool(retry_on(error))
 
     def delay_before(self, attempt: int, *, random_unit: float) -> float:
-        """Seconds to wait before `attempt` (2 or more), given a random number in ``[0, 1)``."""
+        """Seconds to wait before `attempt` (2 or more), given a random number in ``[0, 1)``.
+
+        Always finite and between 0 and `max_delay`, however many attempts came before: a
+        zero `delay` stays zero, and a growth that overflows a float is capped like any other.
+
+        >>> Retry(2_000, delay=0.0, backoff=2.0).delay_before(1_999, random_unit=0.5)
+        0.0
+        >>> Retry(2_000, delay=1.0, max_delay=60.0, jitter=0.0).delay_before(1_999, random_unit=0.0)
+        60.0
+        """
         if attempt < 2:
             raise ValueError(f"Retry: no delay precedes attempt {attempt}; retries start at 2")
-        try:
-            grown = self.delay * self.backoff ** (attempt - 2)
-        except OverflowError:
-            grown = math.inf
-        return min(self.max_delay, grown) * (1.0 - self.jitter * random_unit)
+        delay = float(self.delay)
+        backoff = float(self.backoff)
+        if delay == 0.0 or backoff == 1.0:
+            grown = delay
+        else:
+            try:
+                grown = delay * backoff ** (attempt - 2)
+            except OverflowError:  # the power left the floats: it is past any bound
+                grown = math.inf
+        return min(float(self.max_delay), grown) * (1.0 - self.jitter * random_unit)

@@ -19,15 +19,17 @@ Failure(error=RuntimeError('card declined'), compensated=('reserve',))
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
+from inspect import iscoroutinefunction
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final, overload
 
 from returns.io import IOResult
 from returns.result import Result
 
+from fsaga._numbers import check_seconds
+from fsaga._signatures import call_problem
 from fsaga.errors import DuplicateStepNameError
 from fsaga.policy import Retry
 
@@ -103,6 +105,7 @@ class Saga(Generic[_T_co]):
         """
         if not _is_function(continuation):
             raise TypeError(f"bind() needs a callable returning a Saga, got {continuation!r}")
+        _check_function(continuation, 1, what="bind(): the continuation", called=_WITH_VALUE)
         return BindNode(self, continuation)
 
     def map(self, function: Callable[[_T_co], _U]) -> Saga[_U]:
@@ -114,6 +117,7 @@ class Saga(Generic[_T_co]):
         """
         if not callable(function):
             raise TypeError(f"map() needs a callable, got {function!r}")
+        _check_function(function, 1, what="map(): the function", called=_WITH_VALUE)
         return BindNode(self, MapContinuation(function))
 
     def zip(self, other: Saga[_U]) -> Saga[tuple[_T_co, _U]]:
@@ -157,8 +161,7 @@ class Saga(Generic[_T_co]):
         >>> step(lambda: "ok").timeout(5.0).run(SyncInterpreter())
         Success(value='ok')
         """
-        _check_seconds(seconds, what="timeout()")
-        return TimeoutNode(float(seconds), self)
+        return TimeoutNode(check_seconds(seconds, what="timeout()"), self)
 
     @overload
     def run(self, interpreter: Interpreter, /, *, saga_id: str | None = None) -> Outcome[_T_co]: ...
@@ -181,6 +184,8 @@ class Saga(Generic[_T_co]):
             saga_id: identity of this run, used in events and idempotency keys; a fresh one is
                 made when omitted.
         """
+        if isinstance(interpreter, type) or not callable(getattr(interpreter, "run_saga", None)):
+            raise TypeError(_not_an_interpreter(interpreter))
         return interpreter.run_saga(self, saga_id=saga_id)
 
 
@@ -240,6 +245,9 @@ class StepOptions:
     compensation_timeout: float | None = None
     idempotent: bool = False
     on_unknown: Callable[[StepContext], object] | None = None
+    async_undo: bool = False
+    """Whether the compensation or the unknown-outcome compensation is an ``async`` function,
+    which a sync interpreter cannot run."""
 
 
 _NO_OPTIONS: Final = StepOptions()
@@ -321,6 +329,16 @@ class MapContinuation:
     """The continuation `Saga.map` builds: the value becomes ``function(value)``."""
 
     function: Callable[[Any], object]
+
+
+def _not_an_interpreter(interpreter: object) -> str:
+    wanted = (
+        "run() needs an interpreter: an object with a run_saga(saga, *, saga_id) method, such "
+        "as fsaga.SyncInterpreter() or fsaga.AsyncInterpreter()"
+    )
+    if isinstance(interpreter, type) and callable(getattr(interpreter, "run_saga", None)):
+        return f"{wanted}; got the class {interpreter.__qualname__}: call it to make one"
+    return f"{wanted}; got {interpreter!r}"
 
 
 def _zip_right(other: Saga[_U], left: _T) -> Saga[tuple[_T, _U]]:
@@ -478,57 +496,61 @@ def step(
     label = _label_of(action) if name is None else name
     if name is not None:
         _check_name(name, what="step()")
-    if not callable(action):
-        raise TypeError(f"step {label!r}: action must be callable, got {action!r}")
-    if compensate is not None and not callable(compensate):
-        raise TypeError(f"step {label!r}: compensate must be callable or None, got {compensate!r}")
-    if timeout is not None:
-        _check_seconds(timeout, what=f"step {label!r}: timeout")
+    what = f"step {label!r}"
+    _check_function(action, 0, what=f"{what}: action", called="with no argument")
+    if compensate is not None:
+        _check_function(
+            compensate, 1, what=f"{what}: compensate", called=_WITH_RESULT, optional=True
+        )
+    attempt_timeout = None if timeout is None else check_seconds(timeout, what=f"{what}: timeout")
     if compensation_timeout is not None:
-        _check_seconds(compensation_timeout, what=f"step {label!r}: compensation_timeout")
+        compensation_timeout = check_seconds(
+            compensation_timeout, what=f"{what}: compensation_timeout"
+        )
         if compensate is None and on_unknown is None:
             raise ValueError(
-                f"step {label!r}: compensation_timeout is given but the step has no compensation"
+                f"{what}: compensation_timeout is given but the step has no compensation"
             )
     if not isinstance(idempotent, bool):
-        raise TypeError(f"step {label!r}: idempotent must be a bool, got {idempotent!r}")
-    if on_unknown is not None and not callable(on_unknown):
-        raise TypeError(f"step {label!r}: on_unknown must be callable or None, got {on_unknown!r}")
+        raise TypeError(f"{what}: idempotent must be a bool, got {idempotent!r}")
+    if on_unknown is not None:
+        _check_function(
+            on_unknown,
+            1,
+            what=f"{what}: on_unknown",
+            called="with one argument (the step's context)",
+            optional=True,
+        )
     if retry is not None and not isinstance(retry, Retry):
-        raise TypeError(f"step {label!r}: retry must be a Retry, got {retry!r}")
+        raise TypeError(f"{what}: retry must be a Retry, got {retry!r}")
     if compensation_retry is not None:
         if not isinstance(compensation_retry, Retry):
             raise TypeError(
-                f"step {label!r}: compensation_retry must be a Retry, got {compensation_retry!r}"
+                f"{what}: compensation_retry must be a Retry, got {compensation_retry!r}"
             )
         if compensate is None and on_unknown is None:
             raise ValueError(
-                f"step {label!r}: compensation_retry is given but the step has no compensation"
+                f"{what}: compensation_retry is given but the step has no compensation"
             )
+    # A sync interpreter cannot undo with an async function: it refuses the step before its
+    # action runs, rather than find out in the middle of an undo.
+    async_undo = (compensate is not None and iscoroutinefunction(compensate)) or (
+        on_unknown is not None and iscoroutinefunction(on_unknown)
+    )
     if (
         retry is None
         and compensation_retry is None
         and compensation_timeout is None
         and not idempotent
         and on_unknown is None
+        and not async_undo
     ):
         options = _NO_OPTIONS
     else:
         options = StepOptions(
-            retry,
-            compensation_retry,
-            None if compensation_timeout is None else float(compensation_timeout),
-            idempotent,
-            on_unknown,
+            retry, compensation_retry, compensation_timeout, idempotent, on_unknown, async_undo
         )
-    return StepNode(
-        action,
-        compensate,
-        label,
-        name is not None,
-        None if timeout is None else float(timeout),
-        options,
-    )
+    return StepNode(action, compensate, label, name is not None, attempt_timeout, options)
 
 
 @overload
@@ -589,8 +611,8 @@ def sequence(sagas: Iterable[Saga[_T]]) -> Saga[tuple[_T, ...]]:
     # Results accumulate in a cons list ((value, rest) pairs) so the whole fold stays linear.
     accumulated: Saga[_Cons[_T]] = pure(None)
     for item in items:
-        accumulated = accumulated.bind(partial(_push, item))
-    return accumulated.map(_cons_to_tuple)
+        accumulated = BindNode(accumulated, partial(_push, item))
+    return BindNode(accumulated, MapContinuation(_cons_to_tuple))
 
 
 def traverse(items: Iterable[_A], function: Callable[[_A], Saga[_B]]) -> Saga[tuple[_B, ...]]:
@@ -602,6 +624,9 @@ def traverse(items: Iterable[_A], function: Callable[[_A], Saga[_B]]) -> Saga[tu
     """
     if not callable(function):
         raise TypeError(f"traverse() needs a callable returning a Saga, got {function!r}")
+    _check_function(
+        function, 1, what="traverse(): the function", called="with one argument (an item)"
+    )
     return sequence(function(item) for item in items)
 
 
@@ -609,7 +634,7 @@ _Cons = tuple[_T, "_Cons[_T]"] | None
 
 
 def _push(item: Saga[_T], rest: _Cons[_T]) -> Saga[_Cons[_T]]:
-    return item.map(partial(_cons, rest=rest))
+    return BindNode(item, MapContinuation(partial(_cons, rest=rest)))
 
 
 def _cons(value: _T, *, rest: _Cons[_T]) -> _Cons[_T]:
@@ -642,11 +667,20 @@ def _label_of(action: object) -> str:
     return label
 
 
-def _check_seconds(seconds: object, *, what: str) -> None:
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise TypeError(f"{what} must be a number of seconds, got {seconds!r}")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{what} must be a positive, finite number of seconds, got {seconds!r}")
+_WITH_RESULT: Final = "with one argument (the action's result)"
+_WITH_VALUE: Final = "with one argument (the result before it)"
+
+
+def _check_function(
+    function: object, given: int, *, what: str, called: str, optional: bool = False
+) -> None:
+    """Refuse a non-callable, or a function that cannot take the arguments it will be given."""
+    if not callable(function):
+        alternative = " or None" if optional else ""
+        raise TypeError(f"{what} must be callable{alternative}, got {function!r}")
+    problem = call_problem(function, given)
+    if problem is not None:
+        raise TypeError(f"{what} is called {called}, but {problem}")
 
 
 def _check_name(name: object, *, what: str) -> None:

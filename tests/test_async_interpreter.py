@@ -1732,7 +1732,7 @@ async def test_perform_receives_the_step_context_for_an_unknown_outcome() -> Non
     [
         pytest.param({"timeout": 0}, ValueError, "timeout", id="timeout-zero"),
         pytest.param({"timeout": -1.0}, ValueError, "timeout", id="timeout-negative"),
-        pytest.param({"timeout": True}, ValueError, "timeout", id="timeout-bool"),
+        pytest.param({"timeout": True}, TypeError, "timeout", id="timeout-bool"),
         pytest.param({"timeout": float("inf")}, ValueError, "timeout", id="timeout-inf"),
         pytest.param({"on_branch_failure": "abandon"}, ValueError, "on_branch_failure", id="obf"),
         pytest.param(

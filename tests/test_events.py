@@ -6,10 +6,14 @@ import dataclasses
 import typing
 from collections.abc import Callable
 
+import anyio
+import anyio.lowlevel
 import pytest
 from returns.result import Success as ResultSuccess
+from trio.testing import MockClock
 
 from fsaga import (
+    AsyncInterpreter,
     CompensationCompleted,
     CompensationFailed,
     CompensationRetrying,
@@ -25,6 +29,7 @@ from fsaga import (
     StepFailed,
     StepRetrying,
     StepStarted,
+    StepTimeoutError,
     Success,
     par,
     step,
@@ -308,3 +313,72 @@ def test_a_failed_step_names_its_branch() -> None:
 
     [failed] = [event for event in events if isinstance(event, StepFailed)]
     assert (failed.path, failed.branch) == ("b", "1:1")
+
+
+# -- listeners take no time from an effect's own deadline ------------------------------------
+
+
+def _jumping_listener(clock: MockClock, on: type[Event], seconds: float) -> Callable[[Event], None]:
+    """A listener that takes `seconds` of (virtual) time over every `on` event."""
+
+    def listen(event: Event) -> None:
+        if isinstance(event, on):
+            clock.jump(seconds)
+
+    return listen
+
+
+def _on_trio(clock: MockClock, saga: Saga[object], listener: Callable[[Event], None]) -> object:
+    async def run() -> object:
+        return await saga.run(AsyncInterpreter(listeners=[listener]))
+
+    return anyio.run(run, backend="trio", backend_options={"clock": clock})
+
+
+def test_a_slow_listener_does_not_eat_the_steps_own_timeout() -> None:
+    """Item 6: the attempt's deadline was armed before `StepStarted` was emitted, so a listener
+    taking 60 ms failed an instant action with a 50 ms timeout."""
+    clock = MockClock()
+
+    async def quick() -> str:
+        await anyio.lowlevel.checkpoint()  # it yields once, as any real async call does
+        return "instant"
+
+    saga = step(quick, name="quick", timeout=0.05)
+
+    outcome = _on_trio(clock, saga, _jumping_listener(clock, StepStarted, 0.06))
+
+    assert outcome == Success("instant")
+
+
+def test_a_slow_listener_does_not_eat_the_compensations_own_timeout() -> None:
+    clock = MockClock()
+    undone: list[object] = []
+
+    async def release(result: object) -> None:
+        await anyio.lowlevel.checkpoint()
+        undone.append(result)
+
+    saga = step(lambda: 1, release, name="a", compensation_timeout=0.05).then(
+        step(failing_times(1), name="b")
+    )
+
+    outcome = _on_trio(clock, saga, _jumping_listener(clock, CompensationStarted, 0.06))
+
+    assert isinstance(outcome, Failure)
+    assert outcome.compensated == ("a",)
+    assert undone == [1]
+
+
+def test_a_slow_listener_still_counts_against_an_enclosing_deadline() -> None:
+    """A sub-tree's deadline is a point in time, not an effect's own budget: listener time
+    passes for it like any other."""
+    clock = MockClock()
+    saga = step(lambda: "a", name="a").then(step(lambda: "b", name="b")).timeout(0.05)
+
+    outcome = _on_trio(clock, saga, _jumping_listener(clock, StepStarted, 0.06))
+
+    assert isinstance(outcome, Failure)
+    assert isinstance(outcome.error, StepTimeoutError)
+    assert outcome.error.path == "b"
+    assert not outcome.error.started

@@ -155,13 +155,52 @@ def test_another_programs_database_is_refused_and_left_alone(path: Path) -> None
         assert tables == [("accounts",)]
 
 
-def test_a_file_that_cannot_be_opened_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_file_in_a_missing_directory_says_the_directory_is_missing(tmp_path: Path) -> None:
+    """Item 14: SQLite says only "unable to open database file"."""
     missing = tmp_path / "no-such-folder" / "journal.db"
 
-    with pytest.raises(JournalError, match="unable to open") as raised:
+    with pytest.raises(JournalError) as raised:
         SqliteJournal(missing)
 
-    assert str(missing) in str(raised.value)
+    assert str(raised.value) == (
+        f"cannot open the journal {str(missing)!r}: its directory "
+        f"{str(tmp_path / 'no-such-folder')!r} does not exist: create it first"
+    )
+    assert not (tmp_path / "no-such-folder").exists()
+
+
+def test_a_directory_given_as_the_journal_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(JournalError, match="is a directory, not a database file"):
+        SqliteJournal(tmp_path)
+
+
+def test_a_path_under_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("not a directory")
+
+    with pytest.raises(JournalError, match="where it would be, is not a directory"):
+        SqliteJournal(tmp_path / "plain" / "journal.db")
+
+
+def test_the_default_busy_timeout_is_five_seconds(tmp_path: Path) -> None:
+    with SqliteJournal(tmp_path / "journal.db") as journal:
+        assert journal.pragmas()["busy_timeout"] == 5_000
+
+
+def test_a_file_system_without_wal_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite keeps the old journal mode, silently, where the file system cannot share memory
+    between processes. No such file system can be mounted here, so SQLite's answer is stood in
+    for at the one place it is read."""
+    monkeypatch.setattr("fsaga.journal.sqlite.switch_to_wal", lambda connection, timeout: "delete")
+
+    with pytest.raises(JournalError) as raised:
+        SqliteJournal(tmp_path / "journal.db")
+
+    assert str(raised.value) == (
+        f"journal file {str(tmp_path / 'journal.db')!r} cannot use WAL mode (SQLite kept "
+        "'delete'); the file system may lack shared memory support"
+    )
 
 
 # -- several connections -------------------------------------------------------------------------

@@ -209,6 +209,167 @@ def test_a_bad_option_names_the_derived_label_when_no_name_is_given() -> None:
 
 
 @pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        pytest.param("timeout", 10**400, id="timeout-huge-int"),
+        pytest.param("compensation_timeout", 10**400, id="compensation-timeout-huge-int"),
+        pytest.param("timeout", -(10**400), id="timeout-huge-negative-int"),
+    ],
+)
+def test_a_timeout_too_large_for_a_float_is_a_value_error_at_construction(
+    option: str, value: int
+) -> None:
+    """Item 12: ``step(f, timeout=10**400)`` raised OverflowError."""
+    with pytest.raises(ValueError, match=f"step 'pay': {option} must be a positive, finite"):
+        unchecked_step(charge, refund, name="pay", **{option: value})
+
+
+def test_a_subtree_timeout_too_large_for_a_float_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match=r"timeout\(\) must be a positive, finite number"):
+        pure(1).timeout(10**400)
+
+
+def release_stock(sku: str, count: int) -> None:
+    return None
+
+
+# mypy rejects these calls already; the run-time check is for code mypy does not see.
+unchecked_step: Any = step
+unchecked_traverse: Any = traverse
+
+
+def unchecked(saga: Saga[object]) -> Any:
+    return saga
+
+
+class Gateway:
+    def charge(self, amount: int) -> str:
+        return f"charged {amount}"
+
+    def refund(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        pytest.param(
+            lambda: unchecked_step(release_stock, name="pay"),
+            "step 'pay': action is called with no argument, but release_stock() cannot be "
+            "called with no argument: its signature is (sku, count)",
+            id="action-needs-arguments",
+        ),
+        pytest.param(
+            lambda: unchecked_step(charge, lambda: None, name="pay"),
+            "step 'pay': compensate is called with one argument (the action's result), but "
+            "<lambda>() cannot be called with one argument: its signature is ()",
+            id="compensation-takes-none",
+        ),
+        pytest.param(
+            lambda: unchecked_step(charge, release_stock, name="pay"),
+            "step 'pay': compensate is called with one argument (the action's result), but "
+            "release_stock() cannot be called with one argument: its signature is (sku, count)",
+            id="compensation-takes-two",
+        ),
+        pytest.param(
+            lambda: unchecked_step(charge, partial(release_stock, "sku-1", 3), name="pay"),
+            "step 'pay': compensate is called with one argument (the action's result), but "
+            "functools.partial(release_stock, ...) cannot be called with one argument: its "
+            "signature is ()",
+            id="compensation-partial-bound-fully",
+        ),
+        pytest.param(
+            lambda: unchecked_step(Gateway().charge, name="pay"),
+            "step 'pay': action is called with no argument, but Gateway.charge() cannot be "
+            "called with no argument: its signature is (amount)",
+            id="bound-method-action",
+        ),
+        pytest.param(
+            lambda: unchecked_step(charge, Gateway().refund, name="pay"),
+            "step 'pay': compensate is called with one argument (the action's result), but "
+            "Gateway.refund() cannot be called with one argument: its signature is ()",
+            id="bound-method-compensation",
+        ),
+        pytest.param(
+            lambda: unchecked_step(charge, refund, name="pay", on_unknown=lambda: None),
+            "step 'pay': on_unknown is called with one argument (the step's context), but "
+            "<lambda>() cannot be called with one argument: its signature is ()",
+            id="on-unknown",
+        ),
+        pytest.param(
+            lambda: unchecked(pure(1)).bind(lambda: pure(2)),
+            "bind(): the continuation is called with one argument (the result before it), but "
+            "<lambda>() cannot be called with one argument: its signature is ()",
+            id="bind",
+        ),
+        pytest.param(
+            lambda: unchecked(pure(1)).map(release_stock),
+            "map(): the function is called with one argument (the result before it), but "
+            "release_stock() cannot be called with one argument: its signature is (sku, count)",
+            id="map",
+        ),
+        pytest.param(
+            lambda: unchecked_traverse([1], lambda: pure(2)),
+            "traverse(): the function is called with one argument (an item), but <lambda>() "
+            "cannot be called with one argument: its signature is ()",
+            id="traverse",
+        ),
+    ],
+)
+def test_a_function_that_cannot_take_its_arguments_is_refused_at_construction(
+    build: Callable[[], object], message: str
+) -> None:
+    """Item 11: wrong arities failed only at run time, with Python's raw message."""
+    with pytest.raises(TypeError) as raised:
+        build()
+
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    "compensate",
+    [
+        pytest.param(lambda *results: None, id="varargs"),
+        pytest.param(lambda result, extra=None: None, id="default"),
+        pytest.param(lambda result, *, extra=None: None, id="keyword-only-default"),
+        pytest.param(partial(release_stock, "sku-1"), id="partial"),
+        pytest.param(partial(release_stock, count=3), id="partial-keyword"),
+        pytest.param(print, id="builtin-not-read"),
+        pytest.param(list, id="class-not-read"),
+        pytest.param(Gateway().charge, id="bound-method"),
+    ],
+)
+def test_functions_that_can_take_their_arguments_are_accepted(
+    compensate: Callable[[Any], object],
+) -> None:
+    step(charge, compensate)
+
+
+@pytest.mark.parametrize(
+    ("interpreter", "message"),
+    [
+        pytest.param(None, "got None", id="none"),
+        pytest.param(
+            SyncInterpreter, "got the class SyncInterpreter: call it to make one", id="class"
+        ),
+        pytest.param(42, "got 42", id="int"),
+    ],
+)
+def test_running_with_something_that_is_not_an_interpreter_says_what_one_is(
+    interpreter: Any, message: str
+) -> None:
+    """Item 13: ``saga.run(None)`` raised AttributeError."""
+    with pytest.raises(TypeError) as raised:
+        pure(1).run(interpreter)
+
+    assert str(raised.value).startswith(
+        "run() needs an interpreter: an object with a run_saga(saga, *, saga_id) method, such "
+        "as fsaga.SyncInterpreter() or fsaga.AsyncInterpreter(); "
+    )
+    assert str(raised.value).endswith(message)
+
+
+@pytest.mark.parametrize(
     ("name", "error"),
     [
         pytest.param(3, TypeError, id="not-a-str"),

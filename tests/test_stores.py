@@ -887,9 +887,51 @@ def test_opening_a_store_while_another_connection_holds_the_lock_is_unavailable(
         holder.close()
 
 
-def test_a_file_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None:
-    with pytest.raises(StoreUnavailableError, match="store 'orders'"):
-        SqliteStore(tmp_path / "missing-folder" / "s.db", "orders")
+def test_a_file_in_a_missing_directory_is_a_misconfiguration_not_unavailable(
+    tmp_path: Path,
+) -> None:
+    """Item 14: it was a `StoreUnavailableError` (the retryable kind) saying only "unable to
+    open database file"; no retry can create the directory."""
+    missing = tmp_path / "missing-folder" / "s.db"
+
+    with pytest.raises(StoreError) as caught:
+        SqliteStore(missing, "orders")
+
+    assert not isinstance(caught.value, StoreUnavailableError)
+    assert str(caught.value) == (
+        f"store 'orders': cannot open {str(missing)!r}: its directory "
+        f"{str(tmp_path / 'missing-folder')!r} does not exist: create it first"
+    )
+
+
+def test_a_directory_given_as_the_store_file_is_a_misconfiguration(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="is a directory, not a database file") as caught:
+        SqliteStore(tmp_path, "orders")
+
+    assert not isinstance(caught.value, StoreUnavailableError)
+
+
+def test_the_default_busy_timeout_is_five_seconds(tmp_path: Path) -> None:
+    with SqliteStore[str, str](tmp_path / "s.db", "orders") as store:
+        assert store.pragmas() == {"journal_mode": "wal", "synchronous": 2, "busy_timeout": 5_000}
+
+
+def test_a_file_system_without_wal_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite keeps the old journal mode, silently, where the file system cannot share memory
+    between processes. No such file system can be mounted here, so SQLite's answer is stood in
+    for at the one place it is read."""
+    monkeypatch.setattr("fsaga.stores.sqlite.switch_to_wal", lambda connection, timeout: "delete")
+
+    with pytest.raises(StoreError) as caught:
+        SqliteStore(tmp_path / "s.db", "orders")
+
+    assert not isinstance(caught.value, StoreUnavailableError)
+    assert str(caught.value) == (
+        f"store 'orders': {str(tmp_path / 's.db')!r} cannot use WAL mode (SQLite kept "
+        "'delete'); the file system may lack shared memory support"
+    )
 
 
 def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import gc
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -41,7 +41,14 @@ from fsaga import (
     step,
     traverse,
 )
-from fsaga.testing import RecordingInterpreter
+from fsaga.testing import (
+    FaultInjectingInterpreter,
+    FaultPlan,
+    Raise,
+    RecordingInterpreter,
+    Return,
+    ScriptedInterpreter,
+)
 
 ENGINE_LOGGER = "fsaga.interpreter.engine"
 
@@ -326,9 +333,67 @@ def test_an_action_returning_a_coroutine_fails_without_a_never_awaited_warning()
     assert [str(warning.message) for warning in caught] == []
 
 
-def test_a_compensation_returning_a_coroutine_counts_as_failed() -> None:
-    async def undo(_: object) -> None:
+@pytest.mark.parametrize("which", ["compensate", "on_unknown"])
+@pytest.mark.parametrize("interpreter", ["sync", "recording", "fault-injecting"])
+def test_an_async_compensation_is_refused_before_the_action_runs(
+    which: str, interpreter: str
+) -> None:
+    """Item 10: a sync interpreter cannot undo with an `async def`; it says so before the
+    step's action runs, not in the middle of the rollback."""
+    ran: list[object] = []
+
+    async def release(_: object) -> None:
+        ran.append("release")
+
+    def reserve() -> int:
+        ran.append("reserve")
+        return 1
+
+    undo: dict[str, Any] = {"compensate": release} if which == "compensate" else {}
+    if which == "on_unknown":
+        undo = {"compensate": lambda _: None, "on_unknown": release}
+    saga = step(lambda: 0, ran.append, name="first").then(step(reserve, name="reserve", **undo))
+    runners: dict[str, Interpreter] = {
+        "sync": SyncInterpreter(),
+        "recording": RecordingInterpreter(),
+        "fault-injecting": FaultInjectingInterpreter(FaultPlan()),
+    }
+    runner = runners[interpreter]
+
+    outcome = saga.run(runner)
+
+    assert isinstance(outcome, Failure)
+    assert outcome.compensated == ("first",)
+    assert isinstance(outcome.error, TypeError)
+    kind = "compensation" if which == "compensate" else "unknown-outcome compensation"
+    assert str(outcome.error) == (
+        f"the {kind} of step 'reserve' (release) is async, so a sync interpreter could not "
+        "undo the step: run async effects with an async interpreter (the step's action was "
+        "not run)"
+    )
+    assert ran == [0]
+
+
+def test_a_scripted_run_of_a_step_with_an_async_compensation_is_not_refused() -> None:
+    async def release(_: object) -> None:
         return None
+
+    declined = Declined("no")
+    scripted = ScriptedInterpreter({"reserve": Return(1), "charge": Raise(declined)})
+    saga = step(lambda: 1, release, name="reserve").then(step(lambda: 2, name="charge"))
+
+    outcome = saga.run(scripted)
+
+    assert outcome == Failure(declined, ("reserve",))
+
+
+def test_a_compensation_returning_a_coroutine_counts_as_failed() -> None:
+    async def release(_: object) -> None:
+        return None
+
+    def undo(result: object) -> Coroutine[object, object, None]:
+        # Not an `async def` itself, so nothing tells before it is called that it is async.
+        return release(result)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, final
+from typing import Any, Final, TypeVar, final
 
+from fsaga._numbers import check_count
 from fsaga.durable.errors import UnknownDefinitionError
 from fsaga.saga import Saga
 
 __all__ = ["SagaDefinitions"]
+
+_LARGEST_VERSION: Final = 2**63 - 1
 
 _I = TypeVar("_I")
 _T = TypeVar("_T")
@@ -44,8 +47,12 @@ class SagaDefinitions:
         given_version: object = version
         if not isinstance(given_name, str) or not given_name:
             raise ValueError(f"a saga definition needs a non-empty name, got {name!r}")
-        if isinstance(given_version, bool) or not isinstance(given_version, int) or version < 1:
-            raise ValueError(f"saga definition {name!r}: version must be an int >= 1")
+        check_count(given_version, what=f"saga definition {name!r}: version", minimum=1)
+        if version > _LARGEST_VERSION:
+            raise ValueError(
+                f"saga definition {name!r}: version must be at most {_LARGEST_VERSION} (a "
+                f"journal stores it as a 64-bit integer), got {version}"
+            )
 
         def register(build: Callable[[_I], Saga[_T]]) -> Callable[[_I], Saga[_T]]:
             if not callable(build):

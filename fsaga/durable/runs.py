@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import final
 
+from fsaga._numbers import check_count, check_seconds
 from fsaga.durable.definitions import SagaDefinitions
 from fsaga.durable.errors import (
     DefinitionConflictError,
@@ -58,10 +59,8 @@ class DurableSagas:
         max_recovery_attempts: int = 5,
         stale_after: float = 0.0,
     ) -> None:
-        if isinstance(max_recovery_attempts, bool) or max_recovery_attempts < 1:
-            raise ValueError("max_recovery_attempts must be at least 1")
-        if stale_after < 0:
-            raise ValueError("stale_after must not be negative")
+        check_count(max_recovery_attempts, what="max_recovery_attempts", minimum=1)
+        stale_after = check_seconds(stale_after, what="stale_after", allow_zero=True)
         self._journal = journal
         self._definitions = definitions
         self._codec: Codec = codec if codec is not None else JsonCodec()

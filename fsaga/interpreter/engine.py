@@ -437,14 +437,12 @@ class Engine:
                     return None
                 counts[label] = count
                 call = Call(ACTION, node, scope, count, 1, None, fiber)
-                if (
-                    node.attempt_timeout is not None or fiber.deadline is not None
-                ) and not self._arm(call, fiber.deadline):
-                    return None
-                self._in_flight += 1
-                if self._listeners or self._debug:
-                    self._announce(call)
-                return call
+                if node.attempt_timeout is None and fiber.deadline is None:
+                    self._in_flight += 1
+                    if self._listeners or self._debug:
+                        self._announce(call)
+                    return call
+                return self._start_attempt(call, fiber.deadline)
             if isinstance(node, BindNode):
                 stack.append(node.continuation)
                 node = node.source
@@ -536,38 +534,48 @@ class Engine:
 
     # -- attempts, deadlines and retries -----------------------------------------------------
 
-    def _arm(self, call: Call, limit: Deadline | None) -> bool:
-        """Give an action's attempt its deadline: its own timeout or `limit` (a sub-tree's or
-        the run's), whichever comes first. False, with the step failed, if `limit` has passed:
-        the attempt cannot start."""
+    def _start_attempt(self, call: Call, limit: Deadline | None) -> Call | None:
+        """Hand out an action's attempt bound by its own timeout, `limit` (a sub-tree's or the
+        run's deadline), or both: None, with the step failed, if `limit` has passed (the attempt
+        cannot start)."""
         now = self._settings.monotonic()
         if limit is not None and now >= limit.at:
-            fiber = call.fiber
-            assert fiber is not None
-            error = StepTimeoutError(
-                call.path,
-                call.attempt,
-                limit.seconds,
-                "run" if limit.scope is None else "sub-tree",
-                scope=limit.scope,
-                named=limit.named,
-                started=False,
-            )
-            if self._debug:
-                logger.debug("saga %s: %s", self.saga_id, error)
-            if call.argument is _AFTER_UNKNOWN:
-                # The retry of an unknown outcome cannot start: that outcome stays unknown.
-                self._left_unknown(call, error)
-            self._fiber_failed(fiber, error)
-            return False
+            self._could_not_start(call, limit)
+            return None
+        self._in_flight += 1
+        if self._listeners or self._debug:
+            self._announce(call)
+            # The listeners took their time: the attempt's own timeout starts after them.
+            now = self._settings.monotonic()
         timeout = call.node.attempt_timeout
+        # At equal ends the step's own timeout wins: the error names the step, not the scope.
         if timeout is not None and (limit is None or now + timeout <= limit.at):
             call.deadline = now + timeout
             call.limit = None
         elif limit is not None:
             call.deadline = limit.at
             call.limit = limit
-        return True
+        return call
+
+    def _could_not_start(self, call: Call, limit: Deadline) -> None:
+        """`limit` passed before `call`'s attempt could start: the step fails with a timeout."""
+        fiber = call.fiber
+        assert fiber is not None
+        error = StepTimeoutError(
+            call.path,
+            call.attempt,
+            limit.seconds,
+            "run" if limit.scope is None else "sub-tree",
+            scope=limit.scope,
+            named=limit.named,
+            started=False,
+        )
+        if self._debug:
+            logger.debug("saga %s: %s", self.saga_id, error)
+        if call.argument is _AFTER_UNKNOWN:
+            # The retry of an unknown outcome cannot start: that outcome stays unknown.
+            self._left_unknown(call, error)
+        self._fiber_failed(fiber, error)
 
     def _issue(self, call: Call) -> Call | None:
         """Hand `call` to the driver: give it its deadline, count it in flight, announce it.
@@ -577,19 +585,17 @@ class Engine:
         if kind is ACTION:
             fiber = call.fiber
             limit = fiber.deadline if fiber is not None and self._phase == _FORWARD else None
-            if (call.node.attempt_timeout is not None or limit is not None) and not self._arm(
-                call, limit
-            ):
-                return None
-        elif kind is not SLEEP:
-            # Compensations are bound by their own timeout only (a completed step's record may
-            # still carry its action's deadline).
-            timeout = call.node.compensation_timeout
-            call.deadline = NO_DEADLINE if timeout is None else self._settings.monotonic() + timeout
-            call.limit = None
+            if call.node.attempt_timeout is not None or limit is not None:
+                return self._start_attempt(call, limit)
         self._in_flight += 1
         if self._listeners or self._debug:
             self._announce(call)
+        if kind is not ACTION and kind is not SLEEP:
+            # Compensations are bound by their own timeout only (a completed step's record may
+            # still carry its action's deadline), counted from after the listeners.
+            timeout = call.node.compensation_timeout
+            call.deadline = NO_DEADLINE if timeout is None else self._settings.monotonic() + timeout
+            call.limit = None
         return call
 
     def _announce(self, call: Call) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from inspect import isawaitable
+from types import GeneratorType
 from typing import Final
 
 from returns.io import IOResult
@@ -16,15 +17,24 @@ __all__ = ["PLAIN_TYPES", "learn_plain_type", "unwrap_result"]
 
 
 PLAIN_TYPES: Final[set[type]] = {int, float, str, bytes, bool, tuple, list, dict, frozenset, set}
-"""Result types known to be neither `returns` containers nor awaitables (a fast path)."""
+"""Result types known to be neither `returns` containers nor awaitables (a fast path).
+
+It grows as results of new types are seen, but only by types whose every instance is plain:
+whether a result is awaited or unwrapped never depends on which results came before."""
 
 _PLAIN_TYPES_LIMIT: Final = 4096
 
 
 def learn_plain_type(result: object) -> None:
-    """Remember that results of this type need no unwrapping, up to a bounded number of types."""
-    if len(PLAIN_TYPES) < _PLAIN_TYPES_LIMIT:
-        PLAIN_TYPES.add(type(result))
+    """Remember that results of this type need no unwrapping, up to a bounded number of types.
+
+    `result` must be neither a `returns` container nor awaitable. Its type is remembered only
+    if that holds for every instance of it: not for generators, since a plain generator is not
+    awaitable but one made by a ``@types.coroutine`` function, of the same type, is.
+    """
+    kind = type(result)
+    if kind is not GeneratorType and len(PLAIN_TYPES) < _PLAIN_TYPES_LIMIT:
+        PLAIN_TYPES.add(kind)
 
 
 def unwrap_result(path: str, result: object) -> tuple[object, BaseException | None]:

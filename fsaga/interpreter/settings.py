@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, final
 
+from fsaga._numbers import check_seconds
 from fsaga.events import Listener
 
 __all__ = ["BranchFailurePolicy", "CompensationPolicy", "EngineSettings"]
@@ -72,12 +73,7 @@ class EngineSettings:
             raise TypeError(
                 f"concurrent_compensation must be a bool, got {self.concurrent_compensation!r}"
             )
-        timeout: object = self.run_timeout
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not 0 < timeout < float("inf")
-        ):
-            raise ValueError(
-                f"timeout must be a positive, finite number of seconds, got {timeout!r}"
-            )
+        if self.run_timeout is not None:
+            # Stored as a float: the engine adds it to its clock at the start of every run.
+            seconds = check_seconds(self.run_timeout, what="timeout")
+            object.__setattr__(self, "run_timeout", seconds)

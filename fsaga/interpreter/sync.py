@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable
-from inspect import isawaitable
-from typing import TypeVar, cast, final
+from dataclasses import replace
+from inspect import isawaitable, iscoroutinefunction
+from typing import Final, TypeVar, cast, final
 
+from fsaga._signatures import function_name
 from fsaga.context import _running_effect
 from fsaga.events import Listener
 from fsaga.interpreter._effects import start_effect
@@ -23,6 +25,26 @@ __all__ = ["SyncInterpreter"]
 _T = TypeVar("_T")
 
 
+_LONGEST_SLEEP: Final = 86_400.0
+"""The longest single `time.sleep`: longer waits are made of several, since the platform's
+sleep refuses a duration past its own limit (``OverflowError`` or ``OSError``)."""
+
+
+def _wait(seconds: float) -> None:
+    """Sleep `seconds` in the calling thread: `time.sleep`, for any finite duration.
+
+    The default `sleep` of `SyncInterpreter`: a retry policy may ask for a wait longer than
+    the platform's sleep accepts in one call, and a run must not fail for it.
+
+    >>> _wait(0.0)
+    """
+    deadline = time.monotonic() + seconds
+    remaining = seconds
+    while remaining > 0:
+        time.sleep(min(remaining, _LONGEST_SLEEP))
+        remaining = deadline - time.monotonic()
+
+
 @final
 class SyncInterpreter:
     """Runs sagas in the calling thread; `par` branches run one after another.
@@ -32,7 +54,8 @@ class SyncInterpreter:
         perform: performs each effect instead of calling it directly (see
             `fsaga.interpreter.protocol.Perform`); the recording, scripted and fault-injecting
             interpreters in `fsaga.testing` are built on it.
-        sleep: waits between retry attempts; inject a fake in tests so nothing really waits.
+        sleep: waits between retry attempts (default: `time.sleep`, for waits of any length);
+            inject a fake in tests so nothing really waits.
         clock: the time stamped on events.
         random_unit: random numbers in ``[0, 1)`` for retry jitter; inject one for repeatable
             delays.
@@ -57,7 +80,7 @@ class SyncInterpreter:
         *,
         listeners: Iterable[Listener] = (),
         perform: Perform | None = None,
-        sleep: Callable[[float], object] = time.sleep,
+        sleep: Callable[[float], object] = _wait,
         clock: Callable[[], float] = time.time,
         random_unit: Callable[[], float] = random.random,
         on_compensation_failure: CompensationPolicy = "continue",
@@ -104,7 +127,11 @@ class SyncInterpreter:
                     else:
                         token = _running_effect.set((engine, call, kind, call.attempt))
                         try:
-                            if kind is ACTION and perform is None:
+                            if kind is not ACTION:
+                                result = start_effect(engine, call, perform)
+                            elif call.node.options.async_undo:
+                                result = _refuse_async_undo(engine, call, perform)
+                            elif perform is None:
                                 result = call.node.action()  # the common case, directly
                             else:
                                 result = start_effect(engine, call, perform)
@@ -129,6 +156,32 @@ class SyncInterpreter:
                 engine.interrupt(pending, stop)
                 call = engine.poll()
         return interruption
+
+
+def _refuse_async_undo(engine: Engine, call: Call, perform: Perform | None) -> object:
+    """Fail the action of a step this interpreter could not undo, before the action runs.
+
+    Through a `perform` function the refusal takes the place of the real effect, so a
+    function that never performs real effects (a scripted test run) is not refused.
+    """
+    node = call.node
+    function: object
+    if node.compensate is not None and iscoroutinefunction(node.compensate):
+        function, which = node.compensate, "compensation"
+    else:
+        function, which = node.on_unknown, "unknown-outcome compensation"
+    error = TypeError(
+        f"the {which} of step {call.path!r} ({function_name(function)}) is async, so a sync "
+        "interpreter could not undo the step: run async effects with an async interpreter "
+        "(the step's action was not run)"
+    )
+    if perform is None:
+        raise error
+
+    def refuse() -> object:
+        raise error
+
+    return perform(replace(engine.effect_of(call), run=refuse))
 
 
 def _awaitable_error(call: Call) -> TypeError:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final, Literal, TypeAlias
 
-from fsaga._sqlite import rollback, switch_to_wal, transaction
+from fsaga._sqlite import check_busy_timeout, rollback, switch_to_wal, transaction, unopenable
 from fsaga.journal.protocol import (
     Journal,
     JournalClosedError,
@@ -156,8 +156,7 @@ class SqliteJournal(Journal):
             )
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
-        if not busy_timeout >= 0:
-            raise ValueError(f"busy_timeout must be 0 or more seconds, got {busy_timeout!r}")
+        busy_timeout = check_busy_timeout(busy_timeout, what="busy_timeout")
         self._synchronous = synchronous
         self._clock = clock
         self._lock = threading.Lock()
@@ -340,6 +339,9 @@ class SqliteJournal(Journal):
                 logger.debug("closed journal %s", self._path)
 
     def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+        problem = unopenable(self._path)
+        if problem is not None:
+            raise JournalError(f"cannot open the journal {self._path!r}: {problem}")
         self._check_length()
         with self._translated_errors():
             connection = sqlite3.connect(

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Final, Generic, Literal, TypeAlias, TypeVar, cast, final, overload
 
-from fsaga._sqlite import switch_to_wal, transaction
+from fsaga._sqlite import check_busy_timeout, switch_to_wal, transaction, unopenable
 from fsaga.journal.codec import Codec, CodecError, JsonCodec
 from fsaga.stores.errors import (
     MissingKeyError,
@@ -203,16 +203,15 @@ class SqliteStore(Generic[_K, _V]):
             raise ValueError(
                 f"store {name!r}: synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}"
             )
-        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float):
-            raise TypeError(f"store {name!r}: busy_timeout must be a number, got {busy_timeout!r}")
-        if not busy_timeout >= 0:
-            raise ValueError(
-                f"store {name!r}: busy_timeout must be 0 or more, got {busy_timeout!r}"
-            )
+        seconds = check_busy_timeout(busy_timeout, what=f"store {name!r}: busy_timeout")
         self._path = os.fspath(path)
+        problem = unopenable(self._path)
+        if problem is not None:
+            # Not a StoreUnavailableError: no retry can fix a path.
+            raise StoreError(name, f"store {name!r}: cannot open {self._path!r}: {problem}")
         self._lock = threading.RLock()
         self._closed = False
-        self._connection = self._connect(synchronous, float(busy_timeout))
+        self._connection = self._connect(synchronous, seconds)
         logger.debug("opened store %s in %s", name, self._path)
 
     @property
@@ -233,6 +232,20 @@ class SqliteStore(Generic[_K, _V]):
     def __repr__(self) -> str:
         state = ", closed" if self._closed else ""
         return f"SqliteStore({self._path!r}, {self._name!r}{state})"
+
+    def pragmas(self) -> dict[str, object]:
+        """The settings in effect on the store's connection, for diagnostics.
+
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     with SqliteStore(Path(folder) / "shop.db", "stock", busy_timeout=2) as store:
+        ...         store.pragmas()
+        {'journal_mode': 'wal', 'synchronous': 2, 'busy_timeout': 2000}
+        """
+        names = ("journal_mode", "synchronous", "busy_timeout")
+        with self._transaction(write=False) as db:
+            return {name: db.execute(f"PRAGMA {name}").fetchone()[0] for name in names}
 
     def close(self) -> None:
         """Close the connection; every later call raises `StoreClosedError`."""
