@@ -47,7 +47,7 @@ class StepContext:
     @property
     def idempotency_key(self) -> str:
         """``saga_id/path``: the same across attempts, retries, recoveries and processes, so a
-        service that deduplicates on it applies the step once (DESIGN rule 10)."""
+        service that deduplicates on it applies the step once (contract rule 10)."""
         return f"{self.saga_id}/{self.path}"
 
 

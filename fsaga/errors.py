@@ -52,7 +52,7 @@ class StepTimeoutError(TimeoutError):
     """An attempt ran past a deadline and was cancelled; the message says which step and which
     deadline.
 
-    An action cut off this way has an unknown outcome (DESIGN rule 3): it may or may not have
+    An action cut off this way has an unknown outcome (contract rule 3): it may or may not have
     taken effect.
 
     Attributes:
@@ -146,7 +146,7 @@ class BranchCancelledError(Exception):
 
     Only reported in events (the outcome carries the sibling's error): the interpreter cancels
     siblings only when configured with ``on_branch_failure="cancel"``. The cancelled attempt's
-    outcome is unknown (DESIGN rule 3).
+    outcome is unknown (contract rule 3).
     """
 
     def __init__(self, path: str, attempt: int) -> None:
@@ -163,7 +163,7 @@ class UnknownOutcomeError(Exception):
     A request sent whose answer never came (a read timeout after the write, a dropped
     connection) has an unknown outcome: failing the step would skip its compensation although
     the effect may have happened. Raise this instead (``raise UnknownOutcomeError(...) from
-    error``), and the step is settled like any unknown outcome (DESIGN rule 3): retried with the
+    error``), and the step is settled like any unknown outcome (contract rule 3): retried with the
     same idempotency key when the step is idempotent, else handed to its unknown-outcome
     compensation, else reported unresolved.
 

@@ -152,10 +152,11 @@ class Saga(Generic[_T_co]):
         moment the sub-tree starts.
 
         When the deadline passes, the running attempts are cancelled (their outcomes are
-        unknown, DESIGN rule 3), no further step of the sub-tree starts, and the run fails with
+        unknown, contract rule 3), no further step of the sub-tree starts, and the run fails with
         a `StepTimeoutError` naming the step and this deadline, then compensates. Compensations
-        are not bound by it. Interpreters that cannot pre-empt an effect (the sync one) enforce
-        it between steps: nothing starts once it has passed.
+        are not bound by it. `SyncInterpreter` cannot pre-empt a running function, so it
+        enforces this deadline between steps only: nothing starts once it has passed, and the
+        step that was running when it passed completes and counts.
 
         >>> from fsaga.interpreter import SyncInterpreter
         >>> step(lambda: "ok").timeout(5.0).run(SyncInterpreter())
@@ -465,12 +466,16 @@ def step(
         name: the step's name in paths, events and errors; derived from the action's
             ``__name__`` when omitted. Explicit names must be unique within their scope and may
             not contain ``/`` or ``#``.
-        timeout: seconds each attempt may take (enforced by interpreters that can interrupt an
-            effect, such as `AsyncInterpreter`). An attempt cut off has an unknown outcome.
+        timeout: seconds each attempt may take. Only an interpreter that can cut a running
+            effect off enforces it (`AsyncInterpreter`); an attempt cut off has an unknown
+            outcome. `SyncInterpreter` does not enforce it: a running sync function cannot be
+            pre-empted, so the attempt runs to its end and its result counts, with no error and
+            no warning. (`Saga.timeout` is enforced by both, between steps under the sync one.)
         retry: how the action is retried when it fails.
         compensation_retry: how the compensation is retried when it fails.
         compensation_timeout: seconds each attempt of the compensation (or of `on_unknown`)
-            may take; compensations are never bound by the deadline that failed the saga.
+            may take; compensations are never bound by the deadline that failed the saga. Like
+            `timeout`, enforced by `AsyncInterpreter` and not by `SyncInterpreter`.
         idempotent: the action may safely run again with the same idempotency key
             (`fsaga.context.current_context`). An attempt its own timeout cut off is then
             retried (as many attempts as `retry` allows, whatever its `retry_on`; once when

@@ -1,7 +1,7 @@
 """The async interpreter (fsaga.interpreter.asynchronous) on anyio: concurrency, deadlines,
 cancellation and shielded compensation.
 
-Rule numbers refer to DESIGN section 3. Every test runs under asyncio and under trio (trio with a
+Rules as numbered in docs/concepts.md. Every test runs under asyncio and under trio (trio with a
 mock clock, so deadlines pass at once). An effect that must "hang" waits until it is cancelled and
 is cut off by a tiny timeout; concurrent branches are sequenced with events, never with time.
 """

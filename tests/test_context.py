@@ -1,4 +1,4 @@
-"""The step context (fsaga.context): what a running effect knows about itself (DESIGN rule 10).
+"""The step context (fsaga.context): what a running effect knows about itself (contract rule 10).
 
 Every interpreter sets it around each effect it performs: actions, compensations and
 unknown-outcome compensations, sync or async, in the event loop or a worker thread.

@@ -410,7 +410,8 @@ def test_the_crash_recovery_run_prints_its_key_lines() -> None:
         "  stock:     sku-42  version 2  7",
         f"  orders:    O-1005  version 1  {order_placed}",
         "  payments:  held {'A-1': 4500}, captured none, voided none",
-        "idempotency key, order-1005/payment/authorize, so recovery runs it again with the",
+        "settled by rule 3 in docs/concepts.md. The step is idempotent: the gateway files each",
+        "hold under the request's idempotency key, order-1005/payment/authorize, so recovery",
         "  Success: {'order_id': 'O-1005', 'payment_id': 'P-1'}",
         "    #6  unknown   payment/authorize (attempt 1): UnknownOutcomeError: step "
         "'payment/authorize' was running when its process stopped",

@@ -12,15 +12,23 @@ Other languages (```console, ```text after prose) are not run.
 The blocks are also type-checked: each file's blocks, joined into one module, must pass
 ``mypy --strict`` with the project's mypy.ini (``--allow-redefinition`` aside, since examples
 reuse names like ``outcome``).
+
+The docs also point somewhere: every link of README.md and docs/*.md reaches a file of the
+project (and a heading or anchor in it); every path of the project named in its text exists;
+nothing cites a page outside the project; every "rule N" cited anywhere (the demo's output
+included) is a rule of the contract in docs/concepts.md; and docs/design.md names, for every
+rule, tests that exist.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import re
 import subprocess
 import sys
+import tomllib
 import traceback
 import types
 from dataclasses import dataclass
@@ -191,6 +199,264 @@ def test_every_doc_has_python_blocks() -> None:
         assert examples(path.read_text(encoding="utf-8")), f"{path.name} has no python block"
 
 
+# -- the docs point somewhere ---------------------------------------------------------------
+
+CONCEPTS = ROOT / "docs" / "concepts.md"
+DESIGN_NOTES = ROOT / "docs" / "design.md"
+RULES = set(range(1, 15))
+"""The rules of the contract, numbered in docs/concepts.md."""
+
+TEXT_SUFFIXES = {".py", ".md", ".txt", ".toml", ".ini", ".cfg"}
+
+
+def project_files() -> list[Path]:
+    """The project's own text: README.md, pyproject.toml, mypy.ini, and the text files of
+    fsaga/, docs/ and tests/."""
+    files = [ROOT / "README.md", ROOT / "pyproject.toml", ROOT / "mypy.ini"]
+    for folder in ("fsaga", "docs", "tests"):
+        files.extend(
+            path
+            for path in sorted((ROOT / folder).rglob("*"))
+            if path.suffix in TEXT_SUFFIXES and "__pycache__" not in path.parts
+        )
+    return files
+
+
+def demo_output() -> str:
+    from fsaga.demo import run_demo
+
+    printed: list[str] = []
+    run_demo(write=printed.append)
+    return "\n".join(printed)
+
+
+def without_code(text: str) -> str:
+    """Markdown text with its fenced blocks and inline code spans blanked (lines kept)."""
+    text = FENCE.sub(lambda match: "\n" * match.group(0).count("\n"), text)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def slug(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """The anchors of a Markdown file: its headings' slugs and its explicit ``id``s."""
+    text = path.read_text(encoding="utf-8")
+    found: set[str] = set(re.findall(r"""<a\s+id=["']([^"']+)["']""", text))
+    seen: dict[str, int] = {}
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*$", FENCE.sub("", text), re.MULTILINE):
+        base = slug(heading)
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        found.add(base if count == 0 else f"{base}-{count}")
+    return found
+
+
+def broken_links(path: Path) -> list[str]:
+    """The links of a Markdown file that lead nowhere: to no file of the project, or to an
+    anchor the file does not have."""
+    broken: list[str] = []
+    for target in re.findall(r"\[[^\]]*\]\(([^)\s]+)\)", without_code(path.read_text("utf-8"))):
+        if re.match(r"^(https?|mailto):", target):
+            continue
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / file_part).resolve() if file_part else path
+        if file_part and (not linked.is_relative_to(ROOT) or not linked.exists()):
+            broken.append(f"{label(path)}: {target}: no such file in the project")
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+            broken.append(f"{label(path)}: {target}: {label(linked)} has no such anchor")
+    return broken
+
+
+@pytest.mark.parametrize("path", MARKDOWN, ids=[label(p) for p in MARKDOWN])
+def test_every_link_leads_to_a_file_and_anchor_of_the_project(path: Path) -> None:
+    assert broken_links(path) == []
+
+
+PROJECT_PATH = re.compile(
+    r"(?<![\w./-])"  # not the tail of a longer path
+    r"((?:docs|tests|fsaga)/(?:[\w-]+/)*(?:[\w-]+\.(?:py|md|txt|toml|ini|json|db)\b|[\w-]+/))"
+    r"(?:#([\w-]+))?"
+)
+"""A file (``docs/concepts.md#rule-3``, ``tests/virtual_time.py``) or folder (``fsaga/demo/``)
+of the project, named in its text."""
+
+
+def test_every_path_of_the_project_named_in_its_text_exists() -> None:
+    missing: list[str] = []
+    for path in project_files():
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            for match in PROJECT_PATH.finditer(line):
+                named, anchor = ROOT / match.group(1), match.group(2)
+                where = f"{label(path)}:{number}: {match.group(0)}"
+                if not named.exists():
+                    missing.append(f"{where}: no such file")
+                elif anchor and named.suffix == ".md" and anchor not in anchors(named):
+                    missing.append(f"{where}: no such anchor")
+    assert missing == []
+
+
+# A bracket in each pattern keeps it from matching its own source here.
+OUTSIDE = [
+    re.compile(r"\bDESIG[N]\b"),  # the internal design page, its rules and sections
+    re.compile(r"\bsectio[n]\s+\d", re.IGNORECASE),  # a numbered section of some other page
+    re.compile(r"/wor[k]/|\bshare[d]/|\bsee[d]/"),  # paths of the machine the project grew on
+    re.compile(r"-anchor[s]\b"),  # internal reference pages
+]
+
+
+def outside_citations(text: str, where: str) -> list[str]:
+    return [
+        f"{where}:{number}: {line.strip()}"
+        for number, line in enumerate(text.splitlines(), start=1)
+        if any(pattern.search(line) for pattern in OUTSIDE)
+    ]
+
+
+def test_nothing_in_the_project_cites_a_page_outside_it() -> None:
+    found = [
+        citation
+        for path in project_files()
+        for citation in outside_citations(path.read_text(encoding="utf-8"), label(path))
+    ]
+    assert found == []
+
+
+RULE_CITATION = re.compile(
+    r"\brules?\s+\d+(?:\s*(?:,|and|or|to|\u2013|-|\+)\s*(?:rules?\s+)?\d+)*", re.IGNORECASE
+)
+
+
+def cited_rules(text: str) -> set[int]:
+    """The numbers of the rules a text cites: "rule 3", "rules 11 to 13", "rule 5 + rule 3"."""
+    return {
+        int(number)
+        for citation in RULE_CITATION.finditer(text)
+        for number in re.findall(r"\d+", citation.group(0))
+    }
+
+
+def defined_rules() -> list[int]:
+    """The rules docs/concepts.md states, in order: each a ``### Rule N — ...`` heading with an
+    ``<a id="rule-N">`` anchor right above it."""
+    text = CONCEPTS.read_text(encoding="utf-8")
+    headed = re.findall(r'^<a id="rule-(\d+)"></a>\n\n### Rule (\d+) — \S', text, re.MULTILINE)
+    assert all(anchor == number for anchor, number in headed), headed
+    return [int(number) for _, number in headed]
+
+
+def test_the_contract_numbers_its_rules_1_to_14_in_order() -> None:
+    assert defined_rules() == sorted(RULES)
+
+
+def test_every_rule_cited_in_the_project_is_a_rule_of_the_contract() -> None:
+    defined = set(defined_rules())
+    unknown = [
+        f"{label(path)}: rule {number}"
+        for path in project_files()
+        for number in sorted(cited_rules(path.read_text(encoding="utf-8")) - defined)
+    ]
+    assert unknown == []
+
+
+def test_the_demo_cites_the_contract_and_nothing_outside_the_project() -> None:
+    output = demo_output()
+    assert outside_citations(output, "the demo's output") == []
+    assert cited_rules(output) <= set(defined_rules())
+    assert "docs/concepts.md" in output
+
+
+def rule_test_table() -> dict[int, dict[str, list[str]]]:
+    """docs/design.md's "Where each rule is tested": rule -> module -> test functions."""
+    text = DESIGN_NOTES.read_text(encoding="utf-8")
+    section = text.split("\n## Where each rule is tested\n", 1)[1].split("\n## ", 1)[0]
+    table: dict[int, dict[str, list[str]]] = {}
+    rule = None
+    for row in re.findall(r"^\|(.*)\|\s*$", section, re.MULTILINE):
+        cells = [cell.strip() for cell in row.split("|")]
+        numbered = re.search(r"concepts\.md#rule-(\d+)", cells[0])
+        if numbered is not None:
+            rule = int(numbered.group(1))
+        module = re.fullmatch(r"`(test_\w+\.py)`", cells[1])
+        if module is None:
+            continue  # the header and its rule
+        assert rule is not None, f"a row before the first rule: {row}"
+        tests = re.findall(r"`(\w+)`", cells[2])
+        table.setdefault(rule, {}).setdefault(module.group(1), []).extend(tests)
+    return table
+
+
+def collected_tests(module: Path) -> set[str]:
+    """The test functions pytest collects from a module: top-level ``test_*`` functions."""
+    tree = ast.parse(module.read_text(encoding="utf-8"))
+    return {
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test")
+    }
+
+
+def test_every_rule_names_the_tests_that_pin_it() -> None:
+    table = rule_test_table()
+    assert set(table) == RULES
+    missing: list[str] = []
+    for rule, modules in sorted(table.items()):
+        for module, tests in modules.items():
+            path = ROOT / "tests" / module
+            assert tests, f"rule {rule}: {module} names no test"
+            existing = collected_tests(path) if path.exists() else set()
+            missing.extend(
+                f"rule {rule}: {module}::{test}" for test in tests if test not in existing
+            )
+    assert missing == [], "docs/design.md names tests that do not exist"
+
+
+# -- installing ------------------------------------------------------------------------------
+
+
+def console_commands(path: Path) -> list[str]:
+    """The commands of a Markdown file's ```console blocks, ``$`` prompts dropped."""
+    return [
+        line.strip().removeprefix("$ ")
+        for block in blocks(path.read_text(encoding="utf-8"))
+        if block.language == "console"
+        for line in block.code.splitlines()
+        if line.strip()
+    ]
+
+
+def declared_extras() -> set[str]:
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        return set(tomllib.load(file)["project"]["optional-dependencies"])
+
+
+def test_the_tutorial_sets_a_checkout_up_with_the_readmes_commands() -> None:
+    readme = console_commands(ROOT / "README.md")
+    tutorial = console_commands(ROOT / "docs" / "index.md")
+    setup = [command for command in readme if "pip install" in command or "pytest" in command]
+    assert len(setup) == 2, setup  # one sets up and runs the demo, one runs the tests
+    assert all(command in tutorial for command in setup)
+    assert [command for command in tutorial if "pip install -e" in command] == setup[:1]
+
+
+def test_every_pip_install_in_the_project_names_extras_it_declares() -> None:
+    named: set[str] = set()
+    for path in project_files():
+        for command in re.findall(r"pip install [^\n`]*", path.read_text(encoding="utf-8")):
+            for extras in re.findall(r"\[([\w,-]+)\]", command):
+                named.update(extras.split(","))
+    assert named <= declared_extras()
+
+
+def test_the_tutorial_says_what_each_extra_gives() -> None:
+    text = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    install = text.split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
+    assert "pip install fsaga\n" in install
+    assert {extra for extra in declared_extras() if f"| `{extra}` |" not in install} == set()
+
+
 # -- the harness itself ----------------------------------------------------------------------
 
 
@@ -232,3 +498,48 @@ def test_wrong_output_is_reported(tmp_path: Path) -> None:
     page.write_text("```python\nprint('yes')\n```\n```text\nno\n```\n", encoding="utf-8")
     with pytest.raises(pytest.fail.Exception, match="but the text block after it says"):
         run_examples(page)
+
+
+def test_cited_rules_reads_single_rules_lists_and_ranges() -> None:
+    three, five = 3, 5
+    assert cited_rules(f"settled by rule {three} (see rules 11 to 13, rule {five} + rule 1)") == {
+        3,
+        11,
+        13,
+        5,
+        1,
+    }
+    assert cited_rules("the rules of a run, the ruler 4") == set()
+
+
+def test_slugs_and_explicit_anchors(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# Timeouts and unknown outcomes\n"
+        "## current_context(): what a running effect knows\n"
+        "## Again\n## Again\n"
+        '<a id="rule-1"></a>\n'
+        "```python\n# not a heading\n```\n",
+        encoding="utf-8",
+    )
+    assert anchors(page) == {
+        "timeouts-and-unknown-outcomes",
+        "current_context-what-a-running-effect-knows",
+        "again",
+        "again-1",
+        "rule-1",
+    }
+
+
+def test_a_link_to_a_missing_file_or_anchor_is_reported(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("# Top\n[ok](#top) [gone](#gone) [out](missing.md) `[code](x.md)`\n", "utf-8")
+    assert [report.split(": ", 1)[1] for report in broken_links(page)] == [
+        "#gone: page.md has no such anchor",
+        "missing.md: no such file in the project",
+    ]
+
+
+def test_outside_citations_are_found() -> None:
+    page = "DESIG" + "N.md"
+    assert outside_citations(f"see {page}, rule 3\nfine\n", "x") == [f"x:1: see {page}, rule 3"]

@@ -7,16 +7,16 @@
 - Races: two recoverers, and two starts of one id, in threads and in processes.
 - A journal write that fails (a commit rolled back), and torn or damaged files.
 
-The invariants checked after every recovery (durability-anchors section 3):
+The rules of the contract (docs/concepts.md) checked after every recovery:
 
-- I2: no step whose ``completed`` entry was in the journal at the crash runs again, nor a
+- rule 12: no step whose ``completed`` entry was in the journal at the crash runs again, nor a
   compensation whose ``compensated`` entry was;
-- I3: the effect in flight at the crash runs at most once more, with the same idempotency key;
-- I5: when the saga did not succeed, every completed step with a compensation was compensated
+- rule 3: the effect in flight at the crash runs at most once more, with the same idempotency key;
+- rule 2: when the saga did not succeed, every completed step with a compensation was compensated
   (or is reported in the outcome);
-- I8: exactly one outcome is recorded (one `finish` applied, across every process), and a
+- rules 11, 13: exactly one outcome is recorded (one `finish` applied, across every process), and a
   later `start` or `recover` returns it without running anything;
-- I1/I13: what the journal held at the crash is a prefix of what it holds after, and
+- rule 11: what the journal held at the crash is a prefix of what it holds after, and
   ``PRAGMA integrity_check`` is ok.
 """
 
@@ -268,19 +268,19 @@ def test_a_saga_killed_at_a_crash_point_is_recovered_by_a_fresh_process(
         assert recovered == {}
     else:
         assert_outcome_matches(recovered[SAGA_ID], case.compensated)
-    # I2: what was recorded as done is not done again.
+    # Rule 12: what was recorded as done is not done again.
     ran_after = runs(evidence) - ran_before
     for entry in at_crash:
         if entry.kind == "completed":
             assert ran_after[f"action:{entry.path}"] == 0, entry
         if entry.kind == "compensated":
             assert ran_after[f"compensation:{entry.path}"] == 0, entry
-    # I3: the effect in flight ran at most once more, with the same key.
+    # Rules 3 and 12: the effect in flight ran at most once more, with the same key.
     if case.in_flight is not None:
         assert ran_after[case.in_flight] <= 1
     assert_keys_are_stable(evidence)
     assert effects(evidence) == case.runs
-    # I8: one outcome, and it is what a later start or recovery gets, running nothing.
+    # Rules 11 and 13: one outcome, and it is what a later start or recovery gets, running nothing.
     assert_one_outcome(evidence)
     before_again = read_evidence(evidence)
     sqlite, durable = runner(db, evidence)
@@ -296,11 +296,11 @@ def test_a_saga_killed_at_a_crash_point_is_recovered_by_a_fresh_process(
     assert_outcome_matches(again, case.compensated)
     assert record is not None
     assert record.status == ("succeeded" if case.compensated is None else "failed")
-    # I1, I13: nothing recorded was lost, and the file is sound.
+    # Rule 11: nothing recorded was lost, and the file is sound.
     assert after[: len(at_crash)] == at_crash
     assert [entry.seq for entry in after] == list(range(1, len(after) + 1))
     assert integrity == ["ok"]
-    # I5: every completed step with a compensation was compensated.
+    # Rule 2: every completed step with a compensation was compensated.
     if case.compensated is not None:
         completed = {entry.path for entry in after if entry.kind == "completed"}
         compensated = {entry.path for entry in after if entry.kind == "compensated"}

@@ -516,7 +516,7 @@ def check_recovery(case: Case) -> None:
             assert final.undos[done] == at_crash.undos[done], f"{done} was undone again"
         action = at_crash.in_flight("intent")
         if action is not None:
-            # Run again only when that is safe (DESIGN rule 3), with the same key.
+            # Run again only when that is safe (contract rule 3), with the same key.
             if action in effects.idempotent:
                 assert until.actions[action] - at_crash.actions[action] <= 1, f"{action} ran twice"
             else:

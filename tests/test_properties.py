@@ -1,4 +1,4 @@
-"""The contract of a run (DESIGN section 3), as properties over generated sagas and fault plans.
+"""The contract of a run (docs/concepts.md), as properties over generated sagas and fault plans.
 
 Sagas come from the shipped strategies (`fsaga.testing.strategies`); every run is checked twice:
 against the invariants any run must keep (`check_run` and the properties below), and against a

@@ -1,4 +1,4 @@
-"""Stack safety (DESIGN section 5): deep and long sagas run in constant Python stack.
+"""Stack safety: deep and long sagas run in constant Python stack.
 
 Python's default recursion limit is 1,000 frames, so each saga here, nested tens of thousands
 deep, would raise `RecursionError` if building or running it recursed once per level. No timing

@@ -1,5 +1,5 @@
 """The promise of `fsaga.stores`, as hypothesis properties: after a saga fails, every store holds
-exactly what it held before (DESIGN, "Store versions"), and a write someone else made meanwhile
+exactly what it held before (contract rule 14), and a write someone else made meanwhile
 survives and is reported.
 
 Each example opens 1 to 4 stores, each a `MemoryStore` or a `SqliteStore` (in files of one

@@ -1,6 +1,6 @@
 """The sync interpreter (fsaga.interpreter.sync) and, through it, the engine's rules of a run.
 
-Rule numbers refer to DESIGN section 3.
+Rule numbers are those of the contract, in docs/concepts.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Unknown outcomes (DESIGN rule 3) under the sync interpreter, and deadlines it enforces between
+"""Unknown outcomes (contract rule 3) under the sync interpreter, and deadlines it enforces between
 steps (rule 7).
 
 A step whose attempt was cut off mid-flight (here by a `KeyboardInterrupt` raised inside it) may

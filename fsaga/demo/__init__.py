@@ -22,7 +22,7 @@ compensations are generated. The saga runs five times:
 5. durably, in a child process that is killed (SIGKILL) while the gateway authorises the
    payment: the demo shows what the journal and the stores hold, then recovers the saga. The
    store writes are in the journal with their receipts and are not applied again; the
-   authorisation was in flight, so its outcome is unknown (DESIGN rule 3); the step is
+   authorisation was in flight, so its outcome is unknown (contract rule 3); the step is
    idempotent (the gateway files each hold under the request's idempotency key), so recovery
    runs it again with the same key, gets the hold the dead process made, and completes:
    `Success` (see `run_crash_recovery`).

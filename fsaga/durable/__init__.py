@@ -4,7 +4,7 @@ Register how a saga is built from its input under a name, then start runs throug
 `DurableSagas`. Every effect is journaled before it runs (its intent) and after (its result or
 error); a run that a crash cut short is rebuilt from its definition and input by `recover`,
 which feeds the recorded results back (a completed step never runs again), settles the step
-that was in flight as an unknown outcome (DESIGN rule 3), and finishes forward or compensates.
+that was in flight as an unknown outcome (contract rule 3), and finishes forward or compensates.
 
 `start` and `recover` drive `SyncInterpreter`; `start_async` and `recover_async` drive
 `AsyncInterpreter`, with `par` branches one after another. Either way a run performs its effects

@@ -1,4 +1,4 @@
-"""The compensation phase's bookkeeping, and the reverse causal order of DESIGN rule 5.
+"""The compensation phase's bookkeeping, and the reverse causal order of contract rule 5.
 
 Private to the engine. `Undo` collects what the outcome reports; `CausalOrder` schedules the
 undo log so independent `par` branches can be compensated side by side, while every step is

@@ -64,7 +64,7 @@ class AsyncInterpreter:
             compensations are not bound by it.
         on_branch_failure: when a `par` branch fails, ``"settle"`` (default) lets its siblings
             finish what they have in flight and start nothing new; ``"cancel"`` cancels what
-            they have in flight (those steps' outcomes become unknown, DESIGN rule 3).
+            they have in flight (those steps' outcomes become unknown, contract rule 3).
         concurrent_compensation: undo independent `par` branches concurrently, in reverse
             causal order, instead of one step at a time in reverse completion order.
         concurrent_branches: run `par` branches concurrently (default); ``False`` runs them one
@@ -371,7 +371,7 @@ def in_worker_thread(
     inside it. A thread cannot be interrupted: when a deadline or a cancellation arrives, the
     interpreter by default waits for the function to return, and its result counts (the step
     completed, late); with ``abandon_on_cancel=True`` it stops waiting and leaves the thread
-    running, and the attempt's outcome is unknown (DESIGN rule 3).
+    running, and the attempt's outcome is unknown (contract rule 3).
 
     >>> import anyio, time
     >>> from fsaga import step

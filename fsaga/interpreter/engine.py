@@ -1,4 +1,4 @@
-"""The engine: the semantics of a run (DESIGN section 3), written once for every interpreter.
+"""The engine: the contract of a run (docs/concepts.md), written once for every interpreter.
 
 The engine is a state machine that performs nothing itself. A driver (the sync interpreter, the
 async one, a user's own) repeatedly asks it for the next `Call` with `poll()`, performs that call
@@ -303,7 +303,7 @@ class Engine:
     def expire(self, call: Call) -> Call | None:
         """Report that `call` was cancelled because its `deadline` passed.
 
-        An action cut off this way has an unknown outcome (DESIGN rule 3): an idempotent step
+        An action cut off this way has an unknown outcome (contract rule 3): an idempotent step
         whose own timeout passed is retried; otherwise the step fails with a
         `StepTimeoutError` and is left to the undo (run again if idempotent, else its
         unknown-outcome compensation, else reported unresolved). A compensation that times out
@@ -349,7 +349,7 @@ class Engine:
         `call` is the call it cut short, or ``None`` if it came between calls; `started` is
         ``False`` when the driver had not begun to perform `call`. Forward work stops at once
         and every completed step is compensated. A step cut short mid-flight has an unknown
-        outcome, settled by the undo like any other (DESIGN rule 3). A compensation cut short
+        outcome, settled by the undo like any other (contract rule 3). A compensation cut short
         counts as failed. The driver re-raises the interruption once `poll()` has nothing left.
         """
         if self._phase == _FORWARD:
@@ -726,7 +726,7 @@ class Engine:
         self._in_flight += 1
         return wait
 
-    # -- unknown outcomes (DESIGN rule 3) ------------------------------------------------------
+    # -- unknown outcomes (contract rule 3) ----------------------------------------------------
 
     def _unknown_outcome(self, call: Call, error: BaseException, *, retriable: bool) -> Call | None:
         """An action attempt was cut off: retry it if that is safe, else leave it to the undo."""

@@ -1,4 +1,4 @@
-"""Invariants of a run (DESIGN section 3), checked on its recorded trace.
+"""Invariants of a run (the contract, docs/concepts.md), checked on its recorded trace.
 
 Each `assert_*` function raises `AssertionError`, saying what went wrong, when a run broke a rule
 a user relies on; `check_run` applies them all. They read the trace of any recording
@@ -190,7 +190,7 @@ def assert_causal_compensation_order(
     *,
     independent: Callable[[str, str], bool] | None = None,
 ) -> None:
-    """Compensations respect the reverse causal order (DESIGN rule 5): a step is compensated
+    """Compensations respect the reverse causal order (contract rule 5): a step is compensated
     only after every step that entered the undo log after it, on its own line of control, has
     been compensated; steps of independent branches may be undone in any order, side by side.
 
