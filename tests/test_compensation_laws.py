@@ -650,6 +650,34 @@ def test_a_settlement_other_than_the_declared_one_is_rejected(
         interrupted_checkout(real).check(declared=claimed)
 
 
+def test_running_again_out_of_its_place_in_the_undo_is_rejected() -> None:
+    # Running again fails, so the payment ends unresolved: its run-again is all there is of
+    # its undo, and must come first (it completed last), before the reservation's.
+    run = interrupted_checkout(RERUN, FaultPlan(actions={"pay": 2}, interrupt="pay"))
+    assert [effect.kind for effect in run.trace.effects if effect.path == "pay"] == [
+        "action",
+        "action",
+    ]
+
+    def is_the_run_again(event: Event) -> bool:
+        return isinstance(event, StepStarted | StepFailed) and (event.path, event.attempt) == (
+            "pay",
+            2,
+        )
+
+    def run_again_last(events: list[Event]) -> list[Event]:
+        return [
+            *(event for event in events if not is_the_run_again(event)),
+            *(event for event in events if is_the_run_again(event)),
+        ]
+
+    late = run.altered(events=run_again_last)
+    with pytest.raises(
+        AssertionError, match=r"ran in the order \['reserve', 'pay'\]; reverse completion order"
+    ):
+        late.check()
+
+
 def test_a_run_again_whose_compensation_never_ran_is_rejected() -> None:
     run = interrupted_checkout(RERUN)
     assert isinstance(run.outcome, Failure)

@@ -113,6 +113,29 @@ def _undo_log(events: Sequence[Event]) -> list[str]:
     return list(log)
 
 
+def _undo_spans(events: Sequence[Event]) -> tuple[dict[str, int], dict[str, int]]:
+    """Per step the undo worked on, the index of the event where that began (its compensation's
+    first attempt, or, for a step whose outcome was unknown, running it again to settle it, at
+    its place in the undo: contract rule 3), and of the last event where it ended (a
+    compensation that completed or failed, or a run-again that failed)."""
+    left: set[str] = set()
+    began: dict[str, int] = {}
+    ended: dict[str, int] = {}
+    for index, event in enumerate(events):
+        if isinstance(event, StepFailed):
+            if event.path in began:
+                ended[event.path] = index  # running it again failed
+            if event.unknown:
+                left.add(event.path)
+        elif isinstance(event, CompensationStarted) or (
+            isinstance(event, StepStarted) and event.path in left
+        ):
+            began.setdefault(event.path, index)
+        elif isinstance(event, CompensationCompleted | CompensationFailed):
+            ended[event.path] = index
+    return began, ended
+
+
 def _compensation_order(events: Sequence[Event]) -> list[str]:
     return [
         event.path
@@ -134,11 +157,13 @@ def assert_unstarted_steps_never_compensated(events: Sequence[Event]) -> None:
 
 def assert_reverse_compensation_order(events: Sequence[Event]) -> None:
     """Compensations start in the exact reverse of completion order (a step whose outcome is
-    unknown takes its place where it was cut off).
+    unknown takes its place where it was cut off, and its undo starts there: running it again
+    to settle it, if it runs again).
 
     When a stop policy skipped some, the ones that ran are a prefix of that reverse order.
     """
-    order = _compensation_order(events)
+    began, _ = _undo_spans(events)
+    order = sorted(began, key=began.__getitem__)
     ran = set(order)
     unknown = _unknown(events)
     completed = set(_completed_compensable(events))
@@ -197,6 +222,7 @@ def assert_causal_compensation_order(
     """Compensations respect the reverse causal order (contract rule 5): a step is compensated
     only after every step that entered the undo log after it, on its own line of control, has
     been compensated; steps of independent branches may be undone in any order, side by side.
+    (Running a step again to settle its unknown outcome is part of its undo, and starts it.)
 
     Which steps are independent is read from the events' `branch` (see
     `fsaga.events.branches_independent`); pass `independent`, a predicate over two paths, to
@@ -206,13 +232,7 @@ def assert_causal_compensation_order(
         independent = _independent_by_branch(events)
     log = _undo_log(events)
     position = {path: index for index, path in enumerate(log)}
-    started: dict[str, int] = {}
-    finished: dict[str, int] = {}
-    for index, event in enumerate(events):
-        if isinstance(event, CompensationStarted):
-            started.setdefault(event.path, index)
-        elif isinstance(event, CompensationCompleted | CompensationFailed):
-            finished[event.path] = index
+    started, finished = _undo_spans(events)
     for earlier, begun in started.items():
         for later in log[position.get(earlier, -1) + 1 :]:
             if independent(earlier, later) or later not in started:
