@@ -6,6 +6,7 @@ At its place in the undo, such a step is settled by the first of: running it aga
 with a compensation; the compensation then gets the new result; if running again fails, the
 next way), its ``on_unknown`` compensation, else, with a compensation, reporting it unresolved.
 
+- the laws learn what each step declares from a fault-free run (a trace does not show it);
 - the laws pass on a step with every combination of those declarations, sync and async;
 - an exhaustive table of interrupted runs pins what the engine does for each, and the laws'
   checks accept every one of them;
@@ -14,7 +15,8 @@ next way), its ``on_unknown`` compensation, else, with a compensation, reporting
   laws make;
 - mutations: real traces altered the way a broken engine would alter them (a step neither run
   again nor reported, compensated twice, forward work after the interrupt, ...) and real traces
-  checked against other declarations than their steps' are rejected.
+  checked against other declarations than their steps' are rejected;
+- an engine bug the laws' plans cannot reach, pinned as an expected failure.
 """
 
 from __future__ import annotations
@@ -167,6 +169,31 @@ class Interrupted:
         paying = [effect for effect in trace.effects if effect.path == "pay"]
         if paying and isinstance(paying[0].error, KeyboardInterrupt):
             self.runs += 1
+
+
+# -- what the laws learn of a saga's steps -----------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", [None, "asyncio", "trio"])
+@pytest.mark.parametrize("declared", DECLARATIONS, ids=lambda declared: declared.id)
+def test_the_laws_learn_what_each_step_declares(
+    declared: Declared, backend: Backend | None
+) -> None:
+    # A trace does not show what a step declares: without it the laws could not tell a step
+    # that should have been run again from one that should not.
+    if backend is None:
+        steps = law_checks.discover(checkout(declared))
+    else:
+        steps = laws._discover_async(async_checkout(declared), backend)
+    pay = law_checks.Declared(declared.idempotent, declared.compensation, declared.on_unknown)
+    plain = law_checks.Declared(idempotent=False, compensation=True, on_unknown=False)
+    bare = law_checks.Declared(idempotent=False, compensation=False, on_unknown=False)
+    expected = {"reserve": plain, "pay": pay, "ship": bare}
+    if backend is not None:
+        expected["ship_async"] = bare
+    assert steps.declared == expected
+    assert steps.actions == tuple(expected)
+    assert steps.compensable == (("reserve", "pay") if declared.compensation else ("reserve",))
 
 
 # -- the laws accept every documented settlement ----------------------------------------------
