@@ -27,9 +27,15 @@ from fsaga.testing.properties import (
 from fsaga.testing.properties import (
     assert_every_completed_step_accounted_for as assert_every_completed_step_accounted_for,
 )
+from fsaga.testing.properties import (
+    assert_no_forward_work_during_undo as assert_no_forward_work_during_undo,
+)
 from fsaga.testing.properties import assert_outcome_matches_trace as assert_outcome_matches_trace
 from fsaga.testing.properties import (
     assert_reverse_compensation_order as assert_reverse_compensation_order,
+)
+from fsaga.testing.properties import (
+    assert_unknown_outcomes_settled as assert_unknown_outcomes_settled,
 )
 from fsaga.testing.properties import (
     assert_unstarted_steps_never_compensated as assert_unstarted_steps_never_compensated,
@@ -53,8 +59,10 @@ __all__ = [
     "assert_causal_compensation_order",
     "assert_compensations_get_their_results",
     "assert_every_completed_step_accounted_for",
+    "assert_no_forward_work_during_undo",
     "assert_outcome_matches_trace",
     "assert_reverse_compensation_order",
+    "assert_unknown_outcomes_settled",
     "assert_unstarted_steps_never_compensated",
     "check_run",
     "independent_by_path",

@@ -183,7 +183,11 @@ _STEP_SPECS = st.builds(
 
 
 def saga_specs(
-    *, max_leaves: int = 8, namespace: str = "", timeouts: bool = False
+    *,
+    max_leaves: int = 8,
+    namespace: str = "",
+    timeouts: bool = False,
+    unknown_outcomes: bool = False,
 ) -> SearchStrategy[SagaSpec]:
     """Saga trees of 1 to `max_leaves` leaves, every node kind included.
 
@@ -191,9 +195,14 @@ def saga_specs(
     and sub-saga names (``n1``, ...) are unique in the tree and start with `namespace`, so
     specs drawn with different namespaces can be composed without clashing names.
 
+    With `unknown_outcomes`, steps are also declared idempotent (`StepSpec.idempotent`) and
+    given an unknown-outcome compensation (`StepSpec.on_unknown`), about one in three each,
+    independently of having a compensation: what settles a step whose outcome an interrupt
+    made unknown (contract rule 3), under any interpreter.
+
     With `timeouts`, trees also get what unknown outcomes are made of (for async
-    interpreters): steps with a timeout, idempotent steps, steps with an unknown-outcome
-    compensation, and sub-trees with a deadline (`TimeoutSpec`).
+    interpreters): steps with a timeout and sub-trees with a deadline (`TimeoutSpec`), and,
+    as with `unknown_outcomes`, idempotent steps and unknown-outcome compensations.
 
     >>> from hypothesis import given, settings
     >>> from fsaga import Success
@@ -203,11 +212,17 @@ def saga_specs(
     ... def runs_to_success(spec: SagaSpec) -> None:
     ...     assert isinstance(build_saga(spec, World()).run(SyncInterpreter()), Success)
     >>> runs_to_success()
+    >>> from hypothesis import find
+    >>> def settles_unknowns(spec: SagaSpec) -> bool:
+    ...     return isinstance(spec, StepSpec) and spec.idempotent and spec.on_unknown
+    >>> found = find(saga_specs(max_leaves=1, unknown_outcomes=True), settles_unknowns)
+    >>> found.idempotent, found.on_unknown, found.timeout
+    (True, True, False)
     """
     _check_namespace(namespace)
     _check_max_leaves(max_leaves)
-    if timeouts:
-        return _specs_with_deadlines(max_leaves, namespace)
+    if timeouts or unknown_outcomes:
+        return _specs_with_unknown_outcomes(max_leaves, namespace, timeouts=timeouts)
     return _uniquely_named_specs(max_leaves, namespace)
 
 
@@ -237,24 +252,29 @@ def _uniquely_named_continuations(
 
 
 @cache
-def _specs_with_deadlines(max_leaves: int, namespace: str) -> SearchStrategy[SagaSpec]:
-    return _with_deadlines(_uniquely_named_specs(max_leaves, namespace))
+def _specs_with_unknown_outcomes(
+    max_leaves: int, namespace: str, *, timeouts: bool
+) -> SearchStrategy[SagaSpec]:
+    return _with_unknown_outcomes(_uniquely_named_specs(max_leaves, namespace), timeouts=timeouts)
 
 
 @st.composite
-def _with_deadlines(draw: st.DrawFn, specs: SearchStrategy[SagaSpec]) -> SagaSpec:
-    return _DeadlineDrawer(draw).spec(draw(specs))
+def _with_unknown_outcomes(
+    draw: st.DrawFn, specs: SearchStrategy[SagaSpec], *, timeouts: bool
+) -> SagaSpec:
+    return _UnknownOutcomeDrawer(draw, timeouts=timeouts).spec(draw(specs))
 
 
 @final
-class _DeadlineDrawer:
-    """Gives a tree's steps timeouts, idempotence and unknown-outcome compensations, and wraps
-    some sub-trees in deadlines."""
+class _UnknownOutcomeDrawer:
+    """Gives a tree's steps idempotence and unknown-outcome compensations and, with `timeouts`,
+    timeouts, and wraps some sub-trees in deadlines."""
 
-    __slots__ = ("_draw",)
+    __slots__ = ("_draw", "_timeouts")
 
-    def __init__(self, draw: st.DrawFn) -> None:
+    def __init__(self, draw: st.DrawFn, *, timeouts: bool) -> None:
         self._draw = draw
+        self._timeouts = timeouts
 
     def _chance(self, one_in: int) -> bool:
         return self._draw(st.integers(1, one_in)) == 1
@@ -264,14 +284,14 @@ class _DeadlineDrawer:
 
     def spec(self, spec: SagaSpec) -> SagaSpec:
         decorated = self._inner(spec)
-        return TimeoutSpec(decorated) if self._chance(8) else decorated
+        return TimeoutSpec(decorated) if self._timeouts and self._chance(8) else decorated
 
     def _inner(self, spec: SagaSpec) -> SagaSpec:
         match spec:
             case StepSpec():
                 return replace(
                     spec,
-                    timeout=self._chance(2),
+                    timeout=self._timeouts and self._chance(2),
                     idempotent=self._chance(3),
                     on_unknown=self._chance(3),
                 )
