@@ -29,6 +29,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Final, Literal, TypeAlias
 
 from fsaga._sqlite import rollback, switch_to_wal, transaction
+from fsaga.journal._schema import SAGA_COLUMNS as _SAGA_COLUMNS
+from fsaga.journal._schema import SCHEMA as _SCHEMA
+from fsaga.journal._schema import SCHEMA_VERSION as SCHEMA_VERSION
+from fsaga.journal._schema import UPGRADE_FROM_1 as _UPGRADE_FROM_1
 from fsaga.journal.protocol import (
     Journal,
     JournalClosedError,
@@ -46,9 +50,7 @@ from fsaga.journal.protocol import (
     _check_status,
 )
 from fsaga.journal.records import (
-    ENTRY_KINDS,
     HEARTBEAT,
-    SAGA_STATUSES,
     Entry,
     FinishedStatus,
     SagaRecord,
@@ -59,69 +61,6 @@ __all__ = ["SCHEMA_VERSION", "SqliteJournal", "Synchronous"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 2
-"""The schema this fsaga writes, stored in the file's ``PRAGMA user_version``.
-
-A file of an earlier version is upgraded in place when it is opened: version 2 added what a
-dead saga says about its last recovery (`SagaRecord.last_recovery_at`,
-`SagaRecord.last_recovery_error`) and the ``"rejected"`` entry kind.
-"""
-
-
-def _sql_list(values: Sequence[str]) -> str:
-    return "(" + ", ".join(f"'{value}'" for value in values) + ")"
-
-
-def _entries_table(name: str) -> str:
-    return f"""
-    CREATE TABLE {name} (
-        saga_id TEXT NOT NULL REFERENCES sagas (saga_id) ON DELETE CASCADE,
-        seq INTEGER NOT NULL CHECK (seq >= 1),
-        kind TEXT NOT NULL CHECK (kind IN {_sql_list(ENTRY_KINDS)}),
-        path TEXT NOT NULL,
-        attempt INTEGER NOT NULL CHECK (attempt >= 1),
-        payload BLOB,
-        PRIMARY KEY (saga_id, seq)
-    )
-    """
-
-
-_SCHEMA: Final = (
-    f"""
-    CREATE TABLE sagas (
-        saga_id TEXT PRIMARY KEY NOT NULL,
-        name TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        input BLOB NOT NULL,
-        status TEXT NOT NULL CHECK (status IN {_sql_list(SAGA_STATUSES)}),
-        outcome BLOB,
-        recovery_attempts INTEGER NOT NULL DEFAULT 0 CHECK (recovery_attempts >= 0),
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        last_recovery_at REAL,
-        last_recovery_error BLOB
-    )
-    """,
-    "CREATE INDEX sagas_by_status ON sagas (status, created_at, saga_id)",
-    _entries_table("entries"),
-)
-
-# From version 1: two columns for dead sagas, and an entries table whose kinds include
-# "rejected" (SQLite cannot change a CHECK constraint in place, so the table is rebuilt).
-_UPGRADE_FROM_1: Final = (
-    "ALTER TABLE sagas ADD COLUMN last_recovery_at REAL",
-    "ALTER TABLE sagas ADD COLUMN last_recovery_error BLOB",
-    _entries_table("entries_v2"),
-    "INSERT INTO entries_v2 (saga_id, seq, kind, path, attempt, payload)"
-    " SELECT saga_id, seq, kind, path, attempt, payload FROM entries",
-    "DROP TABLE entries",
-    "ALTER TABLE entries_v2 RENAME TO entries",
-)
-
-_SAGA_COLUMNS: Final = (
-    "saga_id, name, version, input, status, outcome, recovery_attempts, created_at, updated_at,"
-    " last_recovery_at, last_recovery_error"
-)
 _CORRUPTION_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 _IN_MEMORY_PATHS: Final = frozenset({"", ":memory:"})
 
