@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +221,34 @@ def test_a_golden_schema_1_journal_is_upgraded_in_place_when_opened(
             assert journal.claim_for_recovery(record.saga_id, max_attempts=0) is False
             assert journal.release(record.saga_id).status == "running"
             assert journal.entries(record.saga_id)[-1] == rejected
+
+
+def test_journals_opening_one_schema_1_file_at_once_upgrade_it_once(tmp_path: Path) -> None:
+    """Openers racing on a version 1 file all open it: the upgrade is one transaction that looks
+    at the version again once it holds the write lock, so only the first one upgrades."""
+    for attempt in range(10):
+        folder = tmp_path / str(attempt)
+        folder.mkdir()
+        db = fixture_copy(folder, "unfinished")
+        barrier = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def open_it(
+            db: Path = db,
+            barrier: threading.Barrier = barrier,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            barrier.wait()
+            try:
+                SqliteJournal(db).close()
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert user_version(db) == SCHEMA_VERSION
+        assert len(table_rows(db)["entries"]) == len(TIMELINES["unfinished"])
