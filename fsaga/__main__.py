@@ -1,5 +1,5 @@
-"""The command line: ``python -m fsaga demo`` and ``python -m fsaga journal list|show|recover``
-(or ``fsaga ...`` once installed).
+"""The command line: ``python -m fsaga demo`` and ``python -m fsaga journal
+list|show|recover|release`` (or ``fsaga ...`` once installed).
 
 The journal commands live in `fsaga.journal.cli`.
 
@@ -10,6 +10,9 @@ The journal commands live in `fsaga.journal.cli`.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -61,15 +64,32 @@ def main(
     """Run the command line with `argv` (default: ``sys.argv[1:]``); return the exit code.
 
     Output goes to `write`, error messages to `write_error` (standard error by default).
-    Exit codes: 0 on success; 1 when ``journal show`` finds no such saga or ``journal
-    recover`` could not recover one; 2 on a usage error (an unknown command, say), a journal
-    file that is missing or damaged, or unusable saga definitions.
+    Exit codes: 0 on success; 1 when ``journal show`` or ``journal release`` finds no such
+    saga (or, for ``release``, one that is not dead), when ``journal recover`` could not
+    recover one, or when standard output was closed before everything was written to it (a
+    reader such as ``head`` stopped reading: the command stops quietly); 2 on a usage error (an
+    unknown command, say), a journal file that is missing or damaged, or unusable saga
+    definitions.
     """
     try:
         arguments = parser().parse_args(argv)
     except SystemExit as exiting:
         # argparse exits itself on --help (0) and on usage errors (2): report, do not exit.
         return exiting.code if isinstance(exiting.code, int) else 2
+    try:
+        code = _run(arguments, write, write_error)
+        sys.stdout.flush()  # a closed pipe shows here at the latest, not at exit
+    except BrokenPipeError:
+        _discard_standard_output()
+        return 1
+    return code
+
+
+def _run(
+    arguments: argparse.Namespace,
+    write: Callable[[str], object],
+    write_error: Callable[[str], object],
+) -> int:
     if arguments.command == "demo":
         from fsaga.demo import run_demo
 
@@ -78,6 +98,15 @@ def main(
     if arguments.command == "journal":
         return run_journal_command(arguments, write=write, write_error=write_error)
     raise AssertionError(f"unhandled command {arguments.command!r}")  # pragma: no cover
+
+
+def _discard_standard_output() -> None:
+    """Point standard output at the null device: what is still buffered for the closed pipe
+    is dropped, and the interpreter's flush at exit has nothing to complain about."""
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 if __name__ == "__main__":

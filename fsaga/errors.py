@@ -8,6 +8,7 @@ __all__ = [
     "BranchCancelledError",
     "DeadlineKind",
     "DuplicateStepNameError",
+    "ResultRejectedError",
     "ReturnedFailure",
     "StepTimeoutError",
     "UnknownOutcomeError",
@@ -174,3 +175,39 @@ class UnknownOutcomeError(Exception):
     >>> outcome.unresolved
     ('charge',)
     """
+
+
+class ResultRejectedError(Exception):
+    """Raised by an action (or a `Perform` function) whose effect took place and returned
+    `result`, but whose step must fail with `error` all the same.
+
+    The engine then records the step as completed with `result` (a `StepCompleted` event; its
+    compensation will receive `result`), fails the step with `error` without retrying it (the
+    effect happened: running it again cannot make its result acceptable), and compensates as
+    for any failure (contract rule 2), this step included. Raised while the run is already
+    undoing (a late completion, or an unknown outcome being resolved by running the step
+    again), the step's compensation runs with `result` like any completed step's.
+
+    A durable run raises it for a step whose result the journal's codec cannot encode: the
+    effect took place, so it is compensated with the result this process still holds.
+
+    Attributes:
+        result: what the effect returned: its compensation's argument.
+        error: why the step fails; what the outcome reports.
+
+    >>> from fsaga import SyncInterpreter, step
+    >>> undone = []
+    >>> def reserve() -> str:
+    ...     raise ResultRejectedError("R-1", ValueError("reservation R-1 is for the wrong day"))
+    >>> outcome = step(reserve, undone.append, name="reserve").run(SyncInterpreter())
+    >>> outcome.error, outcome.compensated, undone
+    (ValueError('reservation R-1 is for the wrong day'), ('reserve',), ['R-1'])
+    """
+
+    def __init__(self, result: object, error: Exception) -> None:
+        super().__init__(f"the effect took place, but its result was rejected: {error}")
+        self.result = result
+        self.error = error
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (ResultRejectedError, (self.result, self.error))

@@ -24,8 +24,8 @@ class CrashingJournal(Journal):
     performed, or just after when `after`, and so does every later write. `on_crash` is called
     once, at the crash.
 
-    Reads and the bookkeeping writes (``claim_for_recovery``, ``create`` without entries) pass
-    through.
+    Reads and the bookkeeping writes (``claim_for_recovery``, ``record_recovery_error``,
+    ``release``, ``create`` without entries) pass through.
     """
 
     def __init__(
@@ -92,6 +92,12 @@ class CrashingJournal(Journal):
         return self.journal.claim_for_recovery(
             saga_id, max_attempts=max_attempts, stale_before=stale_before
         )
+
+    def record_recovery_error(self, saga_id: str, error: bytes) -> bool:
+        return self.journal.record_recovery_error(saga_id, error)
+
+    def release(self, saga_id: str) -> SagaRecord:
+        return self.journal.release(saga_id)
 
     def close(self) -> None:
         self.journal.close()

@@ -253,6 +253,12 @@ class EvidenceJournal(Journal):
             saga_id, max_attempts=max_attempts, stale_before=stale_before
         )
 
+    def record_recovery_error(self, saga_id: str, error: bytes) -> bool:
+        return self.inner.record_recovery_error(saga_id, error)
+
+    def release(self, saga_id: str) -> SagaRecord:
+        return self.inner.release(saga_id)
+
     def close(self) -> None:
         self.inner.close()
 

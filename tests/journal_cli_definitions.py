@@ -4,10 +4,16 @@
 by name: pytest puts tests/ on ``sys.path``. The effects count their runs in `ran`, and the
 idempotent charge keeps the idempotency key of each of its runs in `charge_keys`, so a test
 can tell what a recovery ran again.
+
+The ``relay`` saga's actions pause where the environment variable ``FSAGA_TEST_PAUSE_IN``
+names them (the first time they run in the process): they print ``in-effect NAME`` and wait
+for a line on stdin, so that a test can make two processes race at a chosen point.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections import Counter
 
 from fsaga import Saga, current_context, step
@@ -74,6 +80,33 @@ def fragile(amount: int) -> Saga[int]:
     """reserve, whose release fails, then charge: a declined charge is a partial failure."""
     return step(lambda: act("reserve"), release_failing, name="reserve").then(
         step(lambda: charge(amount), name="charge")
+    )
+
+
+@definitions.saga("tagging")
+def tagging(label: str) -> Saga[object]:
+    """tag, whose result (a set) the journal's codec cannot encode: the step fails, and is
+    compensated with it."""
+    return step(lambda: {label}, lambda _: undo("tag", ""), name="tag")
+
+
+PAUSE_IN = "FSAGA_TEST_PAUSE_IN"
+paused: set[str] = set()
+
+
+def relay_act(name: str) -> str:
+    if os.environ.get(PAUSE_IN) == name and name not in paused:
+        paused.add(name)
+        print(f"in-effect {name}", flush=True)
+        sys.stdin.readline()
+    return f"{name}-{current_context().attempt}"
+
+
+@definitions.saga("relay")
+def relay(_input: object) -> Saga[str]:
+    """first, then second: idempotent, so a recovery runs the one in flight again."""
+    return step(lambda: relay_act("first"), name="first", idempotent=True).then(
+        step(lambda: relay_act("second"), name="second", idempotent=True)
     )
 
 

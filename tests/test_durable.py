@@ -20,8 +20,8 @@ from fsaga import (
     PartialFailure,
     Retry,
     Saga,
-    StepContext,
     Success,
+    UnknownOutcomeError,
     current_context,
     par,
     step,
@@ -35,6 +35,7 @@ from fsaga.durable import (
     UnknownDefinitionError,
 )
 from fsaga.journal import Entry, JsonCodec, MemoryJournal, SqliteJournal
+from fsaga.render import describe_outcome
 
 
 class Declined(Exception):
@@ -240,47 +241,6 @@ def test_a_changed_definition_raises_non_determinism_and_writes_nothing() -> Non
     assert shop.ran == Counter()
 
 
-def test_a_saga_that_keeps_failing_to_recover_is_parked() -> None:
-    _, runs = make(Shop())
-    runs.start("order", "sku-1", saga_id="o-1")
-    codec = JsonCodec()
-    journal = MemoryJournal()
-    journal.create(
-        "o-1", "order", 1, codec.encode("sku-1"), entries=runs._journal.entries("o-1")[:2]
-    )
-    changed = SagaDefinitions()
-    changed.saga("order")(lambda _: step(lambda: "x", name="other"))
-    runner = DurableSagas(journal, changed, max_recovery_attempts=2)
-
-    results = [runner.recover().get("o-1") for _ in range(3)]
-
-    assert isinstance(results[0], NonDeterminismError)
-    assert isinstance(results[1], NonDeterminismError)
-    assert [record.saga_id for record in journal.sagas("dead")] == ["o-1"]
-
-
-def test_a_result_the_codec_cannot_store_is_an_unknown_outcome_never_lost() -> None:
-    voided: list[str] = []
-    definitions = SagaDefinitions()
-
-    def void(context: StepContext) -> None:
-        voided.append(context.path)
-
-    definitions.saga("sets")(
-        lambda _: step(lambda: "R-1", lambda _: None, name="reserve").then(
-            step(lambda: {1, 2}, lambda _: None, name="tag", on_unknown=void)
-        )
-    )
-    runs = DurableSagas(MemoryJournal(), definitions)
-
-    outcome = runs.start("sets", None, saga_id="s-1")
-
-    assert isinstance(outcome, Failure)
-    assert "cannot be recorded" in str(outcome.error)
-    assert outcome.compensated == ("tag", "reserve")
-    assert voided == ["tag"]
-
-
 def test_durable_runs_survive_reopening_a_sqlite_journal(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     shop = Shop()
@@ -456,3 +416,85 @@ def test_an_undo_intent_after_an_in_flight_step_is_not_read_as_its_result() -> N
     assert outcome.compensated == ("b", "a")
     assert ran == []
     assert voided == ["b"]
+
+
+# -- what a replay feeds the engine ------------------------------------------------------------
+
+
+def test_a_compensation_whose_outcome_was_never_journaled_is_replayed_as_interrupted() -> None:
+    """A compensation's intent followed by another step's undo (the run was interrupted while
+    it ran, and went on): the replay fails that compensation with a recorded "Interrupted"
+    error, never runs it, and goes on to the next one."""
+    codec = JsonCodec()
+    shop = Shop()
+    definitions, _ = make(shop)
+    journal = MemoryJournal()
+    journal.create(
+        "o-1",
+        "order",
+        1,
+        codec.encode("sku-1"),
+        entries=[
+            Entry(1, "intent", "reserve", 1),
+            Entry(2, "completed", "reserve", 1, codec.encode("reserve-done")),
+            Entry(3, "intent", "create", 1),
+            Entry(4, "completed", "create", 1, codec.encode("create-done")),
+            Entry(5, "intent", "charge", 1),
+            Entry(6, "failed", "charge", 1, codec.encode(["test:Declined", "Declined", "no"])),
+            Entry(7, "compensation_intent", "create", 1),
+            Entry(8, "compensation_intent", "reserve", 1),
+        ],
+    )
+
+    outcome = DurableSagas(journal, definitions).recover()["o-1"]
+
+    assert isinstance(outcome, PartialFailure)
+    (cut_off,) = outcome.failed_compensations
+    assert (cut_off.path, cut_off.attempts) == ("create", 1)
+    assert cut_off.error == RecordedError("Interrupted", "the compensation of 'create' was cut off")
+    assert str(cut_off.error) == "Interrupted: the compensation of 'create' was cut off"
+    assert outcome.compensated == ("reserve",)  # in flight at the crash: run again
+    assert shop.undone == ["reserve"]
+    assert shop.ran == Counter()
+
+
+def test_a_recovered_unknown_outcome_reads_once_as_its_type() -> None:
+    """An ``unknown`` entry comes back as the unknown-outcome error it recorded, not wrapped in
+    a second one (it read ``UnknownOutcomeError('UnknownOutcomeError: step ...')``)."""
+    codec = JsonCodec()
+    definitions = SagaDefinitions()
+    definitions.saga("pay")(lambda _: step(lambda: "charged", lambda _: None, name="charge"))
+    unknown = ["fsaga.errors:UnknownOutcomeError", "UnknownOutcomeError", "no answer"]
+    journal = MemoryJournal()
+    journal.create(
+        "p-1",
+        "pay",
+        1,
+        codec.encode(None),
+        entries=[
+            Entry(1, "intent", "charge", 1),
+            Entry(2, "unknown", "charge", 1, codec.encode(unknown)),
+        ],
+    )
+
+    outcome = DurableSagas(journal, definitions).recover()["p-1"]
+
+    assert isinstance(outcome, PartialFailure)
+    assert outcome.unresolved == ("charge",)
+    assert isinstance(outcome.error, UnknownOutcomeError)
+    assert repr(outcome.error) == "UnknownOutcomeError('no answer')"
+    assert describe_outcome(outcome).splitlines()[0] == (
+        "PartialFailure: UnknownOutcomeError('no answer')"
+    )
+    assert "UnknownOutcomeError: UnknownOutcomeError" not in str(outcome.error)
+
+
+def test_an_unknown_definition_names_the_registered_ones() -> None:
+    _, runs = make(Shop())
+
+    with pytest.raises(UnknownDefinitionError, match=r"'refund' \(registered: 'order'\)") as raised:
+        runs.start("refund", "x", saga_id="r-1")
+
+    assert raised.value.registered == ("order",)
+    with pytest.raises(UnknownDefinitionError, match=r"\(registered: none\)"):
+        SagaDefinitions().lookup("order")

@@ -1,15 +1,18 @@
 """Golden journals: files an earlier fsaga wrote, replayed by the current code.
 
 The journals in tests/fixtures/journals were recorded by tests/durable_worker.py (see
-make_fixtures.py there): a saga that succeeded, one that failed and compensated, and one whose
-process was killed while a step ran. A change that breaks reading them (the schema, the codec,
-how errors or outcomes are stored, how a replay matches entries) fails here. Every test works
-on a copy: the committed files are never written.
+make_fixtures.py there), with schema version 1: a saga that succeeded, one that failed and
+compensated, and one whose process was killed while a step ran. A change that breaks reading
+them (the schema and its upgrade, the codec, how errors or outcomes are stored, how a replay
+matches entries) fails here. Every test works on a copy: the committed files are never written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ from durable_worker import Declined, EvidenceJournal, Shop, order_definitions, r
 
 from fsaga import Failure, Saga, Success, step
 from fsaga.durable import DurableSagas, NonDeterminismError, RecordedError, SagaDefinitions
-from fsaga.journal import JsonCodec, SqliteJournal
+from fsaga.journal import SCHEMA_VERSION, Entry, JsonCodec, SqliteJournal
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "journals"
 CLOCK = 1_750_000_000.0  # make_fixtures.py's fixed journal clock
@@ -124,8 +127,9 @@ def test_a_changed_definition_does_not_replay_the_golden_saga_and_writes_no_entr
     tmp_path: Path,
 ) -> None:
     """The same name and version with other steps: the replay diverges at the second step,
-    `recover` returns `NonDeterminismError` for the saga, and its timeline is left as it was
-    (the recovery attempt itself is counted, so that a saga that never replays gets parked)."""
+    `recover` returns `NonDeterminismError` for the saga, and the journal is left exactly as
+    it was: its timeline, and its record too (the refused recovery is not counted towards
+    parking the saga: it wrote nothing)."""
     ran: list[str] = []
 
     def act(path: str) -> str:
@@ -143,13 +147,16 @@ def test_a_changed_definition_does_not_replay_the_golden_saga_and_writes_no_entr
             .map(lambda _: str(input["sku"]))
         )
 
-    with SqliteJournal(fixture_copy(tmp_path, "unfinished")) as journal:
+    db = fixture_copy(tmp_path, "unfinished")
+    with SqliteJournal(db) as journal:
         before = journal.entries("o-unfinished")
+        rows_before = table_rows(db)
 
         outcomes = DurableSagas(journal, changed).recover()
 
         after = journal.entries("o-unfinished")
         record = journal.get("o-unfinished")
+        assert table_rows(db) == rows_before
     error = outcomes["o-unfinished"]
     assert isinstance(error, NonDeterminismError)
     assert "'audit'" in str(error)
@@ -159,3 +166,89 @@ def test_a_changed_definition_does_not_replay_the_golden_saga_and_writes_no_entr
     assert record is not None
     assert record.status == "running"
     assert record.outcome is None
+    assert record.recovery_attempts == 0
+
+
+def table_rows(db: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table of the journal file, read by a connection of its own."""
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        tables = [
+            str(name)
+            for (name,) in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            )
+        ]
+        return {
+            table: connection.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+            for table in tables
+        }
+
+
+def user_version(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        return int(connection.execute("PRAGMA user_version").fetchone()[0])
+
+
+@pytest.mark.parametrize("stem", TIMELINES)
+def test_a_golden_schema_1_journal_is_upgraded_in_place_when_opened(
+    tmp_path: Path, stem: str
+) -> None:
+    """The golden files are schema version 1 (fsaga before dead sagas said why, and before
+    rejected results): opening one upgrades it, keeping every saga and entry as it was, and
+    the upgraded file takes what version 2 adds."""
+    db = fixture_copy(tmp_path, stem)
+    assert user_version(db) == 1
+    old = table_rows(db)
+
+    with SqliteJournal(db) as journal:
+        [record] = journal.sagas()
+        entries = journal.entries(record.saga_id)
+        assert journal.integrity_check() == ["ok"]
+
+    assert user_version(db) == SCHEMA_VERSION == 2
+    upgraded = table_rows(db)
+    assert [row[:9] for row in upgraded["sagas"]] == old["sagas"]
+    assert [row[9:] for row in upgraded["sagas"]] == [(None, None)]
+    assert upgraded["entries"] == old["entries"]
+    assert (record.last_recovery_at, record.last_recovery_error) == (None, None)
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
+    with SqliteJournal(db) as journal:  # opened again: nothing changes...
+        assert table_rows(db) == upgraded
+        if record.status == "running":  # ...and it takes what version 2 adds
+            rejected = Entry(len(entries) + 1, "rejected", "charge", 1, b'{"error":["E","e"]}')
+            journal.append(record.saga_id, [rejected])
+            assert journal.claim_for_recovery(record.saga_id, max_attempts=0) is False
+            assert journal.release(record.saga_id).status == "running"
+            assert journal.entries(record.saga_id)[-1] == rejected
+
+
+def test_journals_opening_one_schema_1_file_at_once_upgrade_it_once(tmp_path: Path) -> None:
+    """Openers racing on a version 1 file all open it: the upgrade is one transaction that looks
+    at the version again once it holds the write lock, so only the first one upgrades."""
+    for attempt in range(10):
+        folder = tmp_path / str(attempt)
+        folder.mkdir()
+        db = fixture_copy(folder, "unfinished")
+        barrier = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def open_it(
+            db: Path = db,
+            barrier: threading.Barrier = barrier,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            barrier.wait()
+            try:
+                SqliteJournal(db).close()
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert user_version(db) == SCHEMA_VERSION
+        assert len(table_rows(db)["entries"]) == len(TIMELINES["unfinished"])

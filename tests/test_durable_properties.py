@@ -46,9 +46,10 @@ from fsaga import (
     sequence,
     step,
 )
-from fsaga.durable import DurableSagas, SagaDefinitions
+from fsaga.durable import DurableSagas, RecordedError, SagaDefinitions
+from fsaga.errors import ResultRejectedError
 from fsaga.interpreter import SyncInterpreter
-from fsaga.journal import Entry, Journal, MemoryJournal
+from fsaga.journal import CodecError, Entry, Journal, JsonCodec, MemoryJournal
 from fsaga.journal.records import SagaStatus
 from fsaga.outcome import Outcome
 from fsaga.testing import FaultPlan, InjectedFault, RecordingInterpreter
@@ -89,9 +90,15 @@ class Effects:
     world, `undos` those of its compensation or unknown-outcome compensation.
     `redundant_undos` counts the undos that found their receipt already undone: the world
     ignores them, as a compensation must be idempotent.
+
+    The actions at the `opaque` paths return an `Opaque` result, which the journal's codec
+    cannot encode; with `rejects`, they raise what a durable run makes of that instead
+    (`ResultRejectedError` with a `CodecError`), for the plain run to compare with.
     """
 
     plan: FaultPlan
+    opaque: frozenset[str] = frozenset()
+    rejects: bool = False
     world: World = field(default_factory=World)
     actions: Counter[str] = field(default_factory=Counter)
     undos: Counter[str] = field(default_factory=Counter)
@@ -100,7 +107,16 @@ class Effects:
     by_serial: dict[int, Receipt] = field(default_factory=dict)
     idempotent: set[str] = field(default_factory=set)
 
-    def act(self, spec: StepSpec, seen: object) -> int:
+    def act(self, spec: StepSpec, seen: object) -> object:
+        context = current_context()
+        if context.path in self.opaque:
+            serial = self._act(spec, seen)
+            if self.rejects:
+                raise ResultRejectedError(Opaque(serial), CodecError("an opaque result"))
+            return Opaque(serial)
+        return self._act(spec, seen)
+
+    def _act(self, spec: StepSpec, seen: object) -> int:
         context = current_context()
         key = context.idempotency_key
         if spec.idempotent:
@@ -124,7 +140,9 @@ class Effects:
         self.by_serial[receipt.serial] = receipt
         return receipt.serial
 
-    def compensate(self, serial: int) -> None:
+    def compensate(self, result: object) -> None:
+        serial = result.serial if isinstance(result, Opaque) else result
+        assert isinstance(serial, int)
         self._undo(self.by_serial[serial])
 
     def void(self, _context: object) -> None:
@@ -142,6 +160,25 @@ class Effects:
             self.redundant_undos[key] += 1
             return
         self.world.undo(receipt)
+
+
+@dataclass(frozen=True)
+class Opaque:
+    """A result `JsonCodec` cannot encode."""
+
+    serial: int
+
+
+@dataclass(frozen=True)
+class OpaqueValue:
+    """A final value `JsonCodec` cannot encode."""
+
+    value: object
+
+
+def refuse_opaque(value: object) -> object:
+    """What a durable run does with a final value it cannot encode, for a plain run."""
+    raise CodecError("an opaque final value")
 
 
 def build(spec: SagaSpec, effects: Effects, *, seen: object = None) -> Saga[object]:
@@ -176,7 +213,7 @@ def _tagged(tag: str, value: object) -> tuple[str, object]:
 
 
 def _build_step(spec: StepSpec, effects: Effects, seen: object) -> Saga[object]:
-    def act() -> int:
+    def act() -> object:
         return effects.act(spec, seen)
 
     act.__name__ = spec.label
@@ -197,9 +234,15 @@ def _retry(attempts: int) -> Retry | None:
     return None if attempts == 1 else Retry(attempts, delay=0.0, jitter=0.0)
 
 
-def definitions_for(spec: SagaSpec, effects: Effects) -> SagaDefinitions:
+def definitions_for(
+    spec: SagaSpec, effects: Effects, *, opaque_final: bool = False
+) -> SagaDefinitions:
+    """The generated saga as a definition; with `opaque_final`, its final value is opaque."""
     definitions = SagaDefinitions()
-    definitions.saga(DEFINITION)(lambda _input: build(spec, effects))
+    if opaque_final:
+        definitions.saga(DEFINITION)(lambda _input: build(spec, effects).map(OpaqueValue))
+    else:
+        definitions.saga(DEFINITION)(lambda _input: build(spec, effects))
     return definitions
 
 
@@ -321,7 +364,7 @@ def run_until_crash(
 
 
 _RESULTS: dict[str, tuple[str, ...]] = {
-    "intent": ("completed", "failed", "unknown"),
+    "intent": ("completed", "failed", "unknown", "rejected"),
     "compensation_intent": ("compensated", "compensation_failed"),
 }
 
@@ -358,6 +401,36 @@ def describe(error: BaseException) -> tuple[str, str]:
     return (type(error).__name__, str(error))
 
 
+def said(outcome: Outcome[object]) -> tuple[object, ...]:
+    """Everything an outcome says, comparable between the outcome a run reported and the one
+    read back from the journal: a value as the codec gives it back, an error by its type's
+    name and its message."""
+    codec = JsonCodec()
+    match outcome:
+        case Success(value=value):
+            return ("succeeded", codec.decode(codec.encode(value)))
+        case Failure(error=error, compensated=compensated):
+            return ("failed", message(error), compensated)
+        case PartialFailure():
+            return (
+                "partially_failed",
+                message(outcome.error),
+                outcome.compensated,
+                tuple(
+                    (failure.path, message(failure.error), failure.attempts)
+                    for failure in outcome.failed_compensations
+                ),
+                outcome.skipped,
+                outcome.unresolved,
+            )
+
+
+def message(error: BaseException) -> tuple[str, str]:
+    if isinstance(error, RecordedError):
+        return (error.type_name, error.message)
+    return (type(error).__name__, str(error))
+
+
 def reported(outcome: Outcome[object]) -> set[str]:
     """The keys of the steps an outcome reports as not undone."""
     if not isinstance(outcome, PartialFailure):
@@ -388,6 +461,8 @@ class Case:
             the writes a run without a crash makes (so that it does die).
         after: whether it dies just after that write, or just before.
         recovery_crash: where the first recovery dies too (write, after), if it does.
+        opaque: the actions whose results the journal cannot encode (`Opaque`).
+        opaque_final: whether the saga's final value is one the journal cannot encode.
     """
 
     spec: SagaSpec
@@ -395,27 +470,41 @@ class Case:
     crash: int
     after: bool
     recovery_crash: tuple[int, bool] | None = None
+    opaque: frozenset[str] = frozenset()
+    opaque_final: bool = False
 
 
 def reference_run(
-    spec: SagaSpec, plan: FaultPlan
+    spec: SagaSpec,
+    plan: FaultPlan,
+    *,
+    opaque: frozenset[str] = frozenset(),
+    opaque_final: bool = False,
 ) -> tuple[Effects, Outcome[object], CrashingJournal]:
     """A durable run without a crash, and its journal (which counts the writes)."""
-    effects = Effects(plan)
+    effects = Effects(plan, opaque)
     journal = CrashingJournal(MemoryJournal())
-    runs = DurableSagas(journal, definitions_for(spec, effects))
+    runs = DurableSagas(journal, definitions_for(spec, effects, opaque_final=opaque_final))
     return effects, runs.start(DEFINITION, None, saga_id=SAGA_ID), journal
 
 
 @st.composite
 def cases(draw: st.DrawFn, *, recovery_crashes: bool) -> Case:
     spec = draw(durable_specs())
-    plan = draw(fault_plans(action_paths(spec), interrupts=False))
+    paths = action_paths(spec)
+    plan = draw(fault_plans(paths, interrupts=False))
     crash = draw(st.integers(0, 63))
     after = draw(st.booleans())
-    if not recovery_crashes:
-        return Case(spec, plan, crash, after)
-    return Case(spec, plan, crash, after, draw(st.tuples(st.integers(0, 8), st.booleans())))
+    recovery_crash = draw(st.tuples(st.integers(0, 8), st.booleans())) if recovery_crashes else None
+    # Now and then, results or a final value the journal cannot encode.
+    unencodable = draw(st.integers(0, 2)) == 0
+    opaque = (
+        draw(st.frozensets(st.sampled_from(paths), min_size=1, max_size=2))
+        if unencodable and paths and draw(st.booleans())
+        else frozenset()
+    )
+    opaque_final = unencodable and draw(st.booleans())
+    return Case(spec, plan, crash, after, recovery_crash, opaque, opaque_final)
 
 
 @EXAMPLES
@@ -447,17 +536,34 @@ def check_recovery(case: Case) -> None:
     """Run `case`, killed where it says, recover, and check the rules of a durable run."""
     spec, plan = case.spec, case.plan
 
-    # Without a crash, a durable run is the plain run, recorded.
-    plain = Effects(plan)
-    plain_outcome = SyncInterpreter().run_saga(build(spec, plain), saga_id=SAGA_ID)
-    reference, durable_outcome, reference_journal = reference_run(spec, plan)
-    assert shape(durable_outcome) == shape(plain_outcome)
+    # Without a crash, a durable run is the plain run, recorded (a result or final value the
+    # journal cannot encode fails the run, as if the action or the saga had rejected it).
+    plain = Effects(plan, case.opaque, rejects=True)
+    plain_saga = build(spec, plain)
+    if case.opaque_final:
+        plain_saga = plain_saga.map(refuse_opaque)
+    plain_outcome = SyncInterpreter().run_saga(plain_saga, saga_id=SAGA_ID)
+    reference, durable_outcome, reference_journal = reference_run(
+        spec, plan, opaque=case.opaque, opaque_final=case.opaque_final
+    )
+    unencodable = bool(case.opaque) or case.opaque_final
+    assert shape(durable_outcome, errors=not unencodable) == shape(
+        plain_outcome, errors=not unencodable
+    )
+    if not isinstance(durable_outcome, Success):
+        assert isinstance(plain_outcome, Failure | PartialFailure)
+        assert type(durable_outcome.error) is type(plain_outcome.error)
     assert trace(reference.world) == trace(plain.world)
     assert_results_follow_intents(reference_journal.entries(SAGA_ID), set())
+    # What it reported is what it recorded (contract rule 11).
+    recorded = DurableSagas(
+        reference_journal, definitions_for(spec, reference, opaque_final=case.opaque_final)
+    ).start(DEFINITION, None, saga_id=SAGA_ID)
+    assert said(recorded) == said(durable_outcome)
 
     # The run dies at one of its journal writes; the first recovery may die too.
-    effects = Effects(plan)
-    definitions = definitions_for(spec, effects)
+    effects = Effects(plan, case.opaque)
+    definitions = definitions_for(spec, effects, opaque_final=case.opaque_final)
     journal = MemoryJournal()
     first = run_until_crash(
         journal,
@@ -491,17 +597,23 @@ def check_recovery(case: Case) -> None:
         flight = at_crash.entries[-1].kind if at_crash.entries else "nothing"
         event(f"crashed with {flight if at_crash.status == 'running' else 'outcome'} last")
     event(f"outcome: {final.status}")
+    if case.opaque or case.opaque_final:
+        event("with results the journal cannot encode")
 
     # Exactly one outcome, recorded; starting the id again returns it and runs nothing.
     assert final.status != "running", f"unfinished after recovery: {recovered}"
     assert journal.sagas("running") == []
     outcome = DurableSagas(journal, definitions).start(DEFINITION, None, saga_id=SAGA_ID)
+    if isinstance(outcome, PartialFailure) and any(
+        "cannot run" in str(failure.error) for failure in outcome.failed_compensations
+    ):
+        event("a compensation refused: its result was never recorded")
     assert Snapshot.take(journal, effects) == final
     assert shape(outcome, errors=False)[0] == final.status
     if SAGA_ID in recovered:
         fresh = recovered[SAGA_ID]
         assert isinstance(fresh, Success | Failure | PartialFailure), f"recovery failed: {fresh!r}"
-        assert shape(fresh, errors=False) == shape(outcome, errors=False)
+        assert said(fresh) == said(outcome)  # what the recovery reported is what it recorded
     else:
         assert crashes[-1].status != "running", f"nothing recovered the saga: {recovered}"
 
@@ -510,7 +622,7 @@ def check_recovery(case: Case) -> None:
     redundant_allowed: set[str] = set()
     for index, at_crash in enumerate(crashes):
         until = crashes[index + 1] if index + 1 < len(crashes) else final
-        for done in at_crash.recorded("completed"):
+        for done in at_crash.recorded("completed") | at_crash.recorded("rejected"):
             assert final.actions[done] == at_crash.actions[done], f"{done} ran again"
         for done in at_crash.recorded("compensated"):
             assert final.undos[done] == at_crash.undos[done], f"{done} was undone again"
@@ -540,6 +652,6 @@ def check_recovery(case: Case) -> None:
         started = final.recorded("intent")
         assert started <= set(effects.acted), f"succeeded, never done: {started - completed}"
     else:
-        settled = {key(entry.path) for entry in final.entries if entry.kind == "completed"}
+        settled = final.recorded("completed") | final.recorded("rejected")
         left = set(effects.world.left_done(unknown - settled))
         assert left <= reported(outcome), (left, outcome)

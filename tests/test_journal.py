@@ -1,13 +1,13 @@
-"""The journal contract (fsaga.journal.protocol), run against every implementation, and the codec.
+"""The journal contract (fsaga.journal.protocol), run against every implementation.
 
 Each contract test runs on `MemoryJournal` and on `SqliteJournal` (a file in tmp_path); a
 model-based property checks that random operation sequences leave both in the same observable
-state. SQLite-only behaviour (pragmas, files, processes) is in test_journal_sqlite.py.
+state. SQLite-only behaviour (pragmas, files, processes) is in test_journal_sqlite.py, the codec in
+test_journal_codec.py.
 """
 
 from __future__ import annotations
 
-import math
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -21,16 +21,15 @@ from hypothesis import strategies as st
 from fsaga.journal import (
     ENTRY_KINDS,
     FINISHED_STATUSES,
-    CodecError,
     Entry,
     EntryKind,
     EntrySequenceError,
     FinishedStatus,
     Journal,
     JournalClosedError,
-    JsonCodec,
     MemoryJournal,
     SagaFinishedError,
+    SagaNotDeadError,
     SagaRecord,
     SqliteJournal,
     UnknownSagaError,
@@ -382,6 +381,85 @@ def test_claim_rejects_bad_arguments(journal: Journal) -> None:
         journal.claim_for_recovery("nope", max_attempts=1)
 
 
+def test_a_claim_notes_when_and_clears_the_last_recovery_error(
+    journal: Journal, clock: Clock
+) -> None:
+    journal.create("order-1", "order", 1, b"{}")
+    clock.now = 1_010.0
+    assert journal.claim_for_recovery("order-1", max_attempts=5)
+    clock.now = 1_020.0
+    assert journal.record_recovery_error("order-1", b'["JournalError","disk full"]')
+
+    noted = journal.get("order-1")
+    clock.now = 1_030.0
+    assert journal.claim_for_recovery("order-1", max_attempts=5)
+    claimed = journal.get("order-1")
+
+    assert noted is not None
+    assert (noted.last_recovery_at, noted.last_recovery_error) == (
+        1_010.0,
+        b'["JournalError","disk full"]',
+    )
+    assert noted.updated_at == 1_020.0
+    assert claimed is not None
+    assert (claimed.last_recovery_at, claimed.last_recovery_error) == (1_030.0, None)
+
+
+def test_a_recovery_error_is_only_noted_on_a_running_saga(journal: Journal) -> None:
+    journal.create("order-1", "order", 1, b"{}")
+    journal.finish("order-1", "succeeded", b"1")
+
+    assert journal.record_recovery_error("order-1", b"x") is False
+    record = journal.get("order-1")
+    assert record is not None
+    assert record.last_recovery_error is None
+    with pytest.raises(UnknownSagaError):
+        journal.record_recovery_error("nope", b"x")
+
+
+# -- release -------------------------------------------------------------------------------------
+
+
+def test_release_takes_a_dead_saga_back_to_running_with_its_count_reset(
+    journal: Journal, clock: Clock
+) -> None:
+    journal.create("order-1", "order", 1, b"{}")
+    assert journal.claim_for_recovery("order-1", max_attempts=1)
+    clock.now += 5
+    assert journal.claim_for_recovery("order-1", max_attempts=1) is False  # parked
+    dead = journal.get("order-1")
+    clock.now += 5
+
+    released = journal.release("order-1")
+
+    assert dead is not None
+    assert dead.status == "dead"
+    assert released == journal.get("order-1")
+    assert (released.status, released.recovery_attempts) == ("running", 0)
+    # Left as it was: the saga counts as abandoned at once, and says when it was last tried.
+    assert released.updated_at == dead.updated_at
+    assert released.last_recovery_at == dead.last_recovery_at
+    assert journal.claim_for_recovery("order-1", max_attempts=1, stale_before=clock.now)
+
+
+@pytest.mark.parametrize("finished", [False, True], ids=["running", "succeeded"])
+def test_release_refuses_a_saga_that_is_not_dead_and_writes_nothing(
+    journal: Journal, finished: bool
+) -> None:
+    journal.create("order-1", "order", 1, b"{}")
+    if finished:
+        journal.finish("order-1", "succeeded", b"1")
+    before = journal.get("order-1")
+
+    with pytest.raises(SagaNotDeadError, match=r"'order-1' is .*, not dead") as raised:
+        journal.release("order-1")
+
+    assert raised.value.status == ("succeeded" if finished else "running")
+    assert journal.get("order-1") == before
+    with pytest.raises(UnknownSagaError):
+        journal.release("nope")
+
+
 # -- closing -------------------------------------------------------------------------------------
 
 
@@ -398,6 +476,8 @@ def test_a_closed_journal_refuses_every_call(journal: Journal) -> None:
         lambda: journal.get("order-1"),
         lambda: journal.sagas(),
         lambda: journal.claim_for_recovery("order-1", max_attempts=1),
+        lambda: journal.record_recovery_error("order-1", b"x"),
+        lambda: journal.release("order-1"),
     ]
     for call in calls:
         with pytest.raises(JournalClosedError, match="closed"):
@@ -422,68 +502,6 @@ def test_entries_are_validated_when_built(
     arguments: dict[str, object] = {"seq": 1, "kind": "intent", "path": "s", "attempt": 1}
     with pytest.raises(error):
         Entry(**{**arguments, **fields})  # type: ignore[arg-type]
-
-
-# -- codec ---------------------------------------------------------------------------------------
-
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
-    ),
-    max_leaves=12,
-)
-
-
-@settings(max_examples=50)
-@given(json_values)
-def test_json_shaped_values_round_trip(value: object) -> None:
-    for codec in (JsonCodec(), JsonCodec(exact=True)):
-        data = codec.encode(value)
-        assert codec.decode(data) == value
-        assert codec.encode(codec.decode(data)) == data
-
-
-def test_json_encoding_is_compact_sorted_utf8() -> None:
-    assert JsonCodec().encode({"b": 1, "a": ["é", None]}) == '{"a":["é",null],"b":1}'.encode()
-
-
-def test_json_turns_tuples_into_lists_unless_exact() -> None:
-    assert JsonCodec().decode(JsonCodec().encode({"pair": (1, 2)})) == {"pair": [1, 2]}
-
-    with pytest.raises(CodecError, match="type dict would decode as dict"):
-        JsonCodec(exact=True).encode({"pair": (1, 2)})
-    with pytest.raises(CodecError, match="type tuple would decode as list"):
-        JsonCodec(exact=True).encode((1, 2))
-    with pytest.raises(CodecError, match="decode as dict"):
-        JsonCodec(exact=True).encode({1: "one"})
-
-
-@pytest.mark.parametrize(
-    ("value", "named"),
-    [
-        ({1, 2}, "type set"),
-        ({"when": object()}, "type dict as JSON: Object of type object"),
-        (math.nan, "type float"),
-        ({"a": 1, 2: "b"}, "type dict"),
-    ],
-)
-def test_an_unencodable_value_is_a_codec_error_naming_its_type(value: object, named: str) -> None:
-    with pytest.raises(CodecError, match=f"cannot encode a value of {named}") as raised:
-        JsonCodec().encode(value)
-
-    assert isinstance(raised.value, TypeError)
-    assert "JSON-shaped" in str(raised.value)
-
-
-def test_undecodable_bytes_are_a_codec_error() -> None:
-    for data in (b"\xff\xfe", b"{not json", b""):
-        with pytest.raises(CodecError, match="cannot decode"):
-            JsonCodec().decode(data)
 
 
 # -- model-based: both journals agree ------------------------------------------------------------
@@ -524,11 +542,22 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class NoteError:
+    saga_id: str
+    error: bytes
+
+
+@dataclass(frozen=True)
+class Release:
+    saga_id: str
+
+
+@dataclass(frozen=True)
 class Tick:
     pass
 
 
-Operation = Create | Append | Finish | Claim | Tick
+Operation = Create | Append | Finish | Claim | NoteError | Release | Tick
 
 # "a" and "b" are created before each run's drawn operations; "c" only when drawn.
 saga_ids = st.sampled_from(["a", "a", "b", "b", "c"])
@@ -544,6 +573,8 @@ operations = st.lists(
     st.one_of(
         st.builds(Append, saga_ids, offsets, st.lists(drawn_entry, min_size=1, max_size=3)),
         st.builds(Claim, saga_ids, st.integers(0, 2), st.booleans()),
+        st.builds(NoteError, saga_ids, st.binary(max_size=3)),
+        st.builds(Release, saga_ids),
         st.builds(Tick),
         st.builds(
             Finish,
@@ -591,9 +622,13 @@ def apply(journal: Journal, now: float, operation: Operation, entries: list[Entr
                 return journal.claim_for_recovery(
                     saga_id, max_attempts=max_attempts, stale_before=now if stale else None
                 )
+            case NoteError(saga_id, error):
+                return journal.record_recovery_error(saga_id, error)
+            case Release(saga_id):
+                return journal.release(saga_id)
             case Tick():
                 return None
-    except (UnknownSagaError, SagaFinishedError, EntrySequenceError) as error:
+    except (UnknownSagaError, SagaFinishedError, EntrySequenceError, SagaNotDeadError) as error:
         return type(error).__name__
 
 
@@ -619,7 +654,11 @@ def test_memory_and_sqlite_journals_behave_alike(steps: list[Operation]) -> None
             if isinstance(operation, Tick):
                 clock.now += 1
                 continue
-            entries = [] if isinstance(operation, Claim) else numbered(memory, operation)
+            entries = (
+                numbered(memory, operation)
+                if isinstance(operation, Create | Append | Finish)
+                else []
+            )
             expected = apply(memory, clock.now, operation, entries)
 
             assert apply(sqlite, clock.now, operation, entries) == expected

@@ -18,6 +18,7 @@ from fsaga.journal import Entry, JsonCodec, MemoryJournal, SqliteJournal
 CREATED = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 CODEC = JsonCodec()
 DEFINITIONS = "journal_cli_definitions:definitions"
+DISK_FULL = ["fsaga.journal.protocol:JournalError", "JournalError", "disk I/O error"]
 
 
 def run(*argv: str) -> tuple[int, list[str], list[str]]:
@@ -61,8 +62,11 @@ def db(tmp_path: Path) -> str:
         journal.create("o-flight", "order", 1, CODEC.encode(50), entries=flying)
         undoing = cut(full_run(500), "compensation_intent", "reserve")
         journal.create("o-undoing", "order", 1, CODEC.encode(500), entries=undoing)
+        # A recovery claimed it, and failed at a journal write; the next found the limit.
         journal.create("o-dead", "order", 1, CODEC.encode(50), entries=flying)
-        journal.claim_for_recovery("o-dead", max_attempts=0)
+        journal.claim_for_recovery("o-dead", max_attempts=1)
+        journal.record_recovery_error("o-dead", CODEC.encode(DISK_FULL))
+        journal.claim_for_recovery("o-dead", max_attempts=1)
     sagas.reset()
     return str(path)
 
@@ -81,18 +85,18 @@ def test_list_prints_one_line_per_saga_with_a_header(db: str) -> None:
                 saga_id,
                 definition,
                 status,
-                "0",
+                recoveries,
                 entries,
                 "2023-11-14T22:13:20Z",
                 "2023-11-14T22:13:20Z",
             ]
-            for saga_id, definition, status, entries in [
-                ("f-partial", "fragile@2", "partially_failed", "6"),
-                ("o-dead", "order@1", "dead", "3"),
-                ("o-declined", "order@1", "failed", "6"),
-                ("o-flight", "order@1", "running", "3"),
-                ("o-ok", "order@1", "succeeded", "6"),
-                ("o-undoing", "order@1", "running", "5"),
+            for saga_id, definition, status, recoveries, entries in [
+                ("f-partial", "fragile@2", "partially_failed", "0", "6"),
+                ("o-dead", "order@1", "dead", "1", "3"),
+                ("o-declined", "order@1", "failed", "0", "6"),
+                ("o-flight", "order@1", "running", "0", "3"),
+                ("o-ok", "order@1", "succeeded", "0", "6"),
+                ("o-undoing", "order@1", "running", "0", "5"),
             ]
         ),
     ]
@@ -221,14 +225,38 @@ def test_show_a_saga_stopped_while_compensating(db: str) -> None:
     ]
 
 
-def test_show_a_dead_saga(db: str) -> None:
+def test_show_a_dead_saga_says_why_it_was_parked_and_how_to_release_it(db: str) -> None:
     code, output, _ = run("journal", "show", "o-dead", "--db", db)
 
     assert code == 0
     assert "  status:            dead" in output
-    assert output[-2] == (
-        "dead: recovery gave up after 0 attempt(s): last entry #3 intent charge (attempt 1)"
-    )
+    assert output[output.index("  #3 intent    charge (attempt 1): no result") + 1 :] == [
+        "",
+        "dead: parked at 2023-11-14T22:13:20Z after 1 recovery attempt(s) that did not finish it",
+        "  last recovery: 2023-11-14T22:13:20Z; it failed: JournalError: disk I/O error",
+        "  last entry: #3 intent charge (attempt 1)",
+        "  in flight: charge (the intent without a result: its process stopped while it ran)",
+        "  once the cause is fixed, release it for recovery: "
+        f"fsaga journal release o-dead --db {db}",
+    ]
+
+
+def test_show_a_dead_saga_whose_recoveries_left_no_error(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    with SqliteJournal(path, clock=lambda: CREATED) as journal:
+        journal.create("s-1", "order", 1, CODEC.encode(50))
+        journal.claim_for_recovery("s-1", max_attempts=0)
+
+    code, output, _ = run("journal", "show", "s-1", "--db", str(path))
+
+    assert code == 0
+    assert output[-4:] == [
+        "",
+        "dead: parked at 2023-11-14T22:13:20Z after 0 recovery attempt(s) that did not finish it",
+        "  last entry: none (nothing recorded)",
+        "  once the cause is fixed, release it for recovery: "
+        f"fsaga journal release s-1 --db {path}",
+    ]
 
 
 def test_show_a_saga_with_no_entries(tmp_path: Path) -> None:
@@ -290,7 +318,7 @@ def test_recover_finishes_every_unfinished_saga(db: str) -> None:
     statuses = {line.split()[0]: (line.split()[2], line.split()[3]) for line in listed[1:]}
     assert statuses["o-flight"] == ("succeeded", "1")
     assert statuses["o-undoing"] == ("failed", "1")
-    assert statuses["o-dead"] == ("dead", "0")  # parked sagas are left alone
+    assert statuses["o-dead"] == ("dead", "1")  # parked sagas are left alone
 
 
 def test_recover_with_nothing_to_do_says_so(db: str) -> None:
@@ -384,12 +412,92 @@ def test_recover_needs_definitions(db: str, capsys: pytest.CaptureFixture[str]) 
     assert "--definitions" in capsys.readouterr().err
 
 
+# -- release -------------------------------------------------------------------------------------
+
+
+def test_release_gives_a_dead_saga_back_to_recover(db: str) -> None:
+    code, output, errors = run("journal", "release", "o-dead", "--db", db)
+
+    assert (code, errors) == (0, [])
+    assert output == ["o-dead: released; the next `fsaga journal recover` takes it over"]
+    listed = run("journal", "list", "--db", db, "--status", "running")[1]
+    assert [line.split()[:4] for line in listed[1:]] == [
+        ["o-dead", "order@1", "running", "0"],
+        ["o-flight", "order@1", "running", "0"],
+        ["o-undoing", "order@1", "running", "0"],
+    ]
+    recovered = run("journal", "recover", "--db", db, "--definitions", DEFINITIONS)[1]
+    assert recovered[0] == "o-dead: Success: 'notify-done'"
+
+
+@pytest.mark.parametrize(
+    ("saga_id", "message"),
+    [
+        ("o-flight", "fsaga journal: saga 'o-flight' is running, not dead: only a saga parked"),
+        ("o-ok", "fsaga journal: saga 'o-ok' is succeeded, not dead: only a saga parked"),
+        ("nobody", "fsaga journal: no saga 'nobody' in "),
+    ],
+)
+def test_release_refuses_a_saga_that_is_not_dead(db: str, saga_id: str, message: str) -> None:
+    before = run("journal", "list", "--db", db)
+
+    code, output, errors = run("journal", "release", saga_id, "--db", db)
+
+    assert (code, output) == (1, [])
+    [error] = errors
+    assert error.startswith(message)
+    assert run("journal", "list", "--db", db) == before
+
+
+# -- what durable runs record, shown -------------------------------------------------------------
+
+
+def test_show_a_rejected_step_with_its_error_and_whether_its_result_was_recorded(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.db"
+    with SqliteJournal(path) as journal:
+        runs = DurableSagas(journal, sagas.definitions)
+        runs.start("tagging", "fragile", saga_id="t-1")
+
+    code, output, _ = run("journal", "show", "t-1", "--db", str(path))
+
+    assert code == 0
+    (rejected,) = [line for line in output if " rejected " in line]
+    assert rejected.startswith("  #2 rejected            tag (attempt 1): CodecError: step 'tag'")
+    assert rejected.endswith("; its result was not recorded")
+    assert output[-3:] == [
+        "finished: failed",
+        f"  Failure: {rejected.split(': ', 1)[1].split('; its result')[0]}",
+        "    compensated: tag",
+    ]
+
+
+def test_show_an_earlier_fsagas_unrecordable_success_says_the_value_was_lost(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.db"
+    with SqliteJournal(path) as journal:
+        journal.create("s-1", "order", 1, CODEC.encode(50))
+        journal.finish("s-1", "succeeded", b'{"kind":"success","unrecordable":"no JSON"}')
+
+    code, output, _ = run("journal", "show", "s-1", "--db", str(path))
+
+    assert code == 0
+    assert output[-2:] == [
+        "finished: succeeded",
+        "  its final value was never recorded (no JSON); its effects took place and were not "
+        "compensated",
+    ]
+
+
 # -- journal files that are missing or not journals ----------------------------------------------
 
 COMMANDS = [
     pytest.param(["list"], id="list"),
     pytest.param(["show", "o-1"], id="show"),
     pytest.param(["recover", "--definitions", DEFINITIONS], id="recover"),
+    pytest.param(["release", "o-1"], id="release"),
 ]
 
 
@@ -471,7 +579,7 @@ def test_a_journal_command_without_db_is_a_usage_error(
 def test_the_help_lists_the_journal_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["journal", "--help"]) == 0
     text = capsys.readouterr().out
-    for command in ("list", "show", "recover"):
+    for command in ("list", "show", "recover", "release"):
         assert command in text
 
 

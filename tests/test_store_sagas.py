@@ -22,7 +22,6 @@ from fsaga import (
     Saga,
     StepCompleted,
     Success,
-    UnknownOutcomeError,
     current_context,
     par,
     step,
@@ -30,7 +29,7 @@ from fsaga import (
 from fsaga.durable import DurableSagas, SagaDefinitions
 from fsaga.events import CompensationRetrying, StepRetrying
 from fsaga.interpreter import AsyncInterpreter, SyncInterpreter
-from fsaga.journal import Entry, JournalError, JsonCodec, MemoryJournal, SqliteJournal
+from fsaga.journal import CodecError, Entry, JournalError, JsonCodec, MemoryJournal, SqliteJournal
 from fsaga.stores import (
     ABSENT,
     STORE_RETRY,
@@ -1163,10 +1162,11 @@ def test_forget_writes_after_a_finished_saga_drops_its_write_ids(declining_shop:
     assert shop.stock.get("sku-1") == Versioned(9, 3)
 
 
-def test_a_write_whose_receipt_cannot_be_journaled_is_undone_by_its_write_id() -> None:
+def test_a_write_whose_receipt_cannot_be_journaled_is_undone_with_its_receipt() -> None:
     # A MemoryStore holds any value, but a set cannot go into the journal: the write happened,
-    # its receipt is lost, so the step's outcome is unknown. Running it again gives the same
-    # unrecordable receipt; the unknown-outcome compensation then undoes it by write id.
+    # and its receipt cannot be recorded. The step fails with the codec's error, without a
+    # retry (the same write would give the same receipt), and is undone with the receipt the
+    # process holds.
     tags = MemoryStore[str, object]("tags", {"o-1": ["gift"]})
     definitions = SagaDefinitions()
 
@@ -1178,6 +1178,7 @@ def test_a_write_whose_receipt_cannot_be_journaled_is_undone_by_its_write_id() -
     outcome = runs.start("tag", None, saga_id="s-1")
 
     assert isinstance(outcome, Failure), outcome
-    assert isinstance(outcome.error, UnknownOutcomeError)
+    assert isinstance(outcome.error, CodecError)
+    assert "step 'save:tags:o-1'" in str(outcome.error)
     assert outcome.compensated == ("save:tags:o-1",)
     assert tags.get("o-1") == Versioned(["gift"], 1)

@@ -4,7 +4,10 @@ Register how a saga is built from its input under a name, then start runs throug
 `DurableSagas`. Every effect is journaled before it runs (its intent) and after (its result or
 error); a run that a crash cut short is rebuilt from its definition and input by `recover`,
 which feeds the recorded results back (a completed step never runs again), settles the step
-that was in flight as an unknown outcome (contract rule 3), and finishes forward or compensates.
+that was in flight as an unknown outcome (contract rule 3), and finishes forward or
+compensates. A run reports exactly the outcome it recorded; a recovery refused before it
+touched anything writes nothing; a saga whose recoveries keep stopping is parked as dead
+(`DurableSagas.parked`) until it is released (`DurableSagas.release`).
 
 `start` and `recover` drive `SyncInterpreter`; `start_async` and `recover_async` drive
 `AsyncInterpreter`, with `par` branches one after another. Either way a run performs its effects
@@ -30,12 +33,14 @@ from fsaga.durable.errors import RecordedError as RecordedError
 from fsaga.durable.errors import SagaBusyError as SagaBusyError
 from fsaga.durable.errors import SagaParkedError as SagaParkedError
 from fsaga.durable.errors import UnknownDefinitionError as UnknownDefinitionError
+from fsaga.durable.parked import ParkedSaga as ParkedSaga
 from fsaga.durable.runs import DurableSagas as DurableSagas
 
 __all__ = [
     "DefinitionConflictError",
     "DurableSagas",
     "NonDeterminismError",
+    "ParkedSaga",
     "RecordedError",
     "SagaBusyError",
     "SagaDefinitions",

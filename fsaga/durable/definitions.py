@@ -68,5 +68,5 @@ class SagaDefinitions:
         """The version and builder registered under `name`."""
         definition = self._by_name.get(name)
         if definition is None:
-            raise UnknownDefinitionError(name)
+            raise UnknownDefinitionError(name, registered=sorted(self._by_name))
         return definition.version, definition.build

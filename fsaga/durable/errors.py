@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import importlib
-
-from fsaga.journal.codec import Codec
-from fsaga.journal.records import Entry
+from collections.abc import Iterable
 
 __all__ = [
     "DefinitionConflictError",
@@ -15,17 +13,26 @@ __all__ = [
     "SagaParkedError",
     "UnknownDefinitionError",
     "describe_error",
-    "recorded_error",
     "revive_error",
 ]
 
 
 class UnknownDefinitionError(LookupError):
-    """No saga definition is registered under this name."""
+    """No saga definition is registered under this name.
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no saga definition is registered as {name!r}")
+    Attributes:
+        name: the name asked for.
+        registered: the names that are registered.
+
+    >>> UnknownDefinitionError("refund", registered=["order"])
+    UnknownDefinitionError("no saga definition is registered as 'refund' (registered: 'order')")
+    """
+
+    def __init__(self, name: str, *, registered: Iterable[str] = ()) -> None:
         self.name = name
+        self.registered = tuple(registered)
+        known = ", ".join(map(repr, self.registered)) or "none"
+        super().__init__(f"no saga definition is registered as {name!r} (registered: {known})")
 
 
 class DefinitionConflictError(ValueError):
@@ -44,7 +51,26 @@ class SagaBusyError(RuntimeError):
 
 
 class SagaParkedError(RuntimeError):
-    """The saga failed to recover too many times and was parked in the dead-letter state."""
+    """The saga is parked as dead: too many recoveries claimed it and did not finish it.
+
+    Nothing runs it until it is released: `DurableSagas.parked` (or ``fsaga journal show``)
+    says why it was parked, `DurableSagas.release` (or ``fsaga journal release``) gives it
+    back to `DurableSagas.recover`.
+
+    Attributes:
+        saga_id: the saga.
+    """
+
+    def __init__(self, saga_id: str) -> None:
+        super().__init__(
+            f"saga {saga_id!r} is parked as dead: its recoveries kept stopping before they "
+            "finished it; see why with `fsaga journal show`, fix the cause, then release it "
+            "for recovery (DurableSagas.release, or `fsaga journal release`)"
+        )
+        self.saga_id = saga_id
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (SagaParkedError, (self.saga_id,))
 
 
 class RecordedError(Exception):
@@ -130,10 +156,3 @@ def revive_error(described: object) -> RecordedError:
 
 
 _ORIGINS: dict[type[RecordedError], str] = {}
-
-
-def recorded_error(codec: Codec, entry: Entry) -> RecordedError:
-    """The error `entry` recorded, as a `RecordedError`."""
-    if entry.payload is None:
-        return RecordedError("Exception", "")
-    return revive_error(codec.decode(entry.payload))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from inspect import isawaitable
 from typing import Final, final
 
@@ -11,16 +12,16 @@ from fsaga.durable.errors import (
     RecordedError,
     SagaBusyError,
     describe_error,
-    recorded_error,
+    revive_error,
 )
-from fsaga.errors import UnknownOutcomeError
+from fsaga.errors import ResultRejectedError, UnknownOutcomeError
 from fsaga.interpreter.protocol import Effect
 from fsaga.interpreter.results import unwrap_result
 from fsaga.journal.codec import Codec, CodecError
-from fsaga.journal.protocol import EntrySequenceError, Journal, JournalError
-from fsaga.journal.records import Entry, EntryKind
+from fsaga.journal.protocol import EntrySequenceError, Journal, JournalError, SagaFinishedError
+from fsaga.journal.records import Entry, EntryKind, FinishedStatus
 
-__all__ = ["Recorder"]
+__all__ = ["Recorder", "RecoveryClaim", "TakenOver"]
 
 _RESULT_KINDS: Final[dict[EntryKind, EntryKind]] = {
     "intent": "completed",
@@ -28,7 +29,7 @@ _RESULT_KINDS: Final[dict[EntryKind, EntryKind]] = {
 }
 # The entries that can end an intent's effect.
 _OUTCOME_KINDS: Final[dict[EntryKind, frozenset[EntryKind]]] = {
-    "intent": frozenset({"completed", "failed", "unknown"}),
+    "intent": frozenset({"completed", "failed", "unknown", "rejected"}),
     "compensation_intent": frozenset({"compensated", "compensation_failed"}),
 }
 
@@ -37,18 +38,51 @@ class _Halt(Exception):
     """Raised in place of every effect once a run must stop touching the world."""
 
 
+class TakenOver(SagaBusyError):
+    """Another process owns the saga now: it claimed it first, extended its timeline, or
+    finished or parked it. The runner reads the journal to tell which."""
+
+
+@final
+class _Unrecorded:
+    """The result of a rejected step that a replay stands in for: it was never recorded."""
+
+    def __repr__(self) -> str:
+        return "<result not recorded>"
+
+
+_UNRECORDED: Final = _Unrecorded()
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RecoveryClaim:
+    """What a recovery claims the saga with (`Journal.claim_for_recovery`), once its replay
+    matched the journal."""
+
+    max_attempts: int
+    stale_before: float | None
+
+
 @final
 class Recorder:
     """The `Perform` function of a durable run: replays what the journal holds, then records
-    each effect (intent before, result after) as it runs it."""
+    each effect (intent before, result after) as it runs it.
+
+    A replay performs nothing and writes nothing. A recovery claims the saga only before its
+    first write or its first effect, so a recovery refused during the replay (a divergence, a
+    payload it cannot decode) leaves the journal as it found it (contract rule 12).
+    """
 
     __slots__ = (
+        "_claim",
         "_codec",
         "_create",
         "_journal",
         "_position",
         "_recorded",
         "_saga_id",
+        "claimed",
         "pending",
         "trouble",
     )
@@ -61,6 +95,7 @@ class Recorder:
         recorded: list[Entry],
         *,
         create: tuple[str, int, bytes] | None = None,
+        claim: RecoveryClaim | None = None,
     ) -> None:
         self._journal = journal
         self._saga_id = saga_id
@@ -68,7 +103,10 @@ class Recorder:
         self._recorded = recorded
         # (name, version, input) of a saga the first write creates.
         self._create = create
+        self._claim = claim
         self._position = 0
+        self.claimed = False
+        """Whether this run claimed the saga for recovery."""
         # Entries written with the next commit: a result waits for the next intent (or the
         # outcome), so a step costs one commit where no effect lies between two transitions.
         self.pending: list[Entry] = []
@@ -78,17 +116,48 @@ class Recorder:
         if self.trouble is not None:
             raise self.trouble
 
-    def create_if_needed(self) -> None:
-        """Create the saga's record, with what is pending, if no write has yet (a run with no
-        effect)."""
-        if self._create is None:
+    def finish(self, status: FinishedStatus, outcome: bytes) -> bool:
+        """Record the outcome, with what is pending (creating the saga first if no write has).
+
+        Returns ``False`` when another process recorded an outcome first, or parked the saga.
+        Raises what stopped the run (`TakenOver` among others), or a journal error.
+        """
+        try:
+            self._own()
+            if self._create is not None:
+                self._write(self.pending)
+            return self._journal.finish(self._saga_id, status, outcome, entries=self.pending)
+        except _Halt:
+            self.raise_trouble()
+            raise
+        except EntrySequenceError as error:
+            raise self._taken_over() from error
+
+    def _own(self) -> None:
+        """Claim the saga for recovery, once, before the run's first write or effect."""
+        claim = self._claim
+        if claim is None:
             return
-        self._write(self.pending)
-        self.raise_trouble()
+        self._claim = None
+        try:
+            claimed = self._journal.claim_for_recovery(
+                self._saga_id, max_attempts=claim.max_attempts, stale_before=claim.stale_before
+            )
+        except JournalError as error:
+            self.trouble = error
+            raise _Halt(str(error)) from error
+        if not claimed:
+            self.trouble = self._taken_over()
+            raise _Halt(str(self.trouble))
+        self.claimed = True
+
+    def _taken_over(self) -> TakenOver:
+        return TakenOver(f"saga {self._saga_id!r} was taken over by another process")
 
     def _write(self, entries: list[Entry]) -> None:
         """Commit `entries` (creating the saga with them, on a run's first write); on failure,
         stop the run from touching the world."""
+        self._own()
         try:
             if self._create is not None:
                 name, version, encoded = self._create
@@ -103,10 +172,10 @@ class Recorder:
                     raise _Halt(str(self.trouble))
             else:
                 self._journal.append(self._saga_id, entries)
-        except EntrySequenceError as error:
-            self.trouble = SagaBusyError(
-                f"saga {self._saga_id!r} was taken over by another process: {error}"
-            )
+        except (EntrySequenceError, SagaFinishedError) as error:
+            # Another writer extended the timeline, or finished or parked the saga, since this
+            # run read it: the saga is that writer's now.
+            self.trouble = self._taken_over()
             raise _Halt(str(self.trouble)) from error
         except JournalError as error:
             # Nothing may run that the journal did not record: stop here, and let the error
@@ -128,6 +197,8 @@ class Recorder:
             return self._replay(effect, intent)
         return self._perform(effect, intent, write_intent=True)
 
+    # -- replay -----------------------------------------------------------------------------
+
     def _replay(self, effect: Effect, intent: EntryKind) -> object:
         entry = self._recorded[self._position]
         if (entry.kind, entry.path, entry.attempt) != (intent, effect.path, effect.attempt):
@@ -146,7 +217,7 @@ class Recorder:
                 unknown = UnknownOutcomeError(
                     f"step {effect.path!r} was running when its process stopped"
                 )
-                self._record("unknown", effect, _error_bytes(self._codec, unknown))
+                self._record("unknown", effect, self._error_bytes(unknown))
                 raise unknown
             return self._perform(effect, intent, write_intent=False)  # compensations repeat
         if (
@@ -161,18 +232,63 @@ class Recorder:
             raise RecordedError("Interrupted", f"the compensation of {effect.path!r} was cut off")
         self._position += 1
         if following.kind == _RESULT_KINDS[intent]:
-            if following.payload is None:
-                return None
-            return self._codec.decode(following.payload)
-        if following.kind == "unknown":
-            raise UnknownOutcomeError(str(recorded_error(self._codec, following)))
-        raise recorded_error(self._codec, following)
+            return None if following.payload is None else self._decoded(following)
+        if following.kind == "rejected":
+            raise self._rejection(following)
+        error = self._recorded_error(following)
+        if following.kind == "unknown" and not isinstance(error, UnknownOutcomeError):
+            # Its type could not be imported again: still an unknown outcome to the engine.
+            raise UnknownOutcomeError(str(error))
+        raise error
+
+    def _decoded(self, entry: Entry) -> object:
+        """The value `entry` recorded; a payload the codec cannot decode stops the replay, as
+        a divergence does: nothing performed, nothing written."""
+        assert entry.payload is not None
+        try:
+            return self._codec.decode(entry.payload)
+        except CodecError as error:
+            self.trouble = CodecError(
+                f"saga {self._saga_id!r} cannot be replayed: entry #{entry.seq} ({entry.kind} "
+                f"of step {entry.path!r}, attempt {entry.attempt}) cannot be decoded: {error}"
+            )
+            raise _Halt(str(self.trouble)) from error
+
+    def _recorded_error(self, entry: Entry) -> RecordedError:
+        if entry.payload is None:
+            return RecordedError("Exception", "")
+        return revive_error(self._decoded(entry))
+
+    def _rejection(self, entry: Entry) -> ResultRejectedError:
+        """The `ResultRejectedError` a ``rejected`` entry recorded: with its result when the
+        result was recorded, else with a stand-in that its compensation refuses to run on."""
+        document = self._decoded(entry) if entry.payload is not None else None
+        if not isinstance(document, dict) or "error" not in document:
+            self.trouble = CodecError(
+                f"saga {self._saga_id!r} cannot be replayed: entry #{entry.seq} (rejected of "
+                f"step {entry.path!r}) is not a rejection: {document!r}"
+            )
+            raise _Halt(str(self.trouble))
+        result = document.get("result", _UNRECORDED)
+        return ResultRejectedError(result, revive_error(document["error"]))
+
+    # -- performing and recording -----------------------------------------------------------
 
     def _perform(self, effect: Effect, intent: EntryKind, *, write_intent: bool) -> object:
         if write_intent:
             self._write(
                 [*self.pending, Entry(self._next_seq(), intent, effect.path, effect.attempt)]
             )
+        else:
+            self._own()
+        if effect.kind == "compensation" and effect.argument is _UNRECORDED:
+            refusal = CodecError(
+                f"the compensation of step {effect.path!r} of saga {self._saga_id!r} cannot run: "
+                "its step's result could not be recorded, and the process that held it stopped "
+                "before the compensation finished; undo that step by hand"
+            )
+            self._failed(effect, intent, refusal)
+            raise refusal
         try:
             result = effect.run()
         except Exception as error:
@@ -197,11 +313,14 @@ class Recorder:
 
     def _failed(self, effect: Effect, intent: EntryKind, error: Exception) -> None:
         kind: EntryKind
+        if isinstance(error, ResultRejectedError) and intent == "intent":
+            self._record("rejected", effect, self._rejection_bytes(error.result, error.error))
+            return
         if isinstance(error, UnknownOutcomeError):
             kind = "unknown"
         else:
             kind = "failed" if intent == "intent" else "compensation_failed"
-        self._record(kind, effect, _error_bytes(self._codec, error))
+        self._record(kind, effect, self._error_bytes(error))
 
     def _settled(self, effect: Effect, intent: EntryKind, result: object) -> object:
         success = _RESULT_KINDS[intent]
@@ -210,22 +329,33 @@ class Recorder:
             return result
         value, returned_failure = unwrap_result(effect.path, result)
         if returned_failure is not None:
-            self._record("failed", effect, _error_bytes(self._codec, returned_failure))
+            self._record("failed", effect, self._error_bytes(returned_failure))
             return result
         try:
             payload = None if value is None else self._codec.encode(value)
         except CodecError as error:
-            unrecordable = UnknownOutcomeError(
-                f"step {effect.path!r} completed, but its result cannot be recorded: {error}"
+            # The effect took place: running it again cannot make its result encodable. The
+            # step fails, and is compensated with the result this process holds.
+            unrecordable = CodecError(
+                f"step {effect.path!r} of saga {self._saga_id!r} returned a value the journal "
+                f"cannot record: {error}"
             )
-            self._record("unknown", effect, _error_bytes(self._codec, unrecordable))
-            raise unrecordable from error
+            self._record("rejected", effect, self._rejection_bytes(_UNRECORDED, unrecordable))
+            raise ResultRejectedError(value, unrecordable) from error
         self._record(success, effect, payload)
         return value
 
+    def _rejection_bytes(self, result: object, error: Exception) -> bytes:
+        described = describe_error(error)
+        if result is not _UNRECORDED:
+            try:
+                return self._codec.encode({"error": described, "result": result})
+            except CodecError:
+                pass  # recorded without it: a recovery will not compensate it with a guess
+        return self._codec.encode({"error": described})
+
+    def _error_bytes(self, error: BaseException) -> bytes:
+        return self._codec.encode(describe_error(error))
+
     def _record(self, kind: EntryKind, effect: Effect, payload: bytes | None) -> None:
         self.pending.append(Entry(self._next_seq(), kind, effect.path, effect.attempt, payload))
-
-
-def _error_bytes(codec: Codec, error: BaseException) -> bytes:
-    return codec.encode(describe_error(error))

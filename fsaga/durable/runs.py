@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Iterator
 from typing import final
@@ -10,19 +11,19 @@ from fsaga._numbers import check_count, check_seconds
 from fsaga.durable.definitions import SagaDefinitions
 from fsaga.durable.errors import (
     DefinitionConflictError,
-    RecordedError,
     SagaBusyError,
     SagaParkedError,
     describe_error,
     revive_error,
 )
-from fsaga.durable.recorder import Recorder
+from fsaga.durable.parked import ParkedSaga, parked_sagas
+from fsaga.durable.recorder import Recorder, RecoveryClaim, TakenOver
 from fsaga.events import Listener, SagaFinished
 from fsaga.interpreter.asynchronous import AsyncInterpreter
 from fsaga.interpreter.sync import SyncInterpreter
 from fsaga.journal.codec import Codec, CodecError, JsonCodec
-from fsaga.journal.protocol import Journal
-from fsaga.journal.records import Entry, FinishedStatus, SagaRecord
+from fsaga.journal.protocol import Journal, JournalError
+from fsaga.journal.records import FinishedStatus, SagaRecord
 from fsaga.outcome import CompensationFailure, Failure, Outcome, PartialFailure, Success
 from fsaga.saga import Saga
 
@@ -33,13 +34,20 @@ __all__ = ["DurableSagas"]
 class DurableSagas:
     """Starts and recovers durable runs of registered sagas over a journal.
 
+    A run reports exactly the outcome it recorded (contract rule 11): a saga whose final value
+    the codec cannot encode does not succeed, it fails with a `fsaga.journal.CodecError`
+    naming the saga and the value's type, and compensates.
+
     Args:
         journal: where runs are recorded (`fsaga.journal.SqliteJournal` for real use).
         definitions: how runs are rebuilt.
-        codec: turns inputs, results and outcomes into bytes (JSON by default); a step result
-            it cannot encode is reported as an unknown outcome naming the step, never lost.
+        codec: turns inputs, results and outcomes into bytes (`fsaga.journal.JsonCodec` by
+            default; give it your types with ``JsonCodec(types=...)``). A step whose result it
+            cannot encode fails with a `fsaga.journal.CodecError` naming the step, without a
+            retry, and is compensated with the result the process holds.
         listeners: called with every event of every run.
-        max_recovery_attempts: recoveries a saga gets before it is parked as dead.
+        max_recovery_attempts: recoveries that may claim a saga without finishing it before it
+            is parked as dead (see `parked`).
         stale_after: seconds without a journal write after which an unfinished saga counts as
             abandoned by its process, so `recover` or a repeated `start` may take it over. With
             the default, 0, `recover` counts every unfinished saga as abandoned (right for one
@@ -80,9 +88,10 @@ class DurableSagas:
             UnknownDefinitionError: nothing is registered as `name`.
             DefinitionConflictError: `saga_id` belongs to another definition, version or input.
             SagaBusyError: `saga_id` is running in another process.
-            SagaParkedError: `saga_id` failed to recover too often.
+            SagaParkedError: `saga_id` is parked as dead (see `parked`).
             NonDeterminismError: resuming it replayed other steps than the journal holds.
-            fsaga.journal.CodecError: the codec cannot encode `input`.
+            fsaga.journal.CodecError: the codec cannot encode `input`; or `saga_id` succeeded
+                under an earlier fsaga that could not record its final value.
         """
         ready = self._prepare_start(name, input, saga_id)
         return ready if not isinstance(ready, _Ready) else self._run(ready)
@@ -95,12 +104,22 @@ class DurableSagas:
         return ready if not isinstance(ready, _Ready) else await self._run_async(ready)
 
     def recover(self) -> dict[str, Outcome[object] | BaseException]:
-        """Finish every unfinished saga whose process is gone; return each one's outcome (or
-        the error that kept it from recovering; after too many, the saga is parked)."""
+        """Finish every unfinished saga whose process is gone; return each one's outcome, or
+        the error that kept it from recovering.
+
+        A recovery refused before it performs anything (`NonDeterminismError`,
+        `UnknownDefinitionError`, `DefinitionConflictError`, a `fsaga.journal.CodecError`
+        decoding what was recorded, a definition that raises) writes nothing (contract rule
+        12). Sagas another process is running, or takes over meanwhile, are left out, unless
+        that process finished one first: then its recorded outcome is returned. A saga that
+        too many recoveries claimed without finishing gets `SagaParkedError` and is parked.
+        """
         outcomes: dict[str, Outcome[object] | BaseException] = {}
         for saga_id, ready in self._resumable():
             try:
                 outcomes[saga_id] = ready if not isinstance(ready, _Ready) else self._run(ready)
+            except SagaBusyError:
+                continue
             except Exception as error:
                 outcomes[saga_id] = error
         return outcomes
@@ -113,9 +132,43 @@ class DurableSagas:
                 outcomes[saga_id] = (
                     ready if not isinstance(ready, _Ready) else await self._run_async(ready)
                 )
+            except SagaBusyError:
+                continue
             except Exception as error:
                 outcomes[saga_id] = error
         return outcomes
+
+    def parked(self) -> list[ParkedSaga]:
+        """Every saga parked as dead, oldest first, with what the journal says about why.
+
+        >>> from fsaga import step
+        >>> from fsaga.journal import Entry, JsonCodec, MemoryJournal
+        >>> definitions = SagaDefinitions()
+        >>> _ = definitions.saga("pay")(lambda cents: step(lambda: cents, name="charge"))
+        >>> journal = MemoryJournal(clock=lambda: 0.0)
+        >>> _ = journal.create("pay-1", "pay", 1, b"450", entries=[Entry(1, "intent", "charge", 1)])
+        >>> runs = DurableSagas(journal, definitions, max_recovery_attempts=1)
+        >>> journal.claim_for_recovery("pay-1", max_attempts=1)  # a recovery that crashed
+        True
+        >>> runs.recover()  # the next one finds the limit reached: parked  # doctest: +ELLIPSIS
+        {'pay-1': SagaParkedError("saga 'pay-1' is parked as dead: ...")}
+        >>> [(saga.saga_id, saga.recovery_attempts, saga.in_flight) for saga in runs.parked()]
+        [('pay-1', 1, Entry(seq=1, kind='intent', path='charge', attempt=1, payload=None))]
+        >>> runs.release("pay-1")
+        >>> runs.recover()  # doctest: +ELLIPSIS
+        {'pay-1': Failure(error=UnknownOutcomeError(...), compensated=())}
+        """
+        return parked_sagas(self._journal, self._codec)
+
+    def release(self, saga_id: str) -> None:
+        """Give a saga parked as dead back to `recover`: it is running again, with its count
+        of recovery attempts reset. Release it once what kept stopping its recoveries is fixed.
+
+        Raises:
+            fsaga.journal.UnknownSagaError: no such saga.
+            fsaga.journal.SagaNotDeadError: the saga is not parked (nothing is written).
+        """
+        self._journal.release(saga_id)
 
     def _resumable(
         self,
@@ -131,18 +184,23 @@ class DurableSagas:
                 yield record.saga_id, error
 
     def _prepare_start(self, name: str, input: object, saga_id: str) -> Outcome[object] | _Ready:
-        version, build = self._definitions.lookup(name)
-        encoded = self._codec.encode(input)
+        version, _ = self._definitions.lookup(name)
+        try:
+            encoded = self._codec.encode(input)
+        except CodecError as error:
+            raise CodecError(
+                f"saga {saga_id!r}: its input for definition {name!r}, a "
+                f"{type(input).__qualname__}, cannot be recorded: {error}"
+            ) from error
         record = self._journal.get(saga_id)
         if record is None:
             # Created by the run's first write, together with its first intent: one commit
             # fewer. Should another start create it first, that write says so and the run
             # stops before its first effect.
-            saga = build(self._codec.decode(encoded))
             recorder = Recorder(
                 self._journal, saga_id, self._codec, [], create=(name, version, encoded)
             )
-            return _Ready(saga_id, saga, recorder)
+            return self._ready(saga_id, name, encoded, recorder)
         if (record.name, record.version, record.input) != (name, version, encoded):
             raise DefinitionConflictError(
                 f"saga {saga_id!r} already runs {record.name!r} version {record.version} with "
@@ -158,14 +216,17 @@ class DurableSagas:
         return self._prepare_resume(record)
 
     def _prepare_resume(self, record: SagaRecord) -> Outcome[object] | _Ready:
+        """A recovery of `record`, ready to replay, or its recorded outcome.
+
+        Everything here only reads: the saga is claimed by the run's first write or effect,
+        once its replay matched the journal, so a recovery refused until then has written
+        nothing (contract rule 12)."""
         saga_id = record.saga_id
         if record.status == "dead":
-            raise SagaParkedError(f"saga {saga_id!r} is parked after failed recoveries")
+            raise SagaParkedError(saga_id)
         if record.finished:
             assert record.outcome is not None
-            return self._decode_outcome(record.outcome)
-        # Checked before the claim: a missing or changed definition must not use up the
-        # saga's recovery attempts.
+            return self._decode_outcome(saga_id, record.outcome)
         version, _ = self._definitions.lookup(record.name)
         if version != record.version:
             raise DefinitionConflictError(
@@ -173,23 +234,28 @@ class DurableSagas:
                 f"version {version} is registered now, so it cannot be replayed"
             )
         stale_before = time.time() - self._stale if self._stale else None
-        if not self._journal.claim_for_recovery(
-            saga_id, max_attempts=self._max_attempts, stale_before=stale_before
-        ):
-            current = self._journal.get(saga_id)
-            if current is not None and current.status == "dead":
-                raise SagaParkedError(f"saga {saga_id!r} is parked after failed recoveries")
-            if current is not None and current.finished and current.outcome is not None:
-                return self._decode_outcome(current.outcome)
+        if stale_before is not None and record.updated_at >= stale_before:
+            # Written to recently: its process may be alive. (The claim checks it again.)
             raise SagaBusyError(f"saga {saga_id!r} is running elsewhere")
-        return self._ready(record, self._journal.entries(saga_id))
-
-    def _ready(self, record: SagaRecord, recorded: list[Entry]) -> _Ready:
-        _, build = self._definitions.lookup(record.name)
-        saga = build(self._codec.decode(record.input))
-        return _Ready(
-            record.saga_id, saga, Recorder(self._journal, record.saga_id, self._codec, recorded)
+        claim = RecoveryClaim(self._max_attempts, stale_before)
+        recorder = Recorder(
+            self._journal, saga_id, self._codec, self._journal.entries(saga_id), claim=claim
         )
+        return self._ready(saga_id, record.name, record.input, recorder)
+
+    def _ready(self, saga_id: str, name: str, encoded: bytes, recorder: Recorder) -> _Ready:
+        _, build = self._definitions.lookup(name)
+        try:
+            input = self._codec.decode(encoded)
+        except CodecError as error:
+            raise CodecError(
+                f"saga {saga_id!r} ({name!r}) cannot be rebuilt: its recorded input cannot be "
+                f"decoded: {error}"
+            ) from error
+        saga: object = build(input)
+        if not isinstance(saga, Saga):
+            raise TypeError(f"saga definition {name!r} returned {saga!r}, not a Saga")
+        return _Ready(saga_id, name, saga, recorder, self._codec)
 
     def _run(self, ready: _Ready) -> Outcome[object]:
         interpreter = SyncInterpreter(
@@ -197,7 +263,8 @@ class DurableSagas:
         )
         try:
             outcome = interpreter.run_saga(ready.saga, saga_id=ready.saga_id)
-        except Exception:
+        except Exception as error:
+            self._note_failed_recovery(ready, error)
             raise
         except BaseException:
             self._interrupted(ready)
@@ -212,7 +279,8 @@ class DurableSagas:
         )
         try:
             outcome = await interpreter.run_saga(ready.saga, saga_id=ready.saga_id)
-        except Exception:
+        except Exception as error:
+            self._note_failed_recovery(ready, error)
             raise
         except BaseException:
             self._interrupted(ready)
@@ -222,42 +290,65 @@ class DurableSagas:
     def _interrupted(self, ready: _Ready) -> None:
         """Interrupted or cancelled: the undo ran; record its outcome before it goes on."""
         if ready.finished and ready.recorder.trouble is None:
-            ready.recorder.create_if_needed()
-            self._finish(ready.saga_id, ready.finished[-1], ready.recorder.pending)
+            # Lost to another process: the interruption goes on all the same.
+            with contextlib.suppress(TakenOver):
+                self._record(ready, ready.finished[-1])
 
     def _conclude(self, ready: _Ready, outcome: Outcome[object]) -> Outcome[object]:
-        ready.recorder.raise_trouble()
-        ready.recorder.create_if_needed()
-        recorded_outcome = self._finish(ready.saga_id, outcome, ready.recorder.pending)
-        return outcome if recorded_outcome is None else recorded_outcome
+        try:
+            ready.recorder.raise_trouble()
+            recorded = self._record(ready, outcome)
+        except TakenOver:
+            return self._recorded_elsewhere(ready.saga_id)
+        except Exception as error:
+            self._note_failed_recovery(ready, error)
+            raise
+        return outcome if recorded else self._recorded_elsewhere(ready.saga_id)
 
-    def _finish(
-        self, saga_id: str, outcome: Outcome[object], pending: list[Entry]
-    ) -> Outcome[object] | None:
-        """Record `outcome` once; if another process recorded one first, return that."""
+    def _record(self, ready: _Ready, outcome: Outcome[object]) -> bool:
+        """Record `outcome` once; False if another process recorded one first (or parked the
+        saga)."""
         status: FinishedStatus
+        encoded: bytes
         match outcome:
             case Success():
                 status = "succeeded"
+                assert ready.success_outcome is not None  # the saga's last map encoded it
+                encoded = ready.success_outcome
             case Failure():
                 status = "failed"
+                encoded = self._encode_failure(outcome)
             case PartialFailure():
                 status = "partially_failed"
-        if self._journal.finish(saga_id, status, self._encode_outcome(outcome), entries=pending):
-            return None
+                encoded = self._encode_failure(outcome)
+        return ready.recorder.finish(status, encoded)
+
+    def _recorded_elsewhere(self, saga_id: str) -> Outcome[object]:
+        """The outcome another process recorded for the saga this run lost to."""
         current = self._journal.get(saga_id)
         assert current is not None
-        assert current.outcome is not None
-        return self._decode_outcome(current.outcome)
+        if current.status == "dead":
+            raise SagaParkedError(saga_id)
+        if current.outcome is None:
+            raise SagaBusyError(
+                f"saga {saga_id!r} was taken over by another process, which is recovering it"
+            )
+        return self._decode_outcome(saga_id, current.outcome)
 
-    def _encode_outcome(self, outcome: Outcome[object]) -> bytes:
+    def _note_failed_recovery(self, ready: _Ready, error: Exception) -> None:
+        """Note the error that ended a recovery (after its claim: it wrote), so that a saga
+        parked for good says why."""
+        if not ready.recorder.claimed or isinstance(error, SagaBusyError):
+            return
+        # The journal failing is likely what ended it; the error goes out anyway.
+        with contextlib.suppress(JournalError, CodecError):
+            self._journal.record_recovery_error(
+                ready.saga_id, self._codec.encode(describe_error(error))
+            )
+
+    def _encode_failure(self, outcome: Failure | PartialFailure) -> bytes:
         codec = self._codec
         match outcome:
-            case Success(value=value):
-                try:
-                    return codec.encode({"kind": "success", "value": value})
-                except CodecError as error:
-                    return codec.encode({"kind": "success", "unrecordable": str(error)})
             case Failure(error=error, compensated=compensated):
                 return codec.encode(
                     {"kind": "failure", "error": describe_error(error), "compensated": compensated}
@@ -277,13 +368,18 @@ class DurableSagas:
                     }
                 )
 
-    def _decode_outcome(self, data: bytes) -> Outcome[object]:
+    def _decode_outcome(self, saga_id: str, data: bytes) -> Outcome[object]:
         document = self._codec.decode(data)
         assert isinstance(document, dict)
         kind = document["kind"]
         if kind == "success":
             if "unrecordable" in document:
-                return Success(RecordedError("CodecError", str(document["unrecordable"])))
+                # Written by an fsaga that reported a success whose value it could not record.
+                raise CodecError(
+                    f"saga {saga_id!r} succeeded, but its final value was never recorded "
+                    f"({document['unrecordable']}); its effects took place and were not "
+                    "compensated, and its value is lost"
+                )
             return Success(document["value"])
         error = revive_error(document["error"])
         if kind == "failure":
@@ -302,15 +398,35 @@ class DurableSagas:
 
 @final
 class _Ready:
-    """A run about to start or resume: its saga, its recorder, and the outcome it reports."""
+    """A run about to start or resume: its saga, its recorder, and the outcome it reports.
 
-    __slots__ = ("finished", "recorder", "saga", "saga_id")
+    The saga's last continuation encodes its final value as the outcome to record: a value
+    the codec cannot encode fails the run (which compensates) before anything says it
+    succeeded, under every interpreter and identically on a replay; and the bytes are kept, so
+    the outcome is not encoded twice."""
 
-    def __init__(self, saga_id: str, saga: Saga[object], recorder: Recorder) -> None:
+    __slots__ = ("_codec", "finished", "name", "recorder", "saga", "saga_id", "success_outcome")
+
+    def __init__(
+        self, saga_id: str, name: str, built: Saga[object], recorder: Recorder, codec: Codec
+    ) -> None:
         self.saga_id = saga_id
-        self.saga = saga
+        self.name = name
         self.recorder = recorder
+        self._codec = codec
+        self.success_outcome: bytes | None = None
+        self.saga = built.map(self._encode_success)
         self.finished: list[Outcome[object]] = []
+
+    def _encode_success(self, value: object) -> object:
+        try:
+            self.success_outcome = self._codec.encode({"kind": "success", "value": value})
+        except CodecError as error:
+            raise CodecError(
+                f"saga {self.saga_id!r} ({self.name!r}) finished with a value of type "
+                f"{type(value).__qualname__} that the journal cannot record: {error}"
+            ) from error
+        return value
 
     def keep_outcome(self, event: object) -> None:
         if isinstance(event, SagaFinished):

@@ -28,6 +28,7 @@ from fsaga.context import StepContext
 from fsaga.errors import (
     BranchCancelledError,
     DuplicateStepNameError,
+    ResultRejectedError,
     StepTimeoutError,
     UnknownOutcomeError,
 )
@@ -644,6 +645,8 @@ class Engine:
         return StepTimeoutError(call.path, call.attempt, node.compensation_timeout, "compensation")
 
     def _action_failed(self, call: Call, error: BaseException) -> Call | None:
+        if isinstance(error, ResultRejectedError):
+            return self._result_rejected(call, error)
         if call.argument is _RESOLVING:
             return self._resolution_failed(call, error)
         if isinstance(error, UnknownOutcomeError):
@@ -657,6 +660,26 @@ class Engine:
         if retry is not None and call.attempt < retry.attempts and retry.should_retry(error):
             return self._retry(call, retry, error)
         self._step_failed(call, error)
+        return None
+
+    def _result_rejected(self, call: Call, rejected: ResultRejectedError) -> Call | None:
+        """The effect took place with `rejected.result`, but the step fails with
+        `rejected.error`: it completed (its compensation gets the result), and running it again
+        cannot help, so it fails without a retry."""
+        result = rejected.result
+        if call.argument is _RESOLVING:
+            return self._resolved(call, result)
+        compensable = call.node.compensate is not None
+        if compensable:
+            call.argument = result
+            self._completed.append(call)
+        if self._listeners:
+            self._emit_step_completed(call, result, compensable=compensable)
+        if self._phase != _FORWARD:
+            # A late completion: undone with the rest, as in `succeed`.
+            self._emit_step_failed(call, rejected.error, unknown=False)
+            return None
+        self._step_failed(call, rejected.error)
         return None
 
     def _step_failed(self, call: Call, error: BaseException) -> None:

@@ -3,8 +3,9 @@
 A `Journal` stores one `SagaRecord` per saga (definition name and version, encoded input,
 status, outcome) and its timeline of `Entry` values (the intent before each effect, its result
 or error after, the same for compensations). Values become bytes through a `Codec`
-(`JsonCodec` by default). `SqliteJournal` is the durable implementation (one SQLite file, WAL,
-``synchronous=FULL`` by default); `MemoryJournal` keeps the same rules in memory for tests.
+(`JsonCodec` by default, which also stores the types you register with it).
+`SqliteJournal` is the durable implementation (one SQLite file, WAL, ``synchronous=FULL`` by
+default); `MemoryJournal` keeps the same rules in memory for tests.
 
 Nothing here runs a saga: the durable runner writes to a journal and recovers from it.
 
@@ -24,9 +25,11 @@ True
 [(1, 'intent'), (2, 'completed')]
 """
 
+from fsaga.journal.codec import TYPE_TAG as TYPE_TAG
 from fsaga.journal.codec import Codec as Codec
 from fsaga.journal.codec import CodecError as CodecError
 from fsaga.journal.codec import JsonCodec as JsonCodec
+from fsaga.journal.codec import JsonType as JsonType
 from fsaga.journal.memory import MemoryJournal as MemoryJournal
 from fsaga.journal.protocol import EntrySequenceError as EntrySequenceError
 from fsaga.journal.protocol import Journal as Journal
@@ -35,6 +38,7 @@ from fsaga.journal.protocol import JournalCorruptError as JournalCorruptError
 from fsaga.journal.protocol import JournalError as JournalError
 from fsaga.journal.protocol import JournalVersionError as JournalVersionError
 from fsaga.journal.protocol import SagaFinishedError as SagaFinishedError
+from fsaga.journal.protocol import SagaNotDeadError as SagaNotDeadError
 from fsaga.journal.protocol import UnknownSagaError as UnknownSagaError
 from fsaga.journal.records import ENTRY_KINDS as ENTRY_KINDS
 from fsaga.journal.records import FINISHED_STATUSES as FINISHED_STATUSES
@@ -53,6 +57,7 @@ __all__ = [
     "FINISHED_STATUSES",
     "SAGA_STATUSES",
     "SCHEMA_VERSION",
+    "TYPE_TAG",
     "Codec",
     "CodecError",
     "Entry",
@@ -65,8 +70,10 @@ __all__ = [
     "JournalError",
     "JournalVersionError",
     "JsonCodec",
+    "JsonType",
     "MemoryJournal",
     "SagaFinishedError",
+    "SagaNotDeadError",
     "SagaRecord",
     "SagaStatus",
     "SqliteJournal",

@@ -1,45 +1,51 @@
-"""The ``fsaga journal`` commands: list a journal's sagas, show one's timeline, recover them.
+"""The ``fsaga journal`` commands: list a journal's sagas, show one, recover them, release one.
 
 ``python -m fsaga journal list --db PATH [--status STATUS]``
     one line per saga: id, definition, status, recovery attempts, entries, times (UTC).
 ``python -m fsaga journal show ID --db PATH``
-    the saga's record, its timeline entry by entry, and where it stands.
+    the saga's record, its timeline entry by entry, and where it stands (for a dead saga:
+    why it was parked).
 ``python -m fsaga journal recover --db PATH --definitions MODULE:ATTRIBUTE``
     finish every unfinished saga with the `fsaga.durable.SagaDefinitions` found at
     ``MODULE:ATTRIBUTE``, and print each one's outcome.
+``python -m fsaga journal release ID --db PATH``
+    give a saga parked as dead back to recovery.
 
-Exit codes: 0 when the command did what it was asked; 1 when a saga to show does not exist or
-a saga could not be recovered; 2 for a usage error, a journal file that is missing or is not
-a journal, or definitions that cannot be loaded or do not match the journal.
+Exit codes: 0 when the command did what it was asked; 1 when a saga to show or release does
+not exist or is not dead, when a saga could not be recovered, or when the output was closed
+before the command finished writing it; 2 for a usage error, a journal file that is missing
+or is not a journal, or definitions that cannot be loaded or do not match the journal.
 
-Payloads are read with `fsaga.journal.JsonCodec`, the default codec; bytes it cannot decode
-are shown by their size. `list` and `show` never create a journal: the file must exist.
-
->>> describe_entry(Entry(2, "failed", "charge", 1, b'["CardDeclined","no funds"]'))
-'#2 failed charge (attempt 1): CardDeclined: no funds'
->>> error = b'["shop:CardDeclined","CardDeclined","no funds"]'  # [module:qualname, name, message]
->>> describe_entry(Entry(2, "failed", "charge", 1, error))
-'#2 failed charge (attempt 1): CardDeclined: no funds'
+Payloads are read with `fsaga.journal.JsonCodec`, the default codec (see
+`fsaga.journal.rendering`). `list`, `show` and `release` never create a journal: the file must
+exist. (Opening a journal written by an earlier fsaga upgrades its schema in place.)
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Final
 
 from fsaga.durable import DurableSagas, SagaDefinitions, UnknownDefinitionError
-from fsaga.journal.codec import CodecError, JsonCodec
-from fsaga.journal.protocol import JournalError
-from fsaga.journal.records import SAGA_STATUSES, Entry, EntryKind, SagaRecord, SagaStatus
+from fsaga.durable.errors import RecordedError
+from fsaga.journal.protocol import Journal, JournalError, SagaNotDeadError, UnknownSagaError
+from fsaga.journal.records import (
+    SAGA_STATUSES,
+    Entry,
+    FinishedStatus,
+    SagaRecord,
+    SagaStatus,
+)
+from fsaga.journal.rendering import describe_entry as describe_entry
+from fsaga.journal.rendering import describe_saga as describe_saga
+from fsaga.journal.rendering import utc
 from fsaga.journal.sqlite import SqliteJournal
-from fsaga.outcome import CompensationFailure, Failure, Outcome, PartialFailure, Success
+from fsaga.outcome import Outcome
 from fsaga.render import describe_outcome
 
 __all__ = [
@@ -55,22 +61,12 @@ __all__ = [
 EXIT_OK: Final = 0
 """The command did what it was asked."""
 EXIT_FAILED: Final = 1
-"""No saga with the id to show, or a saga that could not be recovered."""
+"""No saga with the id to show or release (or it is not dead), a saga that could not be
+recovered, or output closed before the command finished writing it."""
 EXIT_UNUSABLE: Final = 2
 """A usage error, a journal file that is missing or not a journal, or unusable definitions."""
 
 _Write = Callable[[str], object]
-
-_RESULTS: Final[dict[EntryKind, EntryKind]] = {
-    "completed": "intent",
-    "failed": "intent",
-    "unknown": "intent",
-    "compensated": "compensation_intent",
-    "compensation_failed": "compensation_intent",
-}
-_INTENTS: Final[frozenset[EntryKind]] = frozenset(_RESULTS.values())
-_ERRORS: Final[frozenset[EntryKind]] = frozenset({"failed", "unknown", "compensation_failed"})
-_CODEC: Final = JsonCodec()
 
 
 class _Unusable(Exception):
@@ -78,7 +74,8 @@ class _Unusable(Exception):
 
 
 def add_journal_commands(journal: argparse.ArgumentParser) -> None:
-    """Give the ``journal`` command's parser its sub-commands: ``list``, ``show``, ``recover``."""
+    """Give the ``journal`` command's parser its sub-commands: ``list``, ``show``, ``recover``,
+    ``release``."""
     commands = journal.add_subparsers(dest="journal_command", required=True, metavar="COMMAND")
     listing = commands.add_parser(
         "list",
@@ -91,7 +88,8 @@ def add_journal_commands(journal: argparse.ArgumentParser) -> None:
         help="show a saga's timeline and where it stands",
         description=(
             "Show a saga's record, every entry of its timeline (results and errors decoded), "
-            "and where it stands: its outcome, or what was in flight when its process stopped."
+            "and where it stands: its outcome, what was in flight when its process stopped, "
+            "or, for a dead saga, why it was parked."
         ),
     )
     showing.add_argument("saga_id", metavar="ID", help="the saga's id")
@@ -120,7 +118,17 @@ def add_journal_commands(journal: argparse.ArgumentParser) -> None:
             "unfinished saga; set it when the application may still be running them)"
         ),
     )
-    for command in (listing, showing, recovering):
+    releasing = commands.add_parser(
+        "release",
+        help="give a saga parked as dead back to recovery",
+        description=(
+            "Make a saga parked as dead (see `show ID` for why) running again, with its count "
+            "of recovery attempts reset, so that the next `recover` takes it over. Release it "
+            "once what kept stopping its recoveries is fixed."
+        ),
+    )
+    releasing.add_argument("saga_id", metavar="ID", help="the dead saga's id")
+    for command in (listing, showing, recovering, releasing):
         command.add_argument("--db", required=True, metavar="PATH", help="the journal's file")
 
 
@@ -139,7 +147,9 @@ def run_journal_command(
                 return _show(arguments.db, arguments.saga_id, write, write_error)
             case "recover":
                 return _recover(arguments.db, arguments.definitions, arguments.stale_after, write)
-            case command:  # pragma: no cover - argparse only accepts the three above
+            case "release":
+                return _release(arguments.db, arguments.saga_id, write, write_error)
+            case command:  # pragma: no cover - argparse only accepts the four above
                 raise AssertionError(f"unhandled journal command {command!r}")
     except _Unusable as error:
         write_error(f"fsaga journal: {error}")
@@ -178,8 +188,8 @@ def _list(path: str, status: str | None, write: _Write) -> int:
             record.status,
             str(record.recovery_attempts),
             str(count),
-            _utc(record.created_at),
-            _utc(record.updated_at),
+            utc(record.created_at),
+            utc(record.updated_at),
         )
         for record, count in zip(records, counts, strict=True)
     ]
@@ -203,8 +213,22 @@ def _show(path: str, saga_id: str, write: _Write, write_error: _Write) -> int:
     if record is None:
         write_error(f"fsaga journal: no saga {saga_id!r} in {path}")
         return EXIT_FAILED
-    for line in describe_saga(record, entries).splitlines():
+    for line in describe_saga(record, entries, db=path).splitlines():
         write(line)
+    return EXIT_OK
+
+
+def _release(path: str, saga_id: str, write: _Write, write_error: _Write) -> int:
+    with _open(path) as journal:
+        try:
+            journal.release(saga_id)
+        except UnknownSagaError:
+            write_error(f"fsaga journal: no saga {saga_id!r} in {path}")
+            return EXIT_FAILED
+        except SagaNotDeadError as error:
+            write_error(f"fsaga journal: {error}")
+            return EXIT_FAILED
+    write(f"{saga_id}: released; the next `fsaga journal recover` takes it over")
     return EXIT_OK
 
 
@@ -212,25 +236,116 @@ def _recover(path: str, where: str, stale_after: float, write: _Write) -> int:
     definitions = _load_definitions(where)
     if not stale_after >= 0:
         raise _Unusable(f"--stale-after must be 0 or more seconds, got {stale_after}")
-    with _open(path) as journal:
-        running = journal.sagas("running")
+    with _open(path) as sqlite:
+        running = sqlite.sagas("running")
         _check_definitions(definitions, where, running)
+        journal = _FinishWatcher(sqlite)
         outcomes = DurableSagas(journal, definitions, stale_after=stale_after).recover()
+        now = {record.saga_id: sqlite.get(record.saga_id) for record in running}
     if not running:
         write(f"no unfinished sagas in {path}")
         return EXIT_OK
     exit_code = EXIT_OK
     for record in running:
-        outcome = outcomes.get(record.saga_id)
-        if outcome is None:
-            recently = f", or wrote to it in the last {stale_after:g} s" if stale_after else ""
-            write(f"{record.saga_id}: left alone: another process is running it{recently}")
-        elif isinstance(outcome, BaseException):
-            write(f"{record.saga_id}: not recovered: {_error(outcome)}")
+        saga_id = record.saga_id
+        outcome = outcomes.get(saga_id)
+        if isinstance(outcome, BaseException):
+            write(f"{saga_id}: not recovered: {_error(outcome)}")
             exit_code = EXIT_FAILED
+        elif outcome is not None and saga_id in journal.finished:
+            write(f"{saga_id}: {_one_line(outcome)}")
+        elif outcome is not None:
+            write(f"{saga_id}: recovered by another process: {_one_line(outcome)}")
         else:
-            write(f"{record.saga_id}: {_one_line(outcome)}")
+            write(f"{saga_id}: {_left_alone(now[saga_id], stale_after)}")
     return exit_code
+
+
+def _left_alone(record: SagaRecord | None, stale_after: float) -> str:
+    """Why `recover` left a saga out: another process has it."""
+    if record is not None and record.status != "running":
+        return f"recovered by another process: it is {record.status} now"
+    recently = f", or wrote to it in the last {stale_after:g} s" if stale_after else ""
+    return f"left alone: another process is running it{recently}"
+
+
+class _FinishWatcher(Journal):
+    """A journal that remembers which sagas this process finished: `recover` returns the
+    outcome another process recorded for a saga it lost to, and the command says so."""
+
+    def __init__(self, inner: Journal) -> None:
+        self.inner = inner
+        self.finished: set[str] = set()
+
+    def create(
+        self,
+        saga_id: str,
+        name: str,
+        version: int,
+        input: bytes,
+        *,
+        entries: Sequence[Entry] = (),
+    ) -> tuple[SagaRecord, bool]:
+        return self.inner.create(saga_id, name, version, input, entries=entries)
+
+    def append(self, saga_id: str, entries: Sequence[Entry]) -> None:
+        self.inner.append(saga_id, entries)
+
+    def entries(self, saga_id: str) -> list[Entry]:
+        return self.inner.entries(saga_id)
+
+    def finish(
+        self,
+        saga_id: str,
+        status: FinishedStatus,
+        outcome: bytes,
+        *,
+        entries: Sequence[Entry] = (),
+    ) -> bool:
+        finished = self.inner.finish(saga_id, status, outcome, entries=entries)
+        if finished:
+            self.finished.add(saga_id)
+        return finished
+
+    def get(self, saga_id: str) -> SagaRecord | None:
+        return self.inner.get(saga_id)
+
+    def sagas(self, status: SagaStatus | None = None) -> list[SagaRecord]:
+        return self.inner.sagas(status)
+
+    def claim_for_recovery(
+        self, saga_id: str, *, max_attempts: int, stale_before: float | None = None
+    ) -> bool:
+        return self.inner.claim_for_recovery(
+            saga_id, max_attempts=max_attempts, stale_before=stale_before
+        )
+
+    def record_recovery_error(self, saga_id: str, error: bytes) -> bool:
+        return self.inner.record_recovery_error(saga_id, error)
+
+    def release(self, saga_id: str) -> SagaRecord:
+        return self.inner.release(saga_id)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _one_line(outcome: Outcome[object]) -> str:
+    """`describe_outcome` on one line: its lines joined with ``;``."""
+    first, *rest = describe_outcome(outcome).splitlines()
+    details = []
+    for line in rest:
+        label, _, value = line.strip().partition(":")
+        details.append(f"{label}: {value.strip()}")
+    return "; ".join([first, *details])
+
+
+def _error(error: BaseException) -> str:
+    if isinstance(error, RecordedError):
+        return str(error)  # already "Type: message"
+    message = str(error)
+    name = type(error).__qualname__
+    return f"{name}: {message}" if message else name
 
 
 def _load_definitions(where: str) -> SagaDefinitions:
@@ -260,14 +375,18 @@ def _load_definitions(where: str) -> SagaDefinitions:
 def _check_definitions(
     definitions: SagaDefinitions, where: str, running: Sequence[SagaRecord]
 ) -> None:
-    """Refuse definitions that cannot rebuild every unfinished saga, before touching any:
-    each failed recovery counts towards parking a saga as dead."""
+    """Refuse definitions that cannot rebuild every unfinished saga, before recovering any: a
+    deployment with the wrong definitions recovers nothing rather than some."""
     problems: list[str] = []
     for record in running:
         try:
             version, _ = definitions.lookup(record.name)
-        except UnknownDefinitionError:
-            problems.append(f"saga {record.saga_id!r} needs {record.name!r}, which is missing")
+        except UnknownDefinitionError as error:
+            known = ", ".join(map(repr, error.registered)) or "none"
+            problems.append(
+                f"saga {record.saga_id!r} needs {record.name!r}, which is missing "
+                f"(registered: {known})"
+            )
             continue
         if version != record.version:
             problems.append(
@@ -278,196 +397,3 @@ def _check_definitions(
         raise _Unusable(
             f"{where} does not match the journal ({'; '.join(problems)}); nothing was recovered"
         )
-
-
-# -- rendering -----------------------------------------------------------------------------------
-
-
-def describe_saga(record: SagaRecord, entries: Sequence[Entry]) -> str:
-    """A saga as ``journal show`` prints it: its record, its timeline, where it stands.
-
-    >>> from fsaga.journal import SagaRecord
-    >>> record = SagaRecord("pay-1", "pay", 1, b'{"cents":450}', "running", None, 0, 0.0, 0.0)
-    >>> print(describe_saga(record, [
-    ...     Entry(1, "intent", "hold", 1),
-    ...     Entry(2, "completed", "hold", 1, b'"H-1"'),
-    ...     Entry(3, "intent", "capture", 1),
-    ... ]))
-    saga pay-1
-      definition:        pay@1
-      status:            running
-      input:             {"cents": 450}
-      recovery attempts: 0
-    <BLANKLINE>
-    timeline:
-      #1 intent    hold (attempt 1)
-      #2 completed hold (attempt 1): "H-1"
-      #3 intent    capture (attempt 1): no result
-    <BLANKLINE>
-    unfinished: last entry #3 intent capture (attempt 1)
-      in flight: capture (the intent without a result: its process stopped while it ran)
-    """
-    lines = [
-        f"saga {record.saga_id}",
-        f"  definition:        {record.name}@{record.version}",
-        f"  status:            {record.status}",
-        f"  input:             {_decoded(record.input)}",
-        f"  recovery attempts: {record.recovery_attempts}",
-        "",
-        "timeline:",
-    ]
-    seq_width = max((len(str(entry.seq)) for entry in entries), default=1)
-    kind_width = max((len(entry.kind) for entry in entries), default=0)
-    unanswered = _intents_without_result(entries)
-    for entry in entries:
-        line = "  " + describe_entry(entry, seq_width=seq_width, kind_width=kind_width)
-        lines.append(line + ": no result" if entry.seq in unanswered else line)
-    if not entries:
-        lines.append("  (no entries)")
-    lines += ["", *_where_it_stands(record, entries)]
-    return "\n".join(lines)
-
-
-def describe_entry(entry: Entry, *, seq_width: int = 0, kind_width: int = 0) -> str:
-    """One entry of a timeline: ``#seq kind path (attempt n)``, then its decoded payload.
-
-    A result is shown as JSON, an error (of a ``failed``, ``unknown`` or
-    ``compensation_failed`` entry) as ``Type: message``. The widths pad the seq and the kind,
-    to align a timeline's columns.
-
-    >>> describe_entry(Entry(7, "completed", "payment/charge", 2, b'{"id":"P-1"}'))
-    '#7 completed payment/charge (attempt 2): {"id": "P-1"}'
-    """
-    text = f"#{entry.seq:<{seq_width}} {entry.kind:<{kind_width}} {entry.path} "
-    text += f"(attempt {entry.attempt})"
-    if entry.payload is None:
-        return text
-    if entry.kind in _ERRORS:
-        return f"{text}: {_recorded_error(entry.payload)}"
-    return f"{text}: {_decoded(entry.payload)}"
-
-
-def _intents_without_result(entries: Sequence[Entry]) -> set[int]:
-    """The seqs of the intents no entry gives a result to: in flight when a process stopped."""
-    open_intents: dict[tuple[EntryKind, str, int], int] = {}
-    for entry in entries:
-        if entry.kind in _INTENTS:
-            open_intents[entry.kind, entry.path, entry.attempt] = entry.seq
-        elif entry.kind in _RESULTS:
-            open_intents.pop((_RESULTS[entry.kind], entry.path, entry.attempt), None)
-    return set(open_intents.values())
-
-
-def _where_it_stands(record: SagaRecord, entries: Sequence[Entry]) -> list[str]:
-    if record.status != "running" and record.status != "dead":
-        lines = [f"finished: {record.status}"]
-        if record.outcome is not None:
-            lines += ["  " + line for line in _describe_recorded_outcome(record.outcome)]
-        return lines
-    if record.status == "dead":
-        state = f"dead: recovery gave up after {record.recovery_attempts} attempt(s)"
-    elif any(entry.kind == "compensation_intent" for entry in entries):
-        state = "unfinished, compensating"
-    else:
-        state = "unfinished"
-    if not entries:
-        return [f"{state}: nothing recorded yet"]
-    last = entries[-1]
-    lines = [f"{state}: last entry {describe_entry(last)}"]
-    if last.kind in _INTENTS:
-        what = last.path if last.kind == "intent" else f"the compensation of {last.path}"
-        lines.append(
-            f"  in flight: {what} (the intent without a result: its process stopped while it ran)"
-        )
-    return lines
-
-
-def _describe_recorded_outcome(data: bytes) -> list[str]:
-    """A recorded outcome as `fsaga.render.describe_outcome` describes a live one."""
-    try:
-        outcome = _outcome_from_document(_CODEC.decode(data))
-    except (CodecError, KeyError, TypeError, ValueError):
-        return [f"outcome: {_decoded(data)}"]
-    return describe_outcome(outcome).splitlines()
-
-
-def _outcome_from_document(document: object) -> Outcome[object]:
-    """The outcome `fsaga.durable.DurableSagas` recorded as this JSON document."""
-    if not isinstance(document, dict):
-        raise TypeError("an outcome is a JSON object")
-    kind = document["kind"]
-    if kind == "success":
-        if "unrecordable" in document:
-            return Success(_Recorded("CodecError", str(document["unrecordable"])))
-        return Success(document["value"])
-    error = _recorded(document["error"])
-    compensated = tuple(document["compensated"])
-    if kind == "failure":
-        return Failure(error, compensated)
-    if kind == "partial_failure":
-        failed = tuple(
-            CompensationFailure(path, _recorded(described), attempts)
-            for path, described, attempts in document["failed"]
-        )
-        return PartialFailure(
-            error, compensated, failed, tuple(document["skipped"]), tuple(document["unresolved"])
-        )
-    raise ValueError(f"unknown outcome kind {kind!r}")
-
-
-def _recorded(described: object) -> _Recorded:
-    """An error as the journal describes it: ``[module:qualname, name, message]``, or
-    ``[name, message]`` as fsaga's first journals wrote it."""
-    if isinstance(described, list) and len(described) in (2, 3):
-        *_, name, message = described
-        return _Recorded(str(name), str(message))
-    raise ValueError(f"not an error description: {described!r}")
-
-
-class _Recorded(Exception):
-    """An error as the journal recorded it, shown as ``Type: message``."""
-
-    def __init__(self, type_name: str, message: str) -> None:
-        super().__init__(message)
-        self.type_name = type_name
-
-    def __repr__(self) -> str:
-        message = str(self)
-        return f"{self.type_name}: {message}" if message else self.type_name
-
-
-def _decoded(data: bytes) -> str:
-    try:
-        value = _CODEC.decode(data)
-    except CodecError:
-        return f"<{len(data)} bytes, not JSON>"
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
-def _recorded_error(data: bytes) -> str:
-    try:
-        return repr(_recorded(_CODEC.decode(data)))
-    except CodecError:
-        return f"<{len(data)} bytes, not JSON>"
-    except ValueError:
-        return _decoded(data)
-
-
-def _one_line(outcome: Outcome[object]) -> str:
-    """`describe_outcome` on one line: its lines joined with ``;``."""
-    first, *rest = describe_outcome(outcome).splitlines()
-    details = []
-    for line in rest:
-        label, _, value = line.strip().partition(":")
-        details.append(f"{label}: {value.strip()}")
-    return "; ".join([first, *details])
-
-
-def _error(error: BaseException) -> str:
-    message = str(error)
-    name = type(error).__qualname__
-    return f"{name}: {message}" if message else name
-
-
-def _utc(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

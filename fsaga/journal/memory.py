@@ -16,7 +16,9 @@ from fsaga.journal.protocol import (
     Journal,
     JournalClosedError,
     SagaFinishedError,
+    SagaNotDeadError,
     UnknownSagaError,
+    _check_bytes,
     _check_finished_status,
     _check_max_attempts,
     _check_saga_fields,
@@ -121,8 +123,7 @@ class MemoryJournal(Journal):
     ) -> bool:
         """See `Journal.finish`."""
         _check_finished_status(status)
-        if not isinstance(outcome, bytes):
-            raise TypeError(f"outcome must be bytes (encode it with a codec), got {type(outcome)}")
+        _check_bytes("outcome", outcome)
         with self._lock:
             record = self._record(saga_id)
             if record.finished:
@@ -170,9 +171,35 @@ class MemoryJournal(Journal):
                 self._sagas[saga_id] = dataclasses.replace(record, status="dead", updated_at=now)
                 return False
             self._sagas[saga_id] = dataclasses.replace(
-                record, recovery_attempts=record.recovery_attempts + 1, updated_at=now
+                record,
+                recovery_attempts=record.recovery_attempts + 1,
+                updated_at=now,
+                last_recovery_at=now,
+                last_recovery_error=None,
             )
             return True
+
+    def record_recovery_error(self, saga_id: str, error: bytes) -> bool:
+        """See `Journal.record_recovery_error`."""
+        _check_bytes("error", error)
+        with self._lock:
+            record = self._record(saga_id)
+            if record.finished:
+                return False
+            self._sagas[saga_id] = dataclasses.replace(
+                record, last_recovery_error=error, updated_at=float(self._clock())
+            )
+            return True
+
+    def release(self, saga_id: str) -> SagaRecord:
+        """See `Journal.release`."""
+        with self._lock:
+            record = self._record(saga_id)
+            if record.status != "dead":
+                raise SagaNotDeadError(saga_id, record.status)
+            released = dataclasses.replace(record, status="running", recovery_attempts=0)
+            self._sagas[saga_id] = released
+            return released
 
     def close(self) -> None:
         """See `Journal.close`."""

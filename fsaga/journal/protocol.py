@@ -9,7 +9,9 @@ processes (a run and a recovery, or two recoveries) that race on one saga cannot
   ``seq``, so of two writers that read the same timeline only the first can extend it, and the
   other gets `EntrySequenceError` before it runs the effect it meant to record;
 - `Journal.finish` only applies while the saga is running: exactly one outcome;
-- `Journal.claim_for_recovery` counts recoveries and parks a saga as ``"dead"`` past a limit.
+- `Journal.claim_for_recovery` counts recoveries and parks a saga as ``"dead"`` past a limit;
+- `Journal.release` only takes a dead saga back to running;
+- `Journal.record_recovery_error` only notes an error on a running saga.
 
 Every method is atomic: a call that raises has written nothing.
 
@@ -39,6 +41,7 @@ __all__ = [
     "JournalError",
     "JournalVersionError",
     "SagaFinishedError",
+    "SagaNotDeadError",
     "UnknownSagaError",
 ]
 
@@ -108,6 +111,23 @@ class SagaFinishedError(JournalError):
     def __init__(self, saga_id: str, status: SagaStatus) -> None:
         super().__init__(
             f"saga {saga_id!r} is {status}, not running: nothing more can be recorded for it"
+        )
+        self.saga_id = saga_id
+        self.status = status
+
+
+class SagaNotDeadError(JournalError):
+    """A saga that is not dead was asked to be released for recovery.
+
+    Attributes:
+        saga_id: the saga.
+        status: its status.
+    """
+
+    def __init__(self, saga_id: str, status: SagaStatus) -> None:
+        super().__init__(
+            f"saga {saga_id!r} is {status}, not dead: only a saga parked as dead can be released "
+            "for recovery"
         )
         self.saga_id = saga_id
         self.status = status
@@ -243,12 +263,42 @@ class Journal(Protocol):
                 of two recoverers that race, only the first claims.
 
         Returns:
-            ``True`` when the caller may recover the saga; ``False`` when it is not running,
-            was written to since `stale_before`, or just became dead.
+            ``True`` when the caller may recover the saga (its `SagaRecord.last_recovery_at`
+            is now, its `SagaRecord.last_recovery_error` cleared); ``False`` when it is not
+            running, was written to since `stale_before`, or just became dead.
 
         Raises:
             ValueError: `max_attempts` is negative.
             UnknownSagaError: no such saga.
+        """
+        ...
+
+    def record_recovery_error(self, saga_id: str, error: bytes) -> bool:
+        """Note the encoded error that ended the saga's current recovery attempt
+        (`SagaRecord.last_recovery_error`), so that a saga parked as dead says why.
+
+        Returns:
+            ``True`` when it was noted; ``False`` (nothing written) when the saga is not
+            running.
+
+        Raises:
+            UnknownSagaError: no such saga.
+        """
+        ...
+
+    def release(self, saga_id: str) -> SagaRecord:
+        """Take a dead saga back to running, with its recovery count reset, so that the next
+        recovery takes it over.
+
+        Its `SagaRecord.updated_at` is left as it was (the saga counts as abandoned at once),
+        and so is what it says about its last recovery.
+
+        Returns:
+            The released saga's record.
+
+        Raises:
+            UnknownSagaError: no such saga.
+            SagaNotDeadError: the saga is not dead (nothing is written).
         """
         ...
 
@@ -286,6 +336,11 @@ def _check_saga_fields(saga_id: str, name: str, version: int, input: bytes) -> N
 def _check_finished_status(status: str) -> None:
     if status not in FINISHED_STATUSES:
         raise ValueError(f"a saga finishes with one of {FINISHED_STATUSES}, got {status!r}")
+
+
+def _check_bytes(what: str, value: bytes) -> None:
+    if not isinstance(value, bytes):
+        raise TypeError(f"{what} must be bytes (encode it with a codec), got {type(value)}")
 
 
 def _check_status(status: str | None) -> None:

@@ -36,7 +36,7 @@ FinishedStatus: TypeAlias = Literal["succeeded", "failed", "partially_failed"]
 SagaStatus: TypeAlias = Literal["running", "succeeded", "failed", "partially_failed", "dead"]
 """Where a saga stands: ``"running"`` until it finishes (`FinishedStatus`), or ``"dead"`` when
 recovery gave up on it after too many attempts (the dead-letter state, see
-`Journal.claim_for_recovery`)."""
+`Journal.claim_for_recovery`; `Journal.release` makes it ``"running"`` again)."""
 
 EntryKind: TypeAlias = Literal[
     "intent",
@@ -47,6 +47,7 @@ EntryKind: TypeAlias = Literal[
     "compensated",
     "compensation_failed",
     "unknown_settled",
+    "rejected",
 ]
 """One transition of a run (see `Entry`)."""
 
@@ -74,11 +75,19 @@ class SagaRecord:
         status: ``"running"``, a `FinishedStatus`, or ``"dead"``.
         outcome: the codec-encoded outcome, written once when the saga finished; ``None`` while
             it runs and when it is dead.
-        recovery_attempts: how often `Journal.claim_for_recovery` picked it up.
+        recovery_attempts: how often `Journal.claim_for_recovery` picked it up (since its
+            last `Journal.release`): recoveries that got as far as running or recording
+            something, and did not finish it.
         created_at: when it was created (seconds since the epoch, from the journal's clock).
         updated_at: when anything about it was last written (creation, entries, outcome,
-            claims). Appending entries moves it only once `HEARTBEAT` seconds have passed
-            since (a heartbeat: it spares most appends a second page to write).
+            claims, parking). Appending entries moves it only once `HEARTBEAT` seconds have
+            passed since (a heartbeat: it spares most appends a second page to write). A
+            release leaves it as it was: nobody runs a dead saga, so it counts as abandoned
+            at once.
+        last_recovery_at: when a recovery last claimed it; ``None`` if none ever did.
+        last_recovery_error: the encoded error that ended that recovery, when its process
+            lived to record it (`Journal.record_recovery_error`); ``None`` otherwise (the
+            process stopped, or the recovery is still running).
     """
 
     saga_id: str
@@ -90,6 +99,8 @@ class SagaRecord:
     recovery_attempts: int
     created_at: float
     updated_at: float
+    last_recovery_at: float | None = None
+    last_recovery_error: bytes | None = None
 
     @property
     def finished(self) -> bool:
@@ -112,7 +123,10 @@ class Entry:
     - ``"compensation_intent"``, ``"compensated"``, ``"compensation_failed"``: the same three
       for the step's compensation (`payload` of a failure is its encoded error);
     - ``"unknown_settled"``: an unknown outcome was resolved by the step's unknown-outcome
-      compensation.
+      compensation;
+    - ``"rejected"``: the action returned, but the step failed all the same
+      (`fsaga.errors.ResultRejectedError`; a result the codec cannot encode, say); `payload`
+      encodes ``{"error": error}``, plus ``"result"`` when the result could be encoded.
 
     Attributes:
         seq: the entry's place in its saga's timeline: 1 for the first, then 2, 3, ... with no

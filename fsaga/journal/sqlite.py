@@ -29,6 +29,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Final, Literal, TypeAlias
 
 from fsaga._sqlite import check_busy_timeout, rollback, switch_to_wal, transaction, unopenable
+from fsaga.journal._schema import SAGA_COLUMNS as _SAGA_COLUMNS
+from fsaga.journal._schema import SCHEMA as _SCHEMA
+from fsaga.journal._schema import SCHEMA_VERSION as SCHEMA_VERSION
+from fsaga.journal._schema import UPGRADE_FROM_1 as _UPGRADE_FROM_1
 from fsaga.journal.protocol import (
     Journal,
     JournalClosedError,
@@ -36,7 +40,9 @@ from fsaga.journal.protocol import (
     JournalError,
     JournalVersionError,
     SagaFinishedError,
+    SagaNotDeadError,
     UnknownSagaError,
+    _check_bytes,
     _check_finished_status,
     _check_max_attempts,
     _check_saga_fields,
@@ -44,9 +50,7 @@ from fsaga.journal.protocol import (
     _check_status,
 )
 from fsaga.journal.records import (
-    ENTRY_KINDS,
     HEARTBEAT,
-    SAGA_STATUSES,
     Entry,
     FinishedStatus,
     SagaRecord,
@@ -57,45 +61,6 @@ __all__ = ["SCHEMA_VERSION", "SqliteJournal", "Synchronous"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
-"""The schema this fsaga writes, stored in the file's ``PRAGMA user_version``."""
-
-
-def _sql_list(values: Sequence[str]) -> str:
-    return "(" + ", ".join(f"'{value}'" for value in values) + ")"
-
-
-_SCHEMA: Final = (
-    f"""
-    CREATE TABLE sagas (
-        saga_id TEXT PRIMARY KEY NOT NULL,
-        name TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        input BLOB NOT NULL,
-        status TEXT NOT NULL CHECK (status IN {_sql_list(SAGA_STATUSES)}),
-        outcome BLOB,
-        recovery_attempts INTEGER NOT NULL DEFAULT 0 CHECK (recovery_attempts >= 0),
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    )
-    """,
-    "CREATE INDEX sagas_by_status ON sagas (status, created_at, saga_id)",
-    f"""
-    CREATE TABLE entries (
-        saga_id TEXT NOT NULL REFERENCES sagas (saga_id) ON DELETE CASCADE,
-        seq INTEGER NOT NULL CHECK (seq >= 1),
-        kind TEXT NOT NULL CHECK (kind IN {_sql_list(ENTRY_KINDS)}),
-        path TEXT NOT NULL,
-        attempt INTEGER NOT NULL CHECK (attempt >= 1),
-        payload BLOB,
-        PRIMARY KEY (saga_id, seq)
-    )
-    """,
-)
-
-_SAGA_COLUMNS: Final = (
-    "saga_id, name, version, input, status, outcome, recovery_attempts, created_at, updated_at"
-)
 _CORRUPTION_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 _IN_MEMORY_PATHS: Final = frozenset({"", ":memory:"})
 
@@ -188,7 +153,8 @@ class SqliteJournal(Journal):
         with self._transaction(write=True) as db:
             now = float(self._clock())
             inserted = db.execute(
-                f"INSERT INTO sagas ({_SAGA_COLUMNS}) VALUES (?, ?, ?, ?, 'running', NULL, 0, ?, ?)"
+                f"INSERT INTO sagas ({_SAGA_COLUMNS})"
+                " VALUES (?, ?, ?, ?, 'running', NULL, 0, ?, ?, NULL, NULL)"
                 " ON CONFLICT (saga_id) DO NOTHING",
                 (saga_id, name, version, input, now, now),
             )
@@ -242,8 +208,7 @@ class SqliteJournal(Journal):
     ) -> bool:
         """See `Journal.finish`."""
         _check_finished_status(status)
-        if not isinstance(outcome, bytes):
-            raise TypeError(f"outcome must be bytes (encode it with a codec), got {type(outcome)}")
+        _check_bytes("outcome", outcome)
         with self._transaction(write=True) as db:
             if _require_record(db, saga_id).finished:
                 return False
@@ -299,11 +264,40 @@ class SqliteJournal(Journal):
                 logger.debug("saga %s is dead after %d recoveries", saga_id, max_attempts)
                 return False
             claimed = db.execute(
-                "UPDATE sagas SET recovery_attempts = recovery_attempts + 1, updated_at = ?"
+                "UPDATE sagas SET recovery_attempts = recovery_attempts + 1, updated_at = ?,"
+                " last_recovery_at = ?, last_recovery_error = NULL"
                 " WHERE saga_id = ? AND status = 'running'",
-                (now, saga_id),
+                (now, now, saga_id),
             )
             return claimed.rowcount == 1
+
+    def record_recovery_error(self, saga_id: str, error: bytes) -> bool:
+        """See `Journal.record_recovery_error`."""
+        _check_bytes("error", error)
+        with self._transaction(write=True) as db:
+            _require_record(db, saga_id)
+            noted = db.execute(
+                "UPDATE sagas SET last_recovery_error = ?, updated_at = ?"
+                " WHERE saga_id = ? AND status = 'running'",
+                (error, float(self._clock()), saga_id),
+            )
+            return noted.rowcount == 1
+
+    def release(self, saga_id: str) -> SagaRecord:
+        """See `Journal.release`."""
+        with self._transaction(write=True) as db:
+            record = _require_record(db, saga_id)
+            if record.status != "dead":
+                raise SagaNotDeadError(saga_id, record.status)
+            db.execute(
+                "UPDATE sagas SET status = 'running', recovery_attempts = 0"
+                " WHERE saga_id = ? AND status = 'dead'",
+                (saga_id,),
+            )
+            released = _select_record(db, saga_id)
+        assert released is not None  # found dead in the same transaction
+        logger.debug("saga %s released for recovery", saga_id)
+        return released
 
     def integrity_check(self) -> list[str]:
         """SQLite's ``PRAGMA integrity_check``: ``["ok"]`` for a sound file, else the problems.
@@ -386,7 +380,7 @@ class SqliteJournal(Journal):
                 rollback(connection)
         if found > SCHEMA_VERSION:
             raise JournalVersionError(self._path, found, SCHEMA_VERSION)
-        if found != SCHEMA_VERSION and (found != 0 or others):
+        if found == 0 and others:
             raise JournalError(
                 f"{self._path!r} is an SQLite database but not an fsaga journal "
                 f"(user_version {found}, objects {others})"
@@ -421,12 +415,21 @@ class SqliteJournal(Journal):
             )
 
     def _create_schema(self, connection: sqlite3.Connection) -> None:
+        """Create the schema in a new file, or upgrade an earlier version's, in one
+        transaction."""
         with transaction(connection, write=True):
-            # Another process may have created the schema since the first look.
-            if self._schema_version(connection) != SCHEMA_VERSION:
-                for statement in _SCHEMA:
-                    connection.execute(statement)
-                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            # Another process may have created or upgraded the schema since the first look.
+            found = self._schema_version(connection)
+            if found == SCHEMA_VERSION:
+                return
+            statements = _SCHEMA if found == 0 else _UPGRADE_FROM_1
+            for statement in statements:
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if found:
+            logger.debug(
+                "upgraded journal %s from schema %d to %d", self._path, found, SCHEMA_VERSION
+            )
 
     def _open_connection(self) -> sqlite3.Connection:
         if self._closed:

@@ -111,6 +111,14 @@ class CountingJournal(Journal):
             saga_id, max_attempts=max_attempts, stale_before=stale_before
         )
 
+    def record_recovery_error(self, saga_id: str, error: bytes) -> bool:
+        self._count("record_recovery_error")
+        return self.journal.record_recovery_error(saga_id, error)
+
+    def release(self, saga_id: str) -> SagaRecord:
+        self._count("release")
+        return self.journal.release(saga_id)
+
     def close(self) -> None:
         self.journal.close()
 
