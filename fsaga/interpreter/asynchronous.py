@@ -337,6 +337,7 @@ class _Run:
         while True:
             if call is not None:
                 group.start_soon(self.chain, call)
+                call = None
             try:
                 call = self.next_call()
             except Exception:
