@@ -26,7 +26,9 @@ from fsaga import (
     AsyncInterpreter,
     BranchCancelledError,
     CompensationCompleted,
+    CompensationFailed,
     CompensationFailure,
+    CompensationRetrying,
     CompensationStarted,
     Effect,
     Event,
@@ -1807,6 +1809,152 @@ async def test_a_second_interruption_in_the_undo_fails_its_compensation_and_the_
         CompensationFailure("pay", first, 1),
     ]
     assert raised.value is outcome.failed_compensations[0].error
+
+
+class ListenerInterruptsTheUndo:
+    """reserve, then par(pay, charge): charge fails once pay has gone (`paid` is set). A
+    listener raises a KeyboardInterrupt on one event of pay's undo (`event`, at `attempt`).
+    reserve's compensation waits for pay's record in the reverse causal order, so it runs only
+    if that record is settled."""
+
+    def __init__(self, event: type[Event], attempt: int) -> None:
+        self.event = event
+        self.attempt = attempt
+        self.interruption = KeyboardInterrupt("listener")
+        self.events: list[Event] = []
+        self.undone: list[str] = []
+        self.paid = anyio.Event()
+
+    async def charge(self) -> str:
+        await self.paid.wait()
+        await anyio.lowlevel.checkpoint()
+        raise Declined("card declined")
+
+    def listen(self, event: Event) -> None:
+        self.events.append(event)
+        if (
+            isinstance(event, self.event)
+            and getattr(event, "path", None) == "pay"
+            and getattr(event, "attempt", None) == self.attempt
+        ):
+            raise self.interruption
+
+    async def run(self, saga: Saga[object], *, concurrent_compensation: bool) -> Outcome[object]:
+        interpreter = AsyncInterpreter(
+            listeners=[self.listen],
+            concurrent_compensation=concurrent_compensation,
+            on_branch_failure="cancel",
+        )
+        with anyio.fail_after(GUARD), pytest.raises(KeyboardInterrupt) as raised:
+            await saga.run(interpreter)
+        assert raised.value is self.interruption
+        assert self.undone[-1:] == ["reserve"]
+        finished = self.events[-1]
+        assert isinstance(finished, SagaFinished)
+        return finished.outcome
+
+    def saga(self, pay: Saga[object]) -> Saga[object]:
+        return step(lambda: "R-1", lambda _: self.undone.append("reserve"), name="reserve").then(
+            par(pay, step(self.charge, name="charge"))
+        )
+
+
+@UNDO_MODES
+@pytest.mark.parametrize(
+    ("event", "refund_fails", "failed_with"),
+    [
+        (CompensationCompleted, 0, None),
+        (CompensationFailed, 2, Declined),
+        (CompensationRetrying, 1, KeyboardInterrupt),
+    ],
+)
+@pytest.mark.anyio
+async def test_a_listener_interrupting_as_a_compensation_ends_strands_none_waiting_for_it(
+    concurrent_compensation: bool,
+    event: type[Event],
+    refund_fails: int,
+    failed_with: type[BaseException] | None,
+) -> None:
+    """A listener interrupts as pay's compensation is reported (completed, failed, about to be
+    retried): pay's record is settled all the same, and reserve's compensation, which waits for
+    it, still runs. Concurrent undo used to leave reserve's compensation never run and never
+    reported; a compensation interrupted before its retry used to vanish from the outcome."""
+    scenario = ListenerInterruptsTheUndo(event, 2 if event is CompensationFailed else 1)
+    attempts = 0
+
+    def refund(_: str) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= refund_fails:
+            raise Declined(f"refund attempt {attempts}")
+        scenario.undone.append("pay")
+
+    async def pay() -> str:
+        await anyio.lowlevel.checkpoint()
+        scenario.paid.set()
+        return "C-1"
+
+    paying = step(pay, refund, name="pay", compensation_retry=Retry(2, delay=0))
+    outcome = await scenario.run(
+        scenario.saga(paying), concurrent_compensation=concurrent_compensation
+    )
+
+    assert not isinstance(outcome, Success)
+    assert "reserve" in outcome.compensated
+    failures = outcome.failed_compensations if isinstance(outcome, PartialFailure) else ()
+    if failed_with is None:
+        assert set(outcome.compensated) == {"pay", "reserve"}
+        assert failures == ()
+    else:
+        [failure] = failures
+        assert (failure.path, type(failure.error)) == ("pay", failed_with)
+
+
+@UNDO_MODES
+@pytest.mark.parametrize(
+    ("event", "run_again_fails", "reported"),
+    [
+        (StepStarted, False, "unresolved"),
+        (StepCompleted, False, "failed"),
+        (StepFailed, True, "unresolved"),
+    ],
+)
+@pytest.mark.anyio
+async def test_a_listener_interrupting_the_run_again_of_an_unknown_outcome_reports_it(
+    concurrent_compensation: bool, event: type[Event], run_again_fails: bool, reported: str
+) -> None:
+    """pay is cancelled when charge fails, so its outcome is unknown; being idempotent, it is
+    run again during the undo. A listener interrupts as that run-again starts, completes or
+    fails: pay is reported (unresolved, or its compensation failed with the interrupt), and
+    reserve's compensation still runs. Both used to be lost: pay vanished from the outcome, and
+    under concurrent undo reserve's compensation never ran."""
+    scenario = ListenerInterruptsTheUndo(event, 2)
+
+    async def pay() -> str:
+        attempt = current_context().attempt
+        if attempt == 1:
+            scenario.paid.set()
+            await hang()  # until charge's failure cancels it
+        await anyio.lowlevel.checkpoint()
+        if run_again_fails:
+            raise Declined("gateway down")
+        return "C-1"
+
+    saga = scenario.saga(
+        step(pay, lambda _: scenario.undone.append("pay"), name="pay", idempotent=True)
+    )
+
+    outcome = await scenario.run(saga, concurrent_compensation=concurrent_compensation)
+
+    assert isinstance(outcome, PartialFailure)
+    assert outcome.compensated == ("reserve",)
+    if reported == "unresolved":
+        assert (outcome.unresolved, outcome.failed_compensations) == (("pay",), ())
+    else:
+        assert outcome.unresolved == ()
+        assert outcome.failed_compensations == (
+            CompensationFailure("pay", scenario.interruption, 1),
+        )
 
 
 @pytest.mark.anyio

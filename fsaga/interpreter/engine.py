@@ -368,11 +368,8 @@ class Engine:
             self._release(call)
             return
         if call.argument is _RESOLVING:
+            self._unresolved_by_interrupt(call)
             self._emit_step_failed(call, interruption, unknown=started)
-            undo = self._undo
-            assert undo is not None
-            undo.unresolved.append(call.path)
-            self._release(call)
             return
         # An action cut short mid-flight has an unknown outcome; one that was waiting to be
         # retried (or never began) did not run this attempt, so its outcome is known: it failed.
@@ -610,6 +607,8 @@ class Engine:
                 if call.kind is not ACTION:
                     self._record_compensation_failure(call, interruption)
                     self._release(call)
+                elif call.argument is _RESOLVING:
+                    self._unresolved_by_interrupt(call)
                 raise
         if self._debug:
             logger.debug(
@@ -696,17 +695,24 @@ class Engine:
         delay = retry.delay_before(attempt, random_unit=self._settings.random_unit())
         if self._listeners:
             event_type = StepRetrying if call.kind is ACTION else CompensationRetrying
-            self._emit(
-                event_type(
-                    self.saga_id,
-                    call.path,
-                    call.attempt,
-                    self._settings.clock(),
-                    call.started_at,
-                    error,
-                    delay,
+            try:
+                self._emit(
+                    event_type(
+                        self.saga_id,
+                        call.path,
+                        call.attempt,
+                        self._settings.clock(),
+                        call.started_at,
+                        error,
+                        delay,
+                    )
                 )
-            )
+            except BaseException as interruption:
+                if call.kind is not ACTION:
+                    # Interrupted before its retry: that compensation has failed for good.
+                    self._record_compensation_failure(call, interruption)
+                    self._release(call)
+                raise
         retried = call.derive(call.kind, attempt, call.argument)
         if delay <= 0:
             return self._issue(retried)
@@ -794,15 +800,35 @@ class Engine:
     def _resolved(self, call: Call, result: object) -> Call | None:
         """The run-again of an unknown outcome completed: now compensate it with its result."""
         if self._listeners:
-            self._emit_step_completed(call, result, compensable=True)
+            try:
+                self._emit_step_completed(call, result, compensable=True)
+            except BaseException as interruption:
+                # Interrupted before its compensation could start: as if it had (`_announce`).
+                call.kind = COMPENSATION
+                call.attempt = 1
+                self._record_compensation_failure(call, interruption)
+                self._release(call)
+                raise
         call.kind = COMPENSATION
         call.attempt = 1
         call.argument = result
         return self._issue(call)
 
     def _resolution_failed(self, call: Call, error: BaseException) -> Call | None:
-        self._emit_step_failed(call, error, unknown=True)
+        try:
+            self._emit_step_failed(call, error, unknown=True)
+        except BaseException:
+            self._unresolved_by_interrupt(call)
+            raise
         return self._unknown_fallback(call) or self._undo_done(call)
+
+    def _unresolved_by_interrupt(self, call: Call) -> None:
+        """An interrupt cut short the run-again that was to settle `call`'s unknown outcome (or
+        a listener interrupted as it started or failed): the outcome stays unknown."""
+        undo = self._undo
+        assert undo is not None
+        undo.unresolved.append(call.path)
+        self._release(call)
 
     # -- compensation -------------------------------------------------------------------------
 
@@ -871,11 +897,19 @@ class Engine:
         assert undo is not None
         undo.compensated.append(call.path)
         if self._listeners:
-            self._emit(
-                CompensationCompleted(
-                    self.saga_id, call.path, call.attempt, self._settings.clock(), call.started_at
+            try:
+                self._emit(
+                    CompensationCompleted(
+                        self.saga_id,
+                        call.path,
+                        call.attempt,
+                        self._settings.clock(),
+                        call.started_at,
+                    )
                 )
-            )
+            except BaseException:
+                self._release(call)  # see _record_compensation_failure
+                raise
         if self._order is None and not self._in_flight:
             return self._next_compensation()  # the sequential undo's common case, directly
         return self._undo_done(call)
@@ -897,16 +931,23 @@ class Engine:
         if self._settings.on_compensation_failure == "stop":
             self._skip_the_rest(undo)
         if self._listeners:
-            self._emit(
-                CompensationFailed(
-                    self.saga_id,
-                    call.path,
-                    call.attempt,
-                    self._settings.clock(),
-                    call.started_at,
-                    error,
+            try:
+                self._emit(
+                    CompensationFailed(
+                        self.saga_id,
+                        call.path,
+                        call.attempt,
+                        self._settings.clock(),
+                        call.started_at,
+                        error,
+                    )
                 )
-            )
+            except BaseException:
+                # A listener interrupted (`_emit` lets only those through), so the caller never
+                # gets to release `call`'s record: do it here, or the concurrent undo would
+                # never start the records waiting for it (contract rule 8).
+                self._release(call)
+                raise
         if self._debug:
             logger.debug("saga %s: compensation %s failed: %r", self.saga_id, call.path, error)
 
