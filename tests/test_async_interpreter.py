@@ -47,6 +47,7 @@ from fsaga import (
     StepStarted,
     StepTimeoutError,
     Success,
+    UnknownOutcomeError,
     current_context,
     in_worker_thread,
     par,
@@ -1955,6 +1956,54 @@ async def test_a_listener_interrupting_the_run_again_of_an_unknown_outcome_repor
         assert outcome.failed_compensations == (
             CompensationFailure("pay", scenario.interruption, 1),
         )
+
+
+@pytest.mark.parametrize(
+    "cut_off_by", ["UnknownOutcomeError", "its timeout", "a failed sibling", "an interrupt"]
+)
+@pytest.mark.anyio
+async def test_a_listener_interrupting_as_a_step_is_left_unknown_keeps_it_in_the_undo(
+    cut_off_by: str,
+) -> None:
+    """charge's outcome becomes unknown, and a listener interrupts on that StepFailed event:
+    charge is still reported unresolved. The engine used to record the unknown outcome after the
+    event, so the interrupt made the undo forget it (under SyncInterpreter too)."""
+    events: list[Event] = []
+    started = anyio.Event()
+
+    def listen(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, StepFailed) and event.path == "charge" and event.unknown:
+            raise KeyboardInterrupt("listener")
+
+    async def charge() -> str:
+        started.set()
+        await anyio.lowlevel.checkpoint()
+        if cut_off_by == "UnknownOutcomeError":
+            raise UnknownOutcomeError("no answer from the gateway")
+        if cut_off_by == "an interrupt":
+            raise KeyboardInterrupt("Ctrl-C")
+        await hang()
+
+    async def ship() -> str:
+        await started.wait()
+        await anyio.lowlevel.checkpoint()
+        raise Declined("no courier")
+
+    timeout = TINY if cut_off_by == "its timeout" else None
+    charging = step(charge, lambda _: None, name="charge", timeout=timeout)
+    if cut_off_by == "a failed sibling":
+        charging = par(charging, step(ship, name="ship"))
+    saga = step(lambda: "R-1", lambda _: None, name="reserve").then(charging)
+
+    with anyio.fail_after(GUARD), pytest.raises(KeyboardInterrupt):
+        await saga.run(AsyncInterpreter(listeners=[listen], on_branch_failure="cancel"))
+
+    finished = events[-1]
+    assert isinstance(finished, SagaFinished)
+    outcome = finished.outcome
+    assert isinstance(outcome, PartialFailure)
+    assert (outcome.compensated, outcome.unresolved) == (("reserve",), ("charge",))
 
 
 @pytest.mark.anyio

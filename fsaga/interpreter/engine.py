@@ -332,9 +332,9 @@ class Engine:
         if kind is COMPENSATION or kind is UNKNOWN:
             return self._compensation_failed(call, error)
         unknown = kind is ACTION or _waits_after_unknown(call)
-        self._emit_step_failed(call, error, unknown=unknown)
         if unknown:
-            self._record_unknown(call)
+            self._record_unknown(call)  # before the event: a listener may interrupt
+        self._emit_step_failed(call, error, unknown=unknown)
         fiber = call.fiber
         assert fiber is not None
         if self._phase == _FORWARD and fiber.join is not None:
@@ -376,9 +376,9 @@ class Engine:
         unknown = (
             call.kind is ACTION and (started or call.argument is _AFTER_UNKNOWN)
         ) or _waits_after_unknown(call)
-        self._emit_step_failed(call, interruption, unknown=unknown)
         if unknown:
-            self._record_unknown(call)
+            self._record_unknown(call)  # before the event: a listener may interrupt
+        self._emit_step_failed(call, interruption, unknown=unknown)
 
     # -- walking the tree -------------------------------------------------------------------
 
@@ -745,11 +745,12 @@ class Engine:
 
     def _left_unknown(self, call: Call, error: BaseException) -> None:
         """`call`'s attempt (or the one its wait or retry stands for) has an unknown outcome
-        that the run no longer tries to settle forward: the undo will."""
+        that the run no longer tries to settle forward: the undo will (recorded first, so a
+        listener that interrupts on the event cannot make the undo forget it)."""
+        self._record_unknown(call)
         self._emit_step_failed(call, error, unknown=True)
         if self._debug:
             logger.debug("saga %s: step %s outcome unknown: %r", self.saga_id, call.path, error)
-        self._record_unknown(call)
 
     def _wait_failed(self, wait: Call, error: BaseException) -> Call | None:
         """The wait before a retry ended in `error`: the retry will not happen, and the failure
