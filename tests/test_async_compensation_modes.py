@@ -17,9 +17,10 @@ then more), whose undo runs side by side when a later step fails.
 Both runs of an example see the same forward run: asyncio's loop is FIFO, and trio's scheduler
 (which hypothesis seeds per example) is given the same random state for each. Only the order of
 the undo may differ, so which of two interruptions comes first may too: the runs must agree on
-the type of what came out, not on who raised it. Compensation failures use the default
-``"continue"`` policy: with ``"stop"`` the modes legitimately differ (concurrent undo lets the
-compensations already running beside a failed one finish).
+the type of what came out, not on who raised it. Each run must also pass `check_run` on its own.
+Compensation failures use the default ``"continue"`` policy: with ``"stop"`` the modes
+legitimately differ (concurrent undo lets the compensations already running beside a failed one
+finish).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from fsaga.events import (
     StepStarted,
 )
 from fsaga.interpreter import BranchFailurePolicy
-from fsaga.testing import AsyncFaultInjectingInterpreter, FaultPlan, Interruption
+from fsaga.testing import AsyncFaultInjectingInterpreter, FaultPlan, Interruption, check_run
 from fsaga.testing.strategies import (
     ParSpec,
     SagaSpec,
@@ -291,7 +292,7 @@ def run_once(
             came_out = type(raised).__name__
             raised_by = who_raised(raised, interruption, interpreter)
         return Run(
-            observe(interpreter, came_out),
+            observe(interpreter, came_out, concurrent_compensation=concurrent_compensation),
             raised_by,
             *side_by_side(interpreter.events),
             f"{fault.action} on {fault.event.__name__}" if fault is not None and fired else None,
@@ -300,10 +301,17 @@ def run_once(
     return run_on(backend, run)
 
 
-def observe(interpreter: AsyncFaultInjectingInterpreter, came_out: str | None) -> Observed:
+def observe(
+    interpreter: AsyncFaultInjectingInterpreter,
+    came_out: str | None,
+    *,
+    concurrent_compensation: bool,
+) -> Observed:
     finished = [event for event in interpreter.events if isinstance(event, SagaFinished)]
     assert len(finished) == 1, f"SagaFinished {len(finished)} times"
     outcome = finished[0].outcome
+    # Each run on its own keeps every rule a recorded run can be checked for.
+    check_run(interpreter, outcome, concurrent_compensation=concurrent_compensation)
     partial = outcome if isinstance(outcome, PartialFailure) else None
     return Observed(
         came_out=came_out,
