@@ -9,6 +9,11 @@ Every attempt runs under a cancel scope whose deadline is the engine's (the step
 an enclosing ``saga.timeout(...)``, or the run's), measured on anyio's clock so a test's mock
 clock moves them. Compensations run shielded from the deadline that failed the run and from
 outside cancellation; each has only its own ``compensation_timeout``.
+
+An interruption (the caller's cancellation, a ``KeyboardInterrupt``, a cancellation raised inside
+an effect) stops forward work at once, in every `par` branch; during the undo it fails only the
+compensation it hit, never one running beside it. The first one propagates, as itself, once the
+undo is done (contract rule 8).
 """
 
 from __future__ import annotations
