@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import pytest
 from returns.future import FutureResult
 from returns.io import IOFailure, IOSuccess
@@ -25,7 +26,9 @@ from fsaga import (
     AsyncInterpreter,
     BranchCancelledError,
     CompensationCompleted,
+    CompensationFailed,
     CompensationFailure,
+    CompensationRetrying,
     CompensationStarted,
     Effect,
     Event,
@@ -41,8 +44,10 @@ from fsaga import (
     StepContext,
     StepFailed,
     StepRetrying,
+    StepStarted,
     StepTimeoutError,
     Success,
+    UnknownOutcomeError,
     current_context,
     in_worker_thread,
     par,
@@ -643,10 +648,10 @@ async def test_cancel_stops_a_sibling_waiting_to_retry_without_an_unknown_outcom
         )
     )
 
-    with anyio.fail_after(GUARD):
-        outcome = await saga.run(
-            AsyncInterpreter(on_branch_failure="cancel", listeners=[events.append])
-        )
+    # No fail_after: trio's mock clock would jump to it while a worker thread runs.
+    outcome = await saga.run(
+        AsyncInterpreter(on_branch_failure="cancel", listeners=[events.append])
+    )
 
     assert outcome == Failure(error, ("reserve",))
     assert log == ["pack 1", "unreserve R-1"]
@@ -1565,6 +1570,485 @@ async def test_a_keyboard_interrupt_in_an_effect_compensates_then_propagates() -
     finished = events[-1]
     assert isinstance(finished, SagaFinished)
     assert finished.outcome == PartialFailure(raised.value, ("reserve",), unresolved=("charge",))
+
+
+# -- rule 8: interrupts in par branches and during the undo -------------------------------------
+
+
+async def a_cancellation() -> BaseException:
+    """The event loop's own cancellation exception, caught where it was delivered: what an effect
+    sees when something it awaits is cancelled (raised by the effect, not by the run's caller)."""
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            await anyio.lowlevel.checkpoint()
+        except anyio.get_cancelled_exc_class() as cancelled:
+            return cancelled
+    raise AssertionError("the cancelled scope delivered no cancellation")
+
+
+async def an_interruption(kind: str) -> BaseException:
+    return (
+        KeyboardInterrupt("interrupted") if kind == "KeyboardInterrupt" else await a_cancellation()
+    )
+
+
+INTERRUPTIONS = ["KeyboardInterrupt", "cancellation"]
+UNDO_MODES = pytest.mark.parametrize(
+    "concurrent_compensation", [False, True], ids=["sequential undo", "concurrent undo"]
+)
+
+
+class InterruptScenario:
+    """reserve, then par(pay, pack), then ship. pack completes first; pay waits for it. One
+    effect or listener raises `interruption` (`where`); pack's compensation waits on the clock,
+    so under concurrent undo it is still running when pay's is interrupted."""
+
+    def __init__(self, interruption: BaseException, where: str) -> None:
+        self.interruption = interruption
+        self.where = where
+        self.log: list[str] = []
+        self.events: list[Event] = []
+        self.packed = anyio.Event()
+        self.attempts = 0
+
+    def undo(self, name: str) -> Callable[[str], Any]:
+        async def compensate(_: str) -> None:
+            self.log.append(f"undo {name} started")
+            await anyio.sleep(0.001)
+            await anyio.lowlevel.checkpoint()
+            self.log.append(f"undo {name} finished")
+
+        return compensate
+
+    async def pack(self) -> str:
+        await anyio.lowlevel.checkpoint()
+        self.packed.set()
+        return "P-1"
+
+    async def pay(self) -> str:
+        await self.packed.wait()
+        self.attempts += 1
+        if self.where == "action":
+            raise self.interruption
+        if self.where == "retry wait" and self.attempts == 1:
+            raise Declined("try again")
+        return "C-1"
+
+    async def refund(self, _: str) -> None:
+        self.log.append("undo pay started")
+        await anyio.lowlevel.checkpoint()
+        if self.where == "compensation":
+            raise self.interruption
+        self.log.append("undo pay finished")
+
+    async def sleep(self, _: float) -> None:
+        if self.where == "retry wait":
+            raise self.interruption
+
+    def listen(self, event: Event) -> None:
+        self.events.append(event)
+        path = getattr(event, "path", "")
+        if path == "pay" and (
+            (self.where == "listener" and isinstance(event, StepCompleted))
+            or (self.where == "undo listener" and isinstance(event, CompensationStarted))
+        ):
+            raise self.interruption
+
+    def saga(self, *, ship_fails: bool) -> Saga[object]:
+        async def ship() -> str:
+            await anyio.lowlevel.checkpoint()
+            if ship_fails:
+                raise Declined("no courier")
+            return "shipped"
+
+        return (
+            step(lambda: "R-1", self.undo("reserve"), name="reserve")
+            .then(
+                par(
+                    step(self.pay, self.refund, name="pay", retry=Retry(2, delay=1.0)),
+                    step(self.pack, self.undo("pack"), name="pack"),
+                )
+            )
+            .then(step(ship, name="ship"))
+        )
+
+    async def run(self, *, ship_fails: bool, concurrent_compensation: bool) -> BaseException:
+        """Run the saga; return what came out of it (it must raise the interruption)."""
+        interpreter = AsyncInterpreter(
+            listeners=[self.listen],
+            sleep=self.sleep,
+            concurrent_compensation=concurrent_compensation,
+        )
+        with anyio.fail_after(GUARD):
+            try:
+                await self.saga(ship_fails=ship_fails).run(interpreter, saga_id="order-1")
+            except BaseException as raised:
+                return raised
+        raise AssertionError("the run returned though it was interrupted")
+
+    def outcome(self) -> Outcome[object]:
+        [finished] = [event for event in self.events if isinstance(event, SagaFinished)]
+        return finished.outcome
+
+
+@UNDO_MODES
+@pytest.mark.parametrize("interruption_kind", INTERRUPTIONS)
+@pytest.mark.parametrize("where", ["compensation", "undo listener"])
+@pytest.mark.anyio
+async def test_an_interrupted_compensation_cuts_no_other_short_and_then_propagates_itself(
+    concurrent_compensation: bool, interruption_kind: str, where: str
+) -> None:
+    """Pay's compensation (or a listener as it starts) is interrupted while pack's runs: pay's
+    has failed for good, pack's and reserve's run to their end, in both undo modes, and the
+    interruption itself comes out of the run, with its note (rule 8). Concurrent undo used to
+    cancel pack's compensation halfway and report it failed; on asyncio it let a
+    CancelledError vanish and returned normally, and let a KeyboardInterrupt escape the loop."""
+    interruption = await an_interruption(interruption_kind)
+    scenario = InterruptScenario(interruption, where)
+
+    raised = await scenario.run(ship_fails=True, concurrent_compensation=concurrent_compensation)
+
+    assert raised is interruption
+    assert raised.__notes__[-1].startswith("fsaga: saga order-1 interrupted; saga failed: ")
+    outcome = scenario.outcome()
+    assert isinstance(outcome, PartialFailure)
+    assert isinstance(outcome.error, Declined)
+    assert sorted(outcome.compensated) == ["pack", "reserve"]
+    assert outcome.failed_compensations == (CompensationFailure("pay", interruption, 1),)
+    for name in ("pack", "reserve"):
+        assert f"undo {name} finished" in scenario.log
+    assert "undo pay finished" not in scenario.log
+
+
+@UNDO_MODES
+@pytest.mark.parametrize("interruption_kind", INTERRUPTIONS)
+@pytest.mark.parametrize(
+    ("where", "compensated", "unresolved"),
+    [
+        ("action", ["pack", "reserve"], ("pay",)),
+        ("retry wait", ["pack", "reserve"], ()),
+        ("listener", ["pack", "pay", "reserve"], ()),
+    ],
+)
+@pytest.mark.anyio
+async def test_an_interruption_in_a_par_branch_propagates_itself_not_an_exception_group(
+    concurrent_compensation: bool,
+    interruption_kind: str,
+    where: str,
+    compensated: list[str],
+    unresolved: tuple[str, ...],
+) -> None:
+    """An interruption raised in a `par` branch (by the action, by the wait before its retry, by
+    a listener as it completes) comes out of the run as itself, with its note, after the undo:
+    under trio it used to come out wrapped in a BaseExceptionGroup (missed by ``except
+    KeyboardInterrupt``), under asyncio a KeyboardInterrupt escaped the event loop and a
+    CancelledError vanished with its task (the run returned normally)."""
+    interruption = await an_interruption(interruption_kind)
+    scenario = InterruptScenario(interruption, where)
+
+    raised = await scenario.run(ship_fails=False, concurrent_compensation=concurrent_compensation)
+
+    assert raised is interruption
+    assert raised.__notes__[-1].startswith("fsaga: saga order-1 interrupted; saga failed: ")
+    outcome = scenario.outcome()
+    assert not isinstance(outcome, Success)
+    assert outcome.error is interruption
+    assert sorted(outcome.compensated) == compensated
+    assert (outcome.unresolved if isinstance(outcome, PartialFailure) else ()) == unresolved
+    assert not any(
+        isinstance(event, StepStarted) and event.path == "ship" for event in scenario.events
+    )
+
+
+@UNDO_MODES
+@pytest.mark.anyio
+async def test_a_second_interruption_in_the_undo_fails_its_compensation_and_the_first_propagates(
+    concurrent_compensation: bool,
+) -> None:
+    """Two compensations interrupted: both have failed for good, reserve's still runs, and the
+    first interruption propagates. Sequential undo used to let the second escape, leaving
+    reserve's compensation unrun and no SagaFinished."""
+    first, second = KeyboardInterrupt("first"), KeyboardInterrupt("second")
+    interruptions = {"pay": first, "pack": second}
+    log: list[str] = []
+    events: list[Event] = []
+
+    def interrupted(name: str) -> Callable[[str], Any]:
+        async def compensate(_: str) -> None:
+            await anyio.lowlevel.checkpoint()
+            raise interruptions[name]
+
+        return compensate
+
+    saga = (
+        step(lambda: "R-1", lambda _: log.append("unreserve"), name="reserve")
+        .then(
+            par(
+                step(lambda: "C-1", interrupted("pay"), name="pay"),
+                step(lambda: "P-1", interrupted("pack"), name="pack"),
+            )
+        )
+        .then(step(failing_after_checkpoint(Declined()), name="ship"))
+    )
+    interpreter = AsyncInterpreter(
+        listeners=[events.append], concurrent_compensation=concurrent_compensation
+    )
+
+    with pytest.raises(KeyboardInterrupt) as raised:
+        await saga.run(interpreter)
+
+    assert raised.value in (first, second)
+    assert log == ["unreserve"]
+    finished = events[-1]
+    assert isinstance(finished, SagaFinished)
+    outcome = finished.outcome
+    assert isinstance(outcome, PartialFailure)
+    assert outcome.compensated == ("reserve",)
+    assert sorted(outcome.failed_compensations, key=lambda failure: failure.path) == [
+        CompensationFailure("pack", second, 1),
+        CompensationFailure("pay", first, 1),
+    ]
+    assert raised.value is outcome.failed_compensations[0].error
+
+
+class ListenerInterruptsTheUndo:
+    """reserve, then par(pay, charge): charge fails once pay has gone (`paid` is set). A
+    listener raises a KeyboardInterrupt on one event of pay's undo (`event`, at `attempt`).
+    reserve's compensation waits for pay's record in the reverse causal order, so it runs only
+    if that record is settled."""
+
+    def __init__(self, event: type[Event], attempt: int) -> None:
+        self.event = event
+        self.attempt = attempt
+        self.interruption = KeyboardInterrupt("listener")
+        self.events: list[Event] = []
+        self.undone: list[str] = []
+        self.paid = anyio.Event()
+
+    async def charge(self) -> str:
+        await self.paid.wait()
+        await anyio.lowlevel.checkpoint()
+        raise Declined("card declined")
+
+    def listen(self, event: Event) -> None:
+        self.events.append(event)
+        if (
+            isinstance(event, self.event)
+            and getattr(event, "path", None) == "pay"
+            and getattr(event, "attempt", None) == self.attempt
+        ):
+            raise self.interruption
+
+    async def run(self, saga: Saga[object], *, concurrent_compensation: bool) -> Outcome[object]:
+        interpreter = AsyncInterpreter(
+            listeners=[self.listen],
+            concurrent_compensation=concurrent_compensation,
+            on_branch_failure="cancel",
+        )
+        with anyio.fail_after(GUARD), pytest.raises(KeyboardInterrupt) as raised:
+            await saga.run(interpreter)
+        assert raised.value is self.interruption
+        assert self.undone[-1:] == ["reserve"]
+        finished = self.events[-1]
+        assert isinstance(finished, SagaFinished)
+        return finished.outcome
+
+    def saga(self, pay: Saga[object]) -> Saga[object]:
+        return step(lambda: "R-1", lambda _: self.undone.append("reserve"), name="reserve").then(
+            par(pay, step(self.charge, name="charge"))
+        )
+
+
+@UNDO_MODES
+@pytest.mark.parametrize(
+    ("event", "refund_fails", "failed_with"),
+    [
+        (CompensationCompleted, 0, None),
+        (CompensationFailed, 2, Declined),
+        (CompensationRetrying, 1, KeyboardInterrupt),
+    ],
+)
+@pytest.mark.anyio
+async def test_a_listener_interrupting_as_a_compensation_ends_strands_none_waiting_for_it(
+    concurrent_compensation: bool,
+    event: type[Event],
+    refund_fails: int,
+    failed_with: type[BaseException] | None,
+) -> None:
+    """A listener interrupts as pay's compensation is reported (completed, failed, about to be
+    retried): pay's record is settled all the same, and reserve's compensation, which waits for
+    it, still runs. Concurrent undo used to leave reserve's compensation never run and never
+    reported; a compensation interrupted before its retry used to vanish from the outcome."""
+    scenario = ListenerInterruptsTheUndo(event, 2 if event is CompensationFailed else 1)
+    attempts = 0
+
+    def refund(_: str) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= refund_fails:
+            raise Declined(f"refund attempt {attempts}")
+        scenario.undone.append("pay")
+
+    async def pay() -> str:
+        await anyio.lowlevel.checkpoint()
+        scenario.paid.set()
+        return "C-1"
+
+    paying = step(pay, refund, name="pay", compensation_retry=Retry(2, delay=0))
+    outcome = await scenario.run(
+        scenario.saga(paying), concurrent_compensation=concurrent_compensation
+    )
+
+    assert not isinstance(outcome, Success)
+    assert "reserve" in outcome.compensated
+    failures = outcome.failed_compensations if isinstance(outcome, PartialFailure) else ()
+    if failed_with is None:
+        assert set(outcome.compensated) == {"pay", "reserve"}
+        assert failures == ()
+    else:
+        [failure] = failures
+        assert (failure.path, type(failure.error)) == ("pay", failed_with)
+
+
+@UNDO_MODES
+@pytest.mark.parametrize(
+    ("event", "run_again_fails", "reported"),
+    [
+        (StepStarted, False, "unresolved"),
+        (StepCompleted, False, "failed"),
+        (StepFailed, True, "unresolved"),
+    ],
+)
+@pytest.mark.anyio
+async def test_a_listener_interrupting_the_run_again_of_an_unknown_outcome_reports_it(
+    concurrent_compensation: bool, event: type[Event], run_again_fails: bool, reported: str
+) -> None:
+    """pay is cancelled when charge fails, so its outcome is unknown; being idempotent, it is
+    run again during the undo. A listener interrupts as that run-again starts, completes or
+    fails: pay is reported (unresolved, or its compensation failed with the interrupt), and
+    reserve's compensation still runs. Both used to be lost: pay vanished from the outcome, and
+    under concurrent undo reserve's compensation never ran."""
+    scenario = ListenerInterruptsTheUndo(event, 2)
+
+    async def pay() -> str:
+        attempt = current_context().attempt
+        if attempt == 1:
+            scenario.paid.set()
+            await hang()  # until charge's failure cancels it
+        await anyio.lowlevel.checkpoint()
+        if run_again_fails:
+            raise Declined("gateway down")
+        return "C-1"
+
+    saga = scenario.saga(
+        step(pay, lambda _: scenario.undone.append("pay"), name="pay", idempotent=True)
+    )
+
+    outcome = await scenario.run(saga, concurrent_compensation=concurrent_compensation)
+
+    assert isinstance(outcome, PartialFailure)
+    assert outcome.compensated == ("reserve",)
+    if reported == "unresolved":
+        assert (outcome.unresolved, outcome.failed_compensations) == (("pay",), ())
+    else:
+        assert outcome.unresolved == ()
+        assert outcome.failed_compensations == (
+            CompensationFailure("pay", scenario.interruption, 1),
+        )
+
+
+@pytest.mark.parametrize(
+    "cut_off_by", ["UnknownOutcomeError", "its timeout", "a failed sibling", "an interrupt"]
+)
+@pytest.mark.anyio
+async def test_a_listener_interrupting_as_a_step_is_left_unknown_keeps_it_in_the_undo(
+    cut_off_by: str,
+) -> None:
+    """charge's outcome becomes unknown, and a listener interrupts on that StepFailed event:
+    charge is still reported unresolved. The engine used to record the unknown outcome after the
+    event, so the interrupt made the undo forget it (under SyncInterpreter too)."""
+    events: list[Event] = []
+    started = anyio.Event()
+
+    def listen(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, StepFailed) and event.path == "charge" and event.unknown:
+            raise KeyboardInterrupt("listener")
+
+    async def charge() -> str:
+        started.set()
+        await anyio.lowlevel.checkpoint()
+        if cut_off_by == "UnknownOutcomeError":
+            raise UnknownOutcomeError("no answer from the gateway")
+        if cut_off_by == "an interrupt":
+            raise KeyboardInterrupt("Ctrl-C")
+        await hang()
+
+    async def ship() -> str:
+        await started.wait()
+        await anyio.lowlevel.checkpoint()
+        raise Declined("no courier")
+
+    timeout = TINY if cut_off_by == "its timeout" else None
+    charging = step(charge, lambda _: None, name="charge", timeout=timeout)
+    if cut_off_by == "a failed sibling":
+        charging = par(charging, step(ship, name="ship"))
+    saga = step(lambda: "R-1", lambda _: None, name="reserve").then(charging)
+
+    with anyio.fail_after(GUARD), pytest.raises(KeyboardInterrupt):
+        await saga.run(AsyncInterpreter(listeners=[listen], on_branch_failure="cancel"))
+
+    finished = events[-1]
+    assert isinstance(finished, SagaFinished)
+    outcome = finished.outcome
+    assert isinstance(outcome, PartialFailure)
+    assert (outcome.compensated, outcome.unresolved) == (("reserve",), ("charge",))
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_sibling_completing_anyway_reports_its_compensations_own_timeout() -> (
+    None
+):
+    """With ``on_branch_failure="cancel"``, pack (in a worker thread, which cannot be interrupted)
+    is cancelled when charge fails but completes anyway, so it is compensated. Its compensation
+    then runs past its own ``compensation_timeout``: that is a StepTimeoutError naming the
+    compensation timeout, not a BranchCancelledError (the cancellation mark of pack's action
+    used to stay on the call the engine reuses for its compensation)."""
+    packing = threading.Event()
+    charge_failed = threading.Event()
+    events: list[Event] = []
+
+    def pack() -> str:
+        packing.set()
+        charge_failed.wait(GUARD)  # a backstop only: charge sets it at once
+        return "parcel"
+
+    async def unpack(_: str) -> None:
+        await hang()
+
+    async def charge() -> str:
+        await anyio.to_thread.run_sync(packing.wait, GUARD)
+        charge_failed.set()  # pack's task cannot resume before this task has cancelled it
+        raise Declined("card declined")
+
+    saga = par(
+        step(charge, name="charge"),
+        step(in_worker_thread(pack), unpack, name="pack", compensation_timeout=TINY),
+    )
+
+    # No fail_after: trio's mock clock would jump to it while a worker thread runs.
+    outcome = await saga.run(
+        AsyncInterpreter(on_branch_failure="cancel", listeners=[events.append])
+    )
+
+    assert isinstance(outcome, PartialFailure)
+    assert isinstance(outcome.error, Declined)
+    [completed] = [event for event in events if isinstance(event, StepCompleted)]
+    assert (completed.path, completed.result) == ("pack", "parcel")
+    [failure] = outcome.failed_compensations
+    assert (failure.path, failure.attempts) == ("pack", 1)
+    assert timeout_fields(failure.error) == ("pack", 1, TINY, "compensation", None, True)
 
 
 # -- rule 9: events -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 
 from fsaga import (
@@ -12,6 +13,7 @@ from fsaga import (
     Failure,
     PartialFailure,
     Retry,
+    Saga,
     SagaFinished,
     SagaStarted,
     StepCompleted,
@@ -21,9 +23,11 @@ from fsaga import (
     step,
 )
 from fsaga.testing import (
+    AsyncFaultInjectingInterpreter,
     FaultInjectingInterpreter,
     FaultPlan,
     InjectedFault,
+    Interruption,
     Raise,
     RecordedEffect,
     RecordingInterpreter,
@@ -419,6 +423,103 @@ def test_an_injected_interrupt_compensates_and_propagates() -> None:
     assert isinstance(outcome, PartialFailure)
     assert isinstance(outcome.error, KeyboardInterrupt)
     assert (outcome.compensated, outcome.unresolved) == (("a",), ("b",))
+
+
+def interrupted_undo_saga(undone: list[object]) -> Saga[object]:
+    """reserve, charge, then ship; charge's compensation is the one the tests interrupt."""
+    return (
+        step(lambda: "R-1", undone.append, name="reserve")
+        .then(step(lambda: "C-1", undone.append, name="charge"))
+        .then(step(lambda: "S-1", name="ship"))
+    )
+
+
+def test_an_interrupted_compensation_fails_for_good_the_rest_run_the_interrupt_propagates() -> None:
+    undone: list[object] = []
+    plan = FaultPlan(
+        actions={"ship": 1}, compensations={"charge": 1}, interrupt_compensations={"charge"}
+    )
+    interpreter = FaultInjectingInterpreter(plan)
+
+    with pytest.raises(
+        KeyboardInterrupt, match="injected interrupt at the compensation of 'charge'"
+    ):
+        interrupted_undo_saga(undone).run(interpreter)
+
+    assert undone == ["R-1"]
+    finished = interpreter.events[-1]
+    assert isinstance(finished, SagaFinished)
+    outcome = finished.outcome
+    assert isinstance(outcome, PartialFailure)
+    assert isinstance(outcome.error, InjectedFault)
+    assert outcome.compensated == ("reserve",)
+    [failure] = outcome.failed_compensations
+    assert (failure.path, failure.attempts) == ("charge", 1)
+    assert isinstance(failure.error, KeyboardInterrupt)
+    interrupted = next(effect for effect in interpreter.effects if effect.kind == "compensation")
+    assert (interrupted.path, interrupted.error) == ("charge", failure.error)
+
+
+def test_a_plan_without_compensation_interrupts_is_the_plan_it_always_was() -> None:
+    plan = FaultPlan({"ship": 1}, {"charge": 1}, "reserve", {})
+
+    assert (plan.interrupt_compensations, plan.interrupt_with) == (
+        frozenset(),
+        "keyboard_interrupt",
+    )
+    assert plan == FaultPlan(actions={"ship": 1}, compensations={"charge": 1}, interrupt="reserve")
+
+
+@pytest.mark.parametrize("paths", ["charge", ["charge", 1], 7, None])
+def test_interrupt_compensations_must_be_a_collection_of_paths(paths: Any) -> None:
+    with pytest.raises(TypeError, match="FaultPlan: interrupt_compensations must be a collection"):
+        FaultPlan(interrupt_compensations=paths)
+
+
+def test_interrupt_with_must_be_an_interruption() -> None:
+    bad: Any = "SIGINT"
+
+    with pytest.raises(ValueError, match=r"FaultPlan: interrupt_with must be one of \('keyboard_"):
+        FaultPlan(interrupt_compensations={"charge"}, interrupt_with=bad)
+
+
+def test_the_sync_fault_injector_cannot_raise_a_cancellation() -> None:
+    plan = FaultPlan(interrupt_compensations={"charge"}, interrupt_with="cancelled")
+
+    with pytest.raises(ValueError, match="AsyncFaultInjectingInterpreter"):
+        FaultInjectingInterpreter(plan)
+
+
+@pytest.mark.parametrize("interruption", ["keyboard_interrupt", "cancelled"])
+@pytest.mark.anyio
+async def test_the_async_fault_injector_interrupts_a_compensation_in_its_place(
+    interruption: Interruption,
+) -> None:
+    undone: list[object] = []
+    plan = FaultPlan(
+        actions={"ship": 1}, interrupt_compensations={"charge"}, interrupt_with=interruption
+    )
+    interpreter = AsyncFaultInjectingInterpreter(plan)
+    expected = (
+        KeyboardInterrupt
+        if interruption == "keyboard_interrupt"
+        else anyio.get_cancelled_exc_class()
+    )
+
+    with pytest.raises(expected) as raised:
+        await interrupted_undo_saga(undone).run(interpreter)
+
+    assert raised.value.__notes__[-1].startswith("fsaga: saga ")
+    assert (interpreter.cancelled, interpreter.interrupted) == (False, False)
+    assert undone == ["R-1"]
+    finished = interpreter.events[-1]
+    assert isinstance(finished, SagaFinished)
+    outcome = finished.outcome
+    assert isinstance(outcome, PartialFailure)
+    assert outcome.compensated == ("reserve",)
+    assert outcome.failed_compensations == (CompensationFailure("charge", raised.value, 1),)
+    interrupted = next(effect for effect in interpreter.effects if effect.kind == "compensation")
+    assert (interrupted.path, interrupted.error) == ("charge", raised.value)
 
 
 def test_an_empty_plan_changes_nothing() -> None:

@@ -9,6 +9,11 @@ Every attempt runs under a cancel scope whose deadline is the engine's (the step
 an enclosing ``saga.timeout(...)``, or the run's), measured on anyio's clock so a test's mock
 clock moves them. Compensations run shielded from the deadline that failed the run and from
 outside cancellation; each has only its own ``compensation_timeout``.
+
+An interruption (the caller's cancellation, a ``KeyboardInterrupt``, a cancellation raised inside
+an effect) stops forward work at once, in every `par` branch; during the undo it fails only the
+compensation it hit, never one running beside it. The first one propagates, as itself, once the
+undo is done (contract rule 8).
 """
 
 from __future__ import annotations
@@ -134,21 +139,15 @@ class AsyncInterpreter:
         """Run `saga` to its outcome (`Saga.run` calls this)."""
         engine = Engine(saga, self._settings, saga_id=saga_id)
         run = _Run(engine, self._perform, self._sleep, concurrent=self._concurrent)
-        try:
-            await run.drive()
-        except Exception:
-            raise  # the engine's own errors are bugs, never a step's failure
-        except BaseException as interruption:
-            # Cancelled from outside, or interrupted: every call in flight has been reported
-            # (and if it landed between calls, this tells the engine); undo what completed, out
-            # of reach of the cancellation, then let it propagate.
-            engine.interrupt(None, interruption)
-            with anyio.CancelScope(shield=True):
-                await run.drive()
+        await run.drive()
+        interruption = run.interruption
+        if interruption is not None:
+            # Cancelled from outside, or interrupted: what completed has been undone, out of
+            # reach of the interruption; now let it propagate (contract rule 8).
             interruption.add_note(
                 f"fsaga: saga {engine.saga_id} interrupted; {_note(engine.outcome)}"
             )
-            raise
+            raise interruption
         return cast("Outcome[_T]", engine.outcome)
 
 
@@ -163,6 +162,7 @@ class _Run:
         "engine",
         "failures_seen",
         "group",
+        "interruption",
         "perform",
         "scopes",
         "sleep",
@@ -189,20 +189,57 @@ class _Run:
         self.cancelled: set[Call] = set()
         self.failures_seen = 0
         self.until_undo = True
+        self.interruption: BaseException | None = None
+        """The run's first interruption (cancellation, ``KeyboardInterrupt``...): raised once
+        the undo is done; any later one only ends the call it cut short."""
 
     async def drive(self) -> None:
-        """Perform calls until the engine has nothing left to hand out.
+        """Perform calls until the run has its outcome.
 
         Forward work is open to cancellation; once the run fails, the undo runs shielded from
         the deadline or cancellation that failed it (each compensation bound by its own
-        timeout only), and a cancellation that arrived meanwhile is raised once it is done.
+        timeout only), and a cancellation that arrived meanwhile is kept to be raised once it
+        is done.
         """
         engine = self.engine
-        await self.perform_calls(until_undo=True)
-        if not engine.finished:
-            with anyio.CancelScope(shield=True):
+        try:
+            await self.perform_calls(until_undo=True)
+        except Exception:
+            raise  # the engine's own errors are bugs, never a step's failure
+        except BaseException as interruption:
+            # Every call in flight has been reported; if it landed between calls, this tells
+            # the engine, which stops forward work and starts the undo.
+            self.interrupted(interruption)
+        if engine.finished:
+            return
+        with anyio.CancelScope(shield=True):
+            await self.undo()
+        if self.interruption is None:
+            try:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+            except BaseException as interruption:
+                self.interruption = interruption
+
+    async def undo(self) -> None:
+        """Perform the undo's calls to the end. An interruption during one of them ends only
+        that one (it has failed for good), never the others: the rest still run, each to its
+        own end, as the compensation policy says (contract rule 8)."""
+        while True:
+            try:
                 await self.perform_calls(until_undo=False)
-            await anyio.lowlevel.checkpoint_if_cancelled()
+            except Exception:
+                raise
+            except BaseException as interruption:
+                self.interrupted(interruption)
+            else:
+                return
+
+    def interrupted(self, interruption: BaseException) -> None:
+        """Keep the run's first interruption, and make sure the engine knows that forward work
+        is over (the call it cut short, if any, has been reported already)."""
+        if self.interruption is None:
+            self.interruption = interruption
+        self.engine.interrupt(None, interruption)
 
     async def perform_calls(self, *, until_undo: bool) -> None:
         """Perform the engine's calls until it has none (or, with `until_undo`, until the run
@@ -219,7 +256,7 @@ class _Run:
             more = (
                 None
                 if not self.concurrent or (until_undo and engine.compensating)
-                else engine.poll()
+                else self.poll_beside(call)
             )
             if more is not None:
                 await self.fan_out(call, more)
@@ -258,6 +295,23 @@ class _Run:
                 unchecked = False
                 call = await self.perform_call(call) or self.next_call()
 
+    def poll_beside(self, call: Call) -> Call | None:
+        """Another call to perform beside `call`, if the engine has one ready now.
+
+        A listener may interrupt as that call starts (the engine settles it): in forward work
+        `call` then never starts; in the undo it still runs, like every other compensation.
+        """
+        while True:
+            try:
+                return self.engine.poll()
+            except Exception:
+                raise
+            except BaseException as interruption:
+                if self.until_undo:
+                    self.engine.interrupt(call, interruption, started=False)
+                    raise
+                self.interrupted(interruption)
+
     def next_call(self) -> Call | None:
         """The engine's next call, unless the run has started to fail and the undo is for the
         shielded pass (a report that starts the undo never returns an undo call directly)."""
@@ -267,15 +321,46 @@ class _Run:
         return engine.poll()
 
     async def fan_out(self, first: Call, second: Call) -> None:
-        """Run every call the engine hands out, a task each, until none is in flight."""
+        """Run every call the engine hands out, a task each, until none is in flight.
+
+        No interruption escapes a task: the first is kept for `drive` to raise as it is (never
+        wrapped in an exception group, never lost with its task), and the engine is told. In
+        forward work it also cancels the group, so the calls in flight stop at once; in the
+        undo it cancels nothing, and every other compensation runs to its end.
+        """
         async with anyio.create_task_group() as group:
             self.group = group
             group.start_soon(self.chain, first)
-            more: Call | None = second
-            while more is not None:
-                group.start_soon(self.chain, more)
-                more = self.next_call()
+            self.spawn(second)
         self.group = None
+
+    def spawn(self, call: Call | None) -> None:
+        """Start a task for `call` (if any), then one for each further call the engine has
+        ready now."""
+        group = self.group
+        assert group is not None
+        while True:
+            if call is not None:
+                group.start_soon(self.chain, call)
+                call = None
+            try:
+                call = self.next_call()
+            except Exception:
+                raise
+            except BaseException as interruption:
+                # A listener interrupted as a call started; the engine settled that call.
+                self.interrupted_in_group(interruption)
+                continue
+            if call is None:
+                return
+
+    def interrupted_in_group(self, interruption: BaseException) -> None:
+        """An interruption reached a task of the group (the call it cut short is reported): keep
+        it, and in forward work stop the other tasks' calls at once."""
+        self.interrupted(interruption)
+        group = self.group
+        if self.until_undo and group is not None:
+            group.cancel_scope.cancel()
 
     async def chain(self, call: Call | None) -> None:
         """A task of the group: perform `call` and whatever follows it directly."""
@@ -286,18 +371,19 @@ class _Run:
             await anyio.lowlevel.checkpoint_if_cancelled()
         except BaseException as interruption:
             engine.interrupt(call, interruption, started=False)
+            self.interrupted_in_group(interruption)
+            return
+        try:
+            while call is not None:
+                call = await self.perform_call(call, track=self.cancels)
+                self.spawn(None)
+                if self.cancels and engine.branch_failures != self.failures_seen:
+                    self.failures_seen = engine.branch_failures
+                    self.cancel_doomed()
+        except Exception:
             raise
-        group = self.group
-        assert group is not None
-        while call is not None:
-            call = await self.perform_call(call, track=self.cancels)
-            spawned = self.next_call()
-            while spawned is not None:
-                group.start_soon(self.chain, spawned)
-                spawned = self.next_call()
-            if self.cancels and engine.branch_failures != self.failures_seen:
-                self.failures_seen = engine.branch_failures
-                self.cancel_doomed()
+        except BaseException as interruption:
+            self.interrupted_in_group(interruption)
 
     def cancel_doomed(self) -> None:
         """Cancel the calls in flight whose `par` has a failed branch."""
@@ -330,16 +416,17 @@ class _Run:
                 except Exception as raised:
                     failure = raised
         except BaseException as interruption:
-            self.scopes.pop(call, None)
             engine.interrupt(call, interruption)
             raise
-        if track:
-            del self.scopes[call]
+        finally:
+            self.scopes.pop(call, None)
+            # The mark goes with this attempt: the engine may hand the same `Call` out again
+            # (a completed step's record becomes its compensation), and that one's timeout is
+            # its own, not a sibling's failure.
+            by_sibling = call in self.cancelled
+            self.cancelled.discard(call)
         if scope.cancelled_caught:
-            if call in self.cancelled:
-                self.cancelled.discard(call)
-                return engine.cancel(call)
-            return engine.expire(call)
+            return engine.cancel(call) if by_sibling else engine.expire(call)
         if failure is not None:
             return engine.fail(call, failure)
         return engine.succeed(call, result)

@@ -333,9 +333,9 @@ class Engine:
         if kind is COMPENSATION or kind is UNKNOWN:
             return self._compensation_failed(call, error)
         unknown = kind is ACTION or _waits_after_unknown(call)
-        self._emit_step_failed(call, error, unknown=unknown)
         if unknown:
-            self._record_unknown(call)
+            self._record_unknown(call)  # before the event: a listener may interrupt
+        self._emit_step_failed(call, error, unknown=unknown)
         fiber = call.fiber
         assert fiber is not None
         if self._phase == _FORWARD and fiber.join is not None:
@@ -369,20 +369,17 @@ class Engine:
             self._release(call)
             return
         if call.argument is _RESOLVING:
+            self._unresolved_by_interrupt(call)
             self._emit_step_failed(call, interruption, unknown=started)
-            undo = self._undo
-            assert undo is not None
-            undo.unresolved.append(call.path)
-            self._release(call)
             return
         # An action cut short mid-flight has an unknown outcome; one that was waiting to be
         # retried (or never began) did not run this attempt, so its outcome is known: it failed.
         unknown = (
             call.kind is ACTION and (started or call.argument is _AFTER_UNKNOWN)
         ) or _waits_after_unknown(call)
-        self._emit_step_failed(call, interruption, unknown=unknown)
         if unknown:
-            self._record_unknown(call)
+            self._record_unknown(call)  # before the event: a listener may interrupt
+        self._emit_step_failed(call, interruption, unknown=unknown)
 
     # -- walking the tree -------------------------------------------------------------------
 
@@ -617,6 +614,8 @@ class Engine:
                 if call.kind is not ACTION:
                     self._record_compensation_failure(call, interruption)
                     self._release(call)
+                elif call.argument is _RESOLVING:
+                    self._unresolved_by_interrupt(call)
                 raise
         if self._debug:
             logger.debug(
@@ -725,17 +724,24 @@ class Engine:
         delay = retry.delay_before(attempt, random_unit=self._settings.random_unit())
         if self._listeners:
             event_type = StepRetrying if call.kind is ACTION else CompensationRetrying
-            self._emit(
-                event_type(
-                    self.saga_id,
-                    call.path,
-                    call.attempt,
-                    self._settings.clock(),
-                    call.started_at,
-                    error,
-                    delay,
+            try:
+                self._emit(
+                    event_type(
+                        self.saga_id,
+                        call.path,
+                        call.attempt,
+                        self._settings.clock(),
+                        call.started_at,
+                        error,
+                        delay,
+                    )
                 )
-            )
+            except BaseException as interruption:
+                if call.kind is not ACTION:
+                    # Interrupted before its retry: that compensation has failed for good.
+                    self._record_compensation_failure(call, interruption)
+                    self._release(call)
+                raise
         retried = call.derive(call.kind, attempt, call.argument)
         if delay <= 0:
             return self._issue(retried)
@@ -768,11 +774,12 @@ class Engine:
 
     def _left_unknown(self, call: Call, error: BaseException) -> None:
         """`call`'s attempt (or the one its wait or retry stands for) has an unknown outcome
-        that the run no longer tries to settle forward: the undo will."""
+        that the run no longer tries to settle forward: the undo will (recorded first, so a
+        listener that interrupts on the event cannot make the undo forget it)."""
+        self._record_unknown(call)
         self._emit_step_failed(call, error, unknown=True)
         if self._debug:
             logger.debug("saga %s: step %s outcome unknown: %r", self.saga_id, call.path, error)
-        self._record_unknown(call)
 
     def _wait_failed(self, wait: Call, error: BaseException) -> Call | None:
         """The wait before a retry ended in `error`: the retry will not happen, and the failure
@@ -823,15 +830,35 @@ class Engine:
     def _resolved(self, call: Call, result: object) -> Call | None:
         """The run-again of an unknown outcome completed: now compensate it with its result."""
         if self._listeners:
-            self._emit_step_completed(call, result, compensable=True)
+            try:
+                self._emit_step_completed(call, result, compensable=True)
+            except BaseException as interruption:
+                # Interrupted before its compensation could start: as if it had (`_announce`).
+                call.kind = COMPENSATION
+                call.attempt = 1
+                self._record_compensation_failure(call, interruption)
+                self._release(call)
+                raise
         call.kind = COMPENSATION
         call.attempt = 1
         call.argument = result
         return self._issue(call)
 
     def _resolution_failed(self, call: Call, error: BaseException) -> Call | None:
-        self._emit_step_failed(call, error, unknown=True)
+        try:
+            self._emit_step_failed(call, error, unknown=True)
+        except BaseException:
+            self._unresolved_by_interrupt(call)
+            raise
         return self._unknown_fallback(call) or self._undo_done(call)
+
+    def _unresolved_by_interrupt(self, call: Call) -> None:
+        """An interrupt cut short the run-again that was to settle `call`'s unknown outcome (or
+        a listener interrupted as it started or failed): the outcome stays unknown."""
+        undo = self._undo
+        assert undo is not None
+        undo.unresolved.append(call.path)
+        self._release(call)
 
     # -- compensation -------------------------------------------------------------------------
 
@@ -900,11 +927,19 @@ class Engine:
         assert undo is not None
         undo.compensated.append(call.path)
         if self._listeners:
-            self._emit(
-                CompensationCompleted(
-                    self.saga_id, call.path, call.attempt, self._settings.clock(), call.started_at
+            try:
+                self._emit(
+                    CompensationCompleted(
+                        self.saga_id,
+                        call.path,
+                        call.attempt,
+                        self._settings.clock(),
+                        call.started_at,
+                    )
                 )
-            )
+            except BaseException:
+                self._release(call)  # see _record_compensation_failure
+                raise
         if self._order is None and not self._in_flight:
             return self._next_compensation()  # the sequential undo's common case, directly
         return self._undo_done(call)
@@ -926,16 +961,23 @@ class Engine:
         if self._settings.on_compensation_failure == "stop":
             self._skip_the_rest(undo)
         if self._listeners:
-            self._emit(
-                CompensationFailed(
-                    self.saga_id,
-                    call.path,
-                    call.attempt,
-                    self._settings.clock(),
-                    call.started_at,
-                    error,
+            try:
+                self._emit(
+                    CompensationFailed(
+                        self.saga_id,
+                        call.path,
+                        call.attempt,
+                        self._settings.clock(),
+                        call.started_at,
+                        error,
+                    )
                 )
-            )
+            except BaseException:
+                # A listener interrupted (`_emit` lets only those through), so the caller never
+                # gets to release `call`'s record: do it here, or the concurrent undo would
+                # never start the records waiting for it (contract rule 8).
+                self._release(call)
+                raise
         if self._debug:
             logger.debug("saga %s: compensation %s failed: %r", self.saga_id, call.path, error)
 

@@ -10,6 +10,7 @@ from fsaga.testing.interpreters import (
 from fsaga.testing.interpreters import FaultInjectingInterpreter as FaultInjectingInterpreter
 from fsaga.testing.interpreters import FaultPlan as FaultPlan
 from fsaga.testing.interpreters import InjectedFault as InjectedFault
+from fsaga.testing.interpreters import Interruption as Interruption
 from fsaga.testing.interpreters import Raise as Raise
 from fsaga.testing.interpreters import RecordedEffect as RecordedEffect
 from fsaga.testing.interpreters import RecordingInterpreter as RecordingInterpreter
@@ -48,6 +49,7 @@ __all__ = [
     "FaultInjectingInterpreter",
     "FaultPlan",
     "InjectedFault",
+    "Interruption",
     "Raise",
     "RecordedEffect",
     "RecordingInterpreter",

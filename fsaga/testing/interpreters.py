@@ -16,10 +16,10 @@ Failure(error=RuntimeError('no'), compensated=('reserve',))
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from inspect import isawaitable
-from typing import TypeAlias, TypeVar, cast, final
+from typing import Literal, TypeAlias, TypeVar, cast, final, get_args
 
 import anyio
 import anyio.lowlevel
@@ -37,6 +37,7 @@ __all__ = [
     "FaultInjectingInterpreter",
     "FaultPlan",
     "InjectedFault",
+    "Interruption",
     "Raise",
     "RecordedEffect",
     "RecordingInterpreter",
@@ -292,6 +293,13 @@ class InjectedFault(Exception):
         self.attempt = attempt
 
 
+Interruption: TypeAlias = Literal["keyboard_interrupt", "cancelled"]
+"""What a `FaultPlan` raises in place of a compensation it interrupts: ``"keyboard_interrupt"``
+a `KeyboardInterrupt`; ``"cancelled"`` the event loop's cancellation exception
+(``asyncio.CancelledError``, ``trio.Cancelled``), raised from inside the compensation as when
+something it awaits is cancelled (`AsyncFaultInjectingInterpreter` only)."""
+
+
 @final
 @dataclass(frozen=True, slots=True)
 class FaultPlan:
@@ -308,12 +316,34 @@ class FaultPlan:
         hangs: per step path, how many attempts of its action run and then never return
             (only a deadline or a cancellation ends them), so their outcome is unknown. Only
             `AsyncFaultInjectingInterpreter` can run such a plan.
+        interrupt_compensations: the paths of steps whose compensation (or unknown-outcome
+            compensation) is interrupted on its first attempt: it raises `interrupt_with`
+            instead of running, under either interpreter (before `compensations` applies).
+            That compensation has failed for good; the others still run (as the compensation
+            policy says), then the run re-raises the interruption (contract rule 8), which
+            the test catches: the outcome is in the run's `fsaga.events.SagaFinished` event.
+        interrupt_with: what `interrupt_compensations` raise (see `Interruption`).
+
+    >>> from fsaga import step
+    >>> saga = step(lambda: "R-1", lambda receipt: None, name="reserve").then(
+    ...     step(lambda: "C-1", lambda charge: None, name="charge")
+    ... ).then(step(lambda: 0, name="ship"))
+    >>> interpreter = FaultInjectingInterpreter(
+    ...     FaultPlan(actions={"ship": 1}, interrupt_compensations={"charge"})
+    ... )
+    >>> try:
+    ...     saga.run(interpreter)
+    ... except KeyboardInterrupt:
+    ...     print(interpreter.events[-1].outcome.compensated)
+    ('reserve',)
     """
 
     actions: Mapping[str, int] = field(default_factory=dict)
     compensations: Mapping[str, int] = field(default_factory=dict)
     interrupt: str | None = None
     hangs: Mapping[str, int] = field(default_factory=dict)
+    interrupt_compensations: Collection[str] = frozenset()
+    interrupt_with: Interruption = "keyboard_interrupt"
 
     def __post_init__(self) -> None:
         for label, plan in (
@@ -326,6 +356,26 @@ class FaultPlan:
                     raise ValueError(
                         f"FaultPlan: {label}[{path!r}] must be a count >= 0, got {count!r}"
                     )
+        paths: object = self.interrupt_compensations  # callers may pass anything: check it
+        if (
+            isinstance(paths, str | bytes)
+            or not isinstance(paths, Collection)
+            or not all(isinstance(path, str) for path in paths)
+        ):
+            raise TypeError(
+                "FaultPlan: interrupt_compensations must be a collection of step paths, such "
+                f"as {{'charge'}}, got {paths!r}"
+            )
+        if self.interrupt_with not in get_args(Interruption):
+            raise ValueError(
+                f"FaultPlan: interrupt_with must be one of {get_args(Interruption)}, got "
+                f"{self.interrupt_with!r}"
+            )
+
+
+def _interrupted(plan: FaultPlan, effect: Effect) -> bool:
+    """Whether `plan` interrupts this attempt of a compensation in its place."""
+    return effect.attempt == 1 and effect.path in plan.interrupt_compensations
 
 
 def _is_count(value: object) -> bool:
@@ -356,6 +406,12 @@ class FaultInjectingInterpreter(_RecordedRuns):
                 "FaultInjectingInterpreter cannot make an effect hang (a sync run cannot be "
                 "pre-empted); run plans with hangs under AsyncFaultInjectingInterpreter"
             )
+        if plan.interrupt_compensations and plan.interrupt_with == "cancelled":
+            raise ValueError(
+                "FaultInjectingInterpreter cannot raise a cancellation (a sync run has no event "
+                "loop to cancel it); run plans with interrupt_with='cancelled' under "
+                "AsyncFaultInjectingInterpreter"
+            )
         self.plan = plan
         self._recording = RecordingInterpreter(
             perform=self._perform,
@@ -369,6 +425,8 @@ class FaultInjectingInterpreter(_RecordedRuns):
             if effect.path == plan.interrupt and effect.attempt == 1:
                 raise KeyboardInterrupt(f"injected interrupt at {effect.path!r}")
             failing = plan.actions.get(effect.path, 0)
+        elif _interrupted(plan, effect):
+            raise KeyboardInterrupt(f"injected interrupt at the {effect.kind} of {effect.path!r}")
         else:
             failing = plan.compensations.get(effect.path, 0)
         if effect.attempt <= failing:
@@ -386,7 +444,9 @@ class AsyncFaultInjectingInterpreter:
     from outside (`FaultPlan.interrupt`): the run is awaited inside a cancel scope that the plan
     cancels. The cancellation must come out of the run (a run never swallows one); the scope
     then absorbs it, `interrupted` becomes ``True``, and `run_saga` returns the outcome the run
-    reported in its `SagaFinished` event.
+    reported in its `SagaFinished` event. A compensation interrupted by the plan
+    (`FaultPlan.interrupt_compensations`) raises a `KeyboardInterrupt` or a cancellation of its
+    own instead; the run re-raises that one, and it comes out of `run_saga` too.
 
     Args:
         plan: which effects fail, hang, or cancel the run.
@@ -481,6 +541,8 @@ class AsyncFaultInjectingInterpreter:
                 if effect.attempt <= plan.hangs.get(effect.path, 0):
                     await anyio.sleep_forever()
             else:
+                if _interrupted(plan, effect):
+                    raise await _interruption(plan.interrupt_with, effect)
                 if effect.attempt <= plan.compensations.get(effect.path, 0):
                     raise InjectedFault(effect.kind, effect.path, effect.attempt)
                 result = await _awaited(effect.run())
@@ -495,6 +557,20 @@ class AsyncFaultInjectingInterpreter:
             RecordedEffect(effect.kind, effect.path, effect.attempt, effect.argument, result)
         )
         return result
+
+
+async def _interruption(interruption: Interruption, effect: Effect) -> BaseException:
+    """What a plan raises in place of `effect`: a `KeyboardInterrupt`, or the event loop's own
+    cancellation exception, caught where it was delivered (trio's has no public constructor)."""
+    if interruption == "keyboard_interrupt":
+        return KeyboardInterrupt(f"injected interrupt at the {effect.kind} of {effect.path!r}")
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        try:
+            await anyio.lowlevel.checkpoint()
+        except anyio.get_cancelled_exc_class() as cancelled:
+            return cancelled
+    raise AssertionError("a cancelled scope delivered no cancellation")
 
 
 async def _awaited(result: object) -> object:
