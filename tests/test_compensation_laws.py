@@ -738,17 +738,9 @@ def test_skipping_under_the_continue_policy_is_rejected() -> None:
         skipped.check()
 
 
-# -- an engine bug the laws' plans cannot reach -----------------------------------------------
+# -- a case the laws' plans cannot reach ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine bug: when a second interrupt cuts short the run-again of an interrupted "
-        "idempotent step, Engine.interrupt lists the step in unresolved without trying its "
-        "on_unknown compensation; rule 3 falls through to on_unknown when running again fails"
-    ),
-)
 def test_a_run_again_cut_short_by_a_second_interrupt_falls_through_to_on_unknown() -> None:
     def interrupt_payment(effect: Effect) -> object:
         if effect.kind == "action" and effect.path == "pay":

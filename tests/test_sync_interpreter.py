@@ -971,6 +971,29 @@ def test_an_interrupt_raised_by_a_listener_stops_forward_work_and_compensates(
     assert reported == failed
 
 
+def test_a_listener_interrupting_as_an_interrupt_is_taken_in_still_lets_the_undo_run() -> None:
+    """The engine emits `StepFailed` while it takes an interrupt in; a listener that raises
+    another interrupt there escaped the sync driver, and nothing was compensated."""
+    ledger = Ledger()
+
+    def listener(event: Event) -> None:
+        if isinstance(event, StepFailed):
+            raise KeyboardInterrupt("from the listener")
+
+    first = KeyboardInterrupt("from the step")
+    saga = ledger.step("a").then(ledger.step("b", raises=first))
+
+    with pytest.raises(KeyboardInterrupt) as raised:
+        saga.run(SyncInterpreter(listeners=[listener]))
+
+    assert raised.value is first
+    assert ledger.log == ["a", "b", "undo a"]
+    assert raised.value.__notes__ == [
+        f"fsaga: saga {raised.value.__notes__[0].split()[2]} interrupted; saga failed: "
+        "KeyboardInterrupt('from the step'); compensated: a; unknown outcome, unresolved: b"
+    ]
+
+
 def test_an_interrupt_raised_by_a_listener_at_saga_start_runs_nothing() -> None:
     ledger = Ledger()
 

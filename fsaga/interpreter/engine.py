@@ -104,6 +104,7 @@ class Engine:
         "_completed",
         "_debug",
         "_forks",
+        "_handed_over",
         "_in_flight",
         "_listeners",
         "_order",
@@ -138,6 +139,9 @@ class Engine:
             (Fiber(Scope(""), None, 0, deadline), saga, None)
         ]
         self._in_flight = 0
+        # Calls issued (counted in flight) outside a report that could return them, for the
+        # next poll() to hand out: the fallback of a run-again an interrupt cut short.
+        self._handed_over: list[Call] = []
         self._forks = 0
         # Completed steps that have a compensation, and steps whose outcome is unknown, in
         # completion order: the undo log.
@@ -245,6 +249,8 @@ class Engine:
                 if call is not None:
                     return call
             elif self._phase == _COMPENSATING:
+                if self._handed_over:
+                    return self._handed_over.pop()
                 if self._settings.concurrent_compensation:
                     return self._next_concurrent_compensation()
                 return None if self._in_flight else self._next_compensation()
@@ -369,8 +375,18 @@ class Engine:
             self._release(call)
             return
         if call.argument is _RESOLVING:
-            self._unresolved_by_interrupt(call)
-            self._emit_step_failed(call, interruption, unknown=started)
+            # Running it again did not settle it: fall through to its unknown-outcome
+            # compensation, if any, else it is unresolved (contract rule 3).
+            try:
+                self._emit_step_failed(call, interruption, unknown=started)
+            except BaseException:
+                self._unresolved_by_interrupt(call)
+                raise
+            fallback = self._unknown_fallback(call)
+            if fallback is None:
+                self._release(call)
+            else:
+                self._handed_over.append(fallback)
             return
         # An action cut short mid-flight has an unknown outcome; one that was waiting to be
         # retried (or never began) did not run this attempt, so its outcome is known: it failed.

@@ -153,9 +153,24 @@ class SyncInterpreter:
                 # KeyboardInterrupt, SystemExit: compensate, then let it propagate.
                 if interruption is None:
                     interruption = stop
-                engine.interrupt(pending, stop)
-                call = engine.poll()
+                call = _take_in(engine, pending, stop)
         return interruption
+
+
+def _take_in(engine: Engine, pending: Call | None, stop: BaseException) -> Call | None:
+    """Report `stop` to the engine and return the next call of the undo.
+
+    A listener may raise another interrupt while the engine takes this one in (the engine has
+    then settled what it was reporting): it counts as coming between calls, like any other.
+    """
+    while True:
+        try:
+            engine.interrupt(pending, stop)
+            return engine.poll()
+        except Exception:
+            raise  # the engine's own errors are bugs
+        except BaseException as again:
+            pending, stop = None, again
 
 
 def _refuse_async_undo(engine: Engine, call: Call, perform: Perform | None) -> object:
