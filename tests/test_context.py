@@ -395,13 +395,19 @@ async def test_a_worker_thread_sees_its_own_steps_context() -> None:
 @pytest.mark.anyio
 async def test_an_abandoned_worker_thread_never_sees_another_steps_context() -> None:
     """`in_worker_thread(..., abandon_on_cancel=True)` leaves the function running after its
-    attempt timed out; while the run goes on to compensate another step, the thread must not
-    take that step's context (and its idempotency key) for its own."""
+    attempt was cancelled; while the run goes on to compensate another step, the thread must
+    not take that step's context (and its idempotency key) for its own.
+
+    The attempt is cancelled by a sibling branch that fails once the thread is running (not by
+    a timeout, which could fire before the worker thread picked the job up, and anyio never
+    starts an abandoned job)."""
+    started = threading.Event()
     go = threading.Event()
     read = threading.Event()
     seen: list[str] = []
 
     def blocking_charge() -> str:
+        started.set()
         go.wait(GUARD)
         try:
             seen.append(current_context().idempotency_key)
@@ -410,19 +416,22 @@ async def test_an_abandoned_worker_thread_never_sees_another_steps_context() -> 
         read.set()
         return "C-1"
 
+    async def decline() -> None:
+        await anyio.to_thread.run_sync(started.wait, GUARD)  # the charge's thread is running
+        raise Declined("declined")
+
     async def unreserve(_: str) -> None:
         go.set()  # the charge's thread reads its context while this compensation runs
         await anyio.to_thread.run_sync(read.wait, GUARD)
 
     saga = step(lambda: "R-1", unreserve, name="reserve").then(
-        step(
-            in_worker_thread(blocking_charge, abandon_on_cancel=True),
-            name="charge",
-            timeout=0.005,
+        par(
+            step(in_worker_thread(blocking_charge, abandon_on_cancel=True), name="charge"),
+            step(decline, name="decline"),
         )
     )
 
-    outcome = await saga.run(AsyncInterpreter(), saga_id="s-1")
+    outcome = await saga.run(AsyncInterpreter(on_branch_failure="cancel"), saga_id="s-1")
 
     assert isinstance(outcome, Failure)
     assert outcome.compensated == ("reserve",)
