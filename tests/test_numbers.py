@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from trio.testing import MockClock
 
@@ -38,6 +38,7 @@ from fsaga.durable import DurableSagas, SagaDefinitions
 from fsaga.interpreter import sync
 from fsaga.journal import MemoryJournal, SqliteJournal
 from fsaga.stores import SqliteStore
+from fsaga.testing.laws import assert_async_compensation_laws, assert_compensation_laws, fault_plans
 
 EDGES: list[object] = [
     0,
@@ -211,6 +212,20 @@ def store_busy_timeout(value: Any, folder: Path) -> None:
         store.put("sku", 1)
 
 
+def laws_max_examples(value: Any) -> None:
+    # A saga without a step has one fault plan only: hypothesis stops there, whatever the count.
+    assert_compensation_laws(lambda: pure(None), max_examples=value)
+
+
+def async_laws_max_examples(value: Any) -> None:
+    assert_async_compensation_laws(lambda: pure(None), max_examples=value)
+
+
+def fault_plans_max_failures(value: Any) -> None:
+    plan = find(fault_plans(["a", "b"], max_failures=value), lambda plan: bool(plan.actions))
+    assert all(1 <= failures <= value for failures in plan.actions.values())
+
+
 def _noop(_: object) -> Saga[None]:
     return pure(None)
 
@@ -233,6 +248,12 @@ OPTIONS: dict[str, Callable[[Any], None]] = {
     "Retry(jitter=)": retry_option("jitter"),
     "DurableSagas(max_recovery_attempts=)": max_recovery_attempts,
     "DurableSagas(stale_after=)": stale_after,
+}
+# These run hypothesis themselves, which cannot nest inside a @given: tried with the edges.
+KIT_OPTIONS: dict[str, Callable[[Any], None]] = {
+    "assert_compensation_laws(max_examples=)": laws_max_examples,
+    "assert_async_compensation_laws(max_examples=)": async_laws_max_examples,
+    "fault_plans(max_failures=)": fault_plans_max_failures,
 }
 FILE_OPTIONS: dict[str, Callable[[Any, Path], None]] = {
     "SagaDefinitions.saga(version=)": definition_version,
@@ -272,6 +293,20 @@ def test_every_number_given_to_a_file_is_refused_clearly_or_works(
     folder = tmp_path_factory.mktemp("numbers")
     try:
         FILE_OPTIONS[option](value, folder)
+    except (TypeError, ValueError) as error:
+        refusal = error
+    else:
+        return
+    assert refused_clearly(refusal, option), (option, value, refusal)
+
+
+@pytest.mark.parametrize("value", EDGES, ids=lambda value: repr(value)[:24])
+@pytest.mark.parametrize("option", sorted(KIT_OPTIONS))
+def test_every_number_given_to_the_testing_kit_is_refused_clearly_or_works(
+    option: str, value: Any
+) -> None:
+    try:
+        KIT_OPTIONS[option](value)
     except (TypeError, ValueError) as error:
         refusal = error
     else:

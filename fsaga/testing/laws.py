@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
+from fsaga._numbers import check_count
 from fsaga.events import (
     Event,
     SagaFinished,
@@ -82,8 +83,7 @@ def fault_plans(
     ...     assert set(plan.compensations) <= {"reserve"}
     >>> stays_on_the_paths()
     """
-    if max_failures < 1:
-        raise ValueError(f"fault_plans: max_failures must be at least 1, got {max_failures}")
+    check_count(max_failures, what="fault_plans: max_failures", minimum=1)
     return _fault_plans(
         tuple(dict.fromkeys(paths)),
         tuple(dict.fromkeys(paths if compensable is None else compensable)),
@@ -168,6 +168,9 @@ def assert_compensation_laws(
     ...     return reserve.then(charge).then(step(lambda: "sent", name="notify"))
     >>> assert_compensation_laws(make_order, max_examples=25)
     """
+    if not callable(make_saga):
+        raise TypeError(f"assert_compensation_laws: make_saga must be callable, got {make_saga!r}")
+    _check_max_examples(max_examples, what="assert_compensation_laws")
     steps = discover(make_saga)
     policies: SearchStrategy[CompensationPolicy] = st.sampled_from(("continue", "stop"))
 
@@ -351,14 +354,17 @@ def _check_async_law_arguments(make_saga: object, max_examples: object, backend:
         raise ValueError(
             f"assert_async_compensation_laws: backend must be 'asyncio' or 'trio', got {backend!r}"
         )
-    if not isinstance(max_examples, int) or isinstance(max_examples, bool):
-        raise TypeError(
-            f"assert_async_compensation_laws: max_examples must be an int, got {max_examples!r}"
-        )
-    if max_examples < 1:
-        raise ValueError(
-            f"assert_async_compensation_laws: max_examples must be at least 1, got {max_examples}"
-        )
+    _check_max_examples(max_examples, what="assert_async_compensation_laws")
+
+
+_MOST_EXAMPLES: Final = 2**63 - 1
+"""The most examples a law check asks hypothesis for (it scales the count as a float)."""
+
+
+def _check_max_examples(max_examples: object, *, what: str) -> None:
+    count = check_count(max_examples, what=f"{what}: max_examples", minimum=1)
+    if count > _MOST_EXAMPLES:
+        raise ValueError(f"{what}: max_examples must be at most 2**63 - 1, got {count}")
 
 
 def _discover_async(
