@@ -16,6 +16,7 @@ from fsaga.context import StepContext as StepContext
 from fsaga.context import current_context as current_context
 from fsaga.errors import BranchCancelledError as BranchCancelledError
 from fsaga.errors import DuplicateStepNameError as DuplicateStepNameError
+from fsaga.errors import ResultRejectedError as ResultRejectedError
 from fsaga.errors import ReturnedFailure as ReturnedFailure
 from fsaga.errors import StepTimeoutError as StepTimeoutError
 from fsaga.errors import UnknownOutcomeError as UnknownOutcomeError
@@ -71,6 +72,7 @@ __all__ = [
     "Outcome",
     "PartialFailure",
     "Perform",
+    "ResultRejectedError",
     "Retry",
     "RetryOn",
     "ReturnedFailure",

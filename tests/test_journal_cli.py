@@ -398,13 +398,27 @@ def test_recover_refuses_unusable_definitions_and_touches_nothing(
         assert [record.recovery_attempts for record in journal.sagas("running")] == [0, 0]
 
 
-def test_recover_refuses_a_negative_stale_after(db: str) -> None:
-    code, _, errors = run(
-        "journal", "recover", "--db", db, "--definitions", DEFINITIONS, "--stale-after", "-1"
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("-1", "must be a non-negative, finite number of seconds, got -1.0"),
+        ("inf", "must be a non-negative, finite number of seconds, got inf"),
+        ("nan", "must be a non-negative, finite number of seconds, got nan"),
+        ("1e400", "must be a non-negative, finite number of seconds, got inf"),
+        ("soon", "not a number of seconds: 'soon'"),
+    ],
+)
+def test_recover_refuses_a_stale_after_that_is_not_a_duration(
+    db: str, given: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, _ = run(
+        "journal", "recover", "--db", db, "--definitions", DEFINITIONS, "--stale-after", given
     )
 
     assert code == 2
-    assert errors == ["fsaga journal: --stale-after must be 0 or more seconds, got -1.0"]
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"fsaga journal recover: error: argument --stale-after: {message}"
+    )
 
 
 def test_recover_needs_definitions(db: str, capsys: pytest.CaptureFixture[str]) -> None:

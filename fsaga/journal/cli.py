@@ -31,6 +31,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from fsaga._numbers import check_seconds
 from fsaga.durable import DurableSagas, SagaDefinitions, UnknownDefinitionError
 from fsaga.durable.errors import RecordedError
 from fsaga.journal.protocol import Journal, JournalError, SagaNotDeadError, UnknownSagaError
@@ -67,6 +68,19 @@ EXIT_UNUSABLE: Final = 2
 """A usage error, a journal file that is missing or not a journal, or unusable definitions."""
 
 _Write = Callable[[str], object]
+
+
+def _seconds(text: str) -> float:
+    """A command-line number of seconds, as `DurableSagas` takes it (argparse reports the error)."""
+    try:
+        return check_seconds(float(text), what="--stale-after", allow_zero=True)
+    except ValueError as error:
+        message = str(error)
+        if message.startswith("--stale-after "):  # argparse names the option itself
+            message = message.removeprefix("--stale-after ")
+        else:
+            message = f"not a number of seconds: {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 class _Unusable(Exception):
@@ -110,7 +124,7 @@ def add_journal_commands(journal: argparse.ArgumentParser) -> None:
     )
     recovering.add_argument(
         "--stale-after",
-        type=float,
+        type=_seconds,
         default=0.0,
         metavar="SECONDS",
         help=(
@@ -234,8 +248,6 @@ def _release(path: str, saga_id: str, write: _Write, write_error: _Write) -> int
 
 def _recover(path: str, where: str, stale_after: float, write: _Write) -> int:
     definitions = _load_definitions(where)
-    if not stale_after >= 0:
-        raise _Unusable(f"--stale-after must be 0 or more seconds, got {stale_after}")
     with _open(path) as sqlite:
         running = sqlite.sagas("running")
         _check_definitions(definitions, where, running)
