@@ -16,6 +16,7 @@ from fsaga.context import StepContext as StepContext
 from fsaga.context import current_context as current_context
 from fsaga.errors import BranchCancelledError as BranchCancelledError
 from fsaga.errors import DuplicateStepNameError as DuplicateStepNameError
+from fsaga.errors import NonRetryableError as NonRetryableError
 from fsaga.errors import ResultRejectedError as ResultRejectedError
 from fsaga.errors import ReturnedFailure as ReturnedFailure
 from fsaga.errors import StepTimeoutError as StepTimeoutError
@@ -69,6 +70,7 @@ __all__ = [
     "Failure",
     "Interpreter",
     "Listener",
+    "NonRetryableError",
     "Outcome",
     "PartialFailure",
     "Perform",

@@ -8,6 +8,7 @@ __all__ = [
     "BranchCancelledError",
     "DeadlineKind",
     "DuplicateStepNameError",
+    "NonRetryableError",
     "ResultRejectedError",
     "ReturnedFailure",
     "StepTimeoutError",
@@ -34,6 +35,29 @@ class DuplicateStepNameError(ValueError):
             ".named(...)"
         )
         self.path = path
+
+
+class NonRetryableError(Exception):
+    """A failure no retry policy retries: raise it (or an error of a subclass) when another
+    attempt cannot help, whatever the step's `fsaga.Retry` says.
+
+    An action that raises an `UnknownOutcomeError` that is also a `NonRetryableError` is not
+    run again forward either, even when it is idempotent; its unknown outcome goes to the
+    undo (contract rule 3). A durable replay marks so the failures its first run did not
+    retry (an interrupt came, say), so the replay decides as that run did.
+
+    >>> from fsaga import Retry, SyncInterpreter, step
+    >>> class CardExpired(NonRetryableError):
+    ...     pass
+    >>> attempts: list[int] = []
+    >>> def charge() -> str:
+    ...     attempts.append(1)
+    ...     raise CardExpired("the card expired in 2024")
+    >>> step(charge, retry=Retry(5, delay=0.0)).run(SyncInterpreter())
+    Failure(error=CardExpired('the card expired in 2024'), compensated=())
+    >>> len(attempts)
+    1
+    """
 
 
 class ReturnedFailure(Exception):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import final
 
 from fsaga._numbers import check_count, check_number
+from fsaga.errors import NonRetryableError
 
 __all__ = ["Retry", "RetryOn"]
 
@@ -93,9 +94,10 @@ class Retry:
     def should_retry(self, error: BaseException) -> bool:
         """Whether `error` deserves another attempt (attempts left aside).
 
-        Only `Exception`s are ever retried: an interrupt such as `KeyboardInterrupt` never is.
+        Only `Exception`s are ever retried: an interrupt such as `KeyboardInterrupt` never is,
+        nor a `fsaga.errors.NonRetryableError`.
         """
-        if not isinstance(error, Exception):
+        if not isinstance(error, Exception) or isinstance(error, NonRetryableError):
             return False
         retry_on = self.retry_on
         if isinstance(retry_on, type | tuple):

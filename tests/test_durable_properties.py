@@ -610,6 +610,8 @@ def check_recovery(case: Case) -> None:
         event("a compensation refused: its result was never recorded")
     assert Snapshot.take(journal, effects) == final
     assert shape(outcome, errors=False)[0] == final.status
+    if any(entry.kind == "compensation_intent" for entry in final.entries):
+        assert not isinstance(outcome, Success), "a saga whose undo began reported Success"
     if SAGA_ID in recovered:
         fresh = recovered[SAGA_ID]
         assert isinstance(fresh, Success | Failure | PartialFailure), f"recovery failed: {fresh!r}"

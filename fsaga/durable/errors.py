@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable
+from typing import ClassVar
+
+from fsaga.errors import NonRetryableError
 
 __all__ = [
     "DefinitionConflictError",
@@ -83,18 +86,24 @@ class RecordedError(Exception):
     replay as it did in the first run.
     """
 
-    def __init__(self, type_name: str, message: str) -> None:
+    def __init__(self, type_name: str, message: str, *, origin: str = "builtins:Exception") -> None:
         # Not `super().__init__`: in a subclass made for an original type, that would call
         # the original's constructor, whose signature is unknown.
         Exception.__init__(self, message)
         self.type_name = type_name
         self.message = message
+        self.origin = origin
+        """The original type as ``module:qualname``, as the journal recorded it."""
 
     def __str__(self) -> str:
         return f"{self.type_name}: {self.message}" if self.message else self.type_name
 
+    # The types a subclass made for a recorded error also is (`revive_error`): the original's,
+    # and `NonRetryableError` for a failure the recording run did not retry.
+    _stands_for: ClassVar[tuple[type, ...]] = ()
+
     def __repr__(self) -> str:
-        if type(self) is RecordedError:
+        if not any(kind is not NonRetryableError for kind in self._stands_for):
             return f"RecordedError({self.type_name!r}, {self.message!r})"
         return f"{type(self).__name__}({self.message!r})"  # reads like the original
 
@@ -107,19 +116,27 @@ class RecordedError(Exception):
         return hash((self.type_name, self.message))
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (RecordedError, (self.type_name, self.message))
+        return (_rebuild_recorded, (self.type_name, self.message, self.origin))
 
 
-_RECORDED_TYPES: dict[str, type[RecordedError]] = {}
+def _rebuild_recorded(type_name: str, message: str, origin: str) -> RecordedError:
+    return RecordedError(type_name, message, origin=origin)
 
 
-def _recorded_type(origin: str) -> type[RecordedError]:
+_RECORDED_TYPES: dict[tuple[str, bool], type[RecordedError]] = {}
+
+
+def _recorded_type(origin: str, *, final: bool) -> type[RecordedError]:
     """A `RecordedError` subclass that is also the type named ``module:qualname``, if that type
-    can be imported and combined; `RecordedError` otherwise."""
-    known = _RECORDED_TYPES.get(origin)
+    can be imported and combined (`RecordedError` otherwise); with `final`, also a
+    `NonRetryableError`."""
+    known = _RECORDED_TYPES.get((origin, final))
     if known is not None:
         return known
-    made: type[RecordedError] = RecordedError
+    # NonRetryableError before the original type: both derive from Exception, which must come
+    # after them both in the method resolution order.
+    bases: tuple[type, ...] = (RecordedError, NonRetryableError) if final else (RecordedError,)
+    name = RecordedError.__name__
     module_name, _, qualname = origin.partition(":")
     try:
         found: object = importlib.import_module(module_name)
@@ -129,30 +146,36 @@ def _recorded_type(origin: str) -> type[RecordedError]:
             isinstance(found, type)
             and issubclass(found, Exception)
             and not issubclass(found, RecordedError)
+            and not issubclass(NonRetryableError, found)  # Exception itself adds nothing
         ):
-            made = type(found.__name__, (RecordedError, found), {"__module__": __name__})
+            bases, name = (*bases, found), found.__name__
     except Exception:
-        made = RecordedError  # not importable, or its layout cannot be combined
-    _RECORDED_TYPES[origin] = made
+        pass  # not importable: a plain RecordedError
+    made: type[RecordedError] = RecordedError
+    if len(bases) > 1:
+        try:
+            made = type(name, bases, {"__module__": __name__, "_stands_for": bases[1:]})
+        except TypeError:
+            made = RecordedError  # the layouts cannot be combined
+    _RECORDED_TYPES[origin, final] = made
     return made
 
 
 def describe_error(error: BaseException) -> list[str]:
     """An error as the journal keeps it: ``[module:qualname, name, message]``."""
     if isinstance(error, RecordedError):
-        return [_ORIGINS.get(type(error), "builtins:Exception"), error.type_name, error.message]
+        return [error.origin, error.type_name, error.message]
     kind = type(error)
     return [f"{kind.__module__}:{kind.__qualname__}", kind.__qualname__, str(error)]
 
 
-def revive_error(described: object) -> RecordedError:
-    """The error `describe_error` recorded, back as a `RecordedError`."""
+def revive_error(described: object, *, final: bool = False) -> RecordedError:
+    """The error `describe_error` recorded, back as a `RecordedError`.
+
+    With `final`, it is also a `NonRetryableError`: the run that recorded it did not retry it,
+    and a replay must not either.
+    """
     if isinstance(described, list) and len(described) == 3:
         origin, name, message = (str(part) for part in described)
-        error = _recorded_type(origin)(name, message)
-        _ORIGINS.setdefault(type(error), origin)
-        return error
-    return RecordedError("Exception", str(described))
-
-
-_ORIGINS: dict[type[RecordedError], str] = {}
+        return _recorded_type(origin, final=final)(name, message, origin=origin)
+    return _recorded_type("", final=final)("Exception", str(described))

@@ -112,7 +112,21 @@ class Recorder:
         self.pending: list[Entry] = []
         self.trouble: BaseException | None = None
 
+    @property
+    def replayed_all(self) -> bool:
+        """Whether the run asked for every effect the journal recorded."""
+        return self._position >= len(self._recorded)
+
     def raise_trouble(self) -> None:
+        """Raise what stopped the run from touching the world, if anything did; and refuse a
+        run that ended before its replay reached the end of the journal: it decided otherwise
+        than the run that wrote it, so its outcome is not the saga's (nothing is written)."""
+        if self.trouble is None and not self.replayed_all:
+            entry = self._recorded[self._position]
+            self.trouble = NonDeterminismError(
+                f"saga {self._saga_id!r}: the replay finished, but the journal recorded more: "
+                f"{entry.kind} of {entry.path!r} (attempt {entry.attempt}) at #{entry.seq}"
+            )
         if self.trouble is not None:
             raise self.trouble
 
@@ -225,21 +239,44 @@ class Recorder:
             or following.attempt != effect.attempt
             or following.kind not in _OUTCOME_KINDS[intent]
         ):
-            # Nothing was recorded for it before the run moved on: it was left unknown. (The
-            # entry after it may share its path and attempt: the intent of its own undo.)
+            # Nothing was recorded for it before the run moved on: an interrupt cut it short,
+            # and the run went straight to its undo, retrying nothing. (The entry after it may
+            # share its path and attempt: the intent of its own undo.)
             if effect.kind == "action":
-                raise UnknownOutcomeError(f"step {effect.path!r} was left with no outcome")
-            raise RecordedError("Interrupted", f"the compensation of {effect.path!r} was cut off")
+                raise _unknown(f"step {effect.path!r} was cut short by an interrupt", final=True)
+            raise revive_error(
+                [
+                    "builtins:Exception",
+                    "Interrupted",
+                    f"the compensation of {effect.path!r} was cut off",
+                ],
+                final=True,
+            )
         self._position += 1
         if following.kind == _RESULT_KINDS[intent]:
             return None if following.payload is None else self._decoded(following)
         if following.kind == "rejected":
             raise self._rejection(following)
-        error = self._recorded_error(following)
+        # The run that recorded the failure retried it or not, whatever the policy would say
+        # now (an interrupt may have come before the retry): the replay does as it did.
+        final = not self._retried_next(effect, intent)
+        error = self._recorded_error(following, final=final)
         if following.kind == "unknown" and not isinstance(error, UnknownOutcomeError):
             # Its type could not be imported again: still an unknown outcome to the engine.
-            raise UnknownOutcomeError(str(error))
+            raise _unknown(error.message, final=final)
         raise error
+
+    def _retried_next(self, effect: Effect, intent: EntryKind) -> bool:
+        """Whether the journal's next entry, after the failure of `effect` just replayed, is
+        its next attempt; also when the journal ends there, as the engine then decides."""
+        if self._position == len(self._recorded):
+            return True
+        following = self._recorded[self._position]
+        return (following.kind, following.path, following.attempt) == (
+            intent,
+            effect.path,
+            effect.attempt + 1,
+        )
 
     def _decoded(self, entry: Entry) -> object:
         """The value `entry` recorded; a payload the codec cannot decode stops the replay, as
@@ -254,10 +291,10 @@ class Recorder:
             )
             raise _Halt(str(self.trouble)) from error
 
-    def _recorded_error(self, entry: Entry) -> RecordedError:
+    def _recorded_error(self, entry: Entry, *, final: bool = False) -> RecordedError:
         if entry.payload is None:
-            return RecordedError("Exception", "")
-        return revive_error(self._decoded(entry))
+            return revive_error(["builtins:Exception", "Exception", ""], final=final)
+        return revive_error(self._decoded(entry), final=final)
 
     def _rejection(self, entry: Entry) -> ResultRejectedError:
         """The `ResultRejectedError` a ``rejected`` entry recorded: with its result when the
@@ -359,3 +396,11 @@ class Recorder:
 
     def _record(self, kind: EntryKind, effect: Effect, payload: bytes | None) -> None:
         self.pending.append(Entry(self._next_seq(), kind, effect.path, effect.attempt, payload))
+
+
+def _unknown(message: str, *, final: bool) -> RecordedError:
+    """An unknown outcome as a replay feeds it to the engine: an `UnknownOutcomeError` (a
+    `NonRetryableError` too, when the recording run did not run the step again forward)."""
+    return revive_error(
+        ["fsaga.errors:UnknownOutcomeError", "UnknownOutcomeError", message], final=final
+    )

@@ -289,7 +289,8 @@ class DurableSagas:
 
     def _interrupted(self, ready: _Ready) -> None:
         """Interrupted or cancelled: the undo ran; record its outcome before it goes on."""
-        if ready.finished and ready.recorder.trouble is None:
+        recorder = ready.recorder
+        if ready.finished and recorder.trouble is None and recorder.replayed_all:
             # Lost to another process: the interruption goes on all the same.
             with contextlib.suppress(TakenOver):
                 self._record(ready, ready.finished[-1])

@@ -28,6 +28,7 @@ from fsaga.context import StepContext
 from fsaga.errors import (
     BranchCancelledError,
     DuplicateStepNameError,
+    NonRetryableError,
     ResultRejectedError,
     StepTimeoutError,
     UnknownOutcomeError,
@@ -666,7 +667,8 @@ class Engine:
             return self._resolution_failed(call, error)
         if isinstance(error, UnknownOutcomeError):
             # The effect itself says it cannot tell whether it took effect.
-            return self._unknown_outcome(call, error, retriable=True)
+            retriable = not isinstance(error, NonRetryableError)
+            return self._unknown_outcome(call, error, retriable=retriable)
         if self._phase != _FORWARD:
             # It failed after the run had started to fail: no retry, nothing to undo.
             self._emit_step_failed(call, error, unknown=False)
