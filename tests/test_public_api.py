@@ -74,6 +74,7 @@ def test_the_public_modules_are_found() -> None:
         "fsaga.policy",
         "fsaga.saga",
         "fsaga.testing",
+        "fsaga.testing.faults",
         "fsaga.testing.interpreters",
         "fsaga.testing.laws",
         "fsaga.testing.properties",

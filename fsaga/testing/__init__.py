@@ -4,13 +4,11 @@ needs hypothesis) generators of sagas and fault plans.
 Importing this package does not import hypothesis.
 """
 
-from fsaga.testing.interpreters import (
-    AsyncFaultInjectingInterpreter as AsyncFaultInjectingInterpreter,
-)
-from fsaga.testing.interpreters import FaultInjectingInterpreter as FaultInjectingInterpreter
-from fsaga.testing.interpreters import FaultPlan as FaultPlan
-from fsaga.testing.interpreters import InjectedFault as InjectedFault
-from fsaga.testing.interpreters import Interruption as Interruption
+from fsaga.testing.faults import AsyncFaultInjectingInterpreter as AsyncFaultInjectingInterpreter
+from fsaga.testing.faults import FaultInjectingInterpreter as FaultInjectingInterpreter
+from fsaga.testing.faults import FaultPlan as FaultPlan
+from fsaga.testing.faults import InjectedFault as InjectedFault
+from fsaga.testing.faults import Interruption as Interruption
 from fsaga.testing.interpreters import Raise as Raise
 from fsaga.testing.interpreters import RecordedEffect as RecordedEffect
 from fsaga.testing.interpreters import RecordingInterpreter as RecordingInterpreter

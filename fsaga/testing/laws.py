@@ -41,7 +41,7 @@ from fsaga.testing._law_checks import (
     discover,
     discovered,
 )
-from fsaga.testing.interpreters import (
+from fsaga.testing.faults import (
     AsyncFaultInjectingInterpreter,
     FaultInjectingInterpreter,
     FaultPlan,
