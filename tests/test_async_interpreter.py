@@ -4,6 +4,8 @@ cancellation and shielded compensation.
 Rules as numbered in docs/concepts.md. Every test runs under asyncio and under trio (trio with a
 mock clock, so deadlines pass at once). An effect that must "hang" waits until it is cancelled and
 is cut off by a tiny timeout; concurrent branches are sequenced with events, never with time.
+The few tests that need two deadlines to fall on the very same instant run on virtual time under
+both backends (`ON_VIRTUAL_TIME`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from returns.future import FutureResult
 from returns.io import IOFailure, IOSuccess
 from returns.result import Failure as ResultFailure
 from returns.result import Success as ResultSuccess
+from virtual_time import Backend, run_on_virtual_time
 
 from fsaga import (
     AsyncInterpreter,
@@ -65,6 +68,10 @@ ROOMY = 0.05
 
 GUARD = 2.0
 """An outer limit for tests that would deadlock if the interpreter were wrong (fails fast)."""
+
+ON_VIRTUAL_TIME = pytest.mark.parametrize("backend", ["asyncio", "trio"])
+"""For a test that runs its saga with `on_virtual_time`: time moves only when every task waits,
+so a deadline passes at exactly the instant it names."""
 
 
 class Declined(Exception):
@@ -130,6 +137,27 @@ def shape(events: list[Event]) -> list[tuple[str, str, int]]:
         (type(event).__name__, getattr(event, "path", ""), getattr(event, "attempt", 0))
         for event in events
     ]
+
+
+def on_virtual_time(
+    backend: Backend, saga: Saga[object], events: list[Event], **options: Any
+) -> Outcome[object]:
+    """Run `saga` (as saga ``s-1``) on virtual time starting at 0, its events stamped with that
+    time."""
+
+    async def run_saga() -> Outcome[object]:
+        interpreter = AsyncInterpreter(
+            listeners=[events.append], clock=anyio.current_time, **options
+        )
+        return await saga.run(interpreter, saga_id="s-1")
+
+    return run_on_virtual_time(backend, run_saga)
+
+
+async def past_the_deadline(seconds: float) -> None:
+    """Let `seconds` pass where no deadline can cut the effect off (as a blocking call would)."""
+    with anyio.CancelScope(shield=True):
+        await anyio.sleep(seconds)
 
 
 def failing_after_checkpoint(error: Exception) -> Callable[[], Any]:
@@ -931,6 +959,56 @@ async def test_the_tighter_of_step_and_subtree_deadlines_applies() -> None:
     assert timeout_fields(second.error) == ("b", 1, TINY, "sub-tree", "", True)
 
 
+@ON_VIRTUAL_TIME
+def test_a_step_timeout_ending_with_its_subtree_deadline_is_reported_as_the_steps_own(
+    backend: Backend,
+) -> None:
+    """Both deadlines pass at the same instant: the step's own timeout wins, so the error names
+    the step's timeout, not the sub-tree's."""
+    events: list[Event] = []
+    saga = step(hang, lambda _: None, name="charge", timeout=1.0).timeout(1.0)
+
+    outcome = on_virtual_time(backend, saga, events)
+
+    assert isinstance(outcome, PartialFailure)
+    assert timeout_fields(outcome.error) == ("charge", 1, 1.0, "step", None, True)
+    assert str(outcome.error) == (
+        "step 'charge' timed out on attempt 1: it ran past its 1 s step timeout"
+    )
+    [failed] = [event for event in events if isinstance(event, StepFailed)]
+    assert (failed.at, failed.error, failed.unknown) == (1.0, outcome.error, True)
+
+
+@ON_VIRTUAL_TIME
+def test_a_step_due_to_start_exactly_at_its_subtree_deadline_does_not_start(
+    backend: Backend,
+) -> None:
+    """The first step ends exactly at the sub-tree's deadline: no time is left, so the second
+    never starts (even though, being a plain function, it could not have been cut off)."""
+    log: list[str] = []
+
+    async def pack() -> str:
+        await past_the_deadline(1.0)
+        return "P-1"
+
+    def label() -> str:
+        log.append("label")
+        return "L-1"
+
+    saga = (
+        step(pack, lambda p: log.append(f"unpack {p}"), name="pack")
+        .then(step(label, name="label"))
+        .timeout(1.0)
+    )
+
+    outcome = on_virtual_time(backend, saga, [])
+
+    assert isinstance(outcome, Failure)
+    assert timeout_fields(outcome.error) == ("label", 1, 1.0, "sub-tree", "", False)
+    assert outcome.compensated == ("pack",)
+    assert log == ["unpack P-1"]
+
+
 @pytest.mark.anyio
 async def test_a_run_timeout_cuts_the_running_step_and_compensates() -> None:
     ledger = Ledger()
@@ -999,6 +1077,41 @@ async def test_a_retry_whose_wait_outlasts_the_subtree_deadline_never_starts() -
     assert isinstance(outcome, Failure)
     assert timeout_fields(outcome.error) == ("charge", 2, TINY, "sub-tree", "", False)
     assert attempts == [1]
+
+
+@ON_VIRTUAL_TIME
+def test_a_retry_due_after_the_subtree_deadline_fails_the_step_as_its_last_attempt(
+    backend: Backend,
+) -> None:
+    """Attempt 1 fails once the sub-tree's deadline has passed, so its immediate retry cannot
+    start: the step fails for good as attempt 1 (its start, the error of the retry that could
+    not start), as when the wait before a retry outlasts the deadline. No `StepFailed` used to
+    follow the `StepRetrying` at all."""
+    events: list[Event] = []
+    busy = Declined("gateway busy")
+
+    async def reserve() -> str:
+        await anyio.sleep(0.5)
+        return "R-1"
+
+    async def charge() -> str:
+        await past_the_deadline(2.0)
+        raise busy
+
+    saga = step(reserve, name="reserve").then(
+        step(charge, name="charge", retry=Retry(2, delay=0.0)).timeout(1.0)
+    )
+
+    outcome = on_virtual_time(backend, saga, events)
+
+    assert isinstance(outcome, Failure)
+    assert timeout_fields(outcome.error) == ("charge", 2, 1.0, "sub-tree", "", False)
+    # charge's attempt 1 started at 0.5 and failed at 2.5, past the deadline at 1.5
+    assert [event for event in events if getattr(event, "path", "") == "charge"] == [
+        StepStarted("s-1", "charge", 1, 0.5),
+        StepRetrying("s-1", "charge", 1, 2.5, 0.5, busy, 0.0),
+        StepFailed("s-1", "charge", 1, 2.5, 0.5, outcome.error, unknown=False),
+    ]
 
 
 @pytest.mark.anyio
@@ -1130,6 +1243,44 @@ async def test_an_idempotent_step_is_run_once_more_in_the_undo_to_learn_its_resu
 
 
 @pytest.mark.anyio
+async def test_a_run_again_in_the_undo_that_times_out_reports_its_own_timeout() -> None:
+    """The undo runs an unknown outcome again to learn its result; that attempt is bound by the
+    step's own timeout too, and when it passes the step stays unresolved, its `StepFailed`
+    naming that attempt and that timeout."""
+    ledger = Ledger()
+    events: list[Event] = []
+    attempts: list[int] = []
+    refunded: list[str] = []
+
+    async def charge() -> str:
+        attempts.append(current_context().attempt)
+        await hang()
+
+    saga = ledger.step("reserve").then(
+        step(charge, refunded.append, name="charge", timeout=TINY, idempotent=True)
+    )
+
+    outcome = await run(saga, listeners=[events.append])
+
+    assert isinstance(outcome, PartialFailure)
+    assert timeout_fields(outcome.error) == ("charge", 2, TINY, "step", None, True)
+    assert (outcome.compensated, outcome.unresolved) == (("reserve",), ("charge",))
+    failed = [event for event in events if isinstance(event, StepFailed)]
+    assert [(event.path, event.attempt, event.unknown) for event in failed] == [
+        ("charge", 2, True),
+        ("charge", 3, True),
+    ]
+    assert failed[0].error is outcome.error
+    again = failed[1].error
+    assert timeout_fields(again) == ("charge", 3, TINY, "step", None, True)
+    assert str(again) == (
+        "step 'charge' timed out on attempt 3: it ran past its 0.005 s step timeout"
+    )
+    assert attempts == [1, 2, 3]
+    assert refunded == []
+
+
+@pytest.mark.anyio
 async def test_a_subtree_deadline_is_not_retried_even_for_an_idempotent_step() -> None:
     attempts: list[int] = []
 
@@ -1144,6 +1295,50 @@ async def test_a_subtree_deadline_is_not_retried_even_for_an_idempotent_step() -
     assert isinstance(outcome, Failure)
     assert timeout_fields(outcome.error) == ("charge", 1, TINY, "sub-tree", "", True)
     assert attempts == [1]
+
+
+@ON_VIRTUAL_TIME
+def test_an_unknown_outcome_whose_retry_cannot_start_is_left_to_the_undo(
+    backend: Backend,
+) -> None:
+    """An idempotent step's attempt says its outcome is unknown once the sub-tree's deadline has
+    passed: the retry cannot start, so the step fails for good, still unknown, with the error of
+    the retry that could not start; the undo runs it again to learn what to compensate."""
+    events: list[Event] = []
+    attempts: list[int] = []
+    refunded: list[str] = []
+
+    async def reserve() -> str:
+        await anyio.sleep(0.5)
+        return "R-1"
+
+    async def charge() -> str:
+        attempt = current_context().attempt
+        attempts.append(attempt)
+        if attempt == 1:
+            await past_the_deadline(2.0)
+            raise UnknownOutcomeError("no answer from the gateway")
+        return f"C-{attempt}"
+
+    saga = step(reserve, name="reserve").then(
+        step(charge, refunded.append, name="charge", idempotent=True).timeout(1.0)
+    )
+
+    outcome = on_virtual_time(backend, saga, events)
+
+    assert isinstance(outcome, Failure)
+    assert outcome.compensated == ("charge",)
+    [failed] = [event for event in events if isinstance(event, StepFailed)]
+    assert failed.error is outcome.error
+    assert timeout_fields(failed.error) == ("charge", 2, 1.0, "sub-tree", "", False)
+    assert str(failed.error) == (
+        "step 'charge' could not start attempt 2: "
+        "a 1 s sub-tree timeout set at the saga's root had passed"
+    )
+    # reported as attempt 1, the last that ran (started at 0.5), as when a retry's wait fails
+    assert (failed.attempt, failed.at, failed.started_at, failed.unknown) == (1, 2.5, 0.5, True)
+    assert attempts == [1, 2]  # the undo's run-again is attempt 2: attempt 2 never ran
+    assert refunded == ["C-2"]
 
 
 @pytest.mark.anyio

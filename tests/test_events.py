@@ -181,6 +181,59 @@ def test_compensation_retries_and_failure_emit_their_events() -> None:
     assert isinstance(finished.outcome, PartialFailure)
 
 
+def test_a_failed_compensation_is_stamped_as_it_fails_and_as_its_last_attempt_started() -> None:
+    """`CompensationFailed.at` is the clock's reading when the compensation fails for good, and
+    its `started_at` the reading when its last attempt started (not its first)."""
+    first, second = Declined("ledger busy"), Declined("ledger down")
+    errors = iter([first, second])
+
+    def release(_: object) -> None:
+        raise next(errors)
+
+    retry = Retry(2, delay=0.25, jitter=0.0)
+    saga = step(lambda: "R-1", release, name="reserve", compensation_retry=retry).then(
+        step(declined, name="charge")
+    )
+
+    events = record(saga)
+
+    assert events[5:-1] == [
+        CompensationStarted("saga-1", "reserve", 1, 6.0),
+        CompensationRetrying("saga-1", "reserve", 1, 7.0, 6.0, first, 0.25),
+        CompensationStarted("saga-1", "reserve", 2, 8.0),
+        CompensationFailed("saga-1", "reserve", 2, 9.0, 8.0, second),
+    ]
+    assert events[-1].at == 10.0
+
+
+def test_a_compensation_whose_retry_wait_fails_is_stamped_with_its_last_attempts_start() -> None:
+    """The wait before a compensation's retry fails: the compensation fails for good as its
+    last attempt that ran, stamped with that attempt's start and the time the wait failed."""
+    busy, broken = Declined("ledger busy"), Declined("no timer")
+
+    def release(_: object) -> None:
+        raise busy
+
+    def sleep(_: float) -> None:
+        raise broken
+
+    retry = Retry(2, delay=0.25, jitter=0.0)
+    saga = step(lambda: "R-1", release, name="reserve", compensation_retry=retry).then(
+        step(declined, name="charge")
+    )
+    events: list[Event] = []
+    interpreter = SyncInterpreter(listeners=[events.append], clock=Ticks(), sleep=sleep)
+
+    saga.run(interpreter, saga_id="saga-1")
+
+    assert events[5:-1] == [
+        CompensationStarted("saga-1", "reserve", 1, 6.0),
+        CompensationRetrying("saga-1", "reserve", 1, 7.0, 6.0, busy, 0.25),
+        CompensationFailed("saga-1", "reserve", 1, 8.0, 6.0, broken),
+    ]
+    assert events[-1].at == 9.0
+
+
 def test_step_completed_carries_the_unwrapped_result_of_a_returns_container() -> None:
     events = record(step(lambda: ResultSuccess("R-1"), refund, name="reserve"))
 

@@ -9,8 +9,17 @@ every machine. Only for tests: it reads two attributes private to `asyncio.BaseE
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Literal, TypeVar
 
-__all__ = ["VirtualTimeLoop"]
+import anyio
+from trio.testing import MockClock
+
+__all__ = ["Backend", "VirtualTimeLoop", "run_on_virtual_time"]
+
+_T = TypeVar("_T")
+
+Backend = Literal["asyncio", "trio"]
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
@@ -31,3 +40,13 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             if when > self._virtual_now:
                 self._virtual_now = when
         super()._run_once()  # type: ignore[misc]
+
+
+def run_on_virtual_time(backend: Backend, function: Callable[[], Awaitable[_T]]) -> _T:
+    """Run `function` under `backend` on virtual time starting at 0: for a test that needs two
+    deadlines to fall on exactly the same instant, which real time never guarantees."""
+    if backend == "trio":
+        return anyio.run(
+            function, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)}
+        )
+    return anyio.run(function, backend="asyncio", backend_options={"loop_factory": VirtualTimeLoop})

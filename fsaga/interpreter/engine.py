@@ -587,10 +587,20 @@ class Engine:
         )
         if self._debug:
             logger.debug("saga %s: %s", self.saga_id, error)
+        if call.attempt == 1:
+            # The step never began: no attempt of it ran, so there is no attempt to report.
+            self._fiber_failed(fiber, error)
+            return
+        # A retry that cannot start: the step fails as its last attempt that ran, as when the
+        # wait before the retry outlasts the deadline (`_wait_failed`).
+        last = call.derive(ACTION, call.attempt - 1, call.argument)
+        last.started_at = call.started_at
         if call.argument is _AFTER_UNKNOWN:
-            # The retry of an unknown outcome cannot start: that outcome stays unknown.
-            self._left_unknown(call, error)
-        self._fiber_failed(fiber, error)
+            # The retry of an unknown outcome: that outcome stays unknown, left to the undo.
+            self._left_unknown(last, error)
+            self._fiber_failed(fiber, error)
+        else:
+            self._step_failed(last, error)
 
     def _issue(self, call: Call) -> Call | None:
         """Hand `call` to the driver: give it its deadline, count it in flight, announce it.
@@ -761,6 +771,9 @@ class Engine:
                     self._release(call)
                 raise
         retried = call.derive(call.kind, attempt, call.argument)
+        # Until it starts, a retry carries the start of the attempt it follows: a deadline that
+        # keeps it from starting fails the step as that attempt (`_could_not_start`).
+        retried.started_at = call.started_at
         if delay <= 0:
             return self._issue(retried)
         wait = call.derive(SLEEP, call.attempt, retried)
