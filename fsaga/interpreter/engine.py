@@ -332,13 +332,13 @@ class Engine:
         """Report that `call` was cancelled because `should_cancel(call)` said so.
 
         An action cancelled mid-flight has an unknown outcome, left to the undo; its branch ends
-        without an error of its own (the outcome carries the sibling's).
+        without an error of its own (the outcome carries the sibling's). Only forward work is
+        ever cancelled: a compensation that times out is reported with `expire`.
         """
+        kind = call.kind
+        assert kind is ACTION or kind is SLEEP, f"only forward work is cancelled, not {call!r}"
         self._in_flight -= 1
         error = BranchCancelledError(call.path, call.attempt)
-        kind = call.kind
-        if kind is COMPENSATION or kind is UNKNOWN:
-            return self._compensation_failed(call, error)
         unknown = kind is ACTION or _waits_after_unknown(call)
         if unknown:
             self._record_unknown(call)  # before the event: a listener may interrupt
