@@ -16,7 +16,7 @@ with ``mutmut show NAME``. A mutant that makes the tests hang is counted as kill
 cut off and fails).
 
 Not part of the test suite: it takes from minutes to hours and is run by hand. The static checks
-(``-m "not static"``) and the public-API test are left out of the mutant runs, since they would
+(``-m "not static"``) and the public-API tests are left out of the mutant runs, since they would
 flag mutmut's own rewriting of the code (its helper names, its untyped trampolines) rather than
 the mutation.
 """

@@ -457,6 +457,18 @@ def test_the_tutorial_says_what_each_extra_gives() -> None:
     assert {extra for extra in declared_extras() if f"| `{extra}` |" not in install} == set()
 
 
+def test_step_and_the_tutorial_say_the_sync_interpreter_does_not_enforce_timeouts() -> None:
+    """Where users look for `timeout=`: `step`'s own docstring and the tutorial, not only the
+    async guide."""
+    import fsaga
+
+    docstring = " ".join((fsaga.step.__doc__ or "").split())
+    assert "`SyncInterpreter` does not enforce it" in docstring
+    assert "enforced by `AsyncInterpreter` and not by `SyncInterpreter`" in docstring
+    tutorial = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    assert "**`SyncInterpreter` does not enforce `timeout=`.**" in tutorial
+
+
 # -- the harness itself ----------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ Rule numbers are those of the contract, in docs/concepts.md.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import warnings
@@ -33,6 +34,7 @@ from fsaga import (
     StepCompleted,
     StepFailed,
     StepStarted,
+    StepTimeoutError,
     Success,
     SyncInterpreter,
     par,
@@ -1203,6 +1205,88 @@ def test_an_effect_value_is_frozen_and_keyed() -> None:
     assert effect.idempotency_key == "s/order/charge"
     with pytest.raises(AttributeError):
         effect.attempt = 3  # type: ignore[misc]
+
+
+# -- timeouts: what a sync run can and cannot enforce -------------------------------------------
+
+
+class SteppedTime:
+    """A monotonic clock for deadlines that moves only when an effect says it took time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def taking(self, seconds: float, result: str) -> Callable[[], str]:
+        """An action that takes `seconds` on this clock, then returns `result`."""
+
+        def action() -> str:
+            self.now += seconds
+            return result
+
+        return action
+
+    def interpreter(self, **options: Any) -> SyncInterpreter:
+        """A SyncInterpreter measuring its deadlines on this clock. (It has no option for it:
+        under it a run's deadlines are the real ones.)"""
+        interpreter = SyncInterpreter(**options)
+        settings = interpreter._settings  # private: the clock its deadlines are measured on
+        interpreter._settings = dataclasses.replace(settings, monotonic=self)
+        return interpreter
+
+
+def test_a_step_timeout_is_not_enforced_the_attempt_runs_to_its_end_and_counts() -> None:
+    """A sync function cannot be cut off: its result counts, with no error and no warning (as
+    `step`'s docstring and the tutorial say)."""
+    time = SteppedTime()
+    events: list[Event] = []
+    saga = step(time.taking(10.0, "slow"), name="a", timeout=1.0)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        outcome = saga.run(time.interpreter(listeners=[events.append]))
+
+    assert outcome == Success("slow")
+    assert not [event for event in events if isinstance(event, StepFailed)]
+
+
+def test_a_compensation_timeout_is_not_enforced_the_compensation_runs_to_its_end() -> None:
+    time = SteppedTime()
+    undone: list[str] = []
+
+    def undo(result: str) -> None:
+        time.now += 10.0
+        undone.append(result)
+
+    saga = step(lambda: "a", undo, name="a", compensation_timeout=1.0).then(
+        step(failing_times(1), name="b")
+    )
+
+    outcome = saga.run(time.interpreter())
+
+    assert isinstance(outcome, Failure)
+    assert outcome.compensated == ("a",)
+    assert undone == ["a"]
+
+
+def test_a_sub_tree_deadline_is_enforced_between_steps() -> None:
+    time = SteppedTime()
+    ran: list[str] = []
+    saga = (
+        step(time.taking(10.0, "a"), lambda _: ran.append("undo a"), name="a")
+        .then(step(lambda: ran.append("b"), name="b"))
+        .timeout(1.0)
+    )
+
+    outcome = saga.run(time.interpreter())
+
+    assert isinstance(outcome, Failure)
+    assert isinstance(outcome.error, StepTimeoutError)
+    assert (outcome.error.path, outcome.error.deadline) == ("b", "sub-tree")
+    assert outcome.compensated == ("a",)
+    assert ran == ["undo a"]
 
 
 # -- the interpreter itself ---------------------------------------------------------------------
