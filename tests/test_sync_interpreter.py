@@ -788,11 +788,14 @@ def test_a_named_subsaga_is_compensated_in_reverse_at_its_place() -> None:
 
 
 @pytest.mark.parametrize(
-    "interruption", [KeyboardInterrupt(), SystemExit(3)], ids=["keyboard-interrupt", "system-exit"]
+    "interrupt",
+    [KeyboardInterrupt, lambda: SystemExit(3)],
+    ids=["keyboard-interrupt", "system-exit"],
 )
 def test_an_interrupted_action_stops_forward_compensates_and_reraises_with_a_note(
-    interruption: BaseException,
+    interrupt: Callable[[], BaseException],
 ) -> None:
+    interruption = interrupt()  # a fresh one each run: the run adds a note to it
     ledger = Ledger()
     events: list[Event] = []
     saga = (
