@@ -156,7 +156,7 @@ def test_another_programs_database_is_refused_and_left_alone(path: Path) -> None
 
 
 def test_a_file_in_a_missing_directory_says_the_directory_is_missing(tmp_path: Path) -> None:
-    """Item 14: SQLite says only "unable to open database file"."""
+    """SQLite itself says only "unable to open database file"."""
     missing = tmp_path / "no-such-folder" / "journal.db"
 
     with pytest.raises(JournalError) as raised:

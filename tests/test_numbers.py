@@ -318,7 +318,8 @@ def test_every_number_given_to_the_testing_kit_is_refused_clearly_or_works(
 
 
 def test_a_zero_delay_stays_zero_however_many_attempts_came_before() -> None:
-    """Item 7: ``Retry(delay=0, backoff=2)`` waited `max_delay` from about attempt 1,025."""
+    """``Retry(delay=0, backoff=2)`` never waits, even past attempt 1,025 (where ``2.0**1024``
+    overflows to inf)."""
     policy = Retry(10**9, delay=0.0, backoff=2.0, jitter=0.0)
 
     assert {policy.delay_before(attempt, random_unit=0.0) for attempt in range(2, 2_000)} == {0.0}
@@ -341,7 +342,7 @@ def test_a_growing_delay_reaches_max_delay_and_stays_there() -> None:
 
 
 def test_a_huge_run_timeout_is_refused_at_construction_not_at_run_time() -> None:
-    """Item 12: ``AsyncInterpreter(timeout=10**400)`` was accepted, then every run crashed."""
+    """``AsyncInterpreter(timeout=10**400)`` is refused when built, not by every run."""
     with pytest.raises(ValueError, match="AsyncInterpreter: timeout must be a positive, finite"):
         AsyncInterpreter(timeout=10**400)
 

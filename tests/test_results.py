@@ -110,8 +110,8 @@ def run_async(action: Callable[[], Any]) -> Outcome[object]:
 @settings(max_examples=60, deadline=None)
 @given(history=st.lists(st.sampled_from(sorted(KINDS)), min_size=1, max_size=12))
 def test_each_kind_of_result_is_handled_the_same_whatever_came_before(history: list[str]) -> None:
-    """Item 8: once a step had returned a plain generator, a ``@types.coroutine`` action was no
-    longer awaited under the async interpreter (its effect never ran)."""
+    """Whether a result is awaited depends on that result alone: a ``@types.coroutine``
+    action is awaited (its effect runs) even after a step returned a plain generator."""
     for name in history:
         kind = KINDS[name]
         with_sync = step(kind.action, name="effect").run(SyncInterpreter())

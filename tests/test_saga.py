@@ -219,7 +219,7 @@ def test_a_bad_option_names_the_derived_label_when_no_name_is_given() -> None:
 def test_a_timeout_too_large_for_a_float_is_a_value_error_at_construction(
     option: str, value: int
 ) -> None:
-    """Item 12: ``step(f, timeout=10**400)`` raised OverflowError."""
+    """``step(f, timeout=10**400)`` is a ValueError, not an OverflowError."""
     with pytest.raises(ValueError, match=f"step 'pay': {option} must be a positive, finite"):
         unchecked_step(charge, refund, name="pay", **{option: value})
 
@@ -319,7 +319,8 @@ class Gateway:
 def test_a_function_that_cannot_take_its_arguments_is_refused_at_construction(
     build: Callable[[], object], message: str
 ) -> None:
-    """Item 11: wrong arities failed only at run time, with Python's raw message."""
+    """Wrong arities are refused when the saga is built, naming the step, not at run time
+    with Python's raw message."""
     with pytest.raises(TypeError) as raised:
         build()
 
@@ -358,7 +359,8 @@ def test_functions_that_can_take_their_arguments_are_accepted(
 def test_running_with_something_that_is_not_an_interpreter_says_what_one_is(
     interpreter: Any, message: str
 ) -> None:
-    """Item 13: ``saga.run(None)`` raised AttributeError."""
+    """``saga.run(None)`` is a TypeError saying what an interpreter is, not an
+    AttributeError."""
     with pytest.raises(TypeError) as raised:
         pure(1).run(interpreter)
 

@@ -890,8 +890,8 @@ def test_opening_a_store_while_another_connection_holds_the_lock_is_unavailable(
 def test_a_file_in_a_missing_directory_is_a_misconfiguration_not_unavailable(
     tmp_path: Path,
 ) -> None:
-    """Item 14: it was a `StoreUnavailableError` (the retryable kind) saying only "unable to
-    open database file"; no retry can create the directory."""
+    """Not a `StoreUnavailableError` (the retryable kind) saying only "unable to open
+    database file": no retry can create the directory."""
     missing = tmp_path / "missing-folder" / "s.db"
 
     with pytest.raises(StoreError) as caught:

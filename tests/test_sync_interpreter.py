@@ -340,7 +340,7 @@ def test_an_action_returning_a_coroutine_fails_without_a_never_awaited_warning()
 def test_an_async_compensation_is_refused_before_the_action_runs(
     which: str, interpreter: str
 ) -> None:
-    """Item 10: a sync interpreter cannot undo with an `async def`; it says so before the
+    """A sync interpreter cannot undo with an `async def`; it says so before the
     step's action runs, not in the middle of the rollback."""
     ran: list[object] = []
 

@@ -6,10 +6,10 @@ process; ratios compare fsaga with a plain Python loop with try/except that runs
 effects, records what it needs to undo them, compensates in reverse on failure and returns a
 result value.
 
-Targets (issue 2): success path <= 3x the loop, failure path <= 2.5x, a 1,000,000-step chain built
+Targets: success path <= 3x the loop, failure path <= 2.5x, a 1,000,000-step chain built
 and run in under 3 s each, at most 500 bytes per step.
 
-Targets (issue 3, asyncio): a 10-step saga of async effects at most 3x a hand-written asyncio loop
+Targets (asyncio): a 10-step saga of async effects at most 3x a hand-written asyncio loop
 with try/except awaiting the same effects (measured with effects that return at once, and with
 effects that yield to the event loop once, as real I/O does); `par` of 10,000 branches under 1 s.
 """

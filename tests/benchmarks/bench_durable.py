@@ -14,7 +14,7 @@ Rounds of the two alternate, so both see the same state of the disk; each figure
 round (least noise), the median is shown beside it. Both run under ``synchronous=FULL`` (a commit
 waits for the disk: what a durable run promises by default) and ``synchronous=NORMAL``.
 
-Target (issue 4): with ``synchronous=FULL``, a durable step costs at most 1.5x the floor's
+Target: with ``synchronous=FULL``, a durable step costs at most 1.5x the floor's
 transaction. A step needs one commit (its result is written with the next step's intent), plus
 the run's share of the commits that create the saga and write its outcome.
 """
