@@ -1341,6 +1341,94 @@ def test_an_unknown_outcome_whose_retry_cannot_start_is_left_to_the_undo(
     assert refunded == ["C-2"]
 
 
+@ON_VIRTUAL_TIME
+def test_debug_logging_says_why_an_unknown_outcome_was_left_to_the_undo(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The debug log names the saga, the step and the error where a retry could not start and
+    where an outcome was left unknown."""
+
+    async def reserve() -> str:
+        await anyio.sleep(0.5)
+        return "R-1"
+
+    async def charge() -> str:
+        if current_context().attempt == 1:
+            await past_the_deadline(2.0)
+            raise UnknownOutcomeError("no answer")
+        return "C-2"
+
+    saga = step(reserve, name="reserve").then(
+        step(charge, lambda _: None, name="charge", idempotent=True).timeout(1.0)
+    )
+
+    with caplog.at_level(logging.DEBUG, logger="fsaga"):
+        on_virtual_time(backend, saga, [])
+
+    messages = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "fsaga.interpreter.engine" and "charge" in record.getMessage()
+    ]
+    deadline = "a 1 s sub-tree timeout set at the saga's root had passed"
+    assert messages == [
+        "saga s-1: action charge attempt 1",
+        f"saga s-1: step 'charge' could not start attempt 2: {deadline}",
+        "saga s-1: step charge outcome unknown: StepTimeoutError(\"step 'charge' could not "
+        f'start attempt 2: {deadline}")',
+        "saga s-1: failed with StepTimeoutError(\"step 'charge' could not start attempt 2: "
+        f'{deadline}"); compensating 1 step(s)',
+        "saga s-1: action charge attempt 2",  # run again to settle the unknown outcome
+        "saga s-1: compensation charge attempt 1",
+    ]
+
+
+@ON_VIRTUAL_TIME
+def test_an_unknown_outcome_whose_wait_to_retry_outlasts_the_deadline_is_left_to_the_undo(
+    backend: Backend,
+) -> None:
+    """As above, but the retry is due after a wait that the sub-tree's deadline cuts short: the
+    step fails for good as its attempt 1, still unknown, with the deadline's error, and the undo
+    runs it again to learn what to compensate."""
+    events: list[Event] = []
+    attempts: list[int] = []
+    refunded: list[str] = []
+
+    async def reserve() -> str:
+        await anyio.sleep(0.5)
+        return "R-1"
+
+    async def charge() -> str:
+        attempt = current_context().attempt
+        attempts.append(attempt)
+        if attempt == 1:
+            await anyio.sleep(0.25)
+            raise UnknownOutcomeError("no answer from the gateway")
+        return f"C-{attempt}"
+
+    saga = step(reserve, name="reserve").then(
+        step(
+            charge,
+            refunded.append,
+            name="charge",
+            idempotent=True,
+            retry=Retry(2, delay=5.0, jitter=0.0),
+        ).timeout(1.0)
+    )
+
+    outcome = on_virtual_time(backend, saga, events)
+
+    assert isinstance(outcome, Failure)
+    assert outcome.compensated == ("charge",)
+    [failed] = [event for event in events if isinstance(event, StepFailed)]
+    assert failed.error is outcome.error
+    assert timeout_fields(outcome.error) == ("charge", 2, 1.0, "sub-tree", "", False)
+    # attempt 1 started at 0.5 and its wait to retry was cut off at the deadline, at 1.5
+    assert (failed.attempt, failed.at, failed.started_at, failed.unknown) == (1, 1.5, 0.5, True)
+    assert attempts == [1, 2]  # the undo's run-again
+    assert refunded == ["C-2"]
+
+
 @pytest.mark.anyio
 async def test_the_undo_reruns_an_idempotent_step_free_of_the_deadline_that_failed_the_run() -> (
     None
@@ -1612,6 +1700,38 @@ async def test_outside_cancellation_compensates_shielded_then_propagates_with_a_
     )
     [failed] = [event for event in events if isinstance(event, StepFailed)]
     assert (failed.path, failed.unknown, failed.error) == ("charge", True, cancelled)
+
+
+@pytest.mark.anyio
+async def test_a_step_an_outside_cancellation_keeps_from_starting_failed_and_is_not_unknown() -> (
+    None
+):
+    """A plain (sync) action cancels the run's scope: nothing yields to the event loop until
+    the next step is due, so the cancellation is noticed before that step starts. It never ran,
+    so its outcome is known (it failed): not unresolved, nothing to compensate."""
+    events: list[Event] = []
+    ran: list[str] = []
+
+    with anyio.CancelScope() as scope:
+
+        def reserve() -> str:
+            ran.append("reserve")
+            scope.cancel()  # noticed at the next checkpoint
+            return "R-1"
+
+        saga = step(reserve, lambda _: ran.append("undo reserve"), name="reserve").then(
+            step(lambda: ran.append("charge"), lambda _: ran.append("refund"), name="charge")
+        )
+        await saga.run(AsyncInterpreter(listeners=[events.append]))
+
+    assert scope.cancelled_caught
+    assert ran == ["reserve", "undo reserve"]
+    finished = events[-1]
+    assert isinstance(finished, SagaFinished)
+    assert isinstance(finished.outcome, Failure)
+    assert finished.outcome.compensated == ("reserve",)
+    [failed] = [event for event in events if isinstance(event, StepFailed)]
+    assert (failed.path, failed.unknown) == ("charge", False)
 
 
 @pytest.mark.anyio

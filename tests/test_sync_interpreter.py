@@ -1090,8 +1090,15 @@ def test_debug_logging_reports_the_lifecycle_and_changes_nothing(
     assert isinstance(outcome, Failure)
     assert outcome.compensated == ("a",)
     messages = [record.getMessage() for record in caplog.records if record.name == ENGINE_LOGGER]
-    assert messages[0] == "saga dbg: started"
-    assert messages[-1] == "saga dbg: finished: Failure"
+    assert messages == [
+        "saga dbg: started",
+        "saga dbg: action a attempt 1",
+        "saga dbg: action b attempt 1",
+        "saga dbg: step b failed: Declined()",
+        "saga dbg: failed with Declined(); compensating 1 step(s)",
+        "saga dbg: compensation a attempt 1",
+        "saga dbg: finished: Failure",
+    ]
 
 
 # -- rule 10 and custom perform functions -------------------------------------------------------
