@@ -12,6 +12,9 @@ interpreter, and get back `Success`, `Failure` (everything completed was undone)
 Success(value=20)
 """
 
+from typing import TYPE_CHECKING
+
+from fsaga import _lazy
 from fsaga.context import StepContext as StepContext
 from fsaga.context import current_context as current_context
 from fsaga.errors import BranchCancelledError as BranchCancelledError
@@ -33,8 +36,6 @@ from fsaga.events import StepCompleted as StepCompleted
 from fsaga.events import StepFailed as StepFailed
 from fsaga.events import StepRetrying as StepRetrying
 from fsaga.events import StepStarted as StepStarted
-from fsaga.interpreter.asynchronous import AsyncInterpreter as AsyncInterpreter
-from fsaga.interpreter.asynchronous import in_worker_thread as in_worker_thread
 from fsaga.interpreter.protocol import AsyncInterpreterProtocol as AsyncInterpreterProtocol
 from fsaga.interpreter.protocol import Effect as Effect
 from fsaga.interpreter.protocol import Interpreter as Interpreter
@@ -54,6 +55,21 @@ from fsaga.saga import pure as pure
 from fsaga.saga import sequence as sequence
 from fsaga.saga import step as step
 from fsaga.saga import traverse as traverse
+
+# The async interpreter, and anyio beneath it, load on first use: code that runs sagas only with
+# `SyncInterpreter` never pays for them. Type checkers see plain re-exports.
+if TYPE_CHECKING:
+    from fsaga.interpreter.asynchronous import AsyncInterpreter as AsyncInterpreter
+    from fsaga.interpreter.asynchronous import in_worker_thread as in_worker_thread
+else:
+    __getattr__, __dir__ = _lazy.lazy_exports(
+        __name__,
+        globals(),
+        {
+            "AsyncInterpreter": "fsaga.interpreter.asynchronous",
+            "in_worker_thread": "fsaga.interpreter.asynchronous",
+        },
+    )
 
 __all__ = [
     "AsyncInterpreter",

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Never, NoReturn, TypeAlias, TypeVar, final
+from typing import TYPE_CHECKING, Generic, Never, NoReturn, TypeAlias, TypeVar, final
 
-from returns import result as _result
+if TYPE_CHECKING:
+    # Imported where used at run time: only code that asks for a `returns` result loads it.
+    from returns import result as _result
 
 __all__ = [
     "CompensationFailure",
@@ -84,6 +86,8 @@ class Success(Generic[_T_co]):
         >>> Success(3).to_result()
         <Success: 3>
         """
+        from returns import result as _result
+
         return _result.Success(self.value)
 
 
@@ -116,6 +120,8 @@ class Failure:
 
     def to_result(self) -> _result.Result[Never, Failure | PartialFailure]:
         """This outcome as a `returns` failure carrying the outcome itself."""
+        from returns import result as _result
+
         return _result.Failure(self)
 
 
@@ -155,6 +161,8 @@ class PartialFailure:
 
     def to_result(self) -> _result.Result[Never, Failure | PartialFailure]:
         """This outcome as a `returns` failure carrying the outcome itself."""
+        from returns import result as _result
+
         return _result.Failure(self)
 
 

@@ -25,15 +25,15 @@ from functools import partial
 from inspect import iscoroutinefunction
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final, overload
 
-from returns.io import IOResult
-from returns.result import Result
-
 from fsaga._numbers import check_seconds
 from fsaga._signatures import call_problem
 from fsaga.errors import DuplicateStepNameError
 from fsaga.policy import Retry
 
 if TYPE_CHECKING:
+    from returns.io import IOResult
+    from returns.result import Result
+
     from fsaga.context import StepContext
     from fsaga.interpreter.protocol import AsyncInterpreterProtocol, Interpreter
     from fsaga.outcome import Outcome

@@ -1,10 +1,12 @@
-"""The declared public surface: every public module's `__all__`, and what importing fsaga does."""
+"""The declared public surface: every public module's `__all__`, and what importing fsaga does
+(and leaves for first use)."""
 
 from __future__ import annotations
 
 import ast
 import importlib
 import json
+import pickle
 import pkgutil
 import subprocess
 import sys
@@ -40,12 +42,27 @@ def source_of(module: ModuleType) -> str:
     return Path(module.__file__).read_text(encoding="utf-8")
 
 
-def exported_names(module: ModuleType) -> set[str]:
-    """Public names a module defines at top level, plus its explicit re-exports (``as`` itself).
+def lazy_reexports(module: ModuleType) -> dict[str, str]:
+    """The names a module re-exports (``as`` itself) under ``if TYPE_CHECKING:``, each with the
+    module it comes from: names a facade imports on first use, and type checkers see as is."""
+    origins: dict[str, str] = {}
+    for node in ast.parse(source_of(module)).body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for statement in node.body:
+                if isinstance(statement, ast.ImportFrom) and statement.module is not None:
+                    for alias in statement.names:
+                        if alias.asname == alias.name:
+                            origins[alias.name] = statement.module
+    return origins
 
-    Names bound under ``if TYPE_CHECKING:`` and private (underscored) names do not count.
+
+def exported_names(module: ModuleType) -> set[str]:
+    """Public names a module defines at top level, plus its explicit re-exports (``as`` itself),
+    eager or lazy (`lazy_reexports`).
+
+    Other names bound under ``if TYPE_CHECKING:`` and private (underscored) names do not count.
     """
-    names: set[str] = set()
+    names: set[str] = set(lazy_reexports(module))
     for node in ast.parse(source_of(module)).body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             names.add(node.name)
@@ -94,6 +111,35 @@ def test_all_matches_what_the_module_defines_and_exports(name: str) -> None:
     missing = [item for item in declared if not hasattr(module, item)]
     assert not missing, f"{name}.__all__ names what the module lacks: {missing}"
     assert set(declared) == exported_names(module) - NOT_EXPORTED.get(name, set())
+
+
+LAZY_FACADES = {"fsaga", "fsaga.interpreter"}
+
+
+def test_the_facades_are_the_modules_with_lazy_names() -> None:
+    lazy = {name for name in MODULES if lazy_reexports(importlib.import_module(name))}
+
+    assert lazy == LAZY_FACADES
+
+
+@pytest.mark.parametrize("name", sorted(LAZY_FACADES))
+def test_a_lazy_name_is_listed_and_is_what_type_checkers_see(name: str) -> None:
+    module = importlib.import_module(name)
+    origins = lazy_reexports(module)
+
+    assert set(origins) <= set(module.__all__)
+    assert set(origins) <= set(dir(module))
+    for item, origin in origins.items():
+        assert getattr(module, item) is getattr(importlib.import_module(origin), item)
+
+
+@pytest.mark.parametrize("name", sorted(LAZY_FACADES))
+def test_a_facade_still_has_no_name_it_does_not_declare(name: str) -> None:
+    module = importlib.import_module(name)
+
+    with pytest.raises(AttributeError, match="has no attribute 'AsyncInterpreterr'"):
+        module.AsyncInterpreterr  # noqa: B018
+    assert not hasattr(module, "__wrapped__")
 
 
 @pytest.mark.parametrize("name", sorted(NOT_EXPORTED))
@@ -157,6 +203,8 @@ root_handlers = list(logging.getLogger().handlers)
 
 import fsaga
 import fsaga.interpreter
+fsaga.AsyncInterpreter, fsaga.interpreter.in_worker_thread  # imported on first use
+fsaga.Success(1).to_result()  # imports returns
 import fsaga.testing
 import fsaga.testing.specs
 
@@ -193,3 +241,118 @@ def test_importing_fsaga_does_not_import_hypothesis(import_report: dict[str, obj
 def test_importing_fsaga_configures_no_logging(import_report: dict[str, object]) -> None:
     assert import_report["fsaga_handlers"] == 0
     assert import_report["root_handlers_changed"] is False
+
+
+# What `import fsaga` leaves for first use: the async interpreter with anyio beneath it, `returns`
+# (until a step returns one of its containers or an outcome is turned into one) and `uuid` (until a
+# run needs an id).
+LAZY_MODULES = ("anyio", "fsaga.interpreter.asynchronous", "returns", "uuid")
+ASYNC_MODULES = ["anyio", "fsaga.interpreter.asynchronous"]
+
+SYNC_RUNS = """
+import fsaga
+from fsaga.interpreter import SyncInterpreter
+
+undone = []
+failures = iter([RuntimeError("flaky")])
+
+
+def flaky():
+    for error in failures:
+        raise error
+    return 2
+
+
+def declined():
+    raise ValueError("declined")
+
+
+reserve = fsaga.step(lambda: 1, undone.append, name="reserve")
+charge = fsaga.step(flaky, undone.append, name="charge", retry=fsaga.Retry(2, jitter=0))
+both = fsaga.par(reserve, charge).map(sum)
+interpreter = SyncInterpreter(sleep=lambda seconds: None)
+assert both.run(interpreter) == fsaga.Success(3)
+outcome = both.then(fsaga.step(declined, name="ship")).run(interpreter)
+assert isinstance(outcome, fsaga.Failure) and sorted(undone) == [1, 2], (outcome, undone)
+assert fsaga.sequence([fsaga.pure(1), fsaga.pure(2)]).run(SyncInterpreter()).unwrap() == (1, 2)
+"""
+
+
+def loaded_after(code: str) -> dict[str, list[str]]:
+    """Which of `LAZY_MODULES` a fresh interpreter has loaded before and after running `code`."""
+    probe = (
+        "import json, sys\n"
+        f"watched = {LAZY_MODULES!r}\n"
+        "def loaded():\n"
+        "    return sorted(name for name in watched if name in sys.modules)\n"
+        "before = loaded()\n"
+        f"{code}\n"
+        "print(json.dumps({'before': before, 'after': loaded()}))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-B", "-c", probe],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=PACKAGE_ROOT.parent,
+    )
+    assert completed.returncode == 0, completed.stderr
+    report: dict[str, list[str]] = json.loads(completed.stdout)
+    return report
+
+
+def test_importing_fsaga_loads_neither_the_async_interpreter_nor_anyio_nor_returns() -> None:
+    report = loaded_after("import fsaga, fsaga.interpreter")
+
+    assert report == {"before": [], "after": []}
+
+
+def test_sync_runs_load_neither_the_async_interpreter_nor_anyio_nor_returns() -> None:
+    report = loaded_after(SYNC_RUNS)
+
+    assert report == {"before": [], "after": []}
+
+
+@pytest.mark.parametrize(
+    "first_use",
+    [
+        "fsaga.AsyncInterpreter",
+        "fsaga.in_worker_thread",
+        "fsaga.interpreter.AsyncInterpreter",
+        "fsaga.interpreter.in_worker_thread",
+        "from fsaga import AsyncInterpreter",
+        "from fsaga.interpreter import in_worker_thread",
+        "from fsaga import *",
+        "fsaga.interpreter.asynchronous.AsyncInterpreter",
+    ],
+)
+def test_the_first_use_of_an_async_name_imports_the_async_interpreter(first_use: str) -> None:
+    code = (
+        "import fsaga, fsaga.interpreter\n"
+        "listed = {'AsyncInterpreter', 'in_worker_thread'}\n"
+        "assert listed <= set(dir(fsaga)) and listed <= set(dir(fsaga.interpreter))\n"
+        "assert 'anyio' not in sys.modules\n"
+        f"{first_use}\n"
+        "from fsaga.interpreter import asynchronous\n"
+        "for facade in (fsaga, fsaga.interpreter):\n"
+        "    assert facade.AsyncInterpreter is asynchronous.AsyncInterpreter\n"
+        "    assert facade.in_worker_thread is asynchronous.in_worker_thread\n"
+    )
+
+    report = loaded_after(code)
+
+    assert report["before"] == []
+    assert set(ASYNC_MODULES) <= set(report["after"])
+
+
+def test_an_async_interpreter_pickled_elsewhere_unpickles_after_a_plain_import() -> None:
+    interpreter = fsaga.AsyncInterpreter(timeout=5.0)
+    code = (
+        f"import pickle\nimport fsaga\ninterpreter = pickle.loads({pickle.dumps(interpreter)!r})\n"
+        "assert type(interpreter) is fsaga.AsyncInterpreter\n"
+        "assert pickle.loads(pickle.dumps(fsaga.AsyncInterpreter)) is fsaga.AsyncInterpreter\n"
+    )
+
+    report = loaded_after(code)
+
+    assert set(ASYNC_MODULES) <= set(report["after"])

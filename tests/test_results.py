@@ -8,9 +8,12 @@ the sync and the async interpreter.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import types
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -20,6 +23,7 @@ from returns.io import IOFailure, IOSuccess
 from returns.result import Failure as ResultFailure
 from returns.result import Success as ResultSuccess
 
+import fsaga
 from fsaga import AsyncInterpreter, Failure, Outcome, Success, SyncInterpreter, step
 
 
@@ -134,3 +138,65 @@ def test_a_generator_based_coroutine_runs_after_a_plain_generator() -> None:
 
     assert outcome == Success("charged")
     assert ran == ["charge"]
+
+
+RETURNS_FIRST_IMPORTED_MID_PROCESS = """
+import sys
+
+import fsaga
+from fsaga.errors import ReturnedFailure
+
+
+class Receipt:
+    pass
+
+
+interpreter = fsaga.SyncInterpreter()
+for action in (lambda: 7, Receipt, lambda: (1, 2)):
+    assert isinstance(fsaga.step(action).run(interpreter), fsaga.Success)
+assert not any(name.startswith("returns") for name in sys.modules)
+
+from returns.io import IOFailure, IOSuccess
+from returns.result import Failure, Success
+
+assert fsaga.step(lambda: Success(3)).run(interpreter) == fsaga.Success(3)
+assert fsaga.step(lambda: IOSuccess(4)).run(interpreter) == fsaga.Success(4)
+declined = fsaga.step(lambda: Failure("no"), name="charge").run(interpreter)
+assert isinstance(declined, fsaga.Failure), declined
+assert isinstance(declined.error, ReturnedFailure) and declined.error.value == "no"
+missing = KeyError("k")
+assert fsaga.step(lambda: IOFailure(missing)).run(interpreter) == fsaga.Failure(missing)
+"""
+
+
+def test_returns_containers_are_unwrapped_when_returns_is_imported_after_the_first_runs() -> None:
+    """fsaga imports `returns` only once something else has (a container cannot exist before):
+    steps that returned plain values first do not keep later containers from being unwrapped."""
+    completed = subprocess.run(
+        [sys.executable, "-B", "-c", RETURNS_FIRST_IMPORTED_MID_PROCESS],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(fsaga.__file__).parent.parent,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+
+
+def test_an_outcome_turns_into_a_returns_result_without_returns_imported_beforehand() -> None:
+    code = (
+        "import sys, fsaga\n"
+        "assert 'returns' not in sys.modules\n"
+        "assert repr(fsaga.Success(3).to_result()) == '<Success: 3>'\n"
+        "error = ValueError('no')\n"
+        "assert repr(fsaga.Failure(error).to_result()) == f'<Failure: {fsaga.Failure(error)}>'\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-B", "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(fsaga.__file__).parent.parent,
+    )
+
+    assert completed.returncode == 0, completed.stderr

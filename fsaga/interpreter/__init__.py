@@ -6,8 +6,9 @@ drives the one `Engine`, which holds the semantics of a run; an interpreter only
 effect is performed.
 """
 
-from fsaga.interpreter.asynchronous import AsyncInterpreter as AsyncInterpreter
-from fsaga.interpreter.asynchronous import in_worker_thread as in_worker_thread
+from typing import TYPE_CHECKING
+
+from fsaga import _lazy
 from fsaga.interpreter.engine import BranchFailurePolicy as BranchFailurePolicy
 from fsaga.interpreter.engine import CompensationPolicy as CompensationPolicy
 from fsaga.interpreter.protocol import AsyncInterpreterProtocol as AsyncInterpreterProtocol
@@ -16,6 +17,22 @@ from fsaga.interpreter.protocol import EffectKind as EffectKind
 from fsaga.interpreter.protocol import Interpreter as Interpreter
 from fsaga.interpreter.protocol import Perform as Perform
 from fsaga.interpreter.sync import SyncInterpreter as SyncInterpreter
+
+# The async interpreter, and anyio beneath it, load on first use: code that runs sagas only with
+# `SyncInterpreter` never pays for them. Type checkers see plain re-exports.
+if TYPE_CHECKING:
+    from fsaga.interpreter.asynchronous import AsyncInterpreter as AsyncInterpreter
+    from fsaga.interpreter.asynchronous import in_worker_thread as in_worker_thread
+else:
+    __getattr__, __dir__ = _lazy.lazy_exports(
+        __name__,
+        globals(),
+        {
+            "AsyncInterpreter": "fsaga.interpreter.asynchronous",
+            "in_worker_thread": "fsaga.interpreter.asynchronous",
+            "asynchronous": "fsaga.interpreter.asynchronous",
+        },
+    )
 
 __all__ = [
     "AsyncInterpreter",

@@ -20,7 +20,6 @@ calls `poll()` until it returns ``None`` to collect every call that can run now.
 from __future__ import annotations
 
 import logging
-import uuid
 from functools import partial
 from typing import Any, Final, final
 
@@ -169,6 +168,8 @@ class Engine:
     def saga_id(self) -> str:
         """The run's id: the one given, or a fresh random one made on first use."""
         if self._saga_id is None:
+            import uuid  # here: most runs never need an id, and uuid is slow to import
+
             self._saga_id = uuid.uuid4().hex
         return self._saga_id
 

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from inspect import isawaitable
 from types import GeneratorType
 from typing import Final
-
-from returns.io import IOResult
-from returns.pipeline import is_successful
-from returns.result import Result
-from returns.unsafe import unsafe_perform_io
 
 from fsaga.errors import ReturnedFailure
 
@@ -39,6 +35,21 @@ def learn_plain_type(result: object) -> None:
 
 def unwrap_result(path: str, result: object) -> tuple[object, BaseException | None]:
     """A step's result as (value, None), or (None, error) when it is a `returns` failure."""
+    # No `returns` container exists until `returns.result` is imported (`returns.io` imports it
+    # too), so a run that never meets one never loads `returns`.
+    if "returns.result" in sys.modules:
+        return _unwrap_container(path, result)
+    if not isawaitable(result):
+        learn_plain_type(result)
+    return result, None
+
+
+def _unwrap_container(path: str, result: object) -> tuple[object, BaseException | None]:
+    from returns.io import IOResult
+    from returns.pipeline import is_successful
+    from returns.result import Result
+    from returns.unsafe import unsafe_perform_io
+
     if not isinstance(result, Result | IOResult):
         if not isawaitable(result):
             learn_plain_type(result)

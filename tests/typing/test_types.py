@@ -15,6 +15,8 @@ from returns.future import FutureResult
 from returns.io import IOResult
 from returns.result import Result
 
+import fsaga
+import fsaga.interpreter
 from fsaga import (
     AsyncInterpreter,
     Failure,
@@ -262,3 +264,13 @@ def void_without_context() -> None:
 
 
 step(fetch_quote, on_unknown=void_without_context)  # type: ignore[arg-type]
+
+
+# `AsyncInterpreter` and `in_worker_thread` are imported on first use at run time; type checkers
+# see them as plain re-exports, through either facade, and still reject names fsaga lacks.
+assert_type(fsaga.AsyncInterpreter(), AsyncInterpreter)
+assert_type(fsaga.interpreter.AsyncInterpreter(timeout=1.0), AsyncInterpreter)
+read_lazily = fsaga.interpreter.in_worker_thread(blocking_read)
+assert_type(step(partial(read_lazily, "orders", limit=2)), Saga[list[str]])
+fsaga.AsyncInterpreterr()  # type: ignore[attr-defined]
+fsaga.interpreter.in_worker_threads(blocking_read)  # type: ignore[attr-defined]
