@@ -715,6 +715,10 @@ def corrupt(error: JournalCorruptError, db: Path) -> str:
     return "corrupt"
 
 
+OBJECTS = ("sqlite_schema", "sagas", "sagas_by_saga_id", "unfinished_sagas", "entries")
+"""Every table and index of a journal file, and its schema table."""
+
+
 @dataclass(frozen=True)
 class SoundJournal:
     """A journal file as bytes, where each object's (single) page is, and what reading and
@@ -738,6 +742,7 @@ def sound_journal(tmp_path_factory: pytest.TempPathFactory) -> SoundJournal:
     with contextlib.closing(sqlite3.connect(db)) as connection:
         pages = dict(connection.execute("SELECT name, rootpage FROM sqlite_master").fetchall())
     pages["sqlite_schema"] = 1
+    assert sorted(pages) == sorted(OBJECTS)
     # Every table and index fits in its root page: damaging each page damages one object.
     assert sorted(pages.values()) == list(range(1, len(data) // page_size + 1))
     copy = folder / "copy.db"
@@ -754,14 +759,7 @@ DAMAGED_PAGES = [
         id=f"{damage}-{name}",
     )
     for damage in ("cut", "garbage")
-    for name in (
-        "sqlite_schema",
-        "sagas",
-        "sqlite_autoindex_sagas_1",
-        "sagas_by_status",
-        "entries",
-        "sqlite_autoindex_entries_1",
-    )
+    for name in OBJECTS
 ]
 
 

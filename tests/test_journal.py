@@ -162,6 +162,16 @@ def test_append_extends_the_timeline_in_order(journal: Journal, clock: Clock) ->
     assert record.updated_at == clock.now > record.created_at
 
 
+def test_a_long_batch_is_appended_whole_and_in_order(journal: Journal) -> None:
+    """Longer than `SqliteJournal` puts in one statement: it takes several, in one commit."""
+    journal.create("order-1", "order", 1, b"{}", entries=intents(1, 1))
+
+    journal.append("order-1", intents(2, 100))
+    journal.finish("order-1", "succeeded", b"1", entries=intents(102, 70))
+
+    assert journal.entries("order-1") == intents(1, 171)
+
+
 @pytest.mark.parametrize(
     "seqs",
     [[1], [3], [2, 2], [2, 4], [3, 2], [2, 3, 5]],

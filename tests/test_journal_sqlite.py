@@ -7,6 +7,7 @@ The contract every journal keeps is tested in test_journal.py.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 import subprocess
 import sys
@@ -201,6 +202,46 @@ def test_a_file_system_without_wal_is_refused(
         f"journal file {str(tmp_path / 'journal.db')!r} cannot use WAL mode (SQLite kept "
         "'delete'); the file system may lack shared memory support"
     )
+
+
+# -- layout --------------------------------------------------------------------------------------
+
+
+def test_a_run_s_commits_write_few_pages_and_an_append_one(path: Path) -> None:
+    """What a commit writes is what it costs (fsaga/journal/_schema.py): creating a saga with
+    its first intent writes 4 pages (its row, its id's index, the index of unfinished sagas,
+    the entries), an append of a result and the next intent 1, finishing 3 (the row, the
+    index it leaves, the entries). Counted as the frames each commit adds to the WAL."""
+    with SqliteJournal(path, clock=lambda: 5.0) as journal, raw(path) as other:
+
+        def pages_written(write: Callable[[], object]) -> int:
+            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            write()
+            return int(other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+
+        journal.create("order-0", "order", 1, b"{}", entries=[Entry(1, "intent", "a", 1)])
+        created = pages_written(
+            lambda: journal.create(
+                "order-1", "order", 1, b"{}", entries=[Entry(1, "intent", "a", 1)]
+            )
+        )
+        appended = [
+            pages_written(
+                functools.partial(
+                    journal.append,
+                    "order-1",
+                    [Entry(seq, "completed", "a", 1), Entry(seq + 1, "intent", "b", 1)],
+                )
+            )
+            for seq in (2, 4, 6)
+        ]
+        finished = pages_written(
+            lambda: journal.finish(
+                "order-1", "succeeded", b"1", entries=[Entry(8, "completed", "b", 1)]
+            )
+        )
+
+    assert (created, appended, finished) == (4, [1, 1, 1], 3)
 
 
 # -- several connections -------------------------------------------------------------------------

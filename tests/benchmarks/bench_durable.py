@@ -8,15 +8,20 @@ process, on files in the system's temporary directory (so on the same disk):
   one `SqliteJournal`; the figure is the time of the N runs divided by N * 10 steps;
 - floor: a loop of single-row transactions (``BEGIN IMMEDIATE``, one ``INSERT`` into a table like
   the journal's entries, ``COMMIT``) on its own file, with the journal's pragmas (WAL, the same
-  ``synchronous``, ``busy_timeout``, ``foreign_keys``); the figure is the time per transaction.
+  ``synchronous``, ``busy_timeout``, ``foreign_keys``); the figure is the time per transaction;
+- floor journal: the same durable runs over a journal whose every write is one floor
+  transaction and which reads nothing, on a file of its own: what the runs would cost with
+  the cheapest journal there could be. It splits the durable figure in two: durable / floor
+  journal is what the journal costs beyond the floor's commits, floor journal / floor what the
+  rest of a run costs (its 1.1 commits per step, and the engine between them).
 
-Rounds of the two alternate, so both see the same state of the disk; each figure is the best
-round (least noise), the median is shown beside it. Both run under ``synchronous=FULL`` (a commit
+Rounds of the three alternate, so all see the same state of the disk; each figure is the best
+round (least noise), the median is shown beside it. All run under ``synchronous=FULL`` (a commit
 waits for the disk: what a durable run promises by default) and ``synchronous=NORMAL``.
 
-Target: with ``synchronous=FULL``, a durable step costs at most 1.5x the floor's
-transaction. A step needs one commit (its result is written with the next step's intent), plus
-the run's share of the commits that create the saga and write its outcome.
+Target: a durable step costs at most 1.3x the floor's transaction, with ``synchronous=FULL`` and
+with ``NORMAL``. A step needs one commit (its result is written with the next step's intent),
+plus the run's share of the commits that create the saga and write its outcome: 1.1 commits.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from fsaga.journal.records import FinishedStatus, SagaRecord, SagaStatus
 from fsaga.journal.sqlite import Synchronous
 
 STEPS: Final = 10
-TARGET: Final = 1.5
+TARGET: Final = 1.3
 BUSY_TIMEOUT: Final = 5.0  # SqliteJournal's default, in seconds
 MODES: Final[tuple[Synchronous, ...]] = ("FULL", "NORMAL")
 
@@ -188,50 +193,127 @@ class Floor:
         self.connection.close()
 
 
-def alternate(
-    durable: Callable[[], float], floor: Callable[[], float], rounds: int
-) -> tuple[list[float], list[float]]:
-    durable_times: list[float] = []
-    floor_times: list[float] = []
+class FloorJournal(Journal):
+    """A journal whose every write is one floor transaction (one row, whatever the batch) and
+    which reads nothing: enough for `DurableSagas.start` of new ids, and nothing more."""
+
+    def __init__(self, floor: Floor) -> None:
+        self.floor = floor
+
+    def create(
+        self, saga_id: str, name: str, version: int, input: bytes, *, entries: Sequence[Entry] = ()
+    ) -> tuple[SagaRecord, bool]:
+        self.floor.round(1)
+        return SagaRecord(saga_id, name, version, input, "running", None, 0, 0.0, 0.0), True
+
+    def append(self, saga_id: str, entries: Sequence[Entry]) -> None:
+        self.floor.round(1)
+
+    def entries(self, saga_id: str) -> list[Entry]:
+        return []
+
+    def finish(
+        self,
+        saga_id: str,
+        status: FinishedStatus,
+        outcome: bytes,
+        *,
+        entries: Sequence[Entry] = (),
+    ) -> bool:
+        self.floor.round(1)
+        return True
+
+    def get(self, saga_id: str) -> SagaRecord | None:
+        return None
+
+    def sagas(self, status: SagaStatus | None = None) -> list[SagaRecord]:
+        return []
+
+    def claim_for_recovery(
+        self, saga_id: str, *, max_attempts: int, stale_before: float | None = None
+    ) -> bool:
+        raise NotImplementedError("new runs only")
+
+    def record_recovery_error(self, saga_id: str, error: bytes) -> bool:
+        raise NotImplementedError("new runs only")
+
+    def release(self, saga_id: str) -> SagaRecord:
+        raise NotImplementedError("new runs only")
+
+    def close(self) -> None:
+        self.floor.close()
+
+
+class FloorRuns:
+    """N durable runs of the 10-step saga per round over a `FloorJournal`."""
+
+    def __init__(self, path: Path, synchronous: Synchronous) -> None:
+        self.journal = FloorJournal(Floor(path, synchronous))
+        self.runs = DurableSagas(self.journal, DEFINITIONS)
+        self.started = 0
+
+    def round(self, runs: int) -> float:
+        """Seconds per step."""
+        start = self.runs.start
+        first = self.started
+        self.started += runs
+        began = time.perf_counter()
+        for number in range(first, first + runs):
+            start("ten", None, saga_id=f"run-{number}")
+        return (time.perf_counter() - began) / (runs * STEPS)
+
+    def close(self) -> None:
+        self.journal.close()
+
+
+def alternate(rounds: int, *measures: Callable[[], float]) -> list[list[float]]:
+    """Each measure's figure in every round, the measures taken in turn within a round."""
+    times: list[list[float]] = [[] for _ in measures]
     for _ in range(rounds):
-        durable_times.append(durable())
-        floor_times.append(floor())
-    return durable_times, floor_times
+        for figures, measure in zip(times, measures, strict=True):
+            figures.append(measure())
+    return times
 
 
 def compare(folder: Path, synchronous: Synchronous, runs: int, rounds: int) -> None:
     durable = Durable(folder / f"durable-{synchronous.lower()}.db", synchronous)
     floor = Floor(folder / f"floor-{synchronous.lower()}.db", synchronous)
+    floor_runs = FloorRuns(folder / f"floor-journal-{synchronous.lower()}.db", synchronous)
     try:
         commits = durable.commits_per_run()
         durable.round(max(1, runs // 10))  # warm up: caches, the WAL file
         floor.round(max(1, runs))
-        durable_times, floor_times = alternate(
-            lambda: durable.round(runs), lambda: floor.round(runs * STEPS), rounds
+        floor_runs.round(max(1, runs // 10))
+        durable_times, floor_times, floor_run_times = alternate(
+            rounds,
+            lambda: durable.round(runs),
+            lambda: floor.round(runs * STEPS),
+            lambda: floor_runs.round(runs),
         )
     finally:
         durable.close()
         floor.close()
-    ours, theirs = min(durable_times), min(floor_times)
+        floor_runs.close()
+    ours, theirs, ideal = min(durable_times), min(floor_times), min(floor_run_times)
     ratio = ours / theirs
     total = sum(commits.values())
+    verdict = "meets" if round(ratio, 2) <= TARGET else "MISSES"  # as printed
     print(
         f"synchronous={synchronous:<6} durable {ours * 1e6:7.1f} us/step "
         f"(median {statistics.median(durable_times) * 1e6:7.1f})   "
         f"floor {theirs * 1e6:7.1f} us/txn (median {statistics.median(floor_times) * 1e6:7.1f})   "
-        f"ratio {ratio:4.2f}x",
-        end="",
+        f"ratio {ratio:4.2f}x  (target <= {TARGET}x: {verdict})"
     )
-    if synchronous == "FULL":
-        verdict = "meets" if ratio <= TARGET else "MISSES"
-        print(f"  (target <= {TARGET}x: {verdict})")
-    else:
-        print("  (no target)")
     per_commit = ours * STEPS / total
     print(
         f"  {total} commits per {STEPS}-step run ({total / STEPS:.1f} per step: "
         + ", ".join(f"{count} {method}" for method, count in commits.items())
         + f"); {per_commit * 1e6:.1f} us per commit, {per_commit / theirs:4.2f}x the floor's"
+    )
+    print(
+        f"  floor journal {ideal * 1e6:7.1f} us/step "
+        f"(median {statistics.median(floor_run_times) * 1e6:7.1f}): {ideal / theirs:4.2f}x the "
+        f"floor without the journal's own cost; durable is {ours / ideal:4.2f}x it"
     )
 
 
