@@ -132,7 +132,9 @@ class Durable:
     """N durable runs of the 10-step saga per round, each under a new saga id."""
 
     def __init__(self, path: Path, synchronous: Synchronous) -> None:
-        self.journal = SqliteJournal(path, synchronous=synchronous, busy_timeout=BUSY_TIMEOUT)
+        self.journal: Journal = SqliteJournal(
+            path, synchronous=synchronous, busy_timeout=BUSY_TIMEOUT
+        )
         self.runs = DurableSagas(self.journal, DEFINITIONS)
         self.started = 0
 
@@ -244,26 +246,13 @@ class FloorJournal(Journal):
         self.floor.close()
 
 
-class FloorRuns:
+class FloorRuns(Durable):
     """N durable runs of the 10-step saga per round over a `FloorJournal`."""
 
     def __init__(self, path: Path, synchronous: Synchronous) -> None:
-        self.journal = FloorJournal(Floor(path, synchronous))
+        self.journal: Journal = FloorJournal(Floor(path, synchronous))
         self.runs = DurableSagas(self.journal, DEFINITIONS)
         self.started = 0
-
-    def round(self, runs: int) -> float:
-        """Seconds per step."""
-        start = self.runs.start
-        first = self.started
-        self.started += runs
-        began = time.perf_counter()
-        for number in range(first, first + runs):
-            start("ten", None, saga_id=f"run-{number}")
-        return (time.perf_counter() - began) / (runs * STEPS)
-
-    def close(self) -> None:
-        self.journal.close()
 
 
 def alternate(rounds: int, *measures: Callable[[], float]) -> list[list[float]]:
