@@ -20,7 +20,7 @@ Failure(error=RuntimeError('card declined'), compensated=('reserve',))
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from inspect import iscoroutinefunction
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final, overload
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from fsaga.outcome import Outcome
 
 __all__ = [
+    "BindContinuation",
     "BindNode",
     "MapContinuation",
     "NamedNode",
@@ -106,7 +107,7 @@ class Saga(Generic[_T_co]):
         if not _is_function(continuation):
             raise TypeError(f"bind() needs a callable returning a Saga, got {continuation!r}")
         _check_function(continuation, 1, what="bind(): the continuation", called=_WITH_VALUE)
-        return BindNode(self, continuation)
+        return BindNode(self, BindContinuation(continuation))
 
     def map(self, function: Callable[[_T_co], _U]) -> Saga[_U]:
         """Transform the result with a pure function.
@@ -271,12 +272,14 @@ class BindNode(Saga[_T_co]):
     """Run `source`, then continue with `continuation` (built by `then`, `bind` and `map`).
 
     The continuation is the next saga itself (`then`), a `MapContinuation` (`map`), or a
-    function from the source's result to the next saga (`bind`). The engine tells them apart by
-    type, so the two fsaga derives cost no call through a closure.
+    `BindContinuation` (`bind`): three classes the engine tells apart with one `match`.
     """
 
     source: Saga[Any]
-    continuation: Saga[_T_co] | MapContinuation | Callable[[Any], Saga[_T_co]]
+    continuation: Saga[_T_co] | MapContinuation | BindContinuation
+    _plan: object = field(default=None, init=False, repr=False, compare=False)
+    """What the engine compiled this node into the first time it ran it (see
+    `fsaga.interpreter._plan`): a saga is immutable, so one compilation serves every run."""
 
     def __repr__(self) -> str:
         kind = (
@@ -330,6 +333,14 @@ class MapContinuation:
     """The continuation `Saga.map` builds: the value becomes ``function(value)``."""
 
     function: Callable[[Any], object]
+
+
+@final
+@dataclass(frozen=True, slots=True, eq=False)
+class BindContinuation:
+    """The continuation `Saga.bind` builds: the saga ``function(value)`` runs next."""
+
+    function: Callable[[Any], Saga[Any]]
 
 
 def _not_an_interpreter(interpreter: object) -> str:
@@ -616,7 +627,7 @@ def sequence(sagas: Iterable[Saga[_T]]) -> Saga[tuple[_T, ...]]:
     # Results accumulate in a cons list ((value, rest) pairs) so the whole fold stays linear.
     accumulated: Saga[_Cons[_T]] = pure(None)
     for item in items:
-        accumulated = BindNode(accumulated, partial(_push, item))
+        accumulated = BindNode(accumulated, BindContinuation(partial(_push, item)))
     return BindNode(accumulated, MapContinuation(_cons_to_tuple))
 
 

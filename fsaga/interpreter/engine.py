@@ -431,12 +431,12 @@ class Engine:
                         if isinstance(frame, MapContinuation):
                             value = frame.function(value)
                             continue
-                        saga = frame(value)
+                        saga = frame.function(value)
                     except Exception as error:
                         self._fiber_failed(fiber, error)
                         return None
                     if not isinstance(saga, Saga):
-                        self._fiber_failed(fiber, _not_a_saga(frame, saga))
+                        self._fiber_failed(fiber, _not_a_saga(frame.function, saga))
                         return None
                     node = saga
                     break
