@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, final
 
 if TYPE_CHECKING:
-    from fsaga.interpreter.call import Call
+    from fsaga.interpreter._call import Call
 
 __all__ = ["StepContext", "StepContextKind", "current_context"]
 
@@ -59,7 +59,8 @@ class _ContextSource(Protocol):
 # The running effect, as (engine, call, kind, attempt), set by the interpreter around each
 # effect: building the `StepContext` waits until an effect asks (most never do), and the kind and
 # attempt are kept as they were when the effect started, so a thread or task the effect left
-# behind keeps seeing its own context.
+# behind keeps seeing its own context. A stretch of plain steps (`fsaga.interpreter._plan`) sets
+# it once for all its steps: the call's path is then the step running when the context is read.
 _running_effect: ContextVar[tuple[_ContextSource, Call, StepContextKind, int]] = ContextVar(
     "fsaga_running_effect"
 )
@@ -67,6 +68,9 @@ _running_effect: ContextVar[tuple[_ContextSource, Call, StepContextKind, int]] =
 
 def current_context() -> StepContext:
     """The context of the effect that is running now.
+
+    Read it while the effect runs (a task or thread the effect leaves running after it returns
+    may see a later step's context).
 
     Raises:
         LookupError: no fsaga effect is running in this context (called outside an action,

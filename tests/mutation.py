@@ -37,7 +37,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS: dict[str, tuple[str, ...]] = {
-    "engine": ("fsaga/interpreter/engine.py",),
+    "engine": (
+        "fsaga/interpreter/_engine.py",
+        "fsaga/interpreter/_walk.py",
+        "fsaga/interpreter/_plan.py",
+        "fsaga/interpreter/_attempts.py",
+        "fsaga/interpreter/_unknown.py",
+        "fsaga/interpreter/_undo.py",
+    ),
     "durability": ("fsaga/_sqlite.py", "fsaga/durable/", "fsaga/journal/", "fsaga/stores/"),
 }
 SAMPLE_SIZES = {"engine": 150, "durability": 100}

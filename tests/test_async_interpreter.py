@@ -58,7 +58,7 @@ from fsaga import (
     step,
 )
 
-ENGINE_LOGGER = "fsaga.interpreter.engine"
+ENGINE_LOGGER = "fsaga.interpreter"
 
 TINY = 0.005
 """Cuts off an effect that hangs: 5 ms of real time under asyncio, none under trio."""
@@ -1368,7 +1368,7 @@ def test_debug_logging_says_why_an_unknown_outcome_was_left_to_the_undo(
     messages = [
         record.getMessage()
         for record in caplog.records
-        if record.name == "fsaga.interpreter.engine" and "charge" in record.getMessage()
+        if record.name == "fsaga.interpreter" and "charge" in record.getMessage()
     ]
     deadline = "a 1 s sub-tree timeout set at the saga's root had passed"
     assert messages == [

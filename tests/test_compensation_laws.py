@@ -50,8 +50,8 @@ from fsaga import (
     par,
     step,
 )
-from fsaga.interpreter.engine import CompensationPolicy
 from fsaga.interpreter.protocol import Effect
+from fsaga.interpreter.settings import CompensationPolicy
 from fsaga.testing import (
     FaultInjectingInterpreter,
     FaultPlan,

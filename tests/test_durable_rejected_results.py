@@ -38,7 +38,7 @@ from fsaga import (
 from fsaga.durable import DurableSagas, SagaDefinitions
 from fsaga.errors import ResultRejectedError
 from fsaga.events import Event
-from fsaga.interpreter.engine import Engine, EngineSettings
+from fsaga.interpreter._engine import Engine, EngineSettings
 from fsaga.journal import CodecError, Entry, JsonCodec, MemoryJournal
 
 NO_WAIT = Retry(3, delay=0.0, jitter=0.0)

@@ -30,7 +30,7 @@ from fsaga import (
     sequence,
     traverse,
 )
-from fsaga.interpreter.engine import CompensationPolicy
+from fsaga.interpreter.settings import CompensationPolicy
 from fsaga.outcome import Outcome
 from fsaga.testing import FaultInjectingInterpreter, FaultPlan, RecordingInterpreter
 from fsaga.testing.strategies import (

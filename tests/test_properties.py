@@ -31,7 +31,7 @@ from fsaga import (
     pure,
     step,
 )
-from fsaga.interpreter.engine import CompensationPolicy
+from fsaga.interpreter.settings import CompensationPolicy
 from fsaga.outcome import Outcome
 from fsaga.saga import par
 from fsaga.testing import FaultInjectingInterpreter, FaultPlan, RecordingInterpreter, check_run

@@ -84,7 +84,6 @@ def test_the_public_modules_are_found() -> None:
         "fsaga.errors",
         "fsaga.events",
         "fsaga.interpreter",
-        "fsaga.interpreter.engine",
         "fsaga.interpreter.protocol",
         "fsaga.interpreter.sync",
         "fsaga.outcome",

@@ -52,7 +52,7 @@ from fsaga.testing import (
     ScriptedInterpreter,
 )
 
-ENGINE_LOGGER = "fsaga.interpreter.engine"
+ENGINE_LOGGER = "fsaga.interpreter"
 
 
 class Declined(Exception):

@@ -9,13 +9,13 @@ effect is performed.
 from typing import TYPE_CHECKING
 
 from fsaga import _lazy
-from fsaga.interpreter.engine import BranchFailurePolicy as BranchFailurePolicy
-from fsaga.interpreter.engine import CompensationPolicy as CompensationPolicy
 from fsaga.interpreter.protocol import AsyncInterpreterProtocol as AsyncInterpreterProtocol
 from fsaga.interpreter.protocol import Effect as Effect
 from fsaga.interpreter.protocol import EffectKind as EffectKind
 from fsaga.interpreter.protocol import Interpreter as Interpreter
 from fsaga.interpreter.protocol import Perform as Perform
+from fsaga.interpreter.settings import BranchFailurePolicy as BranchFailurePolicy
+from fsaga.interpreter.settings import CompensationPolicy as CompensationPolicy
 from fsaga.interpreter.sync import SyncInterpreter as SyncInterpreter
 
 # The async interpreter, and anyio beneath it, load on first use: code that runs sagas only with

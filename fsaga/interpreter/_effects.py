@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from fsaga.interpreter.call import ACTION, COMPENSATION, Call
+from fsaga.interpreter._call import ACTION, COMPENSATION, Call
 
 if TYPE_CHECKING:
-    from fsaga.interpreter.engine import Engine
+    from fsaga.interpreter._engine import Engine
     from fsaga.interpreter.protocol import Perform
 
 __all__ = ["start_effect"]
 
 
-def start_effect(engine: Engine, call: Call, perform: Perform | None) -> object:
+def start_effect(engine: Engine[Any], call: Call, perform: Perform | None) -> object:
     """Call the action, compensation or unknown-outcome compensation `call` stands for (not a
     wait), through `perform` when one is given, and return what it returned: a value, or, for
     an async effect, the awaitable the driver awaits."""

@@ -7,22 +7,48 @@ a `par`'s branches.
 
 from __future__ import annotations
 
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, TypeAlias, final
 
 from fsaga.errors import DuplicateStepNameError
 
-__all__ = ["Deadline", "DeadlineExit", "Fiber", "Join", "Scope", "ScopeExit", "stopping"]
+if TYPE_CHECKING:
+    from fsaga.interpreter._plan import StretchAt, StretchRun
+    from fsaga.saga import BindContinuation, MapContinuation, Saga
+
+__all__ = [
+    "Deadline",
+    "DeadlineExit",
+    "Fiber",
+    "Frame",
+    "Join",
+    "Scope",
+    "ScopeExit",
+    "stopping",
+]
 
 
 @final
 class Scope:
     """Where step paths are made unique: the root, a named sub-saga, or an unnamed par branch."""
 
-    __slots__ = ("counts", "prefix")
+    __slots__ = ("counts", "pending", "prefix")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.counts: dict[str, int] = {}
+        # Stretches that ran in this scope and whose steps are not counted yet: counted when
+        # someone next reads `counts` (`settle`), which a run that succeeds may never do.
+        self.pending: list[StretchRun] | None = None
+
+    def settle(self) -> dict[str, int]:
+        """`counts`, with every stretch that ran here counted in."""
+        pending = self.pending
+        counts = self.counts
+        if pending is not None:
+            self.pending = None
+            for run in pending:
+                run.count_in(counts)
+        return counts
 
     def claim(self, label: str, *, explicit: bool) -> str:
         """The path of the next step (or sub-saga) labelled `label` in this scope.
@@ -30,10 +56,11 @@ class Scope:
         Explicit names are unique in their scope; implicit ones (derived from the action) are
         numbered in the order they run: ``charge``, ``charge#2``, ``charge#3``.
         """
-        count = self.counts.get(label, 0) + 1
+        counts = self.settle()
+        count = counts.get(label, 0) + 1
         if count > 1 and explicit:
             raise DuplicateStepNameError(self.join(label))
-        self.counts[label] = count
+        counts[label] = count
         return self.join(label if count == 1 else f"{label}#{count}")
 
     def join(self, segment: str) -> str:
@@ -99,7 +126,15 @@ class Fiber:
         self.deadline = deadline
         # Which line of control this is, as events report it (`fsaga.events.StepStarted`).
         self.branch = branch
-        self.stack: list[Any] = []
+        self.stack: list[Frame] = []
+
+
+Frame: TypeAlias = (
+    "Saga[Any] | StretchAt | MapContinuation | BindContinuation | ScopeExit | DeadlineExit"
+)
+"""What a fiber's stack holds: what to do with the value in hand when the fiber resumes (run the
+next saga or stretch of a `then`, map the value, build the next saga from it, or leave a scope
+or a deadline)."""
 
 
 @final

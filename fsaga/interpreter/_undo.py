@@ -1,38 +1,114 @@
-"""The compensation phase's bookkeeping, and the reverse causal order of contract rule 5.
+"""The compensation phase: which record of the undo log is undone when, and what it reports.
 
-Private to the engine. `Undo` collects what the outcome reports; `CausalOrder` schedules the
-undo log so independent `par` branches can be compensated side by side, while every step is
-still undone only after everything that started after it completed, on its line of control.
+Private to the engine. `Undo` owns the undo log once a run starts failing: it hands out its
+records in the order contract rule 5 asks (newest first, one at a time; or, with concurrent
+compensation, by the reverse causal order of `CausalOrder`, so independent `par` branches are
+compensated side by side), and collects what the outcome reports. The engine turns each record
+into the calls that undo it.
 """
 
 from __future__ import annotations
 
 from typing import final
 
+from fsaga.interpreter._call import Call
 from fsaga.interpreter._fibers import Fiber, Join
-from fsaga.interpreter.call import Call
-from fsaga.outcome import CompensationFailure
+from fsaga.outcome import CompensationFailure, Failure, PartialFailure
 
 __all__ = ["CausalOrder", "Undo"]
 
 
 @final
 class Undo:
-    """The compensation phase's state, made when a run starts failing.
+    """The compensation phase's state, made when a run starts failing with `error`.
 
-    `cursor` walks the undo log backwards in sequential mode; it is set when the first
-    compensation starts (``None`` before), once nothing forward is in flight any more.
+    `records` is the undo log, in completion order (forward calls still in flight when the run
+    started to fail may add to it). Sequentially, a cursor walks it backwards, set when the
+    first compensation starts, once nothing forward is in flight any more; concurrently, a
+    `CausalOrder` made at that moment hands out what may run.
     """
 
-    __slots__ = ("compensated", "cursor", "error", "failures", "skipped", "unresolved")
+    __slots__ = (
+        "compensated",
+        "concurrent",
+        "cursor",
+        "error",
+        "failures",
+        "order",
+        "ready",
+        "records",
+        "skipped",
+        "unresolved",
+    )
 
-    def __init__(self, error: BaseException) -> None:
+    def __init__(self, error: BaseException, records: list[Call], *, concurrent: bool) -> None:
         self.error = error
+        self.records = records
+        self.concurrent = concurrent
         self.cursor: int | None = None
+        self.order: CausalOrder | None = None
+        self.ready: list[Call] = []
         self.compensated: list[str] = []
         self.failures: list[CompensationFailure] = []
         self.skipped: list[str] = []
         self.unresolved: list[str] = []
+
+    def next_newest(self) -> Call | None:
+        """Sequentially: the newest record not handed out yet, or ``None`` past the oldest."""
+        cursor = self.cursor
+        if cursor is None:
+            cursor = len(self.records) - 1
+        if cursor < 0:
+            self.cursor = cursor
+            return None
+        self.cursor = cursor - 1
+        return self.records[cursor]
+
+    def next_ready(self) -> Call | None:
+        """Concurrently: a record the causal order lets start now, if any."""
+        order = self.order
+        if order is None:
+            order = self.order = CausalOrder(self.records)
+            self.ready = order.start()
+        ready = self.ready
+        return ready.pop() if ready else None
+
+    def release(self, record: Call) -> None:
+        """`record` is undone (or given up on): let the causal order start what waited for it."""
+        if self.order is not None:
+            self.ready.extend(self.order.done(record))
+
+    def skip_the_rest(self) -> None:
+        """Give up on every record not handed out yet (the ``"stop"`` policy): they are
+        reported as skipped, newest first."""
+        if self.concurrent:
+            waiting = list(reversed(self.ready))
+            self.ready.clear()
+            if self.order is not None:
+                waiting.extend(self.order.drain())
+            self.skipped.extend(record.path for record in waiting)
+            return
+        cursor = self.cursor
+        if cursor is None:
+            cursor = len(self.records) - 1
+        records = self.records
+        while cursor >= 0:
+            self.skipped.append(records[cursor].path)
+            cursor -= 1
+        self.cursor = cursor
+
+    def outcome(self) -> Failure | PartialFailure:
+        """The outcome, once every record is undone: `Failure` if the undo left nothing behind,
+        else `PartialFailure`."""
+        if self.failures or self.skipped or self.unresolved:
+            return PartialFailure(
+                self.error,
+                tuple(self.compensated),
+                tuple(self.failures),
+                tuple(self.skipped),
+                tuple(self.unresolved),
+            )
+        return Failure(self.error, tuple(self.compensated))
 
 
 @final
@@ -80,9 +156,7 @@ class CausalOrder:
         self._top = _Group(None, None)
         self._lines: dict[Fiber, _Line] = {}
         for record in records:
-            fiber = record.fiber
-            assert fiber is not None
-            self._line(fiber).entries.append(record)
+            self._line(record.fiber).entries.append(record)
         for line in self._lines.values():
             line.cursor = len(line.entries) - 1
 
@@ -120,9 +194,7 @@ class CausalOrder:
 
     def done(self, record: Call) -> list[Call]:
         """The records whose undo may start now that `record`'s is over."""
-        fiber = record.fiber
-        assert fiber is not None
-        return self._advance([self._lines[fiber]])
+        return self._advance([self._lines[record.fiber]])
 
     def drain(self) -> list[Call]:
         """Every record not handed out yet, newest first; none will be handed out after."""

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from inspect import isawaitable
 from types import CoroutineType
-from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast, final
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, final
 
 import anyio
 import anyio.to_thread
@@ -32,9 +32,9 @@ from anyio.abc import TaskGroup
 
 from fsaga.context import _running_effect
 from fsaga.events import Listener
+from fsaga.interpreter._call import ACTION, NO_DEADLINE, STRETCH, Call
 from fsaga.interpreter._effects import start_effect
-from fsaga.interpreter.call import ACTION, NO_DEADLINE, Call
-from fsaga.interpreter.engine import (
+from fsaga.interpreter._engine import (
     BranchFailurePolicy,
     CompensationPolicy,
     Engine,
@@ -137,7 +137,12 @@ class AsyncInterpreter:
 
     async def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
         """Run `saga` to its outcome (`Saga.run` calls this)."""
-        engine = Engine(saga, self._settings, saga_id=saga_id)
+        engine = Engine(
+            saga,
+            self._settings,
+            saga_id=saga_id,
+            stretches="async" if self._perform is None else None,
+        )
         run = _Run(engine, self._perform, self._sleep, concurrent=self._concurrent)
         await run.drive()
         interruption = run.interruption
@@ -148,7 +153,7 @@ class AsyncInterpreter:
                 f"fsaga: saga {engine.saga_id} interrupted; {_note(engine.outcome)}"
             )
             raise interruption
-        return cast("Outcome[_T]", engine.outcome)
+        return engine.outcome
 
 
 @final
@@ -171,7 +176,7 @@ class _Run:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine[Any],
         perform: Perform | None,
         sleep: Callable[[float], Awaitable[object]],
         *,
@@ -291,9 +296,52 @@ class _Run:
                 finally:
                     _running_effect.reset(token)
                 call = engine.succeed(call, result) or self.next_call()
+            elif call.kind is STRETCH:
+                unchecked, follow = await self.perform_stretch(call, unchecked=unchecked)
+                call = follow or self.next_call()
             else:
                 unchecked = False
                 call = await self.perform_call(call) or self.next_call()
+
+    async def perform_stretch(self, call: Call, *, unchecked: bool) -> tuple[bool, Call | None]:
+        """Perform the stretch `call` inline (see `Call`), report it, and return whether the
+        last action never yielded to the event loop, and the call that follows directly."""
+        engine = self.engine
+        run = call.stretch
+        assert run is not None
+        append = run.results.append
+        result: object = None
+        started = False
+        # One context for the whole stretch: `current_context()` reads the step running now.
+        token = _running_effect.set((engine, call, ACTION, 1))
+        try:
+            for action in run.actions:
+                if unchecked:
+                    # A cancellation may be waiting to be noticed: before the step starts.
+                    started = False
+                    await anyio.lowlevel.checkpoint_if_cancelled()
+                started = True
+                result = action()
+                if type(result) is CoroutineType:
+                    unchecked = False
+                    result = await result
+                else:
+                    unchecked = True
+                if result is not None and type(result) not in PLAIN_TYPES:
+                    while isawaitable(result):
+                        unchecked = False
+                        result = await result
+                    if result is not None and type(result) not in PLAIN_TYPES:
+                        break
+                append(result)
+        except Exception as error:
+            return unchecked, engine.fail(call, error)
+        except BaseException as interruption:
+            engine.interrupt(call, interruption, started=started)
+            raise
+        finally:
+            _running_effect.reset(token)
+        return unchecked, engine.succeed(call, result)
 
     def poll_beside(self, call: Call) -> Call | None:
         """Another call to perform beside `call`, if the engine has one ready now.
@@ -396,6 +444,9 @@ class _Run:
     async def perform_call(self, call: Call, *, track: bool = False) -> Call | None:
         """Perform `call`, report it to the engine, and return the call that follows directly."""
         engine = self.engine
+        if call.kind is STRETCH:
+            # A `par` just joined in this task: the stretch after it is all that runs now.
+            return (await self.perform_stretch(call, unchecked=False))[1]
         if call.deadline == NO_DEADLINE and not track:
             try:
                 result = await self.invoke(call)
@@ -437,6 +488,7 @@ class _Run:
         if kind == "sleep":
             await self.sleep(call.delay)
             return None
+        assert kind != "stretch", "a stretch is performed by perform_stretch"
         engine = self.engine
         perform = self.perform
         token = _running_effect.set((engine, call, kind, call.attempt))

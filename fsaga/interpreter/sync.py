@@ -7,14 +7,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from inspect import isawaitable, iscoroutinefunction
-from typing import Final, TypeVar, cast, final
+from typing import Any, Final, TypeVar, final
 
 from fsaga._signatures import function_name
 from fsaga.context import _running_effect
 from fsaga.events import Listener
+from fsaga.interpreter._call import ACTION, STRETCH, Call
 from fsaga.interpreter._effects import start_effect
-from fsaga.interpreter.call import ACTION, Call
-from fsaga.interpreter.engine import CompensationPolicy, Engine, EngineSettings
+from fsaga.interpreter._engine import CompensationPolicy, Engine, EngineSettings
 from fsaga.interpreter.protocol import Perform
 from fsaga.interpreter.results import PLAIN_TYPES
 from fsaga.outcome import Outcome, describe_failure
@@ -100,15 +100,20 @@ class SyncInterpreter:
 
     def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
         """Run `saga` to its outcome (`Saga.run` calls this)."""
-        engine = Engine(saga, self._settings, saga_id=saga_id)
+        engine = Engine(
+            saga,
+            self._settings,
+            saga_id=saga_id,
+            stretches="sync" if self._perform is None else None,
+        )
         interruption = self._drive(engine)
         outcome = engine.outcome
         if interruption is not None:
             interruption.add_note(f"fsaga: saga {engine.saga_id} interrupted; {_note(outcome)}")
             raise interruption
-        return cast("Outcome[_T]", outcome)
+        return outcome
 
-    def _drive(self, engine: Engine) -> BaseException | None:
+    def _drive(self, engine: Engine[Any]) -> BaseException | None:
         """Perform the engine's calls one at a time until the run has its outcome; return the
         interruption to re-raise, if one came."""
         perform = self._perform
@@ -121,7 +126,9 @@ class SyncInterpreter:
             try:
                 try:
                     kind = call.kind
-                    if kind == "sleep":
+                    if kind == "stretch":
+                        result = _run_stretch(engine, call)
+                    elif kind == "sleep":
                         sleep(call.delay)
                         result = None
                     else:
@@ -157,7 +164,28 @@ class SyncInterpreter:
         return interruption
 
 
-def _take_in(engine: Engine, pending: Call | None, stop: BaseException) -> Call | None:
+def _run_stretch(engine: Engine[Any], call: Call) -> object:
+    """Call the actions of the stretch `call` in order, appending each plain result to its
+    results; return the first result that is not plain (the engine takes that step from there),
+    or the last one. What an action raises propagates, for the engine to take in."""
+    run = call.stretch
+    assert run is not None
+    append = run.results.append
+    result: object = None
+    # One context for the whole stretch: `current_context()` reads the step running now.
+    token = _running_effect.set((engine, call, ACTION, 1))
+    try:
+        for action in run.actions:
+            result = action()
+            if result is not None and type(result) not in PLAIN_TYPES:
+                break
+            append(result)
+    finally:
+        _running_effect.reset(token)
+    return result
+
+
+def _take_in(engine: Engine[Any], pending: Call | None, stop: BaseException) -> Call | None:
     """Report `stop` to the engine and return the next call of the undo.
 
     A listener may raise another interrupt while the engine takes this one in (the engine has
@@ -173,7 +201,7 @@ def _take_in(engine: Engine, pending: Call | None, stop: BaseException) -> Call 
             pending, stop = None, again
 
 
-def _refuse_async_undo(engine: Engine, call: Call, perform: Perform | None) -> object:
+def _refuse_async_undo(engine: Engine[Any], call: Call, perform: Perform | None) -> object:
     """Fail the action of a step this interpreter could not undo, before the action runs.
 
     Through a `perform` function the refusal takes the place of the real effect, so a
@@ -200,8 +228,9 @@ def _refuse_async_undo(engine: Engine, call: Call, perform: Perform | None) -> o
 
 
 def _awaitable_error(call: Call) -> TypeError:
+    kind = "action" if call.kind is STRETCH else call.kind
     return TypeError(
-        f"the {call.kind} of step {call.path!r} returned an awaitable; "
+        f"the {kind} of step {call.path!r} returned an awaitable; "
         "run async effects with an async interpreter"
     )
 

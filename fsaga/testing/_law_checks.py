@@ -22,8 +22,8 @@ from fsaga.events import (
     StepFailed,
     StepStarted,
 )
-from fsaga.interpreter.engine import CompensationPolicy
 from fsaga.interpreter.protocol import Effect
+from fsaga.interpreter.settings import CompensationPolicy
 from fsaga.outcome import Outcome, PartialFailure, Success
 from fsaga.saga import Saga
 from fsaga.testing.interpreters import RecordingInterpreter

@@ -25,8 +25,8 @@ import anyio.lowlevel
 
 from fsaga.events import Event, Listener, SagaFinished
 from fsaga.interpreter.asynchronous import AsyncInterpreter
-from fsaga.interpreter.engine import BranchFailurePolicy, CompensationPolicy
 from fsaga.interpreter.protocol import Effect, EffectKind
+from fsaga.interpreter.settings import BranchFailurePolicy, CompensationPolicy
 from fsaga.outcome import Outcome
 from fsaga.saga import Saga
 from fsaga.testing.interpreters import RecordedEffect, RecordingInterpreter, _RecordedRuns, _Ticks

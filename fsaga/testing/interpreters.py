@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import TypeAlias, TypeVar, final
 
 from fsaga.events import Event, Listener
-from fsaga.interpreter.engine import CompensationPolicy
 from fsaga.interpreter.protocol import Effect, EffectKind, Perform
+from fsaga.interpreter.settings import CompensationPolicy
 from fsaga.interpreter.sync import SyncInterpreter
 from fsaga.outcome import Outcome
 from fsaga.saga import Saga

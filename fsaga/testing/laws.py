@@ -27,7 +27,7 @@ from fsaga.events import (
     SagaFinished,
 )
 from fsaga.interpreter.asynchronous import AsyncInterpreter
-from fsaga.interpreter.engine import BranchFailurePolicy, CompensationPolicy
+from fsaga.interpreter.settings import BranchFailurePolicy, CompensationPolicy
 from fsaga.outcome import Outcome, Success
 from fsaga.saga import Saga
 from fsaga.testing._law_checks import (

@@ -1,15 +1,18 @@
 """The engine: the contract of a run (docs/concepts.md), written once for every interpreter.
 
 The engine is a state machine that performs nothing itself. A driver (the sync interpreter, the
-async one, a user's own) repeatedly asks it for the next `Call` with `poll()`, performs that call
-however it likes, and reports back with `succeed`, `fail`, `expire` (the call's deadline
-passed), `cancel` (a sibling branch failed) or `interrupt`. The engine decides everything else:
-which step runs next, what a bind continuation sees, when to retry and how long to wait, which
-deadline binds each attempt, what an unknown outcome becomes, when to stop and compensate, in
-which order, and what the outcome is.
+async one) repeatedly asks it for the next `Call` with `poll()`, performs that call however it
+likes, and reports back with `succeed`, `fail`, `expire` (the call's deadline passed), `cancel`
+(a sibling branch failed) or `interrupt`. The engine decides everything else: which step runs
+next, what a bind continuation sees, when to retry and how long to wait, which deadline binds
+each attempt, what an unknown outcome becomes, when to stop and compensate, in which order, and
+what the outcome is. This protocol is internal to fsaga's interpreters (docs/design.md shows it).
 
-Walking the tree uses explicit stacks (one per fiber of control), never Python recursion, so a
-saga of any depth runs in constant Python stack.
+Its parts live in modules of their own: walking the tree (`_walk`, on the fibers of
+`_fibers`), stretches of plain steps (`_plan`), attempts and deadlines (`_attempts`), unknown
+outcomes (`_unknown`) and the undo's schedule (`_undo`). This module holds the state of one run
+and the transitions of its calls: every call is in a `Stage`, and `_LEGAL` lists, as data, which
+report each stage accepts; any other report is refused with a `ProtocolError`.
 
 Fibers: the root of the saga runs in one fiber; `par` forks a fiber per branch and joins them.
 `poll()` hands out work depth-first (a forked branch runs until it has to wait before the next
@@ -20,8 +23,9 @@ calls `poll()` until it returns ``None`` to collect every call that can run now.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from functools import partial
-from typing import Any, Final, final
+from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar, final
 
 from fsaga.context import StepContext
 from fsaga.errors import (
@@ -29,7 +33,6 @@ from fsaga.errors import (
     DuplicateStepNameError,
     NonRetryableError,
     ResultRejectedError,
-    StepTimeoutError,
     UnknownOutcomeError,
 )
 from fsaga.events import (
@@ -45,60 +48,94 @@ from fsaga.events import (
     StepRetrying,
     StepStarted,
 )
-from fsaga.interpreter._fibers import (
-    Deadline,
-    DeadlineExit,
-    Fiber,
-    Join,
-    Scope,
-    ScopeExit,
-    stopping,
+from fsaga.interpreter import _unknown
+from fsaga.interpreter._attempts import (
+    bind_attempt,
+    bind_compensation,
+    not_started_error,
+    timeout_error,
 )
-from fsaga.interpreter._undo import CausalOrder, Undo
-from fsaga.interpreter.call import ACTION, COMPENSATION, NO_DEADLINE, SLEEP, UNKNOWN, Call
+from fsaga.interpreter._call import (
+    ACTION,
+    COMPENSATION,
+    SLEEP,
+    STRETCH,
+    UNKNOWN,
+    Call,
+    Stage,
+)
+from fsaga.interpreter._fibers import Deadline, Fiber, Join, Scope, stopping
+from fsaga.interpreter._plan import StretchAt, StretchRun, plan_of
+from fsaga.interpreter._undo import Undo
+from fsaga.interpreter._walk import Failed, Finished, walk
 from fsaga.interpreter.protocol import Effect
 from fsaga.interpreter.results import PLAIN_TYPES, unwrap_result
 from fsaga.interpreter.settings import BranchFailurePolicy as BranchFailurePolicy
 from fsaga.interpreter.settings import CompensationPolicy as CompensationPolicy
 from fsaga.interpreter.settings import EngineSettings as EngineSettings
-from fsaga.outcome import CompensationFailure, Failure, Outcome, PartialFailure, Success
+from fsaga.outcome import CompensationFailure, Outcome, Success
 from fsaga.policy import Retry
-from fsaga.saga import (
-    BindNode,
-    MapContinuation,
-    NamedNode,
-    ParNode,
-    PureNode,
-    Saga,
-    StepNode,
-    TimeoutNode,
-    sibling_name,
+from fsaga.saga import BindNode, ParNode, Saga, StepNode, sibling_name
+
+__all__ = [
+    "BranchFailurePolicy",
+    "CompensationPolicy",
+    "Engine",
+    "EngineSettings",
+    "ProtocolError",
+    "Report",
+]
+
+logger = logging.getLogger("fsaga.interpreter")
+
+_T = TypeVar("_T")
+
+Phase: TypeAlias = Literal["forward", "compensating", "done"]
+"""Where a run is: performing its steps, undoing them, or finished with its outcome."""
+
+Report: TypeAlias = Literal["succeed", "fail", "expire", "cancel", "interrupt"]
+"""How a driver reports a call back."""
+
+_HANDED_OUT: Final = frozenset[Stage](
+    {
+        "attempt",
+        "after-unknown",
+        "resolving",
+        "compensation",
+        "unknown",
+        "wait",
+        "undo-wait",
+        "stretch",
+    }
 )
 
-__all__ = ["BranchFailurePolicy", "CompensationPolicy", "Engine", "EngineSettings"]
+_LEGAL: Final[Mapping[Report, frozenset[Stage]]] = {
+    # Any call handed out may return, raise or be interrupted.
+    "succeed": _HANDED_OUT,
+    "fail": _HANDED_OUT,
+    "interrupt": _HANDED_OUT,
+    # Only a call with a deadline is cut off by it, and a stretch never has one.
+    "expire": _HANDED_OUT - {"stretch"},
+    # Only forward work is cancelled for a failed sibling branch; a stretch never runs in one.
+    "cancel": frozenset({"attempt", "after-unknown", "wait"}),
+}
+"""Which stages accept which report: the transitions of a call, as data (see `Stage`)."""
 
-# The settings live in their own module; they are re-exported here, where drivers look first.
 
-logger = logging.getLogger(__name__)
-
-_FORWARD: Final = 0
-_COMPENSATING: Final = 1
-_DONE: Final = 2
-
-# Marks an undo-log record whose action's outcome is unknown (it holds no result).
-_UNKNOWN_RESULT: Final = object()
-# Marks an action run again during the undo to learn the result of an unknown outcome.
-_RESOLVING: Final = object()
-# Marks the retry of an idempotent step whose previous attempt's outcome is unknown: if the
-# retry cannot happen, that outcome stays unknown.
-_AFTER_UNKNOWN: Final = object()
-# How an idempotent step without a retry policy retries an unknown outcome: once, at once.
-_ONE_MORE: Final = Retry(2, delay=0.0, jitter=0.0)
+class ProtocolError(RuntimeError):
+    """A driver reported a call in a way the engine's protocol does not allow (a call reported
+    twice, a compensation cancelled, a call the engine never handed out): a bug in the driver."""
 
 
 @final
-class Engine:
-    """The state of one run of one saga; see the module docstring for the protocol."""
+class Engine(Generic[_T]):
+    """The state of one run of one saga; see the module docstring for the protocol.
+
+    `stretches`: the driver can perform a stretch of plain steps in one call (kind
+    ``"stretch"``), calling sync actions only (``"sync"``) or awaiting async ones too
+    (``"async"``); the engine then hands them out when nobody listens to events, nothing else
+    is in flight and no deadline binds them (see `fsaga.interpreter._plan`).
+    """
 
     __slots__ = (
         "_completed",
@@ -107,20 +144,24 @@ class Engine:
         "_handed_over",
         "_in_flight",
         "_listeners",
-        "_order",
         "_outcome",
         "_phase",
-        "_ready",
         "_runnable",
         "_saga_id",
         "_settings",
+        "_stretches",
+        "_sync",
         "_undo",
         "branch_failures",
-        "compensating",
     )
 
     def __init__(
-        self, saga: Saga[object], settings: EngineSettings, *, saga_id: str | None = None
+        self,
+        saga: Saga[_T],
+        settings: EngineSettings,
+        *,
+        saga_id: str | None = None,
+        stretches: Literal["sync", "async"] | None = None,
     ) -> None:
         if not isinstance(saga, Saga):
             raise TypeError(f"an interpreter runs a Saga, got {saga!r}")
@@ -128,7 +169,9 @@ class Engine:
         self._settings = settings
         self._listeners = settings.listeners
         self._debug = logger.isEnabledFor(logging.DEBUG)
-        self._phase = _FORWARD
+        self._stretches = stretches is not None and not self._listeners and not self._debug
+        self._sync = stretches == "sync"
+        self._phase: Phase = "forward"
         deadline = None
         if settings.run_timeout is not None:
             seconds = settings.run_timeout
@@ -143,20 +186,14 @@ class Engine:
         # next poll() to hand out: the fallback of a run-again an interrupt cut short.
         self._handed_over: list[Call] = []
         self._forks = 0
-        # Completed steps that have a compensation, and steps whose outcome is unknown, in
-        # completion order: the undo log.
-        self._completed: list[Call] = []
+        # The undo log: completed steps that have a compensation, and steps whose outcome is
+        # unknown, in completion order; a stretch that completed stands for its steps.
+        self._completed: list[Call | StretchRun] = []
         self._undo: Undo | None = None
-        # With concurrent compensation: the causal order, and the records it let start.
-        self._order: CausalOrder | None = None
-        self._ready: list[Call] = []
-        self._outcome: Outcome[object] | None = None
+        self._outcome: Outcome[_T] | None = None
         self.branch_failures = 0
         """How many `par` branches have failed so far (a driver that cancels siblings watches
         it to know when to look for calls to cancel)."""
-        self.compensating = False
-        """Whether the run has failed and is being undone: what `poll()` hands out now are
-        compensations (a driver shields them from the cancellation that failed the run)."""
         if self._listeners:
             self._emit(SagaStarted(self.saga_id, settings.clock()))
         if self._debug:
@@ -174,7 +211,7 @@ class Engine:
         return self._saga_id
 
     @property
-    def outcome(self) -> Outcome[object]:
+    def outcome(self) -> Outcome[_T]:
         """The outcome, once the run has finished (`poll()` returned ``None``, nothing in
         flight)."""
         if self._outcome is None:
@@ -184,13 +221,26 @@ class Engine:
     @property
     def finished(self) -> bool:
         """Whether the run has reached its outcome."""
-        return self._outcome is not None
+        return self._phase == "done"
+
+    @property
+    def compensating(self) -> bool:
+        """Whether the run has failed and is being undone: what `poll()` hands out now are
+        compensations (a driver shields them from the cancellation that failed the run)."""
+        return self._phase == "compensating"
+
+    @property
+    def in_flight(self) -> int:
+        """How many calls handed out are not reported yet."""
+        return self._in_flight
 
     def context_of(self, call: Call) -> StepContext:
         """What the effect `call` performs may know about itself (`fsaga.current_context()`)."""
         kind = call.kind
         if kind == "sleep":
             raise ValueError(f"a wait before a retry has no step context: {call!r}")
+        if kind == "stretch":
+            kind = "action"
         return StepContext(self.saga_id, call.path, call.attempt, kind)
 
     def effect_of(self, call: Call) -> Effect:
@@ -212,7 +262,7 @@ class Engine:
             )
         on_unknown = node.on_unknown
         assert on_unknown is not None
-        assert kind == "unknown"
+        assert kind == "unknown", f"no effect for {call!r}"
         context = self.context_of(call)
         return Effect(
             "unknown", self.saga_id, call.path, call.attempt, context, partial(on_unknown, context)
@@ -227,14 +277,12 @@ class Engine:
     def should_cancel(self, call: Call) -> bool:
         """Whether the driver should cancel `call`, in flight: a sibling branch of a `par`
         enclosing it failed and the interpreter cancels siblings (report it with `cancel`)."""
-        fiber = call.fiber
         return (
             self._settings.on_branch_failure == "cancel"
-            and self._phase == _FORWARD
-            and (call.kind is ACTION or call.kind is SLEEP)
-            and fiber is not None
-            and fiber.join is not None
-            and stopping(fiber)
+            and self._phase == "forward"
+            and call.stage in _LEGAL["cancel"]
+            and call.fiber.join is not None
+            and stopping(call.fiber)
         )
 
     # -- the protocol -----------------------------------------------------------------------
@@ -243,19 +291,18 @@ class Engine:
         """The next call to perform, or ``None`` if nothing can start until a call in flight is
         reported (or the run has finished: see `finished`)."""
         while True:
-            if self._phase == _FORWARD:
+            phase = self._phase
+            if phase == "forward":
                 if not self._runnable:
                     return None
                 fiber, node, value = self._runnable.pop()
                 call = self._advance(fiber, node, value)
                 if call is not None:
                     return call
-            elif self._phase == _COMPENSATING:
+            elif phase == "compensating":
                 if self._handed_over:
                     return self._handed_over.pop()
-                if self._settings.concurrent_compensation:
-                    return self._next_concurrent_compensation()
-                return None if self._in_flight else self._next_compensation()
+                return self._next_compensation()
             else:
                 return None
 
@@ -265,49 +312,32 @@ class Engine:
         Returns the call that follows directly (the same fiber's next step, say), if any; the
         driver performs it as if `poll()` had returned it.
         """
-        self._in_flight -= 1
-        kind = call.kind
-        if kind is ACTION:
-            if result is not None and type(result) not in PLAIN_TYPES:
-                result, error = unwrap_result(call.path, result)
-                if error is not None:
-                    return self._action_failed(call, error)
-            if call.argument is _RESOLVING:
-                return self._resolved(call, result)
-            compensable = call.node.compensate is not None
-            if compensable:
-                call.argument = result
-                self._completed.append(call)
-            if self._listeners:
-                self._emit_step_completed(call, result, compensable=compensable)
-            if self._phase != _FORWARD:
-                return None  # it finished after the run had started to fail: it is undone too
-            fiber = call.fiber
-            assert fiber is not None
-            return self._advance(fiber, None, result)
-        if kind is SLEEP:
-            retried = call.argument
-            assert isinstance(retried, Call)
+        stage = self._take(call, "succeed")
+        if stage == "stretch":
+            return self._stretch_stopped(call, result, None)
+        if stage == "wait" or stage == "undo-wait":
+            retried = call.retried
+            assert retried is not None
             return self._issue(retried)
         if result is not None and type(result) not in PLAIN_TYPES:
-            _, error = unwrap_result(call.path, result)
+            result, error = unwrap_result(call.path, result)
             if error is not None:
-                return self._compensation_failed(call, error)
-        return self._compensation_succeeded(call)
+                return self._failed(call, stage, error)
+        if stage == "compensation" or stage == "unknown":
+            return self._compensation_succeeded(call)
+        if stage == "resolving":
+            return self._resolved(call, result)
+        return self._step_completed(call, result)
 
     def fail(self, call: Call, error: Exception) -> Call | None:
         """Report that `call` raised `error` (the attempt failed; the engine may retry it).
 
         Returns the call that follows directly (a retry, say), if any.
         """
-        self._in_flight -= 1
-        kind = call.kind
-        if kind is ACTION:
-            return self._action_failed(call, error)
-        if kind is SLEEP:
-            # The wait before a retry failed (an injected sleep raised).
-            return self._wait_failed(call, error)
-        return self._compensation_failed(call, error)
+        stage = self._take(call, "fail")
+        if stage == "stretch":
+            return self._stretch_stopped(call, None, error)
+        return self._failed(call, stage, error)
 
     def expire(self, call: Call) -> Call | None:
         """Report that `call` was cancelled because its `deadline` passed.
@@ -318,14 +348,13 @@ class Engine:
         unknown-outcome compensation, else reported unresolved). A compensation that times out
         has failed that attempt.
         """
-        self._in_flight -= 1
-        error = self._timeout_error(call)
-        kind = call.kind
-        if kind is ACTION:
-            if call.argument is _RESOLVING:
-                return self._resolution_failed(call, error)
+        stage = self._take(call, "expire")
+        error = timeout_error(call)
+        if stage == "attempt" or stage == "after-unknown":
             return self._unknown_outcome(call, error, retriable=call.limit is None)
-        if kind is SLEEP:
+        if stage == "resolving":
+            return self._resolution_failed(call, error)
+        if stage == "wait" or stage == "undo-wait":
             return self._wait_failed(call, error)
         return self._compensation_failed(call, error)
 
@@ -336,18 +365,14 @@ class Engine:
         without an error of its own (the outcome carries the sibling's). Only forward work is
         ever cancelled: a compensation that times out is reported with `expire`.
         """
-        kind = call.kind
-        assert kind is ACTION or kind is SLEEP, f"only forward work is cancelled, not {call!r}"
-        self._in_flight -= 1
+        stage = self._take(call, "cancel")
         error = BranchCancelledError(call.path, call.attempt)
-        unknown = kind is ACTION or _waits_after_unknown(call)
+        unknown = stage != "wait" or _waits_after_unknown(call)
         if unknown:
             self._record_unknown(call)  # before the event: a listener may interrupt
         self._emit_step_failed(call, error, unknown=unknown)
-        fiber = call.fiber
-        assert fiber is not None
-        if self._phase == _FORWARD and fiber.join is not None:
-            self._branch_settled(fiber)
+        if self._phase == "forward" and call.fiber.join is not None:
+            self._branch_settled(call.fiber)
         return None
 
     def interrupt(
@@ -361,22 +386,50 @@ class Engine:
         outcome, settled by the undo like any other (contract rule 3). A compensation cut short
         counts as failed. The driver re-raises the interruption once `poll()` has nothing left.
         """
-        if self._phase == _FORWARD:
+        stage = None if call is None else self._take(call, "interrupt")
+        if call is not None and stage == "stretch":
+            # Record the steps of the stretch that completed before the undo starts from them.
+            call = self._stop_stretch(call)
+            stage = None if call is None else "attempt"
+        if self._phase == "forward":
             self._runnable.clear()
             self._begin_compensation(interruption)
-        if call is None:
-            return
+        if call is None or stage is None:
+            return  # between calls (or after every step of a stretch completed)
+        self._interrupted(call, stage, interruption, started=started)
+
+    # -- reports, by stage --------------------------------------------------------------------
+
+    def _take(self, call: Call, report: Report) -> Stage:
+        """Check that `report` is legal for `call` now; settle it and return the stage it was
+        in (what the report means depends on it)."""
+        stage = call.stage
+        if stage not in _LEGAL[report]:
+            raise ProtocolError(_illegal(report, call))
+        call.stage = "settled"
         self._in_flight -= 1
+        return stage
+
+    def _failed(self, call: Call, stage: Stage, error: BaseException) -> Call | None:
+        """`call`, handed out in `stage`, failed with `error`."""
+        if stage == "attempt" or stage == "after-unknown" or stage == "resolving":
+            return self._action_failed(call, stage, error)
+        if stage == "wait" or stage == "undo-wait":
+            # The wait before a retry failed (an injected sleep raised).
+            return self._wait_failed(call, error)
+        return self._compensation_failed(call, error)
+
+    def _interrupted(
+        self, call: Call, stage: Stage, interruption: BaseException, *, started: bool
+    ) -> None:
         # A wait before a retry stands for the last attempt that ran (same path, attempt number
         # and start); what it waits to retry tells whether that was an action or a compensation.
-        waited_for = call.argument if call.kind is SLEEP else call
-        assert isinstance(waited_for, Call)
-        if waited_for.kind is COMPENSATION or waited_for.kind is UNKNOWN:
+        if stage == "undo-wait" or stage == "compensation" or stage == "unknown":
             # Only record it: the driver polls for the next compensation itself.
             self._record_compensation_failure(call, interruption)
             self._release(call)
             return
-        if call.argument is _RESOLVING:
+        if stage == "resolving":
             # Running it again did not settle it: fall through to its unknown-outcome
             # compensation, if any, else it is unresolved (contract rule 3).
             try:
@@ -393,8 +446,10 @@ class Engine:
         # An action cut short mid-flight has an unknown outcome; one that was waiting to be
         # retried (or never began) did not run this attempt, so its outcome is known: it failed.
         unknown = (
-            call.kind is ACTION and (started or call.argument is _AFTER_UNKNOWN)
-        ) or _waits_after_unknown(call)
+            (stage == "attempt" and started)
+            or stage == "after-unknown"
+            or (stage == "wait" and _waits_after_unknown(call))
+        )
         if unknown:
             self._record_unknown(call)  # before the event: a listener may interrupt
         self._emit_step_failed(call, interruption, unknown=unknown)
@@ -412,87 +467,56 @@ class Engine:
             # branch has failed in most runs, which then skip the walk up the joins.)
             self._branch_settled(fiber)
             return None
-        stack = fiber.stack
-        while True:
-            if node is None:
-                # Resume: unwind continuations with `value` until one yields a saga to run.
-                while stack:
-                    frame = stack.pop()
-                    if isinstance(frame, Saga):
-                        node = frame  # a `then`
-                        break
-                    if isinstance(frame, ScopeExit):
-                        fiber.scope = frame.scope
-                        continue
-                    if isinstance(frame, DeadlineExit):
-                        fiber.deadline = frame.deadline
-                        continue
-                    try:
-                        if isinstance(frame, MapContinuation):
-                            value = frame.function(value)
-                            continue
-                        saga = frame.function(value)
-                    except Exception as error:
-                        self._fiber_failed(fiber, error)
-                        return None
-                    if not isinstance(saga, Saga):
-                        self._fiber_failed(fiber, _not_a_saga(frame.function, saga))
-                        return None
-                    node = saga
-                    break
-                else:
-                    self._fiber_finished(fiber, value)
-                    return None
-            if isinstance(node, StepNode):
-                scope = fiber.scope
-                counts = scope.counts
-                label = node.name
-                count = counts.get(label, 0) + 1
-                if count > 1 and node.explicit:
-                    self._fiber_failed(fiber, DuplicateStepNameError(scope.join(label)))
-                    return None
-                counts[label] = count
-                call = Call(ACTION, node, scope, count, 1, None, fiber)
-                if node.attempt_timeout is None and fiber.deadline is None:
-                    self._in_flight += 1
-                    if self._listeners or self._debug:
-                        self._announce(call)
+        compile_chains = self._stretches and fiber.join is None
+        if compile_chains and type(node) is BindNode and isinstance(node.continuation, Saga):
+            # A `then` chain: straight to its first stretch, the common start of a run.
+            plan = plan_of(node)
+            first = plan[0]
+            if type(first) is StretchAt:
+                stack = fiber.stack
+                for index in range(len(plan) - 1, 0, -1):
+                    stack.append(plan[index])
+                call = self._stretch_reached(fiber, first)
+                if call is not None:
                     return call
-                return self._start_attempt(call, fiber.deadline)
-            if isinstance(node, BindNode):
-                stack.append(node.continuation)
-                node = node.source
-            elif isinstance(node, PureNode):
-                value = node.value
                 node = None
-            elif isinstance(node, NamedNode):
-                try:
-                    path = fiber.scope.claim(node.name, explicit=True)
-                except DuplicateStepNameError as error:
-                    self._fiber_failed(fiber, error)
-                    return None
-                stack.append(ScopeExit(fiber.scope))
-                fiber.scope = Scope(path)
-                node = node.inner
-            elif isinstance(node, TimeoutNode):
-                self._enter_deadline(fiber, node)
-                node = node.inner
-            elif isinstance(node, ParNode):
-                self._fork(fiber, node)
-                return None
+        monotonic = self._settings.monotonic
+        while True:
+            reached = walk(fiber, node, value, monotonic, compile_chains=compile_chains)
+            if type(reached) is StepNode:
+                return self._step_reached(fiber, reached)
+            if type(reached) is StretchAt:
+                call = self._stretch_reached(fiber, reached)
+                if call is not None:
+                    return call
+                node = None  # its steps are on the stack, one by one: go on with them
+                continue
+            if type(reached) is ParNode:
+                self._fork(fiber, reached)
+            elif type(reached) is Finished:
+                self._fiber_finished(fiber, reached.value)
             else:
-                raise TypeError(f"not a saga node: {node!r}")
+                assert type(reached) is Failed
+                self._fiber_failed(fiber, reached.error)
+            return None
 
-    def _enter_deadline(self, fiber: Fiber, node: TimeoutNode[object]) -> None:
-        fiber.stack.append(DeadlineExit(fiber.deadline))
-        at = self._settings.monotonic() + node.seconds
-        enclosing = fiber.deadline
-        if enclosing is None or at < enclosing.at:
-            inner = node.inner
-            scope = fiber.scope
-            named = isinstance(inner, NamedNode)
-            where = scope.join(inner.name) if isinstance(inner, NamedNode) else scope.prefix
-            fiber.deadline = Deadline(at, node.seconds, where, named=named)
+    def _step_reached(self, fiber: Fiber, node: StepNode[Any]) -> Call | None:
+        """Claim `node`'s path in the fiber's scope and issue its first attempt."""
+        scope = fiber.scope
+        counts = scope.counts if scope.pending is None else scope.settle()
+        label = node.name
+        count = counts.get(label, 0) + 1
+        if count > 1 and node.explicit:
+            self._fiber_failed(fiber, DuplicateStepNameError(scope.join(label)))
+            return None
+        counts[label] = count
+        call = Call(ACTION, "attempt", node, scope, count, 1, fiber)
+        if node.attempt_timeout is None and fiber.deadline is None:
+            self._in_flight += 1
+            if self._listeners or self._debug:
+                self._announce(call)
+            return call
+        return self._start_attempt(call, fiber.deadline)
 
     def _fork(self, parent: Fiber, node: ParNode[object]) -> None:
         branches = node.branches
@@ -518,7 +542,7 @@ class Engine:
     def _fiber_finished(self, fiber: Fiber, value: object) -> None:
         join = fiber.join
         if join is None:
-            self._finish(Success(value))
+            self._finish(Success(value))  # type: ignore[arg-type]  # the root's value is a _T
             return
         join.results[fiber.index] = value
         self._branch_settled(fiber)
@@ -548,6 +572,117 @@ class Engine:
                 join.parent, BaseExceptionGroup("several par branches failed", join.errors)
             )
 
+    # -- stretches of plain steps (see `_plan`) ------------------------------------------------
+
+    def _stretch_reached(self, fiber: Fiber, at: StretchAt) -> Call | None:
+        """Hand out the stretch `at` as one call if it may run as one (nothing else in flight,
+        no deadline, no name it would claim twice); else put its steps on the fiber's stack,
+        one by one, for the general path (None)."""
+        scope = fiber.scope
+        nodes = at.stretch.nodes
+        if (
+            self._in_flight
+            or fiber.deadline is not None
+            or (self._sync and at.stretch.async_undo)
+            or (
+                (scope.counts or scope.pending is not None)
+                and _claims_twice(scope, nodes, at.start)
+            )
+        ):
+            stack = fiber.stack
+            for index in range(len(nodes) - 1, at.start - 1, -1):
+                stack.append(nodes[index])
+            return None
+        run = StretchRun(at, scope, fiber)
+        call = Call(STRETCH, "stretch", run.nodes[0], scope, 0, 1, fiber)
+        call.stretch = run
+        self._in_flight += 1
+        return call
+
+    def _stretch_stopped(self, call: Call, result: object, error: Exception | None) -> Call | None:
+        """The driver reported the stretch `call`: every step returned a plain value, or the
+        step at ``len(results)`` returned `result` (anything else) or raised `error`."""
+        run = call.stretch
+        assert run is not None
+        results = run.results
+        if len(results) == len(run.nodes):
+            fiber = run.fiber
+            if not fiber.stack and fiber.join is None:
+                # The saga ends with it: nothing can look at its paths or undo it any more.
+                self._finish(Success(results[-1]))  # type: ignore[arg-type]  # the root's is a _T
+                return None
+            self._stretch_completed(run)
+            return self._advance(fiber, None, results[-1])
+        step = self._stop_stretch(call)
+        assert step is not None
+        self._in_flight += 1  # the stretch's place in flight is now the step's
+        if error is not None:
+            return self.fail(step, error)
+        return self.succeed(step, result)
+
+    def _stretch_completed(self, run: StretchRun) -> None:
+        """Every step of `run` completed: its steps count in their scope, and it stands in the
+        undo log for those that have a compensation (both made only if someone looks)."""
+        scope = run.scope
+        if scope.pending is None:
+            scope.pending = [run]
+        else:
+            scope.pending.append(run)
+        self._record_stretch(run)
+
+    def _record_stretch(self, run: StretchRun) -> None:
+        """Put the steps of `run` that completed in the undo log (as one record, until the
+        undo reads it)."""
+        if self._phase == "forward":
+            self._completed.append(run)
+        else:
+            self._completed.extend(self._expand([run]))
+
+    def _stop_stretch(self, call: Call) -> Call | None:
+        """The stretch `call` stopped at the step at index ``len(results)``: record the steps
+        before it, and return that step as a call of its own, in its attempt (counted as a
+        completed stretch and None if every step completed)."""
+        run = call.stretch
+        assert run is not None
+        index = len(run.results)
+        if index == len(run.nodes):
+            self._stretch_completed(run)
+            return None
+        count = run.count(index)  # counts the steps before it in, too
+        if index:
+            self._record_stretch(run)
+        fiber = run.fiber
+        nodes = run.nodes
+        if index + 1 < len(nodes):
+            # The rest of the stretch, for whatever the general path decides next.
+            fiber.stack.append(StretchAt(run.at.stretch, run.at.start + index + 1))
+        return Call(ACTION, "attempt", nodes[index], run.scope, count, 1, fiber)
+
+    def _expand(self, records: list[Call | StretchRun]) -> list[Call]:
+        """The undo log, with each completed stretch replaced by a record per step of it that
+        has a compensation."""
+        expanded: list[Call] = []
+        for record in records:
+            if type(record) is Call:
+                expanded.append(record)
+                continue
+            assert type(record) is StretchRun
+            done = len(record.results)
+            if done > record.counted:
+                record.count_in(record.scope.settle(), done)
+            nodes = record.nodes
+            results = record.results
+            counts = record.step_counts
+            for index in range(done):
+                node = nodes[index]
+                if node.compensate is not None:
+                    step = Call(
+                        ACTION, "completed", node, record.scope, counts[index], 1, record.fiber
+                    )
+                    step.argument = results[index]
+                    expanded.append(step)
+        return expanded
+
     # -- attempts, deadlines and retries -----------------------------------------------------
 
     def _start_attempt(self, call: Call, limit: Deadline | None) -> Call | None:
@@ -563,40 +698,27 @@ class Engine:
             self._announce(call)
             # The listeners took their time: the attempt's own timeout starts after them.
             now = self._settings.monotonic()
-        timeout = call.node.attempt_timeout
-        # At equal ends the step's own timeout wins: the error names the step, not the scope.
-        if timeout is not None and (limit is None or now + timeout <= limit.at):
-            call.deadline = now + timeout
-            call.limit = None
-        elif limit is not None:
-            call.deadline = limit.at
-            call.limit = limit
+        bind_attempt(call, limit, now)
         return call
 
     def _could_not_start(self, call: Call, limit: Deadline) -> None:
         """`limit` passed before `call`'s attempt could start: the step fails with a timeout."""
         fiber = call.fiber
-        assert fiber is not None
-        error = StepTimeoutError(
-            call.path,
-            call.attempt,
-            limit.seconds,
-            "run" if limit.scope is None else "sub-tree",
-            scope=limit.scope,
-            named=limit.named,
-            started=False,
-        )
+        error = not_started_error(call, limit)
         if self._debug:
             logger.debug("saga %s: %s", self.saga_id, error)
         if call.attempt == 1:
             # The step never began: no attempt of it ran, so there is no attempt to report.
+            call.stage = "settled"
             self._fiber_failed(fiber, error)
             return
         # A retry that cannot start: the step fails as its last attempt that ran, as when the
         # wait before the retry outlasts the deadline (`_wait_failed`).
-        last = call.derive(ACTION, call.attempt - 1, call.argument)
+        after_unknown = call.stage == "after-unknown"
+        call.stage = "settled"
+        last = call.derive(ACTION, "settled", call.attempt - 1)
         last.started_at = call.started_at
-        if call.argument is _AFTER_UNKNOWN:
+        if after_unknown:
             # The retry of an unknown outcome: that outcome stays unknown, left to the undo.
             self._left_unknown(last, error)
             self._fiber_failed(fiber, error)
@@ -609,19 +731,15 @@ class Engine:
         None if a deadline that had passed kept it from starting (the step has failed)."""
         kind = call.kind
         if kind is ACTION:
-            fiber = call.fiber
-            limit = fiber.deadline if fiber is not None and self._phase == _FORWARD else None
+            limit = call.fiber.deadline if self._phase == "forward" else None
             if call.node.attempt_timeout is not None or limit is not None:
                 return self._start_attempt(call, limit)
         self._in_flight += 1
         if self._listeners or self._debug:
             self._announce(call)
-        if kind is not ACTION and kind is not SLEEP:
-            # Compensations are bound by their own timeout only (a completed step's record may
-            # still carry its action's deadline), counted from after the listeners.
-            timeout = call.node.compensation_timeout
-            call.deadline = NO_DEADLINE if timeout is None else self._settings.monotonic() + timeout
-            call.limit = None
+        if kind is COMPENSATION or kind is UNKNOWN:
+            # Counted from after the listeners.
+            bind_compensation(call, self._settings.monotonic())
         return call
 
     def _announce(self, call: Call) -> None:
@@ -629,7 +747,7 @@ class Engine:
             call.started_at = at = self._settings.clock()
             event: Event
             if call.kind is ACTION:
-                event = StepStarted(self.saga_id, call.path, call.attempt, at, _branch(call))
+                event = StepStarted(self.saga_id, call.path, call.attempt, at, call.fiber.branch)
             else:
                 event = CompensationStarted(self.saga_id, call.path, call.attempt, at)
             try:
@@ -639,10 +757,12 @@ class Engine:
                 # never reaches the driver, which reports the interruption as coming between
                 # calls. Settle the call here so the run can still finish compensating.
                 self._in_flight -= 1
+                stage = call.stage
+                call.stage = "settled"
                 if call.kind is not ACTION:
                     self._record_compensation_failure(call, interruption)
                     self._release(call)
-                elif call.argument is _RESOLVING:
+                elif stage == "resolving":
                     self._unresolved_by_interrupt(call)
                 raise
         if self._debug:
@@ -650,60 +770,54 @@ class Engine:
                 "saga %s: %s %s attempt %d", self.saga_id, call.kind, call.path, call.attempt
             )
 
-    def _timeout_error(self, call: Call) -> StepTimeoutError:
-        limit = call.limit
-        node = call.node
-        if limit is not None:
-            waited_for = call.argument if call.kind is SLEEP else call
-            assert isinstance(waited_for, Call)
-            return StepTimeoutError(
-                call.path,
-                waited_for.attempt,
-                limit.seconds,
-                "run" if limit.scope is None else "sub-tree",
-                scope=limit.scope,
-                named=limit.named,
-                started=call.kind is not SLEEP,
-            )
-        if call.kind is ACTION:
-            assert node.attempt_timeout is not None
-            return StepTimeoutError(call.path, call.attempt, node.attempt_timeout, "step")
-        assert node.compensation_timeout is not None
-        return StepTimeoutError(call.path, call.attempt, node.compensation_timeout, "compensation")
-
-    def _action_failed(self, call: Call, error: BaseException) -> Call | None:
+    def _action_failed(self, call: Call, stage: Stage, error: BaseException) -> Call | None:
         if isinstance(error, ResultRejectedError):
-            return self._result_rejected(call, error)
-        if call.argument is _RESOLVING:
+            return self._result_rejected(call, stage, error)
+        if stage == "resolving":
             return self._resolution_failed(call, error)
         if isinstance(error, UnknownOutcomeError):
             # The effect itself says it cannot tell whether it took effect.
             retriable = not isinstance(error, NonRetryableError)
             return self._unknown_outcome(call, error, retriable=retriable)
-        if self._phase != _FORWARD:
+        if self._phase != "forward":
             # It failed after the run had started to fail: no retry, nothing to undo.
             self._emit_step_failed(call, error, unknown=False)
             return None
         retry = call.node.retry
         if retry is not None and call.attempt < retry.attempts and retry.should_retry(error):
-            return self._retry(call, retry, error)
+            return self._retry(call, "attempt", retry, error)
         self._step_failed(call, error)
         return None
 
-    def _result_rejected(self, call: Call, rejected: ResultRejectedError) -> Call | None:
-        """The effect took place with `rejected.result`, but the step fails with
-        `rejected.error`: it completed (its compensation gets the result), and running it again
-        cannot help, so it fails without a retry."""
-        result = rejected.result
-        if call.argument is _RESOLVING:
-            return self._resolved(call, result)
+    def _step_completed(self, call: Call, result: object) -> Call | None:
         compensable = call.node.compensate is not None
         if compensable:
+            call.stage = "completed"
             call.argument = result
             self._completed.append(call)
         if self._listeners:
             self._emit_step_completed(call, result, compensable=compensable)
-        if self._phase != _FORWARD:
+        if self._phase != "forward":
+            return None  # it finished after the run had started to fail: it is undone too
+        return self._advance(call.fiber, None, result)
+
+    def _result_rejected(
+        self, call: Call, stage: Stage, rejected: ResultRejectedError
+    ) -> Call | None:
+        """The effect took place with `rejected.result`, but the step fails with
+        `rejected.error`: it completed (its compensation gets the result), and running it again
+        cannot help, so it fails without a retry."""
+        result = rejected.result
+        if stage == "resolving":
+            return self._resolved(call, result)
+        compensable = call.node.compensate is not None
+        if compensable:
+            call.stage = "completed"
+            call.argument = result
+            self._completed.append(call)
+        if self._listeners:
+            self._emit_step_completed(call, result, compensable=compensable)
+        if self._phase != "forward":
             # A late completion: undone with the rest, as in `succeed`.
             self._emit_step_failed(call, rejected.error, unknown=False)
             return None
@@ -714,41 +828,10 @@ class Engine:
         self._emit_step_failed(call, error, unknown=False)
         if self._debug:
             logger.debug("saga %s: step %s failed: %r", self.saga_id, call.path, error)
-        fiber = call.fiber
-        assert fiber is not None
-        self._fiber_failed(fiber, error)
+        self._fiber_failed(call.fiber, error)
 
-    def _emit_step_completed(self, call: Call, result: object, *, compensable: bool) -> None:
-        self._emit(
-            StepCompleted(
-                self.saga_id,
-                call.path,
-                call.attempt,
-                self._settings.clock(),
-                call.started_at,
-                result,
-                compensable,
-                _branch(call),
-            )
-        )
-
-    def _emit_step_failed(self, call: Call, error: BaseException, *, unknown: bool) -> None:
-        if self._listeners:
-            self._emit(
-                StepFailed(
-                    self.saga_id,
-                    call.path,
-                    call.attempt,
-                    self._settings.clock(),
-                    call.started_at,
-                    error,
-                    unknown=unknown,
-                    branch=_branch(call),
-                )
-            )
-
-    def _retry(self, call: Call, retry: Retry, error: BaseException) -> Call | None:
-        """The next attempt of `call`, or the wait that precedes it."""
+    def _retry(self, call: Call, stage: Stage, retry: Retry, error: BaseException) -> Call | None:
+        """The next attempt of `call`, in `stage`, or the wait that precedes it."""
         attempt = call.attempt + 1
         delay = retry.delay_before(attempt, random_unit=self._settings.random_unit())
         if self._listeners:
@@ -771,37 +854,35 @@ class Engine:
                     self._record_compensation_failure(call, interruption)
                     self._release(call)
                 raise
-        retried = call.derive(call.kind, attempt, call.argument)
+        retried = call.derive(call.kind, stage, attempt)
         # Until it starts, a retry carries the start of the attempt it follows: a deadline that
         # keeps it from starting fails the step as that attempt (`_could_not_start`).
         retried.started_at = call.started_at
         if delay <= 0:
             return self._issue(retried)
-        wait = call.derive(SLEEP, call.attempt, retried)
+        forward = call.kind is ACTION
+        wait = call.derive(SLEEP, "wait" if forward else "undo-wait", call.attempt)
+        wait.retried = retried
         wait.started_at = call.started_at
         wait.delay = delay
-        fiber = call.fiber
-        if call.kind is ACTION and fiber is not None and fiber.deadline is not None:
-            wait.deadline = fiber.deadline.at
-            wait.limit = fiber.deadline
+        deadline = call.fiber.deadline
+        if forward and deadline is not None:
+            wait.deadline = deadline.at
+            wait.limit = deadline
         self._in_flight += 1
         return wait
 
-    # -- unknown outcomes (contract rule 3) ----------------------------------------------------
+    # -- unknown outcomes (contract rule 3; the rule itself is in `_unknown`) ------------------
 
     def _unknown_outcome(self, call: Call, error: BaseException, *, retriable: bool) -> Call | None:
         """An action attempt was cut off: retry it if that is safe, else leave it to the undo."""
-        node = call.node
-        if retriable and node.idempotent and self._phase == _FORWARD:
-            retry = node.retry or _ONE_MORE
-            if call.attempt < retry.attempts:
-                call.argument = _AFTER_UNKNOWN
-                return self._retry(call, retry, error)
+        if self._phase == "forward":
+            retry = _unknown.forward_retry(call.node, call.attempt, retriable=retriable)
+            if retry is not None:
+                return self._retry(call, "after-unknown", retry, error)
         self._left_unknown(call, error)
-        if self._phase == _FORWARD:
-            fiber = call.fiber
-            assert fiber is not None
-            self._fiber_failed(fiber, error)
+        if self._phase == "forward":
+            self._fiber_failed(call.fiber, error)
         return None
 
     def _left_unknown(self, call: Call, error: BaseException) -> None:
@@ -817,43 +898,48 @@ class Engine:
         """The wait before a retry ended in `error`: the retry will not happen, and the failure
         is that of the last attempt that ran, which the wait stands for (same path, attempt
         number and start)."""
-        retried = wait.argument
-        assert isinstance(retried, Call)
+        retried = wait.retried
+        assert retried is not None
         if retried.kind is not ACTION:
             return self._compensation_failed_for_good(wait, error)
-        if retried.argument is _AFTER_UNKNOWN:
+        if retried.stage == "after-unknown":
             self._left_unknown(wait, error)
-            fiber = wait.fiber
-            assert fiber is not None
-            self._fiber_failed(fiber, error)
+            self._fiber_failed(wait.fiber, error)
         else:
             self._step_failed(wait, error)
         return None
 
     def _record_unknown(self, call: Call) -> None:
-        node = call.node
-        if node.compensate is not None or node.on_unknown is not None:
-            call.argument = _UNKNOWN_RESULT
+        if _unknown.recorded(call.node):
+            if call.kind is SLEEP:
+                # The record stands for the attempt the wait followed.
+                call.kind = ACTION
+            call.stage = "outcome-unknown"
             self._completed.append(call)
 
     def _undo_call(self, record: Call) -> Call | None:
         """The first call of `record`'s undo, issued; None if there is nothing to run (the step
         is then reported unresolved)."""
-        if record.argument is not _UNKNOWN_RESULT:
+        if record.stage == "completed":
             # The completed step's record becomes its compensation's first attempt: the driver
             # is done with it, and sparing a new call per undo is measurable on the failure path.
             record.kind = COMPENSATION
+            record.stage = "compensation"
             record.attempt = 1
             return self._issue(record)
-        node = record.node
-        if node.idempotent and node.compensate is not None:
+        assert record.stage == "outcome-unknown", record
+        settlement = _unknown.settlement(record.node)
+        if settlement == "run-again":
             # Run it again, same idempotency key, to learn the result its compensation needs.
-            return self._issue(record.derive(ACTION, record.attempt + 1, _RESOLVING))
-        return self._unknown_fallback(record)
+            return self._issue(record.derive(ACTION, "resolving", record.attempt + 1))
+        return self._settle_without_result(record, settlement)
 
     def _unknown_fallback(self, call: Call) -> Call | None:
-        if call.node.on_unknown is not None:
-            return self._issue(call.derive(UNKNOWN, 1, None))
+        return self._settle_without_result(call, _unknown.without_result(call.node))
+
+    def _settle_without_result(self, call: Call, settlement: _unknown.Settlement) -> Call | None:
+        if settlement == "on-unknown":
+            return self._issue(call.derive(UNKNOWN, "unknown", 1))
         undo = self._undo
         assert undo is not None
         undo.unresolved.append(call.path)
@@ -872,6 +958,7 @@ class Engine:
                 self._release(call)
                 raise
         call.kind = COMPENSATION
+        call.stage = "compensation"
         call.attempt = 1
         call.argument = result
         return self._issue(call)
@@ -895,53 +982,44 @@ class Engine:
     # -- compensation -------------------------------------------------------------------------
 
     def _begin_compensation(self, error: BaseException) -> None:
-        if self._phase != _FORWARD:
+        if self._phase != "forward":
             return
-        self._phase = _COMPENSATING
-        self.compensating = True
-        self._undo = Undo(error)
+        self._phase = "compensating"
+        records = self._expand(self._completed)
+        self._completed = records  # type: ignore[assignment]  # now only calls: see _expand
+        self._undo = Undo(error, records, concurrent=self._settings.concurrent_compensation)
         if self._debug:
             logger.debug(
                 "saga %s: failed with %r; compensating %d step(s)",
                 self.saga_id,
                 error,
-                len(self._completed),
+                len(records),
             )
 
     def _next_compensation(self) -> Call | None:
-        """Sequential undo: the undo log in reverse, one record at a time."""
+        """The next call of the undo, once nothing forward is in flight: the undo log in
+        reverse, one record at a time, or (concurrently) any record the causal order lets
+        start."""
         undo = self._undo
         assert undo is not None
-        if undo.cursor is None:
-            undo.cursor = len(self._completed) - 1
-        while undo.cursor >= 0:
-            record = self._completed[undo.cursor]
-            undo.cursor -= 1
-            call = self._undo_call(record)
-            if call is not None:
-                return call
-        self._finish_failure(undo)
-        return None
-
-    def _next_concurrent_compensation(self) -> Call | None:
-        """Concurrent undo: any record the causal order lets start."""
-        order = self._order
-        if order is None:
-            if self._in_flight:
+        if undo.concurrent:
+            if undo.order is None and self._in_flight:
                 return None
-            order = self._order = CausalOrder(self._completed)
-            self._ready = order.start()
-        ready = self._ready
-        while ready:
-            record = ready.pop()
+            while (record := undo.next_ready()) is not None:
+                call = self._undo_call(record)
+                if call is not None:
+                    return call
+                undo.release(record)
+            if not self._in_flight:
+                self._finish(undo.outcome())
+            return None
+        if self._in_flight:
+            return None
+        while (record := undo.next_newest()) is not None:
             call = self._undo_call(record)
             if call is not None:
                 return call
-            ready.extend(order.done(record))
-        if not self._in_flight:
-            undo = self._undo
-            assert undo is not None
-            self._finish_failure(undo)
+        self._finish(undo.outcome())
         return None
 
     def _undo_done(self, call: Call) -> Call | None:
@@ -951,8 +1029,9 @@ class Engine:
 
     def _release(self, call: Call) -> None:
         """`call`'s record is undone: let the causal order start what waited for it."""
-        if self._order is not None:
-            self._ready.extend(self._order.done(call))
+        undo = self._undo
+        if undo is not None:
+            undo.release(call)
 
     def _compensation_succeeded(self, call: Call) -> Call | None:
         undo = self._undo
@@ -972,14 +1051,15 @@ class Engine:
             except BaseException:
                 self._release(call)  # see _record_compensation_failure
                 raise
-        if self._order is None and not self._in_flight:
+        if undo.order is None and not self._in_flight:
             return self._next_compensation()  # the sequential undo's common case, directly
         return self._undo_done(call)
 
     def _compensation_failed(self, call: Call, error: BaseException) -> Call | None:
         retry = call.node.compensation_retry
         if retry is not None and call.attempt < retry.attempts and retry.should_retry(error):
-            return self._retry(call, retry, error)
+            stage: Stage = "compensation" if call.kind is COMPENSATION else "unknown"
+            return self._retry(call, stage, retry, error)
         return self._compensation_failed_for_good(call, error)
 
     def _compensation_failed_for_good(self, call: Call, error: BaseException) -> Call | None:
@@ -991,7 +1071,7 @@ class Engine:
         assert undo is not None
         undo.failures.append(CompensationFailure(call.path, error, call.attempt))
         if self._settings.on_compensation_failure == "stop":
-            self._skip_the_rest(undo)
+            undo.skip_the_rest()
         if self._listeners:
             try:
                 self._emit(
@@ -1013,42 +1093,39 @@ class Engine:
         if self._debug:
             logger.debug("saga %s: compensation %s failed: %r", self.saga_id, call.path, error)
 
-    def _skip_the_rest(self, undo: Undo) -> None:
-        if self._settings.concurrent_compensation:
-            order = self._order
-            waiting = list(reversed(self._ready))
-            self._ready.clear()
-            if order is not None:
-                waiting.extend(order.drain())
-            undo.skipped.extend(record.path for record in waiting)
-            return
-        cursor = undo.cursor
-        if cursor is None:
-            cursor = len(self._completed) - 1
-        while cursor >= 0:
-            undo.skipped.append(self._completed[cursor].path)
-            cursor -= 1
-        undo.cursor = cursor
+    # -- events and the end -------------------------------------------------------------------
 
-    # -- the end ------------------------------------------------------------------------------
+    def _emit_step_completed(self, call: Call, result: object, *, compensable: bool) -> None:
+        self._emit(
+            StepCompleted(
+                self.saga_id,
+                call.path,
+                call.attempt,
+                self._settings.clock(),
+                call.started_at,
+                result,
+                compensable,
+                call.fiber.branch,
+            )
+        )
 
-    def _finish_failure(self, undo: Undo) -> None:
-        if undo.failures or undo.skipped or undo.unresolved:
-            self._finish(
-                PartialFailure(
-                    undo.error,
-                    tuple(undo.compensated),
-                    tuple(undo.failures),
-                    tuple(undo.skipped),
-                    tuple(undo.unresolved),
+    def _emit_step_failed(self, call: Call, error: BaseException, *, unknown: bool) -> None:
+        if self._listeners:
+            self._emit(
+                StepFailed(
+                    self.saga_id,
+                    call.path,
+                    call.attempt,
+                    self._settings.clock(),
+                    call.started_at,
+                    error,
+                    unknown=unknown,
+                    branch=call.fiber.branch,
                 )
             )
-        else:
-            self._finish(Failure(undo.error, tuple(undo.compensated)))
 
-    def _finish(self, outcome: Outcome[object]) -> None:
-        self._phase = _DONE
-        self.compensating = False
+    def _finish(self, outcome: Outcome[_T]) -> None:
+        self._phase = "done"
         self._outcome = outcome
         self._completed = []
         if self._listeners:
@@ -1069,18 +1146,27 @@ class Engine:
                 )
 
 
-def _branch(call: Call) -> str:
-    fiber = call.fiber
-    return "" if fiber is None else fiber.branch
-
-
 def _waits_after_unknown(call: Call) -> bool:
     """Whether `call` is the wait before retrying an attempt whose outcome is unknown."""
-    retried = call.argument
-    return call.kind is SLEEP and isinstance(retried, Call) and retried.argument is _AFTER_UNKNOWN
+    retried = call.retried
+    return call.kind is SLEEP and retried is not None and retried.stage == "after-unknown"
 
 
-def _not_a_saga(continuation: object, returned: object) -> TypeError:
-    return TypeError(
-        f"a bind continuation must return a Saga, got {returned!r} (from {continuation!r})"
+def _claims_twice(scope: Scope, nodes: tuple[StepNode[Any], ...], start: int) -> bool:
+    """Whether a step of `nodes` from `start` on would claim an explicit name the scope has
+    already given out (a stretch never holds one twice itself: see `_plan`)."""
+    counts = scope.settle()
+    return any(
+        nodes[index].explicit and nodes[index].name in counts for index in range(start, len(nodes))
     )
+
+
+def _illegal(report: Report, call: Call) -> str:
+    stage = call.stage
+    if stage == "settled" or stage == "completed" or stage == "outcome-unknown":
+        why = "it has been reported already (every call is reported exactly once)"
+    elif report == "cancel":
+        why = "only forward work in a par branch is cancelled; report a deadline with expire()"
+    else:
+        why = "a stretch has no deadline to pass"
+    return f"engine protocol: {report}() of {call!r} refused: {why}"
