@@ -76,6 +76,7 @@ class Bind:
 @dataclass(frozen=True)
 class Map:
     inner: Shape
+    raises: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def _extend(children: st.SearchStrategy[Shape]) -> st.SearchStrategy[Shape]:
         chains.map(lambda parts: Then(tuple(parts))),
         chains.map(lambda parts: Then(tuple(parts))),
         st.builds(Bind, children, children),
-        st.builds(Map, children),
+        st.builds(Map, children, st.booleans()),
         st.builds(Named, st.sampled_from(("n", "m")), children),
         st.lists(children, min_size=1, max_size=3).map(lambda parts: Par(tuple(parts))),
     )
@@ -212,8 +213,9 @@ class Effects:
     def act(self, label: str) -> object:
         self.action_calls += 1
         serial = self.action_calls
-        context = current_context()
-        self.trace.append(("act", label, _seen(context)))
+        # Steps labelled "c" never ask for their context: nothing makes their paths but the run.
+        seen = None if label.startswith("c") else _seen(current_context())
+        self.trace.append(("act", label, seen))
         fault = self.actions.get(serial)
         value = f"{label}-{serial}"
         match fault:
@@ -241,7 +243,8 @@ class Effects:
     def undo(self, label: str, result: object) -> None:
         self.undo_calls += 1
         serial = self.undo_calls
-        self.trace.append(("undo", label, result, _seen(current_context())))
+        seen = None if label.startswith("c") else _seen(current_context())
+        self.trace.append(("undo", label, result, seen))
         fault = self.undos.get(serial)
         if fault == "raise":
             raise Declined(-serial)
@@ -254,6 +257,10 @@ class Effects:
 
 class _FinalUnknown(UnknownOutcomeError, NonRetryableError):
     pass
+
+
+def _refuse(value: object) -> object:
+    raise Declined(f"map of {value!r}")
 
 
 async def _answer(value: str) -> str:
@@ -276,8 +283,8 @@ def build(shape: Shape, effects: Effects, *, asynchronous: bool) -> Saga[object]
         case Bind(source=source, then=then):
             rest = build(then, effects, asynchronous=asynchronous)
             return build(source, effects, asynchronous=asynchronous).bind(lambda _: rest)
-        case Map(inner=inner):
-            return build(inner, effects, asynchronous=asynchronous).map(repr)
+        case Map(inner=inner, raises=raises):
+            return build(inner, effects, asynchronous=asynchronous).map(_refuse if raises else repr)
         case Named(name=name, inner=inner):
             return build(inner, effects, asynchronous=asynchronous).named(name)
         case Par(branches=branches):

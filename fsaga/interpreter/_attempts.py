@@ -8,6 +8,8 @@ names the step and the deadline that passed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fsaga.errors import StepTimeoutError
 from fsaga.interpreter._call import ACTION, NO_DEADLINE, SLEEP, Call
 from fsaga.interpreter._fibers import Deadline
@@ -28,11 +30,12 @@ def bind_attempt(call: Call, limit: Deadline | None, now: float) -> None:
         call.limit = limit
 
 
-def bind_compensation(call: Call, now: float) -> None:
-    """Stamp a compensation's attempt starting `now` with its own timeout, if any: never with
-    the deadline that failed the run (a completed step's record may still carry its action's)."""
+def bind_compensation(call: Call, monotonic: Callable[[], float]) -> None:
+    """Stamp a compensation's attempt, starting now on `monotonic`, with its own timeout, if
+    any: never with the deadline that failed the run (a completed step's record may still carry
+    its action's)."""
     timeout = call.node.compensation_timeout
-    call.deadline = NO_DEADLINE if timeout is None else now + timeout
+    call.deadline = NO_DEADLINE if timeout is None else monotonic() + timeout
     call.limit = None
 
 

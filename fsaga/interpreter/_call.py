@@ -18,13 +18,16 @@ __all__ = [
     "NO_DEADLINE",
     "SLEEP",
     "STRETCH",
+    "UNDO_STRETCH",
     "UNKNOWN",
     "Call",
     "CallKind",
     "Stage",
 ]
 
-CallKind: TypeAlias = Literal["action", "compensation", "unknown", "sleep", "stretch"]
+CallKind: TypeAlias = Literal[
+    "action", "compensation", "unknown", "sleep", "stretch", "undo-stretch"
+]
 """What the driver does with a call (see `Call`)."""
 
 ACTION: Final = "action"
@@ -32,6 +35,7 @@ COMPENSATION: Final = "compensation"
 UNKNOWN: Final = "unknown"
 SLEEP: Final = "sleep"
 STRETCH: Final = "stretch"
+UNDO_STRETCH: Final = "undo-stretch"
 NO_DEADLINE: Final = float("inf")
 
 Stage: TypeAlias = Literal[
@@ -43,6 +47,7 @@ Stage: TypeAlias = Literal[
     "wait",
     "undo-wait",
     "stretch",
+    "undo-stretch",
     "completed",
     "outcome-unknown",
     "settled",
@@ -60,7 +65,8 @@ Handed to the driver, to be reported once:
 - ``"unknown"``: an attempt of an unknown-outcome compensation;
 - ``"wait"`` / ``"undo-wait"``: the wait before the retry `retried` of an action / of a
   compensation;
-- ``"stretch"``: a straight run of plain steps (`stretch`), performed by the driver in one loop.
+- ``"stretch"``: a straight run of plain steps (`stretch`), performed by the driver in one loop;
+- ``"undo-stretch"``: the compensations of a stretch's steps, newest first, in one loop.
 
 After its report, in the undo log:
 
@@ -84,7 +90,11 @@ class Call:
     - ``kind == "stretch"``: call every action of `stretch.actions` in order, appending each
       plain result to `stretch.results`; stop at the first that raises or returns something
       else, and report that step (the one at index ``len(stretch.results)``), or, when every
-      action ran, report success (only drivers that asked for stretches get them).
+      action ran, report success (only drivers that asked for stretches get them);
+    - ``kind == "undo-stretch"``: for each index in `stretch.undo_order`, call
+      ``stretch.nodes[index].compensate(stretch.results[index])``, appending each plain result to
+      `stretch.undone`; stop at the first that raises or returns something else, and report
+      that compensation, or, when every one ran, report success.
 
     A driver that can pre-empt an effect cancels the call when the engine's clock reaches
     `deadline` and reports it with `Engine.expire` (`limit` says which deadline it is: a
@@ -145,7 +155,7 @@ class Call:
         if path is None:
             stretch = self.stretch
             if stretch is not None:
-                return stretch.path_of(len(stretch.results))
+                return stretch.path_of(stretch.running(undoing=self.kind != "stretch"))
             label = self.node.name
             path = self.scope.join(label if self.count == 1 else f"{label}#{self.count}")
             self._path = path

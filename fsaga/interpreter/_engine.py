@@ -60,6 +60,7 @@ from fsaga.interpreter._call import (
     COMPENSATION,
     SLEEP,
     STRETCH,
+    UNDO_STRETCH,
     UNKNOWN,
     Call,
     Stage,
@@ -106,6 +107,7 @@ _HANDED_OUT: Final = frozenset[Stage](
         "wait",
         "undo-wait",
         "stretch",
+        "undo-stretch",
     }
 )
 
@@ -115,7 +117,7 @@ _LEGAL: Final[Mapping[Report, frozenset[Stage]]] = {
     "fail": _HANDED_OUT,
     "interrupt": _HANDED_OUT,
     # Only a call with a deadline is cut off by it, and a stretch never has one.
-    "expire": _HANDED_OUT - {"stretch"},
+    "expire": _HANDED_OUT - {"stretch", "undo-stretch"},
     # Only forward work is cancelled for a failed sibling branch; a stretch never runs in one.
     "cancel": frozenset({"attempt", "after-unknown", "wait"}),
 }
@@ -241,6 +243,8 @@ class Engine(Generic[_T]):
             raise ValueError(f"a wait before a retry has no step context: {call!r}")
         if kind == "stretch":
             kind = "action"
+        elif kind == "undo-stretch":
+            kind = "compensation"
         return StepContext(self.saga_id, call.path, call.attempt, kind)
 
     def effect_of(self, call: Call) -> Effect:
@@ -315,6 +319,8 @@ class Engine(Generic[_T]):
         stage = self._take(call, "succeed")
         if stage == "stretch":
             return self._stretch_stopped(call, result, None)
+        if stage == "undo-stretch":
+            return self._undo_stretch_stopped(call, "succeed", result)
         if stage == "wait" or stage == "undo-wait":
             retried = call.retried
             assert retried is not None
@@ -337,6 +343,8 @@ class Engine(Generic[_T]):
         stage = self._take(call, "fail")
         if stage == "stretch":
             return self._stretch_stopped(call, None, error)
+        if stage == "undo-stretch":
+            return self._undo_stretch_stopped(call, "fail", error)
         return self._failed(call, stage, error)
 
     def expire(self, call: Call) -> Call | None:
@@ -391,6 +399,9 @@ class Engine(Generic[_T]):
             # Record the steps of the stretch that completed before the undo starts from them.
             call = self._stop_stretch(call)
             stage = None if call is None else "attempt"
+        elif call is not None and stage == "undo-stretch":
+            call = self._stop_undo_stretch(call)
+            stage = None if call is None else "compensation"
         if self._phase == "forward":
             self._runnable.clear()
             self._begin_compensation(interruption)
@@ -658,9 +669,11 @@ class Engine(Generic[_T]):
             fiber.stack.append(StretchAt(run.at.stretch, run.at.start + index + 1))
         return Call(ACTION, "attempt", nodes[index], run.scope, count, 1, fiber)
 
-    def _expand(self, records: list[Call | StretchRun]) -> list[Call]:
+    def _expand(
+        self, records: list[Call | StretchRun], *, only: list[int] | None = None
+    ) -> list[Call]:
         """The undo log, with each completed stretch replaced by a record per step of it that
-        has a compensation."""
+        has a compensation (`only` those steps, given in completion order)."""
         expanded: list[Call] = []
         for record in records:
             if type(record) is Call:
@@ -673,7 +686,7 @@ class Engine(Generic[_T]):
             nodes = record.nodes
             results = record.results
             counts = record.step_counts
-            for index in range(done):
+            for index in range(done) if only is None else only:
                 node = nodes[index]
                 if node.compensate is not None:
                     step = Call(
@@ -739,7 +752,7 @@ class Engine(Generic[_T]):
             self._announce(call)
         if kind is COMPENSATION or kind is UNKNOWN:
             # Counted from after the listeners.
-            bind_compensation(call, self._settings.monotonic())
+            bind_compensation(call, self._settings.monotonic)
         return call
 
     def _announce(self, call: Call) -> None:
@@ -985,9 +998,12 @@ class Engine(Generic[_T]):
         if self._phase != "forward":
             return
         self._phase = "compensating"
-        records = self._expand(self._completed)
-        self._completed = records  # type: ignore[assignment]  # now only calls: see _expand
-        self._undo = Undo(error, records, concurrent=self._settings.concurrent_compensation)
+        concurrent = self._settings.concurrent_compensation
+        records = self._completed
+        if concurrent or not self._stretches:
+            # The causal order schedules calls, one record per step.
+            records = self._completed = self._expand(records)  # type: ignore[assignment]
+        self._undo = Undo(error, records, concurrent=concurrent)
         if self._debug:
             logger.debug(
                 "saga %s: failed with %r; compensating %d step(s)",
@@ -1005,22 +1021,91 @@ class Engine(Generic[_T]):
         if undo.concurrent:
             if undo.order is None and self._in_flight:
                 return None
-            while (record := undo.next_ready()) is not None:
-                call = self._undo_call(record)
+            while (ready := undo.next_ready()) is not None:
+                call = self._undo_call(ready)
                 if call is not None:
                     return call
-                undo.release(record)
+                undo.release(ready)
             if not self._in_flight:
                 self._finish(undo.outcome())
             return None
         if self._in_flight:
             return None
         while (record := undo.next_newest()) is not None:
-            call = self._undo_call(record)
+            if type(record) is StretchRun:
+                call = self._undo_stretch(undo, record)
+            else:
+                assert type(record) is Call
+                call = self._undo_call(record)
             if call is not None:
                 return call
         self._finish(undo.outcome())
         return None
+
+    def _undo_stretch(self, undo: Undo, run: StretchRun) -> Call | None:
+        """The undo of the stretch `run`'s completed steps as one call, newest first; or, if a
+        compensation of it needs more than a plain call (a deadline of its own), its records
+        put back in the undo log one by one, and the first of their undo."""
+        order = run.compensable()
+        if not order:
+            return None
+        nodes = run.nodes
+        if run.at.stretch.undo_timeouts:
+            records = self._expand([run])
+            undo.put_back(records)
+            record = undo.next_newest()
+            assert type(record) is Call
+            return self._undo_call(record)
+        run.undo_order = order
+        run.undone = []
+        call = Call(UNDO_STRETCH, "undo-stretch", nodes[order[0]], run.scope, 0, 1, run.fiber)
+        call.stretch = run
+        self._in_flight += 1
+        return call
+
+    def _undo_stretch_stopped(
+        self, call: Call, report: Literal["succeed", "fail"], value: object
+    ) -> Call | None:
+        """The driver reported the undo-stretch `call`: every compensation returned a plain
+        value, or the one at ``len(undone)`` returned `value` (anything else) or raised it."""
+        step = self._stop_undo_stretch(call)
+        if step is None:
+            return self._next_compensation()
+        self._in_flight += 1  # the stretch's place in flight is now the compensation's
+        if report == "fail":
+            assert isinstance(value, Exception)
+            return self.fail(step, value)
+        return self.succeed(step, value)
+
+    def _stop_undo_stretch(self, call: Call) -> Call | None:
+        """The undo-stretch `call` stopped at its compensation at ``len(undone)``: report the
+        ones before it compensated, put the records of the older steps back in the undo log,
+        and return that compensation as a call of its own (None if every one ran)."""
+        run = call.stretch
+        assert run is not None
+        undo = self._undo
+        assert undo is not None
+        order = run.undo_order
+        done = len(run.undone)
+        if done:
+            undo.compensated.extend(run.paths_of(order[:done]))
+        if done == len(order):
+            return None
+        index = order[done]
+        rest = order[done + 1 :]
+        if rest:
+            undo.put_back(self._expand([run], only=rest[::-1]))
+        step = Call(
+            COMPENSATION,
+            "compensation",
+            run.nodes[index],
+            run.scope,
+            run.count(index),
+            1,
+            run.fiber,
+        )
+        step.argument = run.results[index]
+        return step
 
     def _undo_done(self, call: Call) -> Call | None:
         """`call`'s record is undone (or given up on): what may run next."""

@@ -34,12 +34,15 @@ class Stretch:
     before the step's action runs (the general path does).
     """
 
-    __slots__ = ("actions", "async_undo", "nodes")
+    __slots__ = ("actions", "all_compensable", "async_undo", "nodes", "undo_timeouts")
 
     def __init__(self, nodes: tuple[StepNode[Any], ...]) -> None:
         self.nodes = nodes
         self.actions: tuple[Callable[[], Any], ...] = tuple(node.action for node in nodes)
         self.async_undo = any(node.options.async_undo for node in nodes)
+        # Whether every step has a compensation; whether one has a timeout of its own.
+        self.all_compensable = all(node.compensate is not None for node in nodes)
+        self.undo_timeouts = any(node.compensation_timeout is not None for node in nodes)
 
 
 @final
@@ -62,7 +65,18 @@ class StretchRun:
     counted into their scope lazily (`count_in`, `count`), only when a path is needed.
     """
 
-    __slots__ = ("actions", "at", "counted", "fiber", "nodes", "results", "scope", "step_counts")
+    __slots__ = (
+        "actions",
+        "at",
+        "counted",
+        "fiber",
+        "nodes",
+        "results",
+        "scope",
+        "step_counts",
+        "undo_order",
+        "undone",
+    )
 
     def __init__(self, at: StretchAt, scope: Scope, fiber: Fiber) -> None:
         self.at = at
@@ -80,6 +94,38 @@ class StretchRun:
         # How many steps are counted into the scope, and each one's count (its path's #n).
         self.counted = 0
         self.step_counts: list[int] = []
+        # Its undo, once it runs as one call: the indexes of the steps to compensate, newest
+        # first, and the results of the compensations that returned.
+        self.undo_order: list[int] = []
+        self.undone: list[object] = []
+
+    def running(self, *, undoing: bool) -> int:
+        """The index of the step whose action (or, `undoing`, compensation) runs now."""
+        if undoing:
+            return self.undo_order[len(self.undone)]
+        return len(self.results)
+
+    def compensable(self) -> list[int]:
+        """The indexes of the completed steps that have a compensation, newest first."""
+        newest_first = range(len(self.results) - 1, -1, -1)
+        if self.at.stretch.all_compensable:
+            return list(newest_first)
+        nodes = self.nodes
+        return [index for index in newest_first if nodes[index].compensate is not None]
+
+    def paths_of(self, indexes: list[int]) -> list[str]:
+        """The paths of the completed steps at `indexes`."""
+        if len(self.results) > self.counted:
+            self.count_in(self.scope.settle())
+        nodes = self.nodes
+        counts = self.step_counts
+        prefix = self.scope.prefix
+        paths: list[str] = []
+        for index in indexes:
+            count = counts[index]
+            label = nodes[index].name if count == 1 else f"{nodes[index].name}#{count}"
+            paths.append(f"{prefix}/{label}" if prefix else label)
+        return paths
 
     def count_in(self, counts: dict[str, int], upto: int | None = None) -> None:
         """Count this run's steps before `upto` (default: every step that completed) into

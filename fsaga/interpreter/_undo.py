@@ -13,6 +13,7 @@ from typing import final
 
 from fsaga.interpreter._call import Call
 from fsaga.interpreter._fibers import Fiber, Join
+from fsaga.interpreter._plan import StretchRun
 from fsaga.outcome import CompensationFailure, Failure, PartialFailure
 
 __all__ = ["CausalOrder", "Undo"]
@@ -24,8 +25,9 @@ class Undo:
 
     `records` is the undo log, in completion order (forward calls still in flight when the run
     started to fail may add to it). Sequentially, a cursor walks it backwards, set when the
-    first compensation starts, once nothing forward is in flight any more; concurrently, a
-    `CausalOrder` made at that moment hands out what may run.
+    first compensation starts, once nothing forward is in flight any more, and a completed
+    stretch stands for its steps until the engine undoes it; concurrently, every record is a
+    call, and a `CausalOrder` made at that moment hands out what may run.
     """
 
     __slots__ = (
@@ -41,7 +43,9 @@ class Undo:
         "unresolved",
     )
 
-    def __init__(self, error: BaseException, records: list[Call], *, concurrent: bool) -> None:
+    def __init__(
+        self, error: BaseException, records: list[Call | StretchRun], *, concurrent: bool
+    ) -> None:
         self.error = error
         self.records = records
         self.concurrent = concurrent
@@ -53,7 +57,7 @@ class Undo:
         self.skipped: list[str] = []
         self.unresolved: list[str] = []
 
-    def next_newest(self) -> Call | None:
+    def next_newest(self) -> Call | StretchRun | None:
         """Sequentially: the newest record not handed out yet, or ``None`` past the oldest."""
         cursor = self.cursor
         if cursor is None:
@@ -64,11 +68,21 @@ class Undo:
         self.cursor = cursor - 1
         return self.records[cursor]
 
+    def put_back(self, records: list[Call]) -> None:
+        """Sequentially: `records` (in completion order) are the next to hand out, before any
+        older record."""
+        cursor = self.cursor
+        assert cursor is not None
+        self.records[cursor + 1 : cursor + 1] = records
+        self.cursor = cursor + len(records)
+
     def next_ready(self) -> Call | None:
         """Concurrently: a record the causal order lets start now, if any."""
         order = self.order
         if order is None:
-            order = self.order = CausalOrder(self.records)
+            records = self.records
+            assert all(type(record) is Call for record in records)
+            order = self.order = CausalOrder(records)  # type: ignore[arg-type]
             self.ready = order.start()
         ready = self.ready
         return ready.pop() if ready else None
@@ -93,7 +107,12 @@ class Undo:
             cursor = len(self.records) - 1
         records = self.records
         while cursor >= 0:
-            self.skipped.append(records[cursor].path)
+            record = records[cursor]
+            if type(record) is StretchRun:
+                self.skipped.extend(record.path_of(index) for index in record.compensable())
+            else:
+                assert type(record) is Call
+                self.skipped.append(record.path)
             cursor -= 1
         self.cursor = cursor
 

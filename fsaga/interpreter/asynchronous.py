@@ -32,7 +32,14 @@ from anyio.abc import TaskGroup
 
 from fsaga.context import _running_effect
 from fsaga.events import Listener
-from fsaga.interpreter._call import ACTION, NO_DEADLINE, STRETCH, Call
+from fsaga.interpreter._call import (
+    ACTION,
+    COMPENSATION,
+    NO_DEADLINE,
+    STRETCH,
+    UNDO_STRETCH,
+    Call,
+)
 from fsaga.interpreter._effects import start_effect
 from fsaga.interpreter._engine import (
     BranchFailurePolicy,
@@ -299,9 +306,43 @@ class _Run:
             elif call.kind is STRETCH:
                 unchecked, follow = await self.perform_stretch(call, unchecked=unchecked)
                 call = follow or self.next_call()
+            elif call.kind is UNDO_STRETCH:
+                unchecked = False
+                call = await self.perform_undo_stretch(call) or self.next_call()
             else:
                 unchecked = False
                 call = await self.perform_call(call) or self.next_call()
+
+    async def perform_undo_stretch(self, call: Call) -> Call | None:
+        """Perform the undo-stretch `call` (see `Call`), report it, and return the call that
+        follows directly. It runs in the shielded undo, so nothing cancels it midway."""
+        engine = self.engine
+        run = call.stretch
+        assert run is not None
+        nodes = run.nodes
+        results = run.results
+        append = run.undone.append
+        result: object = None
+        token = _running_effect.set((engine, call, COMPENSATION, 1))
+        try:
+            for index in run.undo_order:
+                compensate = nodes[index].compensate
+                assert compensate is not None
+                result = compensate(results[index])
+                if result is not None and type(result) not in PLAIN_TYPES:
+                    while isawaitable(result):
+                        result = await result
+                    if result is not None and type(result) not in PLAIN_TYPES:
+                        break
+                append(result)
+        except Exception as error:
+            return engine.fail(call, error)
+        except BaseException as interruption:
+            engine.interrupt(call, interruption)
+            raise
+        finally:
+            _running_effect.reset(token)
+        return engine.succeed(call, result)
 
     async def perform_stretch(self, call: Call, *, unchecked: bool) -> tuple[bool, Call | None]:
         """Perform the stretch `call` inline (see `Call`), report it, and return whether the
@@ -447,6 +488,8 @@ class _Run:
         if call.kind is STRETCH:
             # A `par` just joined in this task: the stretch after it is all that runs now.
             return (await self.perform_stretch(call, unchecked=False))[1]
+        if call.kind is UNDO_STRETCH:
+            return await self.perform_undo_stretch(call)
         if call.deadline == NO_DEADLINE and not track:
             try:
                 result = await self.invoke(call)
@@ -489,6 +532,7 @@ class _Run:
             await self.sleep(call.delay)
             return None
         assert kind != "stretch", "a stretch is performed by perform_stretch"
+        assert kind != "undo-stretch", "an undo stretch is performed by perform_undo_stretch"
         engine = self.engine
         perform = self.perform
         token = _running_effect.set((engine, call, kind, call.attempt))

@@ -12,7 +12,7 @@ from typing import Any, Final, TypeVar, final
 from fsaga._signatures import function_name
 from fsaga.context import _running_effect
 from fsaga.events import Listener
-from fsaga.interpreter._call import ACTION, STRETCH, Call
+from fsaga.interpreter._call import ACTION, COMPENSATION, Call
 from fsaga.interpreter._effects import start_effect
 from fsaga.interpreter._engine import CompensationPolicy, Engine, EngineSettings
 from fsaga.interpreter.protocol import Perform
@@ -128,6 +128,8 @@ class SyncInterpreter:
                     kind = call.kind
                     if kind == "stretch":
                         result = _run_stretch(engine, call)
+                    elif kind == "undo-stretch":
+                        result = _run_undo_stretch(engine, call)
                     elif kind == "sleep":
                         sleep(call.delay)
                         result = None
@@ -185,6 +187,29 @@ def _run_stretch(engine: Engine[Any], call: Call) -> object:
     return result
 
 
+def _run_undo_stretch(engine: Engine[Any], call: Call) -> object:
+    """Call the compensations of the undo-stretch `call` in its order, appending each plain
+    result; return the first result that is not plain, or the last one."""
+    run = call.stretch
+    assert run is not None
+    nodes = run.nodes
+    results = run.results
+    append = run.undone.append
+    result: object = None
+    token = _running_effect.set((engine, call, COMPENSATION, 1))
+    try:
+        for index in run.undo_order:
+            compensate = nodes[index].compensate
+            assert compensate is not None
+            result = compensate(results[index])
+            if result is not None and type(result) not in PLAIN_TYPES:
+                break
+            append(result)
+    finally:
+        _running_effect.reset(token)
+    return result
+
+
 def _take_in(engine: Engine[Any], pending: Call | None, stop: BaseException) -> Call | None:
     """Report `stop` to the engine and return the next call of the undo.
 
@@ -228,7 +253,13 @@ def _refuse_async_undo(engine: Engine[Any], call: Call, perform: Perform | None)
 
 
 def _awaitable_error(call: Call) -> TypeError:
-    kind = "action" if call.kind is STRETCH else call.kind
+    kind = (
+        "action"
+        if call.kind == "stretch"
+        else "compensation"
+        if call.kind == "undo-stretch"
+        else call.kind
+    )
     return TypeError(
         f"the {kind} of step {call.path!r} returned an awaitable; "
         "run async effects with an async interpreter"
