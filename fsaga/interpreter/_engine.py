@@ -112,7 +112,8 @@ _HANDED_OUT: Final = frozenset[Stage](
 )
 
 _LEGAL: Final[Mapping[Report, frozenset[Stage]]] = {
-    # Any call handed out may return, raise or be interrupted.
+    # Any call handed out may return, raise or be interrupted (`succeed` and `fail` check
+    # against `_HANDED_OUT` directly).
     "succeed": _HANDED_OUT,
     "fail": _HANDED_OUT,
     "interrupt": _HANDED_OUT,
@@ -316,7 +317,11 @@ class Engine(Generic[_T]):
         Returns the call that follows directly (the same fiber's next step, say), if any; the
         driver performs it as if `poll()` had returned it.
         """
-        stage = self._take(call, "succeed")
+        stage = call.stage
+        if stage not in _HANDED_OUT:
+            raise ProtocolError(_illegal("succeed", call))
+        call.stage = "settled"
+        self._in_flight -= 1
         if stage == "stretch":
             return self._stretch_stopped(call, result, None)
         if stage == "undo-stretch":
@@ -340,7 +345,11 @@ class Engine(Generic[_T]):
 
         Returns the call that follows directly (a retry, say), if any.
         """
-        stage = self._take(call, "fail")
+        stage = call.stage
+        if stage not in _HANDED_OUT:
+            raise ProtocolError(_illegal("fail", call))
+        call.stage = "settled"
+        self._in_flight -= 1
         if stage == "stretch":
             return self._stretch_stopped(call, None, error)
         if stage == "undo-stretch":
@@ -413,7 +422,8 @@ class Engine(Generic[_T]):
 
     def _take(self, call: Call, report: Report) -> Stage:
         """Check that `report` is legal for `call` now; settle it and return the stage it was
-        in (what the report means depends on it)."""
+        in (what the report means depends on it). (`succeed` and `fail`, the common reports,
+        do the same inline.)"""
         stage = call.stage
         if stage not in _LEGAL[report]:
             raise ProtocolError(_illegal(report, call))
@@ -478,6 +488,13 @@ class Engine(Generic[_T]):
             # branch has failed in most runs, which then skip the walk up the joins.)
             self._branch_settled(fiber)
             return None
+        if node is None:
+            stack = fiber.stack
+            if stack and type(stack[-1]) is StepNode:
+                # The next step of a `then` chain: what most resumes come to.
+                return self._step_reached(fiber, stack.pop())  # type: ignore[arg-type]
+        elif type(node) is StepNode:
+            return self._step_reached(fiber, node)
         compile_chains = self._stretches and fiber.join is None
         if compile_chains and type(node) is BindNode and isinstance(node.continuation, Saga):
             # A `then` chain: straight to its first stretch, the common start of a run.
@@ -1000,7 +1017,7 @@ class Engine(Generic[_T]):
         self._phase = "compensating"
         concurrent = self._settings.concurrent_compensation
         records = self._completed
-        if concurrent or not self._stretches:
+        if concurrent and self._stretches:
             # The causal order schedules calls, one record per step.
             records = self._completed = self._expand(records)  # type: ignore[assignment]
         self._undo = Undo(error, records, concurrent=concurrent)

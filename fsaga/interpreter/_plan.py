@@ -91,13 +91,16 @@ class StretchRun:
         self.scope = scope
         self.fiber = fiber
         self.results: list[object] = []
-        # How many steps are counted into the scope, and each one's count (its path's #n).
+        # How many steps are counted into the scope; each one's count (its path's #n) is in
+        # `step_counts`, made with the first.
         self.counted = 0
-        self.step_counts: list[int] = []
-        # Its undo, once it runs as one call: the indexes of the steps to compensate, newest
-        # first, and the results of the compensations that returned.
-        self.undo_order: list[int] = []
-        self.undone: list[object] = []
+
+    step_counts: list[int]
+    undo_order: list[int]
+    """Its undo, once it runs as one call: the indexes of the steps to compensate, newest
+    first (set by the engine then, with `undone`)."""
+    undone: list[object]
+    """The results of the compensations of its undo that returned, in order."""
 
     def running(self, *, undoing: bool) -> int:
         """The index of the step whose action (or, `undoing`, compensation) runs now."""
@@ -132,6 +135,8 @@ class StretchRun:
         `counts`, the scope's."""
         end = len(self.results) if upto is None else upto
         nodes = self.nodes
+        if not self.counted:
+            self.step_counts = []
         step_counts = self.step_counts
         for index in range(self.counted, end):
             label = nodes[index].name
