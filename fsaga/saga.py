@@ -19,10 +19,12 @@ Failure(error=RuntimeError('card declined'), compensated=('reserve',))
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass
 from functools import partial
-from inspect import iscoroutinefunction
+from inspect import CO_COROUTINE, iscoroutinefunction
+from types import FunctionType
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, final, overload
 
 from fsaga._numbers import check_seconds
@@ -191,8 +193,25 @@ class Saga(Generic[_T_co]):
         return interpreter.run_saga(self, saga_id=saga_id)
 
 
+def _refuse_assignment(node: object, name: str, value: object) -> None:
+    raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _refuse_deletion(node: object, name: str) -> None:
+    raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+def _slot_setter(cls: type, slot: str) -> Callable[[object, object], None]:
+    """A function that writes `slot` of a `cls`, past the `__setattr__` that refuses it.
+
+    The slot's own descriptor writes it faster than ``object.__setattr__``, which looks the
+    slot up by name on every call (and which a frozen dataclass's ``__init__`` calls).
+    """
+    setter: Callable[[object, object], None] = cls.__dict__[slot].__set__
+    return setter
+
+
 @final
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class StepNode(Saga[_T_co]):
     """A leaf that performs an effect and knows how to undo it (built by `step`).
 
@@ -200,12 +219,40 @@ class StepNode(Saga[_T_co]):
     action (`explicit` tells which). A run builds the step's path from it.
     """
 
+    # Written by hand rather than as a frozen dataclass, whose __init__ costs twice as much: a
+    # saga may be built from a million steps (see _slot_setter).
+    __slots__ = ("action", "attempt_timeout", "compensate", "explicit", "name", "options")
+    __match_args__ = ("action", "compensate", "name", "explicit", "attempt_timeout", "options")
+
     action: Callable[[], Any]
     compensate: Callable[[Any], object] | None
     name: str
     explicit: bool
     attempt_timeout: float | None
     options: StepOptions
+
+    def __init__(
+        self,
+        action: Callable[[], Any],
+        compensate: Callable[[Any], object] | None,
+        name: str,
+        explicit: bool,
+        attempt_timeout: float | None,
+        options: StepOptions,
+    ) -> None:
+        _set_action(self, action)
+        _set_compensate(self, compensate)
+        _set_name(self, name)
+        _set_explicit(self, explicit)
+        _set_attempt_timeout(self, attempt_timeout)
+        _set_options(self, options)
+
+    __setattr__ = _refuse_assignment
+    __delattr__ = _refuse_deletion
+
+    def __reduce__(self) -> tuple[type[StepNode[Any]], tuple[object, ...]]:
+        fields = (self.action, self.compensate, self.name, self.explicit, self.attempt_timeout)
+        return (StepNode, (*fields, self.options))
 
     @property
     def retry(self) -> Retry | None:
@@ -234,6 +281,14 @@ class StepNode(Saga[_T_co]):
 
     def __repr__(self) -> str:
         return f"<Saga: step {self.name!r}>"
+
+
+_set_action = _slot_setter(StepNode, "action")
+_set_compensate = _slot_setter(StepNode, "compensate")
+_set_name = _slot_setter(StepNode, "name")
+_set_explicit = _slot_setter(StepNode, "explicit")
+_set_attempt_timeout = _slot_setter(StepNode, "attempt_timeout")
+_set_options = _slot_setter(StepNode, "options")
 
 
 @final
@@ -267,7 +322,6 @@ class PureNode(Saga[_T_co]):
 
 
 @final
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class BindNode(Saga[_T_co]):
     """Run `source`, then continue with `continuation` (built by `then`, `bind` and `map`).
 
@@ -275,11 +329,29 @@ class BindNode(Saga[_T_co]):
     `BindContinuation` (`bind`): three classes the engine tells apart with one `match`.
     """
 
+    # Written by hand, like StepNode, for the cost of building a long chain.
+    __slots__ = ("_plan", "continuation", "source")
+    __match_args__ = ("source", "continuation")
+
     source: Saga[Any]
     continuation: Saga[_T_co] | MapContinuation | BindContinuation
-    _plan: object = field(default=None, init=False, repr=False, compare=False)
+    _plan: object
     """What the engine compiled this node into the first time it ran it (see
-    `fsaga.interpreter._plan`): a saga is immutable, so one compilation serves every run."""
+    `fsaga.interpreter._plan`), ``None`` until then: a saga is immutable, so one compilation
+    serves every run. The engine writes it with `object.__setattr__`."""
+
+    def __init__(
+        self, source: Saga[Any], continuation: Saga[_T_co] | MapContinuation | BindContinuation
+    ) -> None:
+        _set_source(self, source)
+        _set_continuation(self, continuation)
+        _set_plan(self, None)
+
+    __setattr__ = _refuse_assignment
+    __delattr__ = _refuse_deletion
+
+    def __reduce__(self) -> tuple[type[BindNode[Any]], tuple[object, ...]]:
+        return (BindNode, (self.source, self.continuation))
 
     def __repr__(self) -> str:
         kind = (
@@ -290,6 +362,11 @@ class BindNode(Saga[_T_co]):
             else "bind"
         )
         return f"<Saga: {kind}>"
+
+
+_set_source = _slot_setter(BindNode, "source")
+_set_continuation = _slot_setter(BindNode, "continuation")
+_set_plan = _slot_setter(BindNode, "_plan")
 
 
 @final
@@ -509,6 +586,53 @@ def step(
     ...
     TypeError: step 'step': action must be callable, got 42
     """
+    if (
+        timeout is None
+        and retry is None
+        and compensation_retry is None
+        and compensation_timeout is None
+        and idempotent is False
+        and on_unknown is None
+        and type(action) is FunctionType
+        and not action.__code__.co_argcount
+        and not action.__code__.co_kwonlyargcount
+        and (compensate is None or _plain_compensation(compensate))
+    ):
+        # The common call, told with a few attribute reads: a plain function taking no argument,
+        # a plain compensation or none, and no option. A name that is an identifier needs no
+        # other check (it is non-empty, without spaces, '/' or '#'). Whatever this does not
+        # accept takes the full checks of _checked_step, which word the errors.
+        if name is None:
+            label = action.__name__
+            if label.isidentifier():
+                return StepNode(action, compensate, label, False, None, _NO_OPTIONS)
+        elif type(name) is str and name.isidentifier():
+            return StepNode(action, compensate, name, True, None, _NO_OPTIONS)
+    return _checked_step(
+        action,
+        compensate,
+        name,
+        timeout,
+        retry,
+        compensation_retry,
+        compensation_timeout,
+        idempotent,
+        on_unknown,
+    )
+
+
+def _checked_step(
+    action: Callable[[], Any],
+    compensate: Callable[[Any], object] | None,
+    name: str | None,
+    timeout: float | None,
+    retry: Retry | None,
+    compensation_retry: Retry | None,
+    compensation_timeout: float | None,
+    idempotent: bool,
+    on_unknown: Callable[[StepContext], object] | None,
+) -> StepNode[Any]:
+    """`step` with every check: what its common call skips, and the error messages."""
     label = _label_of(action) if name is None else name
     if name is not None:
         _check_name(name, what="step()")
@@ -664,6 +788,25 @@ def _cons_to_tuple(cons: _Cons[_T]) -> tuple[_T, ...]:
         values.append(value)
     values.reverse()
     return tuple(values)
+
+
+def _plain_compensation(compensate: object) -> bool:
+    """Whether `compensate` is a plain function, not async, taking exactly one positional
+    argument: a compensation `step` accepts with no further check."""
+    if type(compensate) is not FunctionType:
+        return False
+    code = compensate.__code__
+    return (
+        code.co_argcount == 1
+        and not code.co_kwonlyargcount
+        and not code.co_flags & CO_COROUTINE
+        and (_ASYNC_BY_CODE_ONLY or not iscoroutinefunction(compensate))
+    )
+
+
+_ASYNC_BY_CODE_ONLY: Final = sys.version_info < (3, 12)
+"""Whether a plain function is async only when its code says so: from Python 3.12 on,
+`inspect.markcoroutinefunction` can mark any function as one."""
 
 
 def _is_function(candidate: object) -> bool:
