@@ -94,7 +94,7 @@ class Saga(Generic[_T_co]):
         """
         if not isinstance(next, Saga):
             raise TypeError(f"then() needs a Saga, got {next!r}; wrap a function with step()")
-        return BindNode(self, next)
+        return _BindNodeDraft(self, next)
 
     def bind(self, continuation: Callable[[_T_co], Saga[_U]]) -> Saga[_U]:
         """Feed this saga's result to `continuation`, then run the saga it returns.
@@ -220,7 +220,8 @@ class StepNode(Saga[_T_co]):
     """
 
     # Written by hand rather than as a frozen dataclass, whose __init__ costs twice as much: a
-    # saga may be built from a million steps (see _slot_setter).
+    # saga may be built from a million steps (see _slot_setter, and _StepNodeDraft for the
+    # cheaper still way step's common call builds one).
     __slots__ = ("action", "attempt_timeout", "compensate", "explicit", "name", "options")
     __match_args__ = ("action", "compensate", "name", "explicit", "attempt_timeout", "options")
 
@@ -291,6 +292,39 @@ _set_attempt_timeout = _slot_setter(StepNode, "attempt_timeout")
 _set_options = _slot_setter(StepNode, "options")
 
 
+class _StepNodeDraft(Saga[Any]):
+    """A `StepNode` being built by `step`'s common call: the same slots, written with plain
+    assignments, then made a StepNode (Python allows a class assignment between classes with
+    the same slots). StepNode's own ``__init__`` writes past the ``__setattr__`` that refuses
+    assignments, a call per field, which costs more than the class assignment."""
+
+    __slots__ = ("action", "attempt_timeout", "compensate", "explicit", "name", "options")
+
+    action: Callable[[], Any]
+    compensate: Callable[[Any], object] | None
+    name: str
+    explicit: bool
+    attempt_timeout: float | None
+    options: StepOptions
+
+    def __init__(
+        self,
+        action: Callable[[], Any],
+        compensate: Callable[[Any], object] | None,
+        name: str,
+        explicit: bool,
+        attempt_timeout: float | None,
+        options: StepOptions,
+    ) -> None:
+        self.action = action
+        self.compensate = compensate
+        self.name = name
+        self.explicit = explicit
+        self.attempt_timeout = attempt_timeout
+        self.options = options
+        self.__class__ = StepNode  # type: ignore[assignment]
+
+
 @final
 @dataclass(frozen=True, slots=True)
 class StepOptions:
@@ -329,7 +363,8 @@ class BindNode(Saga[_T_co]):
     `BindContinuation` (`bind`): three classes the engine tells apart with one `match`.
     """
 
-    # Written by hand, like StepNode, for the cost of building a long chain.
+    # Written by hand, like StepNode, for the cost of building a long chain (then() builds one
+    # through _BindNodeDraft).
     __slots__ = ("_plan", "continuation", "source")
     __match_args__ = ("source", "continuation")
 
@@ -367,6 +402,22 @@ class BindNode(Saga[_T_co]):
 _set_source = _slot_setter(BindNode, "source")
 _set_continuation = _slot_setter(BindNode, "continuation")
 _set_plan = _slot_setter(BindNode, "_plan")
+
+
+class _BindNodeDraft(Saga[Any]):
+    """A `BindNode` being built by `then`, made a BindNode once written, like `_StepNodeDraft`."""
+
+    __slots__ = ("_plan", "continuation", "source")
+
+    source: Saga[Any]
+    continuation: Saga[Any]
+    _plan: object
+
+    def __init__(self, source: Saga[Any], continuation: Saga[Any]) -> None:
+        self.source = source
+        self.continuation = continuation
+        self._plan = None
+        self.__class__ = BindNode  # type: ignore[assignment]
 
 
 @final
@@ -605,9 +656,9 @@ def step(
         if name is None:
             label = action.__name__
             if label.isidentifier():
-                return StepNode(action, compensate, label, False, None, _NO_OPTIONS)
+                return _StepNodeDraft(action, compensate, label, False, None, _NO_OPTIONS)
         elif type(name) is str and name.isidentifier():
-            return StepNode(action, compensate, name, True, None, _NO_OPTIONS)
+            return _StepNodeDraft(action, compensate, name, True, None, _NO_OPTIONS)
     return _checked_step(
         action,
         compensate,

@@ -17,7 +17,7 @@ import pytest
 
 from fsaga import Failure, pure, step
 from fsaga.interpreter import SyncInterpreter
-from fsaga.saga import BindNode, StepNode, _checked_step
+from fsaga.saga import BindNode, StepNode, _BindNodeDraft, _checked_step, _StepNodeDraft
 
 
 def charge() -> str:
@@ -352,6 +352,23 @@ def test_nodes_have_no_instance_dict_and_keep_their_fields() -> None:
         "options",
     )
     assert BindNode.__match_args__ == ("source", "continuation")
+
+
+def test_the_common_call_and_then_build_the_node_classes_themselves() -> None:
+    """`step` and `then` build through drafts of the nodes, which become the nodes: nothing
+    else ever escapes, and the drafts have exactly the nodes' slots."""
+    single = step(charge, refund, name="pay")
+    chained = single.then(step(charge))
+
+    assert (type(single), type(chained)) == (StepNode, BindNode)
+    assert isinstance(chained, BindNode)
+    assert type(chained.continuation) is StepNode
+    assert _StepNodeDraft.__slots__ == StepNode.__slots__
+    assert _BindNodeDraft.__slots__ == BindNode.__slots__
+    with pytest.raises(FrozenInstanceError):
+        single.name = "other"  # type: ignore[attr-defined]
+    with pytest.raises(FrozenInstanceError):
+        chained.source = single
 
 
 def test_the_engine_can_write_a_bind_nodes_plan() -> None:
