@@ -6,6 +6,10 @@ of ``recover`` by saga id (an error in place of an outcome is ``{"type": ErrorNa
     python tests/durable_worker.py start --db J.db --evidence E.jsonl [--saga-id o-1] [--decline]
     python tests/durable_worker.py recover --db J.db --evidence E.jsonl
 
+``start-async`` and ``recover-async`` do the same with `DurableSagas.start_async` and
+`DurableSagas.recover_async`; ``--saga parcel`` starts the saga whose ``par`` branches overlap
+(`parcel_saga`) instead of ``order``.
+
 What the parent test counts lives outside the journal, in the evidence file: every run of an
 action or a compensation appends a line with its idempotency key (from `current_context()`),
 and every `finish` that recorded an outcome appends one, so executions can be counted across
@@ -39,10 +43,14 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, final
 
-from fsaga import Failure, Outcome, PartialFailure, Saga, Success, current_context, step
+import anyio
+import anyio.lowlevel
+
+from fsaga import Failure, Outcome, PartialFailure, Saga, Success, current_context, par, step
 from fsaga.durable import DurableSagas, SagaDefinitions
 from fsaga.journal import (
     Entry,
@@ -186,6 +194,63 @@ def order_definitions(shop: Shop) -> SagaDefinitions:
     return definitions
 
 
+PARCEL_COMPENSABLE: Final = ("reserve", "charge", "ship")
+"""The steps of the ``parcel`` saga that have a compensation; ``notify`` (last) has none."""
+
+CHARGE_PAUSES: Final = 2
+"""How often ``charge`` of the ``parcel`` saga lets other tasks run before it acts (async)."""
+
+
+def parcel_saga(shop: Shop, input: dict[str, Any], *, asynchronous: bool) -> Saga[str]:
+    """The ``parcel`` saga: reserve, then charge and ship in `par` branches, then notify; the
+    result is the input's ``sku``. Every step is idempotent.
+
+    With `asynchronous` its actions are async, and ``charge`` lets the other tasks run
+    `CHARGE_PAUSES` times before it acts: under `DurableSagas.start_async` the branches
+    overlap, ``ship`` finishes first, and the journal interleaves their entries. Without, the
+    same steps are plain functions (for a recovery by `DurableSagas.recover`).
+    """
+
+    def undoable(path: str, *, decline: bool = False, pauses: int = 0) -> Saga[str]:
+        def act() -> str:
+            return shop.act(path, decline=decline)
+
+        async def act_later() -> str:
+            for _ in range(pauses):
+                await anyio.lowlevel.checkpoint()
+            return act()
+
+        return step(
+            act_later if asynchronous else act,
+            lambda result: shop.undo(path, result),
+            name=path,
+            idempotent=True,
+        )
+
+    return (
+        undoable("reserve")
+        .then(
+            par(
+                undoable("charge", decline=bool(input["decline"]), pauses=CHARGE_PAUSES),
+                undoable("ship"),
+            )
+        )
+        .then(step(lambda: shop.act("notify"), name="notify", idempotent=True))
+        .map(lambda _: str(input["sku"]))
+    )
+
+
+def worker_definitions(shop: Shop, *, asynchronous: bool = False) -> SagaDefinitions:
+    """The ``order`` saga (`order_definitions`) and the ``parcel`` saga (`parcel_saga`)."""
+    definitions = order_definitions(shop)
+
+    @definitions.saga("parcel")
+    def parcel(input: dict[str, Any]) -> Saga[str]:
+        return parcel_saga(shop, input, asynchronous=asynchronous)
+
+    return definitions
+
+
 @final
 class EvidenceJournal(Journal):
     """A `Journal` that forwards to another, leaves evidence of every outcome it records, and
@@ -314,10 +379,11 @@ def _pause_in(path: str) -> Callable[[str], None]:
 
 def main(arguments: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run durable order sagas; die where told.")
-    parser.add_argument("command", choices=("start", "recover"))
+    parser.add_argument("command", choices=("start", "recover", "start-async", "recover-async"))
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--evidence", type=Path, required=True)
     parser.add_argument("--saga-id", default="o-1")
+    parser.add_argument("--saga", choices=("order", "parcel"), default="order")
     parser.add_argument("--sku", default="sku-1")
     parser.add_argument("--decline", action="store_true")
     parser.add_argument("--crash", type=CrashPoint.parse)
@@ -338,20 +404,29 @@ def main(arguments: Sequence[str] | None = None) -> None:
         else SqliteJournal(options.db, clock=lambda: fixed)
     )
     journal = EvidenceJournal(sqlite, options.evidence, crash=crash, fail_once=options.fail_once)
-    runs = DurableSagas(journal, order_definitions(shop), stale_after=options.stale_after)
+    asynchronous = options.command.endswith("-async")
+    definitions = worker_definitions(shop, asynchronous=asynchronous)
+    runs = DurableSagas(journal, definitions, stale_after=options.stale_after)
     if options.wait:
         print("ready", flush=True)
         sys.stdin.readline()
     with journal:
         result: dict[str, Any]
-        if options.command == "start":
+        if options.command.startswith("start"):
             input = {"sku": options.sku, "decline": options.decline}
+            saga_id = options.saga_id
             try:
-                result = describe(runs.start("order", input, saga_id=options.saga_id))
+                outcome = (
+                    anyio.run(partial(runs.start_async, options.saga, input, saga_id=saga_id))
+                    if asynchronous
+                    else runs.start(options.saga, input, saga_id=saga_id)
+                )
+                result = describe(outcome)
             except Exception as error:  # the parent asserts on it
                 result = describe(error)
         else:
-            result = {saga_id: describe(outcome) for saga_id, outcome in runs.recover().items()}
+            recovered = anyio.run(runs.recover_async) if asynchronous else runs.recover()
+            result = {saga_id: describe(outcome) for saga_id, outcome in recovered.items()}
     print(json.dumps(result), flush=True)
 
 

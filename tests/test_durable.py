@@ -293,7 +293,9 @@ async def test_an_async_durable_run_records_and_replays_like_a_sync_one() -> Non
     assert first == again == Success("sku-1")
     assert shop.ran == Counter({"reserve": 1, "pack": 1, "charge": 1})
     paths = [entry.path for entry in runs._journal.entries("a-1") if entry.kind == "intent"]
-    assert paths == ["reserve", "pack", "charge"]  # branches one after another
+    # The branches run concurrently: in whatever order their tasks start.
+    assert paths[0] == "reserve"
+    assert sorted(paths[1:]) == ["charge", "pack"]
 
 
 @pytest.mark.anyio

@@ -3,7 +3,10 @@
 - A crash matrix: a worker process (tests/durable_worker.py) runs the ``order`` saga on an
   `SqliteJournal` file and kills itself with SIGKILL at one point; a fresh process recovers.
   Effects leave evidence outside the journal (a line per run, with its idempotency key), so
-  executions are counted across the crash.
+  executions are counted across the crash. A second matrix does the same with the ``parcel``
+  saga started by `DurableSagas.start_async`, whose concurrent branches interleave their
+  entries and may both be in flight at the crash, recovered by ``recover`` and by
+  ``recover_async``.
 - Races: two recoverers, and two starts of one id, in threads and in processes.
 - A journal write that fails (a commit rolled back), and torn or damaged files.
 
@@ -42,12 +45,15 @@ from typing import Any
 import pytest
 from durable_worker import (
     COMPENSABLE,
+    PARCEL_COMPENSABLE,
     EvidenceJournal,
     Shop,
     describe,
     order_definitions,
     read_evidence,
+    worker_definitions,
 )
+from test_durable_properties import assert_undone_in_reverse_completion_order
 
 from fsaga import Failure, Outcome, PartialFailure, Success
 from fsaga.durable import DurableSagas, SagaBusyError
@@ -114,10 +120,11 @@ def effects(evidence: Path) -> dict[str, int]:
 def runner(
     db: Path, evidence: Path, *, stale_after: float = 0.0, shop: Shop | None = None
 ) -> tuple[SqliteJournal, DurableSagas]:
-    """A journal on `db` and a runner over it that leaves evidence, as a worker's."""
+    """A journal on `db` and a runner over it that leaves evidence, as a worker's (its sagas'
+    actions plain functions)."""
     sqlite = SqliteJournal(db)
     journal = EvidenceJournal(sqlite, evidence)
-    definitions = order_definitions(shop if shop is not None else Shop(evidence))
+    definitions = worker_definitions(shop if shop is not None else Shop(evidence))
     return sqlite, DurableSagas(journal, definitions, stale_after=stale_after)
 
 
@@ -305,6 +312,123 @@ def test_a_saga_killed_at_a_crash_point_is_recovered_by_a_fresh_process(
         completed = {entry.path for entry in after if entry.kind == "completed"}
         compensated = {entry.path for entry in after if entry.kind == "compensated"}
         assert completed & set(COMPENSABLE) <= compensated == set(case.compensated)
+
+
+# -- the crash matrix of concurrent branches ------------------------------------------------------
+
+PARCEL_ONCE = {"action:reserve": 1, "action:charge": 1, "action:ship": 1, "action:notify": 1}
+PARCEL_UNDONE = {
+    "action:reserve": 1,
+    "action:charge": 1,
+    "action:ship": 1,
+    "compensation:ship": 1,
+    "compensation:reserve": 1,
+}
+
+# The ``parcel`` saga under `start_async` records reserve, then charge's intent, ship's intent,
+# ship's result and charge's result (charge lets ship run first), then notify.
+PARCEL_MATRIX = {
+    # Both branches' intents are written; neither effect ran: each runs once, in the recovery.
+    "both branches in flight": CrashCase(
+        "after:intent:ship", False, "action:charge action:ship", PARCEL_ONCE, None
+    ),
+    # ship ran, charge had not yet: ship runs again (same key), charge once.
+    "in the branch that finishes first": CrashCase(
+        "in:action:ship",
+        False,
+        "action:charge action:ship",
+        {**PARCEL_ONCE, "action:ship": 2},
+        None,
+    ),
+    # ship finished, its result waiting for the next commit; charge ran: both run again.
+    "in the branch that finishes last": CrashCase(
+        "in:action:charge",
+        False,
+        "action:charge action:ship",
+        {**PARCEL_ONCE, "action:charge": 2, "action:ship": 2},
+        None,
+    ),
+    # charge was declined after ship finished; both results wait for the first compensation's
+    # intent: both run again (charge is declined again), and the saga compensates.
+    "before compensation intent": CrashCase(
+        "before:compensation_intent:ship",
+        True,
+        "action:charge action:ship",
+        {**PARCEL_UNDONE, "action:charge": 2, "action:ship": 2},
+        ("ship", "reserve"),
+    ),
+    # the compensation of ship is recorded as started but never ran: it runs once.
+    "after compensation intent": CrashCase(
+        "after:compensation_intent:ship",
+        True,
+        "compensation:ship",
+        PARCEL_UNDONE,
+        ("ship", "reserve"),
+    ),
+}
+
+
+@needs_sigkill
+@pytest.mark.parametrize("recovery", ["recover", "recover-async"])
+@pytest.mark.parametrize("case", PARCEL_MATRIX.values(), ids=PARCEL_MATRIX.keys())
+def test_concurrent_branches_killed_at_a_crash_point_are_recovered_by_a_fresh_process(
+    tmp_path: Path, case: CrashCase, recovery: str
+) -> None:
+    """`start_async` runs the ``parcel`` saga's branches concurrently and dies; a fresh process
+    recovers it with `recover` (the actions plain functions: one effect at a time cannot
+    follow an interleaved journal, so it replays it under `AsyncInterpreter`) or with
+    `recover_async`. Every effect the crash left in flight is settled (contract rule 3)."""
+    db, evidence = tmp_path / "journal.db", tmp_path / "evidence.jsonl"
+    options = ["--saga", "parcel", "--crash", case.crash, *(["--decline"] if case.declined else [])]
+
+    crashed = run_worker("start-async", db, evidence, *options)
+
+    assert crashed.returncode == -signal.SIGKILL, (crashed.stdout, crashed.stderr)
+    with SqliteJournal(db) as journal:
+        at_crash = journal.entries(SAGA_ID)
+        record = journal.get(SAGA_ID)
+    assert record is not None
+    assert not record.finished
+    assert case.in_flight is not None
+    in_flight = set(case.in_flight.split())
+    last = {entry.path: entry for entry in at_crash}
+    assert {
+        f"{'action' if entry.kind == 'intent' else 'compensation'}:{entry.path}"
+        for entry in last.values()
+        if entry.kind in ("intent", "compensation_intent")
+    } == in_flight
+    ran_before = runs(evidence)
+
+    recovered = worker_result(run_worker(recovery, db, evidence))
+
+    assert_outcome_matches(recovered[SAGA_ID], case.compensated)
+    ran_after = runs(evidence) - ran_before
+    for entry in at_crash:
+        if entry.kind == "completed":
+            assert ran_after[f"action:{entry.path}"] == 0, entry
+        if entry.kind == "compensated":
+            assert ran_after[f"compensation:{entry.path}"] == 0, entry
+    for effect in in_flight:
+        assert ran_after[effect] <= 1, effect
+    assert_keys_are_stable(evidence)
+    assert effects(evidence) == case.runs
+    assert_one_outcome(evidence)
+    before_again = read_evidence(evidence)
+    sqlite, durable = runner(db, evidence)
+    with sqlite:
+        assert durable.recover() == {}
+        again = durable.start("parcel", DECLINED if case.declined else ORDER, saga_id=SAGA_ID)
+        after = sqlite.entries(SAGA_ID)
+        assert sqlite.integrity_check() == ["ok"]
+    assert read_evidence(evidence) == before_again
+    assert_outcome_matches(describe(again), case.compensated)
+    assert after[: len(at_crash)] == at_crash
+    assert [entry.seq for entry in after] == list(range(1, len(after) + 1))
+    assert_undone_in_reverse_completion_order(after)
+    if case.compensated is not None:
+        completed = {entry.path for entry in after if entry.kind == "completed"}
+        compensated = {entry.path for entry in after if entry.kind == "compensated"}
+        assert completed & set(PARCEL_COMPENSABLE) <= compensated == set(case.compensated)
 
 
 # -- races ---------------------------------------------------------------------------------------

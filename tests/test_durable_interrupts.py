@@ -15,13 +15,20 @@ journal writes, then recovered, and:
 - the recovery reaches an outcome (no `NonDeterminismError`), which is the one recorded;
 - once the journal shows the undo began, the saga never reports `Success`;
 - what completed before the crash never ran again.
+
+The second property does the same with `start_async`, whose `par` branches run concurrently:
+the interrupt cuts off every effect in flight at once, none of which leaves a result, and the
+undo may begin by running one of them again to learn its result; a recovery (by `recover` or
+`recover_async`) must still find where each was cut off, and undo in the recorded order.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from functools import partial
 
+import anyio
 from crashing_journal import Crash, CrashingJournal
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -31,8 +38,10 @@ from test_durable_properties import (
     Effects,
     Snapshot,
     action_paths,
+    assert_undone_in_reverse_completion_order,
     definitions_for,
     durable_specs,
+    par_specs,
     said,
 )
 
@@ -102,17 +111,39 @@ class RetryInterrupter:
 
 @dataclass(frozen=True)
 class Case:
+    """`pauses`: with it, the run is `start_async`, its actions async and pausing (by path, see
+    `Effects`), and `recover_async` says which recovery runs."""
+
     spec: SagaSpec
     plan: FaultPlan
     interrupt_after: bool
     interrupt_retry: bool
     crash: int
     after: bool
+    pauses: tuple[tuple[str, int], ...] | None = None
+    recover_async: bool = False
+
+    def effects(self) -> InterruptingEffects:
+        return InterruptingEffects(
+            self.plan, pauses=dict(self.pauses or ()), interrupt_after=self.interrupt_after
+        )
+
+    def start(self, runs: DurableSagas) -> None:
+        with contextlib.suppress(KeyboardInterrupt):
+            if self.pauses is None:
+                runs.start(DEFINITION, None, saga_id=SAGA_ID)
+            else:
+                anyio.run(partial(runs.start_async, DEFINITION, None, saga_id=SAGA_ID))
+
+    def recover(self, runs: DurableSagas) -> dict[str, object]:
+        if self.recover_async:
+            return dict(anyio.run(runs.recover_async))
+        return dict(runs.recover())
 
 
 @st.composite
-def cases(draw: st.DrawFn) -> Case:
-    spec = draw(durable_specs())
+def cases(draw: st.DrawFn, *, concurrent: bool = False) -> Case:
+    spec = draw(par_specs() if concurrent else durable_specs())
     paths = action_paths(spec)
     plan = draw(fault_plans(paths, interrupts=False))
     # Every example interrupts something: an action, and often compensations too.
@@ -126,12 +157,9 @@ def cases(draw: st.DrawFn) -> Case:
         interrupt_retry=draw(st.booleans()),
         crash=draw(st.integers(0, 63)),
         after=draw(st.booleans()),
+        pauses=tuple((path, draw(st.integers(0, 3))) for path in paths) if concurrent else None,
+        recover_async=concurrent and draw(st.booleans()),
     )
-
-
-def start(runs: DurableSagas) -> None:
-    with contextlib.suppress(KeyboardInterrupt):
-        runs.start(DEFINITION, None, saga_id=SAGA_ID)
 
 
 def undo_began(entries: tuple[Entry, ...]) -> bool:
@@ -141,21 +169,34 @@ def undo_began(entries: tuple[Entry, ...]) -> bool:
 @settings(max_examples=200, deadline=None)
 @given(case=cases())
 def test_an_interrupted_durable_run_killed_later_recovers_as_it_decided(case: Case) -> None:
+    check_interrupted(case)
+
+
+@settings(max_examples=200, deadline=None)
+@given(case=cases(concurrent=True))
+def test_an_interrupted_concurrent_durable_run_killed_later_recovers_as_it_decided(
+    case: Case,
+) -> None:
+    check_interrupted(case)
+
+
+def check_interrupted(case: Case) -> None:
+    concurrent = case.pauses is not None
     # How many journal writes the interrupted run makes, to die at one of them.
     counting = CrashingJournal(MemoryJournal())
-    reference = InterruptingEffects(case.plan, interrupt_after=case.interrupt_after)
-    start(
+    reference = case.effects()
+    case.start(
         DurableSagas(
             counting,
-            definitions_for(case.spec, reference),
+            definitions_for(case.spec, reference, asynchronous=concurrent),
             listeners=[RetryInterrupter(case.interrupt_retry)],
         )
     )
     if not counting.writes:
         return  # interrupted before its first write: nothing recorded
 
-    effects = InterruptingEffects(case.plan, interrupt_after=case.interrupt_after)
-    definitions = definitions_for(case.spec, effects)
+    effects = case.effects()
+    definitions = definitions_for(case.spec, effects, asynchronous=case.recover_async)
     journal = MemoryJournal()
     taken: list[Snapshot] = []
     dying = CrashingJournal(
@@ -164,8 +205,9 @@ def test_an_interrupted_durable_run_killed_later_recovers_as_it_decided(case: Ca
         after=case.after,
         on_crash=lambda: taken.append(Snapshot.take(journal, effects)),
     )
+    started = definitions_for(case.spec, effects, asynchronous=concurrent)
     with contextlib.suppress(Crash):
-        start(DurableSagas(dying, definitions, listeners=[RetryInterrupter(case.interrupt_retry)]))
+        case.start(DurableSagas(dying, started, listeners=[RetryInterrupter(case.interrupt_retry)]))
     at_crash = taken[0] if taken else None
     event(f"interrupts: {sorted(effects.interrupted)}" if effects.interrupted else "no interrupt")
 
@@ -174,7 +216,7 @@ def test_an_interrupted_durable_run_killed_later_recovers_as_it_decided(case: Ca
     recovered: dict[str, object] = {}
     for _ in range(4):
         try:
-            recovered = dict(DurableSagas(journal, definitions).recover())
+            recovered = case.recover(DurableSagas(journal, definitions))
             break
         except KeyboardInterrupt:
             event("a recovery was interrupted")
@@ -191,6 +233,7 @@ def test_an_interrupted_durable_run_killed_later_recovers_as_it_decided(case: Ca
         assert said(fresh) == said(outcome)  # what it reported is what it recorded
     if undo_began(final.entries):
         assert not isinstance(outcome, Success), "a saga whose undo began reported Success"
+    assert_undone_in_reverse_completion_order(final.entries)
     if at_crash is not None:
         for done in at_crash.recorded("completed") | at_crash.recorded("rejected"):
             assert final.actions[done] == at_crash.actions[done], f"{done} ran again"

@@ -23,12 +23,14 @@ crash leaves the world as it was at the crash.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import pairwise
 from typing import TypeVar
 
+import anyio
+import anyio.lowlevel
 from crashing_journal import Crash, CrashingJournal
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
@@ -48,7 +50,7 @@ from fsaga import (
 )
 from fsaga.durable import DurableSagas, RecordedError, SagaDefinitions
 from fsaga.errors import ResultRejectedError
-from fsaga.interpreter import SyncInterpreter
+from fsaga.interpreter import AsyncInterpreter, SyncInterpreter
 from fsaga.journal import CodecError, Entry, Journal, JsonCodec, MemoryJournal
 from fsaga.journal.records import SagaStatus
 from fsaga.outcome import Outcome
@@ -77,6 +79,7 @@ _T = TypeVar("_T")
 SAGA_ID = "generated-1"
 DEFINITION = "generated"
 EXAMPLES = settings(max_examples=100, deadline=None)
+CONCURRENT_EXAMPLES = settings(max_examples=300, deadline=None)
 
 
 # -- what generated steps do --------------------------------------------------------------------
@@ -94,10 +97,15 @@ class Effects:
     The actions at the `opaque` paths return an `Opaque` result, which the journal's codec
     cannot encode; with `rejects`, they raise what a durable run makes of that instead
     (`ResultRejectedError` with a `CodecError`), for the plain run to compare with.
+
+    Built as async actions (`build(..., asynchronous=True)`), the action at a path of `pauses`
+    lets the other tasks run that many times before it acts: concurrent `par` branches then
+    finish in another order than they were declared in, the same order on every run.
     """
 
     plan: FaultPlan
     opaque: frozenset[str] = frozenset()
+    pauses: Mapping[str, int] = field(default_factory=dict)
     rejects: bool = False
     world: World = field(default_factory=World)
     actions: Counter[str] = field(default_factory=Counter)
@@ -140,6 +148,11 @@ class Effects:
         self.by_serial[receipt.serial] = receipt
         return receipt.serial
 
+    async def act_later(self, spec: StepSpec, seen: object) -> object:
+        for _ in range(self.pauses.get(current_context().path, 0)):
+            await anyio.lowlevel.checkpoint()
+        return self.act(spec, seen)
+
     def compensate(self, result: object) -> None:
         serial = result.serial if isinstance(result, Opaque) else result
         assert isinstance(serial, int)
@@ -181,45 +194,59 @@ def refuse_opaque(value: object) -> object:
     raise CodecError("an opaque final value")
 
 
-def build(spec: SagaSpec, effects: Effects, *, seen: object = None) -> Saga[object]:
-    """The saga `spec` describes, acting through `effects` (as `build_saga` acts on a world)."""
+def build(
+    spec: SagaSpec, effects: Effects, *, seen: object = None, asynchronous: bool = False
+) -> Saga[object]:
+    """The saga `spec` describes, acting through `effects` (as `build_saga` acts on a world);
+    with `asynchronous`, its actions are async (see `Effects`)."""
+
+    def inner(spec: SagaSpec) -> Saga[object]:
+        return build(spec, effects, seen=seen, asynchronous=asynchronous)
+
     match spec:
         case StepSpec():
-            return _build_step(spec, effects, seen)
+            return _build_step(spec, effects, seen, asynchronous=asynchronous)
         case PureSpec(value=value):
             return pure(value)
         case ThenSpec(first=first, second=second):
-            return build(first, effects, seen=seen).then(build(second, effects, seen=seen))
+            return inner(first).then(inner(second))
         case SequenceSpec(items=items):
-            return sequence(build(item, effects, seen=seen) for item in items)
+            return sequence(inner(item) for item in items)
         case BindSpec(source=source, continuation=continuation):
-            return build(source, effects, seen=seen).bind(partial(_continue, continuation, effects))
+            return inner(source).bind(partial(_continue, continuation, effects, asynchronous))
         case MapSpec(source=source, tag=tag):
-            return build(source, effects, seen=seen).map(partial(_tagged, tag))
-        case NamedSpec(name=name, inner=inner):
-            return build(inner, effects, seen=seen).named(name)
+            return inner(source).map(partial(_tagged, tag))
+        case NamedSpec(name=name, inner=named):
+            return inner(named).named(name)
         case ParSpec(branches=branches):
-            return par(*(build(branch, effects, seen=seen) for branch in branches))
-        case TimeoutSpec(inner=inner):
-            return build(inner, effects, seen=seen).timeout(SUBTREE_TIMEOUT)
+            return par(*(inner(branch) for branch in branches))
+        case TimeoutSpec(inner=timed):
+            return inner(timed).timeout(SUBTREE_TIMEOUT)
 
 
-def _continue(continuation: ContinuationSpec, effects: Effects, value: object) -> Saga[object]:
-    return build(continuation.choose(value), effects, seen=value)
+def _continue(
+    continuation: ContinuationSpec, effects: Effects, asynchronous: bool, value: object
+) -> Saga[object]:
+    return build(continuation.choose(value), effects, seen=value, asynchronous=asynchronous)
 
 
 def _tagged(tag: str, value: object) -> tuple[str, object]:
     return (tag, value)
 
 
-def _build_step(spec: StepSpec, effects: Effects, seen: object) -> Saga[object]:
+def _build_step(
+    spec: StepSpec, effects: Effects, seen: object, *, asynchronous: bool
+) -> Saga[object]:
     def act() -> object:
         return effects.act(spec, seen)
 
-    act.__name__ = spec.label
+    async def act_later() -> object:
+        return await effects.act_later(spec, seen)
+
+    act.__name__ = act_later.__name__ = spec.label
     undoable = spec.compensable or spec.on_unknown
     return step(
-        act,
+        act_later if asynchronous else act,
         effects.compensate if spec.compensable else None,
         name=spec.label if spec.explicit else None,
         retry=_retry(spec.attempts),
@@ -235,14 +262,17 @@ def _retry(attempts: int) -> Retry | None:
 
 
 def definitions_for(
-    spec: SagaSpec, effects: Effects, *, opaque_final: bool = False
+    spec: SagaSpec, effects: Effects, *, opaque_final: bool = False, asynchronous: bool = False
 ) -> SagaDefinitions:
-    """The generated saga as a definition; with `opaque_final`, its final value is opaque."""
+    """The generated saga as a definition; with `opaque_final`, its final value is opaque; with
+    `asynchronous`, its actions are async (see `Effects`)."""
     definitions = SagaDefinitions()
-    if opaque_final:
-        definitions.saga(DEFINITION)(lambda _input: build(spec, effects).map(OpaqueValue))
-    else:
-        definitions.saga(DEFINITION)(lambda _input: build(spec, effects))
+
+    def built(_input: object) -> Saga[object]:
+        saga = build(spec, effects, asynchronous=asynchronous)
+        return saga.map(OpaqueValue) if opaque_final else saga
+
+    definitions.saga(DEFINITION)(built)
     return definitions
 
 
@@ -250,7 +280,7 @@ def definitions_for(
 
 
 @st.composite
-def durable_specs(draw: st.DrawFn) -> SagaSpec:
+def durable_specs(draw: st.DrawFn, *, max_leaves: int = 6, namespace: str = "") -> SagaSpec:
     """`saga_specs(max_leaves=6)` whose steps may be idempotent or have an `on_unknown`: how a
     step in flight at a crash is settled (no timeouts: a sync run cannot make an effect hang).
     """
@@ -279,7 +309,23 @@ def durable_specs(draw: st.DrawFn) -> SagaSpec:
             case TimeoutSpec(inner=inner):
                 return TimeoutSpec(settle(inner))
 
-    return settle(draw(saga_specs(max_leaves=6)))
+    return settle(draw(saga_specs(max_leaves=max_leaves, namespace=namespace)))
+
+
+@st.composite
+def par_specs(draw: st.DrawFn) -> SagaSpec:
+    """`durable_specs` around a `par` of two or three of them, so that branches overlap: the
+    `par` alone, or after a step, or before one."""
+    branches = tuple(
+        draw(durable_specs(max_leaves=3, namespace=f"p{index}"))
+        for index in range(draw(st.integers(2, 3)))
+    )
+    fork = ParSpec(branches)
+    around = draw(st.sampled_from(["alone", "after", "before"]))
+    if around == "alone":
+        return fork
+    other = draw(durable_specs(max_leaves=2, namespace="q"))
+    return ThenSpec(other, fork) if around == "after" else ThenSpec(fork, other)
 
 
 def action_paths(spec: SagaSpec) -> list[str]:
@@ -321,11 +367,18 @@ class Snapshot:
         """The keys of the steps with an entry of `kind`."""
         return {key(entry.path) for entry in self.entries if entry.kind == kind}
 
-    def in_flight(self, kind: str) -> str | None:
-        """The key of the effect whose intent (of `kind`) ends the journal: it may have run."""
-        if self.status == "running" and self.entries and self.entries[-1].kind == kind:
-            return key(self.entries[-1].path)
-        return None
+    def in_flight(self, kind: str) -> set[str]:
+        """The keys of the effects whose intent (of `kind`) ends their step's timeline: they
+        may have run. Run one at a time, that is the last entry; `par` branches run
+        concurrently may leave several."""
+        return {key(entry.path) for entry in self.unfinished() if entry.kind == kind}
+
+    def unfinished(self) -> list[Entry]:
+        """The intents nothing of their step follows, in a saga left running."""
+        if self.status != "running":
+            return []
+        last = {entry.path: entry for entry in self.entries}
+        return [entry for entry in last.values() if entry.kind in _RESULTS]
 
 
 def key(path: str) -> str:
@@ -369,14 +422,71 @@ _RESULTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def assert_results_follow_intents(entries: Sequence[Entry], cut_off: set[int]) -> None:
-    """Each intent in `entries` is followed by its result, but those whose ``seq`` is `cut_off`."""
+def assert_results_follow_intents(
+    entries: Sequence[Entry], cut_off: set[int], *, concurrent: bool = False
+) -> None:
+    """Each intent in `entries` is followed by its result, but those whose ``seq`` is `cut_off`:
+    at once, or, with `concurrent`, by the next entry of its step (concurrent branches
+    interleave theirs)."""
+    assert [entry.seq for entry in entries] == list(range(1, len(entries) + 1))
+    if not concurrent:
+        _assert_results_follow(entries, cut_off)
+        return
+    by_step: dict[str, list[Entry]] = {}
+    for entry in entries:
+        by_step.setdefault(entry.path, []).append(entry)
+    for timeline in by_step.values():
+        _assert_results_follow(timeline, cut_off)
+
+
+def _assert_results_follow(entries: Sequence[Entry], cut_off: set[int]) -> None:
     for intent, following in pairwise([*entries, None]):
         if intent is None or intent.kind not in _RESULTS or intent.seq in cut_off:
             continue
         assert following is not None, f"no result after the last intent {intent}"
         assert following.kind in _RESULTS[intent.kind], (intent, following)
         assert (following.path, following.attempt) == (intent.path, intent.attempt), following
+
+
+_UNDO_KINDS = ("compensation_intent", "compensated", "compensation_failed")
+
+
+def assert_undone_in_reverse_completion_order(entries: Sequence[Entry]) -> None:
+    """Rules 2 and 5: the undo ran one effect at a time, in the reverse of the order in which
+    the journal recorded its steps' last results before it (completed, rejected, or found
+    unknown), however many processes shared the run. Concurrent branches record their results
+    as they come, so that order is one reverse causal order.
+
+    The undo begins at its first compensation, or at its first run-again of a step an interrupt
+    cut off (the step's intent follows its previous, resultless, intent). The steps an
+    interrupt cut off left no result: they count as reported together, as the undo began, in
+    any order among themselves."""
+    last: dict[str, Entry] = {}
+    undo = len(entries)
+    for index, entry in enumerate(entries):
+        before = last.get(entry.path)
+        last[entry.path] = entry
+        if entry.kind in _UNDO_KINDS or (
+            entry.kind == "intent"
+            and before is not None
+            and (before.kind, before.attempt) == ("intent", entry.attempt - 1)
+        ):
+            undo = index
+            break
+    reported_at: dict[str, int] = {}
+    for index, entry in enumerate(entries[:undo]):
+        if entry.kind in ("completed", "rejected", "unknown"):
+            reported_at[entry.path] = index
+        elif entry.kind == "intent":
+            reported_at[entry.path] = undo  # cut off, unless its result follows
+    first_undone = dict.fromkeys(
+        entry.path
+        for entry in entries[undo:]
+        if entry.kind in ("intent", "compensation_intent") and entry.path in reported_at
+    )
+    order = [reported_at[path] for path in first_undone]
+    timeline = [f"#{entry.seq} {entry.kind} {entry.path} ({entry.attempt})" for entry in entries]
+    assert order == sorted(order, reverse=True), (order, timeline)
 
 
 def shape(outcome: Outcome[object], *, errors: bool = True) -> tuple[object, ...]:
@@ -463,6 +573,11 @@ class Case:
         recovery_crash: where the first recovery dies too (write, after), if it does.
         opaque: the actions whose results the journal cannot encode (`Opaque`).
         opaque_final: whether the saga's final value is one the journal cannot encode.
+        pauses: with it, the run is `DurableSagas.start_async`, its actions async, each
+            letting the other tasks run this many times (by path, see `Effects`) before it
+            acts, so that concurrent `par` branches interleave; without it, `start`.
+        recover_async: whether the recoveries are `recover_async` (with async actions), or
+            `recover` (with the same actions as plain functions).
     """
 
     spec: SagaSpec
@@ -472,6 +587,29 @@ class Case:
     recovery_crash: tuple[int, bool] | None = None
     opaque: frozenset[str] = frozenset()
     opaque_final: bool = False
+    pauses: tuple[tuple[str, int], ...] | None = None
+    recover_async: bool = False
+
+    @property
+    def concurrent(self) -> bool:
+        return self.pauses is not None
+
+    def effects(self, *, rejects: bool = False) -> Effects:
+        return Effects(self.plan, self.opaque, rejects=rejects, pauses=dict(self.pauses or ()))
+
+    def definitions(self, effects: Effects, *, recovery: bool = False) -> SagaDefinitions:
+        asynchronous = self.recover_async if recovery else self.concurrent
+        return definitions_for(
+            self.spec, effects, opaque_final=self.opaque_final, asynchronous=asynchronous
+        )
+
+    def start(self, runs: DurableSagas) -> Outcome[object]:
+        if self.concurrent:
+            return anyio.run(partial(runs.start_async, DEFINITION, None, saga_id=SAGA_ID))
+        return runs.start(DEFINITION, None, saga_id=SAGA_ID)
+
+    def recover(self, runs: DurableSagas) -> dict[str, Outcome[object] | BaseException]:
+        return anyio.run(runs.recover_async) if self.recover_async else runs.recover()
 
 
 def reference_run(
@@ -482,15 +620,20 @@ def reference_run(
     opaque_final: bool = False,
 ) -> tuple[Effects, Outcome[object], CrashingJournal]:
     """A durable run without a crash, and its journal (which counts the writes)."""
-    effects = Effects(plan, opaque)
+    return reference_run_of(Case(spec, plan, 0, False, None, opaque, opaque_final))
+
+
+def reference_run_of(case: Case) -> tuple[Effects, Outcome[object], CrashingJournal]:
+    """`case` run durably without a crash, and its journal (which counts the writes)."""
+    effects = case.effects()
     journal = CrashingJournal(MemoryJournal())
-    runs = DurableSagas(journal, definitions_for(spec, effects, opaque_final=opaque_final))
-    return effects, runs.start(DEFINITION, None, saga_id=SAGA_ID), journal
+    outcome = case.start(DurableSagas(journal, case.definitions(effects)))
+    return effects, outcome, journal
 
 
 @st.composite
-def cases(draw: st.DrawFn, *, recovery_crashes: bool) -> Case:
-    spec = draw(durable_specs())
+def cases(draw: st.DrawFn, *, recovery_crashes: bool, concurrent: bool = False) -> Case:
+    spec = draw(par_specs() if concurrent and draw(st.integers(0, 3)) else durable_specs())
     paths = action_paths(spec)
     plan = draw(fault_plans(paths, interrupts=False))
     crash = draw(st.integers(0, 63))
@@ -504,7 +647,13 @@ def cases(draw: st.DrawFn, *, recovery_crashes: bool) -> Case:
         else frozenset()
     )
     opaque_final = unencodable and draw(st.booleans())
-    return Case(spec, plan, crash, after, recovery_crash, opaque, opaque_final)
+    if not concurrent:
+        return Case(spec, plan, crash, after, recovery_crash, opaque, opaque_final)
+    pauses = tuple((path, draw(st.integers(0, 3))) for path in paths)
+    recover_async = draw(st.booleans())
+    return Case(
+        spec, plan, crash, after, recovery_crash, opaque, opaque_final, pauses, recover_async
+    )
 
 
 @EXAMPLES
@@ -532,20 +681,52 @@ def test_a_recovery_killed_at_any_journal_write_recovers_by_the_rules(case: Case
     check_recovery(case)
 
 
+# Two branches whose second steps finish before their first ones would have, were the branches
+# run one after another; the first branch's second step fails, so the undo runs too.
+_INTERLEAVED = Case(
+    ParSpec(
+        (
+            ThenSpec(StepSpec("a", idempotent=True), StepSpec("b", on_unknown=True)),
+            ThenSpec(StepSpec("c"), StepSpec("d", idempotent=True)),
+        )
+    ),
+    FaultPlan(actions={"#0/b": 1}),
+    crash=3,
+    after=True,
+    recovery_crash=(1, False),
+    pauses=(("#0/a", 3), ("#0/b", 0), ("#1/c", 1), ("#1/d", 2)),
+    recover_async=True,
+)
+
+
+@CONCURRENT_EXAMPLES
+@example(case=_INTERLEAVED)
+@example(case=replace(_INTERLEAVED, recover_async=False))
+@given(case=cases(recovery_crashes=True, concurrent=True))
+def test_a_concurrent_durable_run_killed_at_any_journal_write_recovers_by_the_rules(
+    case: Case,
+) -> None:
+    """`par` branches run concurrently by `start_async` interleave their entries; the run dies
+    at a journal write, and so may its first recovery, by `recover` or `recover_async`."""
+    check_recovery(case)
+
+
 def check_recovery(case: Case) -> None:
     """Run `case`, killed where it says, recover, and check the rules of a durable run."""
-    spec, plan = case.spec, case.plan
+    spec = case.spec
 
     # Without a crash, a durable run is the plain run, recorded (a result or final value the
     # journal cannot encode fails the run, as if the action or the saga had rejected it).
-    plain = Effects(plan, case.opaque, rejects=True)
-    plain_saga = build(spec, plain)
+    plain = case.effects(rejects=True)
+    plain_saga = build(spec, plain, asynchronous=case.concurrent)
     if case.opaque_final:
         plain_saga = plain_saga.map(refuse_opaque)
-    plain_outcome = SyncInterpreter().run_saga(plain_saga, saga_id=SAGA_ID)
-    reference, durable_outcome, reference_journal = reference_run(
-        spec, plan, opaque=case.opaque, opaque_final=case.opaque_final
+    plain_outcome = (
+        anyio.run(partial(AsyncInterpreter().run_saga, plain_saga, saga_id=SAGA_ID))
+        if case.concurrent
+        else SyncInterpreter().run_saga(plain_saga, saga_id=SAGA_ID)
     )
+    reference, durable_outcome, reference_journal = reference_run_of(case)
     unencodable = bool(case.opaque) or case.opaque_final
     assert shape(durable_outcome, errors=not unencodable) == shape(
         plain_outcome, errors=not unencodable
@@ -554,29 +735,33 @@ def check_recovery(case: Case) -> None:
         assert isinstance(plain_outcome, Failure | PartialFailure)
         assert type(durable_outcome.error) is type(plain_outcome.error)
     assert trace(reference.world) == trace(plain.world)
-    assert_results_follow_intents(reference_journal.entries(SAGA_ID), set())
+    reference_entries = reference_journal.entries(SAGA_ID)
+    assert_results_follow_intents(reference_entries, set(), concurrent=case.concurrent)
+    assert_undone_in_reverse_completion_order(reference_entries)
+    if case.concurrent and _interleaved(reference_entries):
+        event("branches interleaved in the journal")
     # What it reported is what it recorded (contract rule 11).
-    recorded = DurableSagas(
-        reference_journal, definitions_for(spec, reference, opaque_final=case.opaque_final)
-    ).start(DEFINITION, None, saga_id=SAGA_ID)
+    recorded = DurableSagas(reference_journal, case.definitions(reference)).start(
+        DEFINITION, None, saga_id=SAGA_ID
+    )
     assert said(recorded) == said(durable_outcome)
 
     # The run dies at one of its journal writes; the first recovery may die too.
-    effects = Effects(plan, case.opaque)
-    definitions = definitions_for(spec, effects, opaque_final=case.opaque_final)
+    effects = case.effects()
+    definitions = case.definitions(effects, recovery=True)
     journal = MemoryJournal()
     first = run_until_crash(
         journal,
         effects,
-        definitions,
+        case.definitions(effects),
         (case.crash % reference_journal.writes, case.after),
-        lambda runs: runs.start(DEFINITION, None, saga_id=SAGA_ID),
+        case.start,
     )
     assert first is not None, "the run finished before its crash"
     if first.status is None:
         # It died before the saga was created: nothing to recover, nothing done.
         assert first.world_log == ()
-        assert DurableSagas(journal, definitions).recover() == {}
+        assert case.recover(DurableSagas(journal, definitions)) == {}
         return
     crashes = [first]
     recovered: dict[str, Outcome[object] | BaseException] = {}
@@ -586,16 +771,18 @@ def check_recovery(case: Case) -> None:
             effects,
             definitions,
             case.recovery_crash,
-            lambda runs: recovered.update(runs.recover()),
+            lambda runs: recovered.update(case.recover(runs)),
         )
         if second is not None:
             crashes.append(second)
-    recovered.update(DurableSagas(journal, definitions).recover())
+    recovered.update(case.recover(DurableSagas(journal, definitions)))
     final = Snapshot.take(journal, effects)
 
     for at_crash in crashes:
         flight = at_crash.entries[-1].kind if at_crash.entries else "nothing"
         event(f"crashed with {flight if at_crash.status == 'running' else 'outcome'} last")
+        if len(at_crash.unfinished()) > 1:
+            event("crashed with several effects in flight")
     event(f"outcome: {final.status}")
     if case.opaque or case.opaque_final:
         event("with results the journal cannot encode")
@@ -628,23 +815,23 @@ def check_recovery(case: Case) -> None:
             assert final.actions[done] == at_crash.actions[done], f"{done} ran again"
         for done in at_crash.recorded("compensated"):
             assert final.undos[done] == at_crash.undos[done], f"{done} was undone again"
-        action = at_crash.in_flight("intent")
-        if action is not None:
+        for action in at_crash.in_flight("intent"):
             # Run again only when that is safe (contract rule 3), with the same key.
             if action in effects.idempotent:
                 assert until.actions[action] - at_crash.actions[action] <= 1, f"{action} ran twice"
             else:
                 assert final.actions[action] == at_crash.actions[action], f"{action} ran again"
             unknown.add(action)
-        undo = at_crash.in_flight("compensation_intent")
-        if undo is not None:
+        for undo in at_crash.in_flight("compensation_intent"):
             assert until.undos[undo] - at_crash.undos[undo] <= 1, f"{undo} undone twice"
             redundant_allowed.add(undo)
     assert set(effects.redundant_undos) <= redundant_allowed, effects.redundant_undos
 
-    # Every effect's result is recorded, but for those a crash cut off.
-    cut_off = {at_crash.entries[-1].seq for at_crash in crashes if at_crash.entries}
-    assert_results_follow_intents(final.entries, cut_off)
+    # Every effect's result is recorded, but for those a crash cut off; the undo ran in the
+    # reverse of the order the results were recorded in.
+    cut_off = {entry.seq for at_crash in crashes for entry in at_crash.unfinished()}
+    assert_results_follow_intents(final.entries, cut_off, concurrent=case.concurrent)
+    assert_undone_in_reverse_completion_order(final.entries)
     completed = final.recorded("completed")
     assert completed <= set(effects.acted), f"recorded as done, never done: {completed}"
 
@@ -657,3 +844,11 @@ def check_recovery(case: Case) -> None:
         settled = final.recorded("completed") | final.recorded("rejected")
         left = set(effects.world.left_done(unknown - settled))
         assert left <= reported(outcome), (left, outcome)
+
+
+def _interleaved(entries: Sequence[Entry]) -> bool:
+    """Whether an effect's intent is followed by another step's entry before its result."""
+    return any(
+        intent.kind in _RESULTS and following.path != intent.path
+        for intent, following in pairwise(entries)
+    )

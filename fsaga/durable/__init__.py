@@ -10,8 +10,9 @@ touched anything writes nothing; a saga whose recoveries keep stopping is parked
 (`DurableSagas.parked`) until it is released (`DurableSagas.release`).
 
 `start` and `recover` drive `SyncInterpreter`; `start_async` and `recover_async` drive
-`AsyncInterpreter`, with `par` branches one after another. Either way a run performs its effects
-in one order, so a replay matches the journal entry by entry.
+`AsyncInterpreter`, whose `par` branches run concurrently and interleave their entries in the
+journal. A replay finds each effect's entries by its step path, and hands the recorded results
+back in the order they were recorded.
 
 >>> from fsaga import Saga, step
 >>> from fsaga.journal import MemoryJournal

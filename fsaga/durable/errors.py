@@ -147,6 +147,8 @@ def _recorded_type(origin: str, *, final: bool) -> type[RecordedError]:
             and issubclass(found, Exception)
             and not issubclass(found, RecordedError)
             and not issubclass(NonRetryableError, found)  # Exception itself adds nothing
+            # A group is made from its sub-exceptions, which the journal does not keep.
+            and not issubclass(found, BaseExceptionGroup)
         ):
             bases, name = (*bases, found), found.__name__
     except Exception:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from inspect import isawaitable
 from typing import Final, final
+
+import anyio
+import anyio.lowlevel
 
 from fsaga.durable.errors import (
     NonDeterminismError,
@@ -14,6 +17,7 @@ from fsaga.durable.errors import (
     describe_error,
     revive_error,
 )
+from fsaga.durable.replay import Replay
 from fsaga.errors import ResultRejectedError, UnknownOutcomeError
 from fsaga.interpreter.protocol import Effect
 from fsaga.interpreter.results import unwrap_result
@@ -21,17 +25,17 @@ from fsaga.journal.codec import Codec, CodecError
 from fsaga.journal.protocol import EntrySequenceError, Journal, JournalError, SagaFinishedError
 from fsaga.journal.records import Entry, EntryKind, FinishedStatus
 
-__all__ = ["Recorder", "RecoveryClaim", "TakenOver"]
+__all__ = ["OutOfOrder", "Recorder", "RecoveryClaim", "TakenOver"]
 
 _RESULT_KINDS: Final[dict[EntryKind, EntryKind]] = {
     "intent": "completed",
     "compensation_intent": "compensated",
 }
-# The entries that can end an intent's effect.
-_OUTCOME_KINDS: Final[dict[EntryKind, frozenset[EntryKind]]] = {
-    "intent": frozenset({"completed", "failed", "unknown", "rejected"}),
-    "compensation_intent": frozenset({"compensated", "compensation_failed"}),
-}
+# How many times in a row a replay waiting for its turn may find that nothing else moved before
+# it takes the replay for stuck. Every task of a replay that can move does so within a pass or
+# two of the event loop (a replayed effect never waits on the world), so this only tells a
+# divergence from a slow start.
+_PATIENCE: Final = 16
 
 
 class _Halt(Exception):
@@ -41,6 +45,16 @@ class _Halt(Exception):
 class TakenOver(SagaBusyError):
     """Another process owns the saga now: it claimed it first, extended its timeline, or
     finished or parked it. The runner reads the journal to tell which."""
+
+
+class OutOfOrder(NonDeterminismError):
+    """A run that performs one effect at a time asked for a recorded effect before the journal's
+    order allows: it cannot replay a timeline that concurrent branches recorded (the runner
+    replays it with `AsyncInterpreter`)."""
+
+
+class _Matched(Exception):
+    """What stops a probe: its replay matched the journal, and the run would go on live."""
 
 
 @final
@@ -70,19 +84,33 @@ class Recorder:
     each effect (intent before, result after) as it runs it.
 
     A replay performs nothing and writes nothing. A recovery claims the saga only before its
-    first write or its first effect, so a recovery refused during the replay (a divergence, a
-    payload it cannot decode) leaves the journal as it found it (contract rule 12).
+    first write or its first effect, once every recorded entry has been replayed, so a recovery
+    refused during the replay (a divergence, a payload it cannot decode) leaves the journal as
+    it found it (contract rule 12).
+
+    A replay finds each effect's entries by its path (see `fsaga.durable.replay`) and hands the
+    recorded results back in the order they were recorded. With `concurrent` (set by a run
+    under `AsyncInterpreter`), an effect whose result is not next waits for its turn, and an
+    effect the journal never saw waits until everything recorded has been replayed; one at a
+    time (`SyncInterpreter`), either stops the run with `OutOfOrder`.
+
+    Effects of concurrent branches call it from concurrent tasks: every change of its state
+    happens between two awaits, so two tasks never see one half made.
     """
 
     __slots__ = (
+        "_asked",
         "_claim",
         "_codec",
         "_create",
         "_journal",
-        "_position",
-        "_recorded",
+        "_probing",
+        "_progress",
+        "_replay",
         "_saga_id",
+        "_written",
         "claimed",
+        "concurrent",
         "pending",
         "trouble",
     )
@@ -100,11 +128,19 @@ class Recorder:
         self._journal = journal
         self._saga_id = saga_id
         self._codec = codec
-        self._recorded = recorded
+        # What is left to replay: None once everything recorded has been (or nothing was).
+        self._replay = Replay(recorded) if recorded else None
+        self._written = len(recorded)
         # (name, version, input) of a saga the first write creates.
         self._create = create
         self._claim = claim
-        self._position = 0
+        self._probing = False
+        # Counts what the replay does, so that a task waiting for its turn can tell a replay
+        # that moves from one that is stuck; and the effects waiting for the replay to end.
+        self._progress = 0
+        self._asked: list[Effect] = []
+        self.concurrent = False
+        """Whether effects may wait for their turn (the run is under `AsyncInterpreter`)."""
         self.claimed = False
         """Whether this run claimed the saga for recovery."""
         # Entries written with the next commit: a result waits for the next intent (or the
@@ -115,17 +151,40 @@ class Recorder:
     @property
     def replayed_all(self) -> bool:
         """Whether the run asked for every effect the journal recorded."""
-        return self._position >= len(self._recorded)
+        return self._replay is None
+
+    def again(self) -> Recorder:
+        """A recorder for another run over the same journal: one that starts over (nothing
+        written, nothing replayed, nothing claimed yet)."""
+        assert not self.claimed
+        assert not self.pending
+        assert self._create is None
+        recorded = [] if self._replay is None else list(self._replay.entries)
+        return Recorder(self._journal, self._saga_id, self._codec, recorded, claim=self._claim)
+
+    def probe(self) -> Recorder:
+        """A recorder that only replays, for a run that checks whether the journal can be
+        replayed one effect at a time: it stops that run where it would perform, write or
+        claim anything, with `matched` true."""
+        recorder = self.again()
+        recorder._claim = None
+        recorder._probing = True
+        return recorder
+
+    @property
+    def matched(self) -> bool:
+        """Whether a probe's replay matched the journal (see `probe`)."""
+        return isinstance(self.trouble, _Matched) or (self.trouble is None and self._replay is None)
 
     def raise_trouble(self) -> None:
         """Raise what stopped the run from touching the world, if anything did; and refuse a
         run that ended before its replay reached the end of the journal: it decided otherwise
         than the run that wrote it, so its outcome is not the saga's (nothing is written)."""
-        if self.trouble is None and not self.replayed_all:
-            entry = self._recorded[self._position]
+        replay = self._replay
+        if self.trouble is None and replay is not None:
             self.trouble = NonDeterminismError(
                 f"saga {self._saga_id!r}: the replay finished, but the journal recorded more: "
-                f"{entry.kind} of {entry.path!r} (attempt {entry.attempt}) at #{entry.seq}"
+                f"{_where(replay)}"
             )
         if self.trouble is not None:
             raise self.trouble
@@ -146,6 +205,15 @@ class Recorder:
             raise
         except EntrySequenceError as error:
             raise self._taken_over() from error
+
+    async def sleep(self, delay: float) -> None:
+        """Wait `delay` seconds before a retry; while replaying, only let other tasks run: the
+        recorded run waited already, and a replay that sleeps would look stuck to those
+        waiting for their turn."""
+        if self._replay is None:
+            await anyio.sleep(delay)
+        else:
+            await anyio.lowlevel.checkpoint()
 
     def _own(self) -> None:
         """Claim the saga for recovery, once, before the run's first write or effect."""
@@ -196,52 +264,158 @@ class Recorder:
             # out of the run; `recover` carries on from what was recorded.
             self.trouble = error
             raise _Halt(str(error)) from error
-        self._recorded.extend(entries)
-        self._position = len(self._recorded)
+        self._written += len(entries)
         self.pending = []
 
     def _next_seq(self) -> int:
-        return len(self._recorded) + len(self.pending) + 1
+        return self._written + len(self.pending) + 1
 
     def __call__(self, effect: Effect) -> object:
         if self.trouble is not None:
             raise _Halt("the run stopped touching the world")
         intent: EntryKind = "intent" if effect.kind == "action" else "compensation_intent"
-        if self._position < len(self._recorded):
-            return self._replay(effect, intent)
+        replay = self._replay
+        if replay is not None:
+            return self._replayed(replay, effect, intent)
         return self._perform(effect, intent, write_intent=True)
 
     # -- replay -----------------------------------------------------------------------------
 
-    def _replay(self, effect: Effect, intent: EntryKind) -> object:
-        entry = self._recorded[self._position]
-        if (entry.kind, entry.path, entry.attempt) != (intent, effect.path, effect.attempt):
+    def _replayed(self, replay: Replay, effect: Effect, intent: EntryKind) -> object:
+        """What the journal recorded for `effect`, at its turn; or `effect` performed, once
+        everything recorded has been replayed, if the journal never saw it."""
+        self._progress += 1
+        head = replay.head(effect.path)
+        if head is None:
+            return self._unrecorded(replay, effect, intent)
+        if (head.kind, head.attempt) != (intent, effect.attempt):
             self.trouble = NonDeterminismError(
                 f"saga {self._saga_id!r}: the replay asked for the {effect.kind} of step "
                 f"{effect.path!r} (attempt {effect.attempt}); the journal recorded "
-                f"{entry.kind} of {entry.path!r} (attempt {entry.attempt}) at #{entry.seq}"
+                f"{head.kind} of {head.path!r} (attempt {head.attempt}) at #{head.seq}"
             )
             raise _Halt(str(self.trouble))
-        self._position += 1
-        following = self._recorded[self._position] if self._position < len(self._recorded) else None
-        if following is None:
-            # The journal ends at this intent: the effect was in flight when its process
-            # stopped. Its outcome is unknown, and the journal says so from now on.
-            if effect.kind == "action":
-                unknown = UnknownOutcomeError(
-                    f"step {effect.path!r} was running when its process stopped"
-                )
-                self._record("unknown", effect, self._error_bytes(unknown))
-                raise unknown
-            return self._perform(effect, intent, write_intent=False)  # compensations repeat
-        if (
-            following.path != effect.path
-            or following.attempt != effect.attempt
-            or following.kind not in _OUTCOME_KINDS[intent]
-        ):
+        index = replay.take(effect.path)
+        slot = replay.slot_of(index)
+        if slot is None:
+            # The journal ends this step at its intent: the effect was in flight when its
+            # process stopped. Settled once the rest has been replayed.
+            return self._after_replay(replay, effect, lambda: self._in_flight(effect, intent))
+        if replay.turn == slot:
+            return self._deliver(replay, effect, intent, index)
+        if not self.concurrent:
+            raise self._out_of_order(replay, effect)
+        return self._in_turn(replay, effect, intent, index, slot)
+
+    def _unrecorded(self, replay: Replay, effect: Effect, intent: EntryKind) -> object:
+        """An effect the journal never saw, asked for before the replay is over."""
+        if effect.kind == "action" and effect.attempt == 1 and replay.undo_began:
+            # The recorded run had ended its forward work without starting this step (an
+            # interrupt came first): it never starts.
+            raise revive_error(
+                [
+                    "builtins:Exception",
+                    "Interrupted",
+                    f"step {effect.path!r} did not start: its run had stopped before",
+                ],
+                final=True,
+            )
+        return self._after_replay(
+            replay,
+            effect,
+            lambda: self._perform(effect, intent, write_intent=True),
+            unrecorded=True,
+        )
+
+    def _after_replay(
+        self,
+        replay: Replay,
+        effect: Effect,
+        then: Callable[[], object],
+        *,
+        unrecorded: bool = False,
+    ) -> object:
+        """`then()` once everything recorded has been replayed: now, or, with `concurrent`, when
+        the tasks replaying the rest are done. `unrecorded`: the journal never saw `effect`."""
+        self._end_of(replay)
+        if self._replay is None:
+            return then()
+        if not self.concurrent:
+            raise self._out_of_order(replay, effect)
+        return self._later(replay, effect, then, unrecorded=unrecorded)
+
+    async def _later(
+        self, replay: Replay, effect: Effect, then: Callable[[], object], *, unrecorded: bool
+    ) -> object:
+        if unrecorded:
+            self._asked.append(effect)
+        try:
+            await self._wait(replay, lambda: replay.done)
+        finally:
+            if unrecorded:
+                self._asked.remove(effect)
+        result = then()
+        while isawaitable(result):
+            result = await result
+        return result
+
+    async def _in_turn(
+        self, replay: Replay, effect: Effect, intent: EntryKind, index: int, slot: int
+    ) -> object:
+        await self._wait(replay, lambda: replay.turn == slot)
+        return self._deliver(replay, effect, intent, index)
+
+    async def _wait(self, replay: Replay, ready: Callable[[], bool]) -> None:
+        """Let the other tasks of the run replay until `ready()`; stop the run if the replay
+        is stuck: every task waits, and the one whose turn it is never asks (a divergence)."""
+        seen, idle = self._progress, 0
+        while not ready():
+            if self.trouble is not None:
+                raise _Halt("the run stopped touching the world")
+            await anyio.lowlevel.checkpoint()
+            if self._progress != seen:
+                seen, idle = self._progress, 0
+                continue
+            idle += 1
+            if idle > _PATIENCE and not ready() and self.trouble is None:
+                self.trouble = self._stuck(replay)
+        if self.trouble is not None:
+            raise _Halt("the run stopped touching the world")
+
+    def _stuck(self, replay: Replay) -> NonDeterminismError:
+        if self._asked:
+            asked = self._asked[0]
+            return NonDeterminismError(
+                f"saga {self._saga_id!r}: the replay asked for the {asked.kind} of step "
+                f"{asked.path!r} (attempt {asked.attempt}); the journal recorded "
+                f"{_where(replay)}"
+            )
+        return NonDeterminismError(
+            f"saga {self._saga_id!r}: the replay never asked for what the journal recorded "
+            f"next: {_where(replay)}"
+        )
+
+    def _out_of_order(self, replay: Replay, effect: Effect) -> _Halt:
+        self.trouble = OutOfOrder(
+            f"saga {self._saga_id!r}: the replay asked for the {effect.kind} of step "
+            f"{effect.path!r} (attempt {effect.attempt}) before the journal's order allows; "
+            f"it recorded first {_where(replay)}"
+        )
+        return _Halt(str(self.trouble))
+
+    def _end_of(self, replay: Replay) -> None:
+        """Forget `replay` once it is done: the run goes on live."""
+        if replay.done and self._replay is replay:
+            self._replay = None
+
+    def _deliver(self, replay: Replay, effect: Effect, intent: EntryKind, index: int) -> object:
+        """Hand `effect` its recorded result (or raise its recorded error), whose turn it is."""
+        self._progress += 1
+        result = replay.deliver(index)
+        self._end_of(replay)
+        if result is None:
             # Nothing was recorded for it before the run moved on: an interrupt cut it short,
-            # and the run went straight to its undo, retrying nothing. (The entry after it may
-            # share its path and attempt: the intent of its own undo.)
+            # and the run went straight to its undo, retrying nothing.
             if effect.kind == "action":
                 raise _unknown(f"step {effect.path!r} was cut short by an interrupt", final=True)
             raise revive_error(
@@ -252,31 +426,29 @@ class Recorder:
                 ],
                 final=True,
             )
-        self._position += 1
+        following = replay.entries[result]
         if following.kind == _RESULT_KINDS[intent]:
             return None if following.payload is None else self._decoded(following)
         if following.kind == "rejected":
             raise self._rejection(following)
         # The run that recorded the failure retried it or not, whatever the policy would say
         # now (an interrupt may have come before the retry): the replay does as it did.
-        final = not self._retried_next(effect, intent)
+        final = not replay.retried_after(result)
         error = self._recorded_error(following, final=final)
         if following.kind == "unknown" and not isinstance(error, UnknownOutcomeError):
             # Its type could not be imported again: still an unknown outcome to the engine.
             raise _unknown(error.message, final=final)
         raise error
 
-    def _retried_next(self, effect: Effect, intent: EntryKind) -> bool:
-        """Whether the journal's next entry, after the failure of `effect` just replayed, is
-        its next attempt; also when the journal ends there, as the engine then decides."""
-        if self._position == len(self._recorded):
-            return True
-        following = self._recorded[self._position]
-        return (following.kind, following.path, following.attempt) == (
-            intent,
-            effect.path,
-            effect.attempt + 1,
-        )
+    def _in_flight(self, effect: Effect, intent: EntryKind) -> object:
+        """Settle the effect that was in flight when the recorded run's process stopped: its
+        outcome is unknown, and the journal says so from now on; a compensation runs again."""
+        if effect.kind != "action":
+            return self._perform(effect, intent, write_intent=False)  # compensations repeat
+        self._live()
+        unknown = UnknownOutcomeError(f"step {effect.path!r} was running when its process stopped")
+        self._record("unknown", effect, self._error_bytes(unknown))
+        raise unknown
 
     def _decoded(self, entry: Entry) -> object:
         """The value `entry` recorded; a payload the codec cannot decode stops the replay, as
@@ -311,7 +483,15 @@ class Recorder:
 
     # -- performing and recording -----------------------------------------------------------
 
+    def _live(self) -> None:
+        """The run is about to act on the world or the journal: a probe stops here."""
+        if self._probing:
+            self.trouble = _Matched()
+            raise _Halt("the replay matched the journal")
+
     def _perform(self, effect: Effect, intent: EntryKind, *, write_intent: bool) -> object:
+        if self._probing:
+            self._live()
         if write_intent:
             self._write(
                 [*self.pending, Entry(self._next_seq(), intent, effect.path, effect.attempt)]
@@ -404,3 +584,10 @@ def _unknown(message: str, *, final: bool) -> RecordedError:
     return revive_error(
         ["fsaga.errors:UnknownOutcomeError", "UnknownOutcomeError", message], final=final
     )
+
+
+def _where(replay: Replay) -> str:
+    """The first entry `replay` has not replayed, as an error message names it."""
+    entry = replay.first_left()
+    assert entry is not None, "a replay that is done has nothing left to name"
+    return f"{entry.kind} of {entry.path!r} (attempt {entry.attempt}) at #{entry.seq}"

@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import final
 
+import anyio
+
 from fsaga._numbers import check_count, check_seconds
 from fsaga.durable.definitions import SagaDefinitions
 from fsaga.durable.errors import (
@@ -17,7 +19,7 @@ from fsaga.durable.errors import (
     revive_error,
 )
 from fsaga.durable.parked import ParkedSaga, parked_sagas
-from fsaga.durable.recorder import Recorder, RecoveryClaim, TakenOver
+from fsaga.durable.recorder import OutOfOrder, Recorder, RecoveryClaim, TakenOver
 from fsaga.events import Listener, SagaFinished
 from fsaga.interpreter.asynchronous import AsyncInterpreter
 from fsaga.interpreter.sync import SyncInterpreter
@@ -97,9 +99,16 @@ class DurableSagas:
         return ready if not isinstance(ready, _Ready) else self._run(ready)
 
     async def start_async(self, name: str, input: object, *, saga_id: str) -> Outcome[object]:
-        """`start`, with `AsyncInterpreter`: effects may be ``async``. Its `par` branches run
-        one after another, so that every run of a saga performs its effects in one order and a
-        replay can check them against the journal entry by entry."""
+        """`start`, with `AsyncInterpreter`: effects may be ``async``, and `par` branches run
+        concurrently (contract rule 5), as in a run that is not durable.
+
+        Concurrent branches record their entries in the order they happen, interleaved in the
+        journal, one commit per step as ever. A replay (resuming the saga, or `recover_async`)
+        finds each effect's entries by its step path, and hands the recorded results back in
+        the order they were recorded, so that the engine decides as the recorded run did;
+        every effect a crash left in flight is settled by contract rule 3. It raises what
+        `start` raises.
+        """
         ready = self._prepare_start(name, input, saga_id)
         return ready if not isinstance(ready, _Ready) else await self._run_async(ready)
 
@@ -113,6 +122,12 @@ class DurableSagas:
         12). Sagas another process is running, or takes over meanwhile, are left out, unless
         that process finished one first: then its recorded outcome is returned. A saga that
         too many recoveries claimed without finishing gets `SagaParkedError` and is parked.
+
+        Each saga is replayed with `SyncInterpreter`, one effect at a time, if that can follow
+        the order of its journal (checked first by a replay that performs and writes nothing).
+        A journal of concurrent branches (`start_async`) often cannot be followed so: that saga
+        is recovered with `AsyncInterpreter`, in an event loop of its own (`anyio.run`), as
+        `recover_async` would; call that one from async code.
         """
         outcomes: dict[str, Outcome[object] | BaseException] = {}
         for saga_id, ready in self._resumable():
@@ -125,7 +140,8 @@ class DurableSagas:
         return outcomes
 
     async def recover_async(self) -> dict[str, Outcome[object] | BaseException]:
-        """`recover`, with `AsyncInterpreter` (see `start_async`)."""
+        """`recover`, with `AsyncInterpreter`: `par` branches run concurrently, whatever
+        interpreter recorded the journal (see `start_async`)."""
         outcomes: dict[str, Outcome[object] | BaseException] = {}
         for saga_id, ready in self._resumable():
             try:
@@ -258,6 +274,10 @@ class DurableSagas:
         return _Ready(saga_id, name, saga, recorder, self._codec)
 
     def _run(self, ready: _Ready) -> Outcome[object]:
+        if not ready.recorder.replayed_all and not _replays_one_at_a_time(ready):
+            # Recorded by concurrent branches in an order that one effect at a time cannot
+            # follow: the recovery runs them concurrently too, in an event loop of its own.
+            return anyio.run(self._run_async, ready.again())
         interpreter = SyncInterpreter(
             listeners=(ready.keep_outcome, *self._listeners), perform=ready.recorder
         )
@@ -272,10 +292,12 @@ class DurableSagas:
         return self._conclude(ready, outcome)
 
     async def _run_async(self, ready: _Ready) -> Outcome[object]:
+        recorder = ready.recorder
+        recorder.concurrent = True
         interpreter = AsyncInterpreter(
             listeners=(ready.keep_outcome, *self._listeners),
-            perform=ready.recorder,
-            concurrent_branches=False,
+            perform=recorder,
+            sleep=recorder.sleep,
         )
         try:
             outcome = await interpreter.run_saga(ready.saga, saga_id=ready.saga_id)
@@ -406,7 +428,16 @@ class _Ready:
     succeeded, under every interpreter and identically on a replay; and the bytes are kept, so
     the outcome is not encoded twice."""
 
-    __slots__ = ("_codec", "finished", "name", "recorder", "saga", "saga_id", "success_outcome")
+    __slots__ = (
+        "_built",
+        "_codec",
+        "finished",
+        "name",
+        "recorder",
+        "saga",
+        "saga_id",
+        "success_outcome",
+    )
 
     def __init__(
         self, saga_id: str, name: str, built: Saga[object], recorder: Recorder, codec: Codec
@@ -415,9 +446,14 @@ class _Ready:
         self.name = name
         self.recorder = recorder
         self._codec = codec
+        self._built = built
         self.success_outcome: bytes | None = None
         self.saga = built.map(self._encode_success)
         self.finished: list[Outcome[object]] = []
+
+    def again(self) -> _Ready:
+        """The same run, ready to start over under another interpreter (nothing ran yet)."""
+        return _Ready(self.saga_id, self.name, self._built, self.recorder.again(), self._codec)
 
     def _encode_success(self, value: object) -> object:
         try:
@@ -432,3 +468,20 @@ class _Ready:
     def keep_outcome(self, event: object) -> None:
         if isinstance(event, SagaFinished):
             self.finished.append(event.outcome)
+
+
+def _replays_one_at_a_time(ready: _Ready) -> bool:
+    """Whether `SyncInterpreter`, one effect at a time, can replay what `ready`'s journal
+    holds in the order it was recorded. A dry run finds out: it replays until the run would act
+    on the world or the journal, and performs and writes nothing. A divergence it meets is
+    raised (the recovery is refused, as the run itself would refuse it)."""
+    probe = ready.recorder.probe()
+    SyncInterpreter(perform=probe).run_saga(ready.saga, saga_id=ready.saga_id)
+    if probe.matched:
+        return True
+    trouble = probe.trouble
+    if trouble is None or isinstance(trouble, OutOfOrder):
+        # Stopped short of the journal, or asked for an effect out of its order: concurrent
+        # branches recorded it (or the saga diverged, which the concurrent replay says).
+        return False
+    raise trouble

@@ -81,7 +81,7 @@ class AsyncInterpreter:
             causal order, instead of one step at a time in reverse completion order.
         concurrent_branches: run `par` branches concurrently (default); ``False`` runs them one
             after another in the order `SyncInterpreter` does, so the order of effects is the
-            same in every run (durable runs replay it).
+            same in every run.
         sleep: waits between retry attempts (default `anyio.sleep`, which follows a test's mock
             clock under trio).
         clock: the time stamped on events.
