@@ -140,12 +140,13 @@ class Call:
     @property
     def path(self) -> str:
         """The step's path, e.g. ``order/payment/charge`` (made on first use: most runs of a
-        step that succeeds never need it). For a stretch: the path of its step running now."""
+        step that succeeds never need it). For a stretch: the path of its step running now
+        (the last step's, once every step ran)."""
         path = self._path
         if path is None:
             stretch = self.stretch
             if stretch is not None:
-                return stretch.path_of(len(stretch.results))
+                return stretch.path_of(min(len(stretch.results), len(stretch.nodes) - 1))
             label = self.node.name
             path = self.scope.join(label if self.count == 1 else f"{label}#{self.count}")
             self._path = path
