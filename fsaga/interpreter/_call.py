@@ -150,7 +150,8 @@ class Call:
     @property
     def path(self) -> str:
         """The step's path, e.g. ``order/payment/charge`` (made on first use: most runs of a
-        step that succeeds never need it). For a stretch: the path of its step running now."""
+        step that succeeds never need it). For a stretch: the path of its step running now
+        (the last step's, once every step ran)."""
         path = self._path
         if path is None:
             stretch = self.stretch

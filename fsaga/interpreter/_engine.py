@@ -634,6 +634,11 @@ class Engine(Generic[_T]):
         assert run is not None
         results = run.results
         if len(results) == len(run.nodes):
+            if self._phase != "forward":
+                # It finished after the run had started to fail (an interrupt between calls
+                # came while it ran): its steps are undone too, and nothing follows them.
+                self._stretch_completed(run)
+                return None
             fiber = run.fiber
             if not fiber.stack and fiber.join is None:
                 # The saga ends with it: nothing can look at its paths or undo it any more.

@@ -103,10 +103,12 @@ class StretchRun:
     """The results of the compensations of its undo that returned, in order."""
 
     def running(self, *, undoing: bool) -> int:
-        """The index of the step whose action (or, `undoing`, compensation) runs now."""
+        """The index of the step whose action (or, `undoing`, compensation) runs now: the
+        last one's, once every one ran."""
         if undoing:
-            return self.undo_order[len(self.undone)]
-        return len(self.results)
+            order = self.undo_order
+            return order[min(len(self.undone), len(order) - 1)]
+        return min(len(self.results), len(self.nodes) - 1)
 
     def compensable(self) -> list[int]:
         """The indexes of the completed steps that have a compensation, newest first."""
