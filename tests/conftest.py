@@ -10,9 +10,11 @@ Async tests (marked ``@pytest.mark.anyio``) run under both anyio backends (`anyi
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
+from servers import PostgresServer, postgres_server, redis_server
 from trio.testing import MockClock
 
 settings.register_profile(
@@ -47,3 +49,19 @@ def anyio_backend(request: pytest.FixtureRequest) -> object:
     if isinstance(backend, tuple):
         return ("trio", {"clock": MockClock(autojump_threshold=0)})
     return backend
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the whole run (tests/servers.py); tests that need
+    isolation make a database of their own on it.
+    """
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> Iterator[str]:
+    """One throwaway Redis server for the whole run (tests/servers.py), as its URL."""
+    with redis_server() as server:
+        yield server.url
