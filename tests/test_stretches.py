@@ -13,6 +13,7 @@ the sync interpreter, and interrupts in actions and compensations.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -395,6 +396,51 @@ def test_a_stretch_runs_exactly_as_its_steps_one_at_a_time_under_the_async_inter
     shape: Shape, plan: tuple[dict[int, Fault], dict[int, str]]
 ) -> None:
     assert run_async(shape, plan, fast=True) == run_async(shape, plan, fast=False)
+
+
+def _run_state_left_in_cycles(run: Callable[[], object]) -> list[str] | None:
+    """The engine's and drivers' objects that `run()` leaves in reference cycles once its outcome
+    is dropped: what a failed outcome would keep alive (the whole run) until the garbage
+    collector found it. ``None`` if the run was interrupted: a propagating interrupt's traceback
+    holds the frames it left, as any exception raised from a variable does in Python, until the
+    caller drops it."""
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        try:
+            run()
+        except KeyboardInterrupt:
+            return None
+        gc.collect()
+        return sorted(
+            type(thing).__qualname__
+            for thing in gc.garbage
+            if type(thing).__module__.startswith("fsaga.interpreter")
+        )
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
+@settings(max_examples=100, deadline=None)
+@given(shapes, faults, st.booleans())
+def test_an_outcome_does_not_keep_its_run_alive(
+    shape: Shape, plan: tuple[dict[int, Fault], dict[int, str]], listening: bool
+) -> None:
+    listeners: list[Callable[[Event], None]] = [lambda _: None] if listening else []
+    for asynchronous in (False, True):
+        effects = Effects(*plan, asynchronous_allowed=asynchronous)
+        saga = build(shape, effects, asynchronous=asynchronous)
+
+        def run(saga: Saga[object] = saga, asynchronous: bool = asynchronous) -> object:
+            if asynchronous:
+                interpreter = AsyncInterpreter(listeners=listeners)
+                return asyncio.run(interpreter.run_saga(saga, saga_id="s-1"))
+            return saga.run(SyncInterpreter(listeners=listeners), saga_id="s-1")
+
+        assert _run_state_left_in_cycles(run) in ([], None)
 
 
 # -- the stretches really run ------------------------------------------------------------------

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from fsaga.interpreter._call import ACTION, COMPENSATION, Call
+from fsaga.outcome import Outcome, PartialFailure, Success
 
 if TYPE_CHECKING:
     from fsaga.interpreter._engine import Engine
     from fsaga.interpreter.protocol import Perform
 
-__all__ = ["start_effect"]
+__all__ = ["released", "start_effect"]
+
+_T = TypeVar("_T")
+
+_SUSPENDABLE: Final = 0x20 | 0x80 | 0x100 | 0x200
+"""`co_flags` of generators and coroutines (CO_GENERATOR, CO_COROUTINE,
+CO_ITERABLE_COROUTINE, CO_ASYNC_GENERATOR): their frames are never cleared here, since clearing
+a suspended one would end it."""
 
 
 def start_effect(engine: Engine[Any], call: Call, perform: Perform | None) -> object:
@@ -29,3 +38,39 @@ def start_effect(engine: Engine[Any], call: Call, perform: Perform | None) -> ob
     on_unknown = call.node.on_unknown
     assert on_unknown is not None
     return on_unknown(engine.context_of(call))
+
+
+def released(outcome: Outcome[_T]) -> Outcome[_T]:
+    """`outcome`, its errors no longer holding the run's state (a sync driver returns through
+    this, from a frame that does not hold the outcome).
+
+    An error keeps the frames it passed through, and each frame its caller's, with their
+    variables: the engine's and the driver's frames hold the run's state, some of which holds
+    the error again (`Engine.take_outcome` lets go of most). That cycle would keep the run alive
+    until the garbage collector found it. Clearing the interpreter's own finished frames (their
+    variables only: the traceback still shows every line) lets it go with its outcome; the
+    effects' frames are left as they are, for a debugger to look into.
+    """
+    if type(outcome) is Success:
+        return outcome
+    errors: list[BaseException] = [outcome.error]
+    if type(outcome) is PartialFailure:
+        errors.extend(failure.error for failure in outcome.failed_compensations)
+    for error in errors:
+        trace = error.__traceback__
+        while trace is not None:
+            frame: FrameType | None = trace.tb_frame
+            while frame is not None and _is_ours(frame):
+                try:
+                    frame.clear()
+                except RuntimeError:
+                    break  # still running: an enclosing run's, say
+                frame = frame.f_back
+            trace = trace.tb_next
+    return outcome
+
+
+def _is_ours(frame: FrameType) -> bool:
+    return not frame.f_code.co_flags & _SUSPENDABLE and str(
+        frame.f_globals.get("__name__", "")
+    ).startswith("fsaga.interpreter.")

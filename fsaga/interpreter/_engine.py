@@ -146,6 +146,8 @@ class Engine(Generic[_T]):
         "_forks",
         "_handed_over",
         "_in_flight",
+        "_joins",
+        "_lazy_scopes",
         "_listeners",
         "_outcome",
         "_phase",
@@ -193,6 +195,8 @@ class Engine(Generic[_T]):
         # unknown, in completion order; a stretch that completed stands for its steps.
         self._completed: list[Call | StretchRun] = []
         self._undo: Undo | None = None
+        self._lazy_scopes: list[Scope] | None = None
+        self._joins: list[Join] | None = None
         self._outcome: Outcome[_T] | None = None
         self.branch_failures = 0
         """How many `par` branches have failed so far (a driver that cancels siblings watches
@@ -220,6 +224,31 @@ class Engine(Generic[_T]):
         if self._outcome is None:
             raise RuntimeError("the run has not finished: poll() until it returns None")
         return self._outcome
+
+    def take_outcome(self) -> Outcome[_T]:
+        """The outcome, for the driver to return; the engine lets go of it and of the run's
+        state.
+
+        An error in the outcome keeps the frames it passed through, the driver's among them,
+        and those hold this engine: were the engine to hold the outcome too, the run would stay
+        alive in that cycle until the garbage collector found it.
+        """
+        outcome = self.outcome
+        self._outcome = None
+        self._undo = None
+        self._completed = []
+        self._runnable = []
+        if self._lazy_scopes is not None:
+            for scope in self._lazy_scopes:
+                scope.pending = None
+            self._lazy_scopes = None
+        if self._joins is not None:
+            # The calls the driver's frames still hold reach their joins, and a join's branch
+            # errors are in the outcome.
+            for join in self._joins:
+                join.errors = []
+            self._joins = None
+        return outcome
 
     @property
     def finished(self) -> bool:
@@ -526,6 +555,8 @@ class Engine(Generic[_T]):
             else:
                 assert type(reached) is Failed
                 self._fiber_failed(fiber, reached.error)
+                # The error's traceback keeps this frame: it must not keep the error again.
+                del reached
             return None
 
     def _step_reached(self, fiber: Fiber, node: StepNode[Any]) -> Call | None:
@@ -552,6 +583,10 @@ class Engine(Generic[_T]):
             self._runnable.append((parent, None, ()))
             return
         join = Join(parent, len(branches))
+        if self._joins is None:
+            self._joins = [join]
+        else:
+            self._joins.append(join)
         deadline = parent.deadline
         self._forks += 1
         prefix = f"{parent.branch}/{self._forks}:" if parent.branch else f"{self._forks}:"
@@ -646,6 +681,20 @@ class Engine(Generic[_T]):
                 return None
             self._stretch_completed(run)
             return self._advance(fiber, None, results[-1])
+        if (
+            error is not None
+            and self._phase == "forward"
+            and run.fiber.join is None
+            and run.nodes[len(results)].retry is None
+            and not isinstance(error, (ResultRejectedError, UnknownOutcomeError))
+        ):
+            # A plain failure of a step with no retry, on the root's line of control: the run
+            # fails with it (what `_action_failed` decides for it), and nothing looks at the
+            # step itself (no listener, no retry, no par), so no call of its own is made.
+            if results:
+                self._record_stretch(run)
+            self._begin_compensation(error)
+            return None
         step = self._stop_stretch(call)
         assert step is not None
         self._in_flight += 1  # the stretch's place in flight is now the step's
@@ -659,6 +708,11 @@ class Engine(Generic[_T]):
         scope = run.scope
         if scope.pending is None:
             scope.pending = [run]
+            # The scope and the run hold each other until it is settled: `take_outcome` lets go.
+            if self._lazy_scopes is None:
+                self._lazy_scopes = [scope]
+            else:
+                self._lazy_scopes.append(scope)
         else:
             scope.pending.append(run)
         self._record_stretch(run)
@@ -1109,10 +1163,11 @@ class Engine(Generic[_T]):
         assert undo is not None
         order = run.undo_order
         done = len(run.undone)
+        if done == len(order):
+            undo.compensated.extend(run.paths_of(order))
+            return None
         if done:
             undo.compensated.extend(run.paths_of(order[:done]))
-        if done == len(order):
-            return None
         index = order[done]
         rest = order[done + 1 :]
         if rest:

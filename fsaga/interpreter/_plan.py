@@ -34,7 +34,14 @@ class Stretch:
     before the step's action runs (the general path does).
     """
 
-    __slots__ = ("actions", "all_compensable", "async_undo", "nodes", "undo_timeouts")
+    __slots__ = (
+        "_local",
+        "actions",
+        "all_compensable",
+        "async_undo",
+        "nodes",
+        "undo_timeouts",
+    )
 
     def __init__(self, nodes: tuple[StepNode[Any], ...]) -> None:
         self.nodes = nodes
@@ -43,6 +50,40 @@ class Stretch:
         # Whether every step has a compensation; whether one has a timeout of its own.
         self.all_compensable = all(node.compensate is not None for node in nodes)
         self.undo_timeouts = any(node.compensation_timeout is not None for node in nodes)
+        self._local: _Local | None = None
+
+    def local(self) -> _Local:
+        """Each step's name, count and label as if the stretch ran first in a scope of its own:
+        what its paths are whenever its scope had counted nothing before it (most runs), so
+        they need no counting then (`StretchRun.count_in`). Made on first use, once."""
+        local = self._local
+        if local is None:
+            names = tuple(node.name for node in self.nodes)
+            seen: dict[str, int] = {}
+            counts: list[int] = []
+            for name in names:
+                seen[name] = count = seen.get(name, 0) + 1
+                counts.append(count)
+            labels = tuple(
+                name if count == 1 else f"{name}#{count}"
+                for name, count in zip(names, counts, strict=True)
+            )
+            local = self._local = _Local(names, tuple(counts), labels)
+        return local
+
+
+@final
+class _Local:
+    """A stretch's steps' names, counts and labels within the stretch alone."""
+
+    __slots__ = ("counts", "labels", "names")
+
+    def __init__(
+        self, names: tuple[str, ...], counts: tuple[int, ...], labels: tuple[str, ...]
+    ) -> None:
+        self.names = names
+        self.counts = counts
+        self.labels = labels
 
 
 @final
@@ -70,6 +111,7 @@ class StretchRun:
         "at",
         "counted",
         "fiber",
+        "local",
         "nodes",
         "results",
         "scope",
@@ -94,6 +136,9 @@ class StretchRun:
         # How many steps are counted into the scope; each one's count (its path's #n) is in
         # `step_counts`, made with the first.
         self.counted = 0
+        # Whether its steps were counted into a scope that had counted nothing before: their
+        # counts and labels are then the stretch's own (`Stretch.labels`).
+        self.local = False
 
     step_counts: list[int]
     undo_order: list[int]
@@ -120,11 +165,28 @@ class StretchRun:
 
     def paths_of(self, indexes: list[int]) -> list[str]:
         """The paths of the completed steps at `indexes`."""
+        scope = self.scope
         if len(self.results) > self.counted:
-            self.count_in(self.scope.settle())
+            if (
+                not self.counted
+                and not self.at.start
+                and not scope.counts
+                and scope.pending is None
+            ):
+                # The first to run in its scope, and stopped by a failure that ended its line
+                # of control (the undo reads its paths): its labels are the stretch's own, and
+                # nothing counts in its scope after it.
+                self.local = True
+            else:
+                self.count_in(scope.settle())
+        prefix = scope.prefix
+        if self.local:
+            labels = self.at.stretch.local().labels
+            if prefix:
+                return [f"{prefix}/{labels[index]}" for index in indexes]
+            return [labels[index] for index in indexes]
         nodes = self.nodes
         counts = self.step_counts
-        prefix = self.scope.prefix
         paths: list[str] = []
         for index in indexes:
             count = counts[index]
@@ -136,15 +198,28 @@ class StretchRun:
         """Count this run's steps before `upto` (default: every step that completed) into
         `counts`, the scope's."""
         end = len(self.results) if upto is None else upto
-        nodes = self.nodes
         if not self.counted:
+            if not counts and not self.at.start:
+                # The first to count in its scope: its counts are the stretch's own.
+                if end:
+                    local = self.at.stretch.local()
+                    local_counts = local.counts[:end]
+                    counts.update(zip(local.names[:end], local_counts, strict=True))
+                    self.step_counts = list(local_counts)
+                    self.counted = end
+                    self.local = True
+                return
             self.step_counts = []
+        nodes = self.nodes
         step_counts = self.step_counts
+        local_counts = self.at.stretch.local().counts if self.local else ()
         for index in range(self.counted, end):
             label = nodes[index].name
             count = counts.get(label, 0) + 1
             counts[label] = count
             step_counts.append(count)
+            if self.local and count != local_counts[index]:
+                self.local = False  # counted on after other steps of its scope: paths differ
         if end > self.counted:
             self.counted = end
 

@@ -160,7 +160,9 @@ class AsyncInterpreter:
                 f"fsaga: saga {engine.saga_id} interrupted; {_note(engine.outcome)}"
             )
             raise interruption
-        return engine.outcome
+        # Straight out, never held in a variable of this frame: an error in the outcome keeps
+        # this frame (see `Engine.take_outcome`).
+        return engine.take_outcome()
 
 
 @final
@@ -499,7 +501,9 @@ class _Run:
                 engine.interrupt(call, interruption)
                 raise
             return engine.succeed(call, result)
-        failure: Exception | None = None
+        # What the effect raised, kept in a list that is empty again once it is reported: the
+        # error's traceback keeps this frame, which must not keep the error in turn.
+        failure: list[Exception] = []
         result = None
         try:
             with anyio.CancelScope(deadline=call.deadline) as scope:
@@ -508,7 +512,7 @@ class _Run:
                 try:
                     result = await self.invoke(call)
                 except Exception as raised:
-                    failure = raised
+                    failure.append(raised)
         except BaseException as interruption:
             engine.interrupt(call, interruption)
             raise
@@ -521,8 +525,8 @@ class _Run:
             self.cancelled.discard(call)
         if scope.cancelled_caught:
             return engine.cancel(call) if by_sibling else engine.expire(call)
-        if failure is not None:
-            return engine.fail(call, failure)
+        if failure:
+            return engine.fail(call, failure.pop())
         return engine.succeed(call, result)
 
     async def invoke(self, call: Call) -> object:

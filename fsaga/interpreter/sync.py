@@ -13,7 +13,7 @@ from fsaga._signatures import function_name
 from fsaga.context import _running_effect
 from fsaga.events import Listener
 from fsaga.interpreter._call import ACTION, COMPENSATION, Call
-from fsaga.interpreter._effects import start_effect
+from fsaga.interpreter._effects import released, start_effect
 from fsaga.interpreter._engine import CompensationPolicy, Engine, EngineSettings
 from fsaga.interpreter.protocol import Perform
 from fsaga.interpreter.results import PLAIN_TYPES
@@ -100,6 +100,9 @@ class SyncInterpreter:
 
     def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
         """Run `saga` to its outcome (`Saga.run` calls this)."""
+        return released(self._run(saga, saga_id))
+
+    def _run(self, saga: Saga[_T], saga_id: str | None) -> Outcome[_T]:
         engine = Engine(
             saga,
             self._settings,
@@ -107,11 +110,13 @@ class SyncInterpreter:
             stretches="sync" if self._perform is None else None,
         )
         interruption = self._drive(engine)
-        outcome = engine.outcome
         if interruption is not None:
-            interruption.add_note(f"fsaga: saga {engine.saga_id} interrupted; {_note(outcome)}")
+            note = _note(engine.outcome)
+            interruption.add_note(f"fsaga: saga {engine.saga_id} interrupted; {note}")
             raise interruption
-        return outcome
+        # Straight out, never held in a variable of this frame: an error in the outcome keeps
+        # this frame (see `Engine.take_outcome`).
+        return engine.take_outcome()
 
     def _drive(self, engine: Engine[Any]) -> BaseException | None:
         """Perform the engine's calls one at a time until the run has its outcome; return the
