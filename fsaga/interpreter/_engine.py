@@ -234,6 +234,8 @@ class Engine(Generic[_T]):
         alive in that cycle until the garbage collector found it.
         """
         outcome = self.outcome
+        if type(outcome) is Success and self._lazy_scopes is None and self._joins is None:
+            return outcome  # it holds no error, and the run left nothing holding itself
         self._outcome = None
         self._undo = None
         self._completed = []
