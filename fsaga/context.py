@@ -16,10 +16,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, final
-
-if TYPE_CHECKING:
-    from fsaga.interpreter._call import Call
+from typing import Literal, Protocol, TypeAlias, final
 
 __all__ = ["StepContext", "StepContextKind", "current_context"]
 
@@ -56,12 +53,18 @@ class _ContextSource(Protocol):
     def saga_id(self) -> str: ...
 
 
+class _PathSource(Protocol):
+    @property
+    def path(self) -> str: ...
+
+
 # The running effect, as (engine, call, kind, attempt), set by the interpreter around each
 # effect: building the `StepContext` waits until an effect asks (most never do), and the kind and
 # attempt are kept as they were when the effect started, so a thread or task the effect left
 # behind keeps seeing its own context. A stretch of plain steps (`fsaga.interpreter._plan`) sets
-# it once for all its steps: the call's path is then the step running when the context is read.
-_running_effect: ContextVar[tuple[_ContextSource, Call, StepContextKind, int]] = ContextVar(
+# it once for all its steps: the call's path is then the step running when the context is read
+# (a straight run, before its engine is made, stands for both the engine and the call).
+_running_effect: ContextVar[tuple[_ContextSource, _PathSource, StepContextKind, int]] = ContextVar(
     "fsaga_running_effect"
 )
 

@@ -61,6 +61,7 @@ class StepShape:
     on_unknown: bool
     timeout: bool
     asynchronous: bool
+    undo_timeout: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,9 @@ action_faults = st.dictionaries(
     max_size=3,
 )
 undo_faults = st.dictionaries(
-    st.integers(1, 8), st.sampled_from(("raise", "raise", "interrupt")), max_size=2
+    st.integers(1, 8),
+    st.sampled_from(("raise", "raise", "interrupt", "returns-failure", "unseen-type")),
+    max_size=2,
 )
 
 
@@ -251,6 +254,11 @@ class Effects:
             raise Declined(-serial)
         if fault == "interrupt":
             raise KeyboardInterrupt(f"stop undo {serial}")
+        if fault == "returns-failure":
+            return ReturnsFailure(Declined(-serial))  # type: ignore[return-value]
+        if fault == "unseen-type":
+            return Unseen(-serial)  # type: ignore[return-value]
+        return None
 
     def void(self, label: str, context: StepContext) -> None:
         self.trace.append(("void", label, _seen(context)))
@@ -326,6 +334,9 @@ def _step(shape: StepShape, effects: Effects, *, asynchronous: bool) -> Saga[obj
         idempotent=shape.idempotent,
         on_unknown=partial(effects.void, label) if shape.on_unknown else None,
         timeout=60.0 if shape.timeout else None,
+        compensation_timeout=(
+            60.0 if shape.undo_timeout and (shape.compensable or shape.on_unknown) else None
+        ),
     )
 
 
@@ -395,6 +406,36 @@ def test_a_stretch_runs_exactly_as_its_steps_one_at_a_time_under_the_sync_interp
 def test_a_stretch_runs_exactly_as_its_steps_one_at_a_time_under_the_async_interpreter(
     shape: Shape, plan: tuple[dict[int, Fault], dict[int, str]]
 ) -> None:
+    assert run_async(shape, plan, fast=True) == run_async(shape, plan, fast=False)
+
+
+straight_steps = st.builds(
+    StepShape,
+    label=st.sampled_from(("a", "b", "c")),
+    explicit=st.sampled_from((False, False, False, True)),
+    compensable=st.sampled_from((True, True, True, False)),
+    attempts=st.sampled_from((1, 1, 1, 2)),
+    idempotent=st.sampled_from((False, False, True)),
+    on_unknown=st.sampled_from((False, False, True)),
+    timeout=st.just(False),
+    asynchronous=st.booleans(),
+    undo_timeout=st.sampled_from((False, False, False, True)),
+)
+straight_shapes = st.lists(straight_steps, min_size=2, max_size=8).map(
+    lambda parts: Then(tuple(parts))
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(straight_shapes, faults)
+def test_a_saga_that_is_one_stretch_runs_as_its_steps_one_at_a_time(
+    shape: Shape, plan: tuple[dict[int, Fault], dict[int, str]]
+) -> None:
+    """A saga that is all one stretch runs before any engine is made (`Engine.straight`), the
+    engine made only when a step or a compensation does something it must decide: whatever
+    that is (a retry, an unknown outcome, a rejected result, a compensation that fails, times
+    out or returns something else, an interrupt), the run is the general path's."""
+    assert run_sync(shape, plan, fast=True) == run_sync(shape, plan, fast=False)
     assert run_async(shape, plan, fast=True) == run_async(shape, plan, fast=False)
 
 

@@ -66,7 +66,7 @@ from fsaga.interpreter._call import (
     Stage,
 )
 from fsaga.interpreter._fibers import Deadline, Fiber, Join, Scope, stopping
-from fsaga.interpreter._plan import StretchAt, StretchRun, plan_of
+from fsaga.interpreter._plan import Stretch, StretchAt, StretchRun, plan_of
 from fsaga.interpreter._undo import Undo
 from fsaga.interpreter._walk import Failed, Finished, walk
 from fsaga.interpreter.protocol import Effect
@@ -205,6 +205,99 @@ class Engine(Generic[_T]):
             self._emit(SagaStarted(self.saga_id, settings.clock()))
         if self._debug:
             logger.debug("saga %s: started", self.saga_id)
+
+    # -- straight runs: a saga that is one stretch, before any engine is made -----------------
+
+    @staticmethod
+    def straight(
+        saga: Saga[Any], settings: EngineSettings, stretches: Literal["sync", "async"]
+    ) -> Stretch | None:
+        """The stretch that is the whole of `saga`, if a run of it under `settings` would hand
+        that stretch out as its first call and finish with `Success` of its last result once
+        every step of it returned a plain value (None otherwise).
+
+        A driver may then call the stretch's actions before making the engine: what the engine
+        decides for such a run is known in advance, and the first thing it would not know (a
+        step that raises, returns anything else, or is interrupted) is reported to an engine
+        made then, exactly as if it had handed out the stretch (`straight_engine`). The
+        conditions are `__init__`'s, `_advance`'s, `_stretch_reached`'s and
+        `_stretch_stopped`'s for the root of a run; tests/test_stretches.py holds the two ways
+        to the same outcomes and effects.
+        """
+        if (
+            type(saga) is not BindNode
+            or not isinstance(saga.continuation, Saga)
+            or settings.listeners
+            or settings.run_timeout is not None
+            or logger.isEnabledFor(logging.DEBUG)
+        ):
+            return None
+        plan = plan_of(saga)
+        if len(plan) != 1:
+            return None
+        (first,) = plan
+        if type(first) is not StretchAt or first.start:
+            return None
+        stretch = first.stretch
+        if stretches == "sync" and stretch.async_undo:
+            return None
+        return stretch
+
+    @staticmethod
+    def straight_undo(
+        stretch: Stretch, settings: EngineSettings, failed: int, error: Exception
+    ) -> list[int] | None:
+        """For a straight run whose step `failed` raised `error`: the indexes of the steps the
+        undo compensates, newest first, as one undo-stretch, if the engine would fail the run
+        with `error` and undo them so (`_stretch_stopped`'s plain failure, `_begin_compensation`
+        and `_undo_stretch`); None if it would decide anything else (a retry, an unknown outcome,
+        the causal order, a compensation's own timeout)."""
+        if (
+            stretch.nodes[failed].retry is not None
+            or isinstance(error, (ResultRejectedError, UnknownOutcomeError))
+            or settings.concurrent_compensation
+            or stretch.undo_timeouts
+        ):
+            return None
+        nodes = stretch.nodes
+        if stretch.all_compensable:
+            return list(range(failed - 1, -1, -1))
+        return [index for index in range(failed - 1, -1, -1) if nodes[index].compensate is not None]
+
+    @classmethod
+    def straight_engine(
+        cls,
+        saga: Saga[_T],
+        settings: EngineSettings,
+        *,
+        saga_id: str | None,
+        stretches: Literal["sync", "async"],
+        results: list[object],
+    ) -> tuple[Engine[_T], Call]:
+        """The engine of a straight run that needs one now, and the stretch call it hands out
+        first, with the results of the steps that returned so far (the driver reports the call
+        next, as it would have)."""
+        engine: Engine[_T] = cls(saga, settings, saga_id=saga_id, stretches=stretches)
+        # As the run was when it started (an effect may have turned debug logging on since).
+        engine._debug = False
+        engine._stretches = True
+        call = engine.poll()
+        assert call is not None
+        assert call.stretch is not None
+        assert not call.stretch.at.start
+        call.stretch.results = results
+        return engine, call
+
+    def straight_undo_call(self, order: list[int], undone: list[object]) -> Call:
+        """After a straight run's plain failure was reported: the undo-stretch call the engine
+        hands out next (compensating `order`, as `straight_undo` said), with the results of the
+        compensations that returned so far."""
+        call = self.poll()
+        assert call is not None
+        assert call.stretch is not None
+        assert call.stretch.undo_order == order
+        call.stretch.undone = undone
+        return call
 
     # -- what drivers read ------------------------------------------------------------------
 

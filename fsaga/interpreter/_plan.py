@@ -23,7 +23,7 @@ from fsaga.saga import BindNode, Saga, StepNode
 if TYPE_CHECKING:
     from fsaga.interpreter._fibers import Fiber, Scope
 
-__all__ = ["Stretch", "StretchAt", "StretchRun", "plan_of"]
+__all__ = ["Straight", "Stretch", "StretchAt", "StretchRun", "plan_of"]
 
 
 @final
@@ -234,6 +234,44 @@ class StretchRun:
         label = self.nodes[index].name
         count = self.count(index)
         return self.scope.join(label if count == 1 else f"{label}#{count}")
+
+
+@final
+class Straight:
+    """A straight run's state while its driver runs it before any engine is made (see
+    `Engine.straight`): the stretch, what its steps and compensations returned, and what
+    `current_context()` reads meanwhile (it stands for both the run and the call)."""
+
+    __slots__ = ("_saga_id", "given_id", "results", "stretch", "undo_order", "undone")
+
+    def __init__(self, stretch: Stretch, saga_id: str | None) -> None:
+        self.stretch = stretch
+        self.given_id = saga_id
+        self._saga_id = saga_id
+        self.results: list[object] = []
+        self.undo_order: list[int] | None = None
+        self.undone: list[object] = []
+
+    @property
+    def saga_id(self) -> str:
+        """The run's id: the one given, or a fresh random one made on first use (the engine
+        made later, if any, takes it over)."""
+        if self._saga_id is None:
+            import uuid  # here: most runs never need an id, and uuid is slow to import
+
+            self._saga_id = self.given_id = uuid.uuid4().hex
+        return self._saga_id
+
+    @property
+    def path(self) -> str:
+        """The path of the step whose action (or compensation) runs now. The stretch is the
+        whole saga, so it runs first in the root scope: its labels are its paths."""
+        order = self.undo_order
+        if order is None:
+            index = min(len(self.results), len(self.stretch.nodes) - 1)
+        else:
+            index = order[min(len(self.undone), len(order) - 1)]
+        return self.stretch.local().labels[index]
 
 
 def is_plain(node: Saga[Any]) -> bool:

@@ -47,6 +47,7 @@ from fsaga.interpreter._engine import (
     Engine,
     EngineSettings,
 )
+from fsaga.interpreter._plan import Straight, Stretch
 from fsaga.interpreter.results import PLAIN_TYPES
 from fsaga.outcome import Outcome, Success, describe_failure
 from fsaga.saga import Saga
@@ -144,6 +145,10 @@ class AsyncInterpreter:
 
     async def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
         """Run `saga` to its outcome (`Saga.run` calls this)."""
+        if self._perform is None:
+            stretch = Engine.straight(saga, self._settings, "async")
+            if stretch is not None:
+                return await self._run_straight(saga, stretch, saga_id)
         engine = Engine(
             saga,
             self._settings,
@@ -152,17 +157,86 @@ class AsyncInterpreter:
         )
         run = _Run(engine, self._perform, self._sleep, concurrent=self._concurrent)
         await run.drive()
-        interruption = run.interruption
-        if interruption is not None:
-            # Cancelled from outside, or interrupted: what completed has been undone, out of
-            # reach of the interruption; now let it propagate (contract rule 8).
-            interruption.add_note(
-                f"fsaga: saga {engine.saga_id} interrupted; {_note(engine.outcome)}"
-            )
-            raise interruption
-        # Straight out, never held in a variable of this frame: an error in the outcome keeps
-        # this frame (see `Engine.take_outcome`).
-        return engine.take_outcome()
+        return _finish(run)
+
+    async def _run_straight(
+        self, saga: Saga[_T], stretch: Stretch, saga_id: str | None
+    ) -> Outcome[_T]:
+        """Run `saga`, which is all one stretch (`Engine.straight`), calling its actions before
+        any engine is made, as `_Run.perform_stretch` would; make the engine when something
+        happens that it must decide (a step raises, returns anything else, or is interrupted),
+        report it what happened so far, and drive the run from there."""
+        straight = Straight(stretch, saga_id)
+        results = straight.results
+        append = results.append
+        result: object = None
+        unchecked = False
+        started = False
+        token = _running_effect.set((straight, straight, ACTION, 1))
+        try:
+            for action in stretch.actions:
+                if unchecked:
+                    # A cancellation may be waiting to be noticed: before the step starts.
+                    started = False
+                    await anyio.lowlevel.checkpoint_if_cancelled()
+                started = True
+                result = action()
+                if type(result) is CoroutineType:
+                    unchecked = False
+                    result = await result
+                else:
+                    unchecked = True
+                if result is not None and type(result) not in PLAIN_TYPES:
+                    while isawaitable(result):
+                        unchecked = False
+                        result = await result
+                    if result is not None and type(result) not in PLAIN_TYPES:
+                        break
+                append(result)
+            else:
+                return Success(result)  # type: ignore[arg-type]  # the last step's result: a _T
+        except Exception as error:
+            run, call = self._straight_run(saga, straight)
+            follow = run.engine.fail(call, error)
+            forward = True
+        except BaseException as interruption:
+            run, call = self._straight_run(saga, straight)
+            run.engine.interrupt(call, interruption, started=started)
+            run.interrupted(interruption)
+            follow = None
+            forward = False
+        else:
+            run, call = self._straight_run(saga, straight)
+            follow = run.engine.succeed(call, result)
+            forward = True
+        finally:
+            _running_effect.reset(token)
+        await run.drive(follow, unchecked=unchecked, forward=forward)
+        return _finish(run)
+
+    def _straight_run(self, saga: Saga[_T], straight: Straight) -> tuple[_Run, Call]:
+        engine, call = Engine.straight_engine(
+            saga,
+            self._settings,
+            saga_id=straight.given_id,
+            stretches="async",
+            results=straight.results,
+        )
+        return _Run(engine, self._perform, self._sleep, concurrent=self._concurrent), call
+
+
+def _finish(run: _Run) -> Outcome[Any]:
+    """The outcome of `run`, once driven; or, if it was interrupted, the interruption raised."""
+    engine = run.engine
+    interruption = run.interruption
+    if interruption is not None:
+        # Cancelled from outside, or interrupted: what completed has been undone, out of reach
+        # of the interruption; now let it propagate (contract rule 8).
+        interruption.add_note(f"fsaga: saga {engine.saga_id} interrupted; {_note(engine.outcome)}")
+        raise interruption
+    # Straight out, never held in a variable of a driver's frame: an error in the outcome keeps
+    # the frames it passed through (see `Engine.take_outcome`).
+    return engine.take_outcome()
 
 
 @final
@@ -207,8 +281,12 @@ class _Run:
         """The run's first interruption (cancellation, ``KeyboardInterrupt``...): raised once
         the undo is done; any later one only ends the call it cut short."""
 
-    async def drive(self) -> None:
-        """Perform calls until the run has its outcome.
+    async def drive(
+        self, first: Call | None = None, *, unchecked: bool = False, forward: bool = True
+    ) -> None:
+        """Perform calls until the run has its outcome, from `first` on if given (a call the
+        engine returned from a report; `unchecked`: whether the action before it never yielded
+        to the event loop), or from the undo if an interruption ended `forward` work already.
 
         Forward work is open to cancellation; once the run fails, the undo runs shielded from
         the deadline or cancellation that failed it (each compensation bound by its own
@@ -216,14 +294,15 @@ class _Run:
         is done.
         """
         engine = self.engine
-        try:
-            await self.perform_calls(until_undo=True)
-        except Exception:
-            raise  # the engine's own errors are bugs, never a step's failure
-        except BaseException as interruption:
-            # Every call in flight has been reported; if it landed between calls, this tells
-            # the engine, which stops forward work and starts the undo.
-            self.interrupted(interruption)
+        if forward:
+            try:
+                await self.perform_calls(until_undo=True, first=first, unchecked=unchecked)
+            except Exception:
+                raise  # the engine's own errors are bugs, never a step's failure
+            except BaseException as interruption:
+                # Every call in flight has been reported; if it landed between calls, this
+                # tells the engine, which stops forward work and starts the undo.
+                self.interrupted(interruption)
         if engine.finished:
             return
         with anyio.CancelScope(shield=True):
@@ -255,17 +334,18 @@ class _Run:
             self.interruption = interruption
         self.engine.interrupt(None, interruption)
 
-    async def perform_calls(self, *, until_undo: bool) -> None:
+    async def perform_calls(
+        self, *, until_undo: bool, first: Call | None = None, unchecked: bool = False
+    ) -> None:
         """Perform the engine's calls until it has none (or, with `until_undo`, until the run
         starts to fail): one at a time, inline, while the engine has one call ready; a task
         per call, in a task group, while it has several."""
         engine = self.engine
         self.until_undo = until_undo
         direct = self.perform is None
-        # Whether the last action was a plain function: it never yielded to the event loop, so
-        # a cancellation may be waiting to be noticed before the next one starts.
-        unchecked = False
-        call = self.next_call()
+        # `unchecked`: whether the last action was a plain function: it never yielded to the
+        # event loop, so a cancellation may be waiting to be noticed before the next one starts.
+        call = first or self.next_call()
         while call is not None:
             more = (
                 None

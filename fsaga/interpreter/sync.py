@@ -15,9 +15,10 @@ from fsaga.events import Listener
 from fsaga.interpreter._call import ACTION, COMPENSATION, Call
 from fsaga.interpreter._effects import released, start_effect
 from fsaga.interpreter._engine import CompensationPolicy, Engine, EngineSettings
+from fsaga.interpreter._plan import Straight, Stretch
 from fsaga.interpreter.protocol import Perform
 from fsaga.interpreter.results import PLAIN_TYPES
-from fsaga.outcome import Outcome, describe_failure
+from fsaga.outcome import Failure, Outcome, Success, describe_failure
 from fsaga.saga import Saga
 
 __all__ = ["SyncInterpreter"]
@@ -100,6 +101,10 @@ class SyncInterpreter:
 
     def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
         """Run `saga` to its outcome (`Saga.run` calls this)."""
+        if self._perform is None:
+            stretch = Engine.straight(saga, self._settings, "sync")
+            if stretch is not None:
+                return self._run_straight(saga, stretch, saga_id)
         return released(self._run(saga, saga_id))
 
     def _run(self, saga: Saga[_T], saga_id: str | None) -> Outcome[_T]:
@@ -109,7 +114,9 @@ class SyncInterpreter:
             saga_id=saga_id,
             stretches="sync" if self._perform is None else None,
         )
-        interruption = self._drive(engine)
+        return self._finish(engine, self._drive(engine, engine.poll(), None))
+
+    def _finish(self, engine: Engine[_T], interruption: BaseException | None) -> Outcome[_T]:
         if interruption is not None:
             note = _note(engine.outcome)
             interruption.add_note(f"fsaga: saga {engine.saga_id} interrupted; {note}")
@@ -118,13 +125,123 @@ class SyncInterpreter:
         # this frame (see `Engine.take_outcome`).
         return engine.take_outcome()
 
-    def _drive(self, engine: Engine[Any]) -> BaseException | None:
-        """Perform the engine's calls one at a time until the run has its outcome; return the
-        interruption to re-raise, if one came."""
+    def _run_straight(self, saga: Saga[_T], stretch: Stretch, saga_id: str | None) -> Outcome[_T]:
+        """Run `saga`, which is all one stretch (`Engine.straight`), calling its actions, and on
+        a plain failure its compensations, before any engine is made; make the engine only if
+        something happens that it must decide, and report it what happened so far.
+
+        What a step raises is handed on in a list, emptied again, never in a variable of this
+        frame: the error's traceback keeps the frame, which must not keep the error in turn.
+        """
+        run = Straight(stretch, saga_id)
+        results = run.results
+        append = results.append
+        result: object = None
+        failed: list[Exception] = []
+        stopped: list[BaseException] = []
+        token = _running_effect.set((run, run, ACTION, 1))
+        try:
+            for action in stretch.actions:
+                result = action()
+                if result is not None and type(result) not in PLAIN_TYPES:
+                    break
+                append(result)
+            else:
+                return Success(result)  # type: ignore[arg-type]  # the last step's result: a _T
+        except Exception as raised:
+            failed.append(raised)
+        except BaseException as raised:
+            stopped.append(raised)
+        finally:
+            _running_effect.reset(token)
+        # What follows runs outside the handlers above, as it would in `_drive`: an error raised
+        # from here on has no implicit `__context__` of the step's.
+        if failed:
+            return self._straight_failed(saga, run, failed.pop())
+        engine, call = self._straight_engine(saga, run)
+        if stopped:
+            return released(self._finish(engine, self._interrupted(engine, call, stopped.pop())))
+        # A step returned something other than a plain value: the engine takes it from there.
+        return released(self._finish(engine, self._drive(engine, *_reported(engine, call, result))))
+
+    def _straight_failed(self, saga: Saga[_T], run: Straight, error: Exception) -> Outcome[_T]:
+        """A step of the straight `run` raised `error`: its plain failure, undone here, or the
+        engine's to decide."""
+        order = Engine.straight_undo(run.stretch, self._settings, len(run.results), error)
+        if order is not None:
+            return self._undo_straight(saga, run, order, error)
+        engine, call = self._straight_engine(saga, run)
+        return released(
+            self._finish(
+                engine, self._drive(engine, engine.fail(call, error) or engine.poll(), None)
+            )
+        )
+
+    def _undo_straight(
+        self, saga: Saga[_T], run: Straight, order: list[int], error: Exception
+    ) -> Outcome[_T]:
+        """The plain failure of a straight run: compensate the steps in `order` (newest first);
+        make the engine only if a compensation does anything but return a plain value."""
+        stretch = run.stretch
+        nodes = stretch.nodes
+        results = run.results
+        run.undo_order = order
+        append = run.undone.append
+        result: object = None
+        failed: list[Exception] = []
+        stopped: list[BaseException] = []
+        token = _running_effect.set((run, run, COMPENSATION, 1))
+        try:
+            for index in order:
+                compensate = nodes[index].compensate
+                assert compensate is not None
+                result = compensate(results[index])
+                if result is not None and type(result) not in PLAIN_TYPES:
+                    break
+                append(result)
+            else:
+                labels = stretch.local().labels
+                return Failure(error, tuple([labels[index] for index in order]))
+        except Exception as raised:
+            failed.append(raised)
+        except BaseException as raised:
+            stopped.append(raised)
+        finally:
+            _running_effect.reset(token)
+        engine, call = self._straight_undo_engine(saga, run, order, error)
+        if failed:
+            follows = engine.fail(call, failed.pop()) or engine.poll()
+            return released(self._finish(engine, self._drive(engine, follows, None)))
+        if stopped:
+            return released(self._finish(engine, self._interrupted(engine, call, stopped.pop())))
+        return released(self._finish(engine, self._drive(engine, *_reported(engine, call, result))))
+
+    def _interrupted(
+        self, engine: Engine[Any], call: Call, stop: BaseException
+    ) -> BaseException | None:
+        """Report that `stop` interrupted `call`, and drive the undo that follows."""
+        return self._drive(engine, _take_in(engine, call, stop), stop)
+
+    def _straight_engine(self, saga: Saga[_T], run: Straight) -> tuple[Engine[_T], Call]:
+        return Engine.straight_engine(
+            saga, self._settings, saga_id=run.given_id, stretches="sync", results=run.results
+        )
+
+    def _straight_undo_engine(
+        self, saga: Saga[_T], run: Straight, order: list[int], error: Exception
+    ) -> tuple[Engine[_T], Call]:
+        engine, call = self._straight_engine(saga, run)
+        follows = engine.fail(call, error)
+        assert follows is None  # the plain failure: the undo starts
+        return engine, engine.straight_undo_call(order, run.undone)
+
+    def _drive(
+        self, engine: Engine[Any], call: Call | None, interruption: BaseException | None
+    ) -> BaseException | None:
+        """Perform the engine's calls one at a time, from `call` on, until the run has its
+        outcome; return the interruption to re-raise, if one came (or had come already)."""
         perform = self._perform
         sleep = self._sleep
-        interruption: BaseException | None = None
-        call = engine.poll()
         while call is not None:
             # The call handed out and not yet reported back, if an interruption lands now.
             pending: Call | None = call
@@ -215,6 +332,15 @@ def _run_undo_stretch(engine: Engine[Any], call: Call) -> object:
     return result
 
 
+def _reported(engine: Engine[Any], call: Call, result: object) -> tuple[Call | None, None]:
+    """Report that `call` returned `result`, which is not a plain value, as `_drive` does; the
+    call that follows and no interruption."""
+    if isawaitable(result):
+        _close(result)
+        return engine.fail(call, _awaitable_error(call)) or engine.poll(), None
+    return engine.succeed(call, result) or engine.poll(), None
+
+
 def _take_in(engine: Engine[Any], pending: Call | None, stop: BaseException) -> Call | None:
     """Report `stop` to the engine and return the next call of the undo.
 
@@ -279,8 +405,6 @@ def _close(awaitable: object) -> None:
 
 
 def _note(outcome: Outcome[object]) -> str:
-    from fsaga.outcome import Success
-
     if isinstance(outcome, Success):
         return "every step had completed"
     return describe_failure(outcome)

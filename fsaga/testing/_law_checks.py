@@ -22,6 +22,7 @@ from fsaga.events import (
     StepFailed,
     StepStarted,
 )
+from fsaga.interpreter._call import Call
 from fsaga.interpreter.protocol import Effect
 from fsaga.interpreter.settings import CompensationPolicy
 from fsaga.outcome import Outcome, PartialFailure, Success
@@ -83,6 +84,7 @@ def declaring(declared: dict[str, Declared], effect: Effect) -> object:
     read from the running effect's context, where the interpreter keeps the step)."""
     if effect.kind == "action":
         _, call, _, _ = _running_effect.get()
+        assert isinstance(call, Call)  # a perform hook runs every effect as a call of its own
         node = call.node
         declared.setdefault(
             effect.path,
