@@ -24,29 +24,6 @@ from fsaga.errors import ResultRejectedError as ResultRejectedError
 from fsaga.errors import ReturnedFailure as ReturnedFailure
 from fsaga.errors import StepTimeoutError as StepTimeoutError
 from fsaga.errors import UnknownOutcomeError as UnknownOutcomeError
-from fsaga.events import CompensationCompleted as CompensationCompleted
-from fsaga.events import CompensationFailed as CompensationFailed
-from fsaga.events import CompensationRetrying as CompensationRetrying
-from fsaga.events import CompensationStarted as CompensationStarted
-from fsaga.events import Event as Event
-from fsaga.events import Listener as Listener
-from fsaga.events import SagaFinished as SagaFinished
-from fsaga.events import SagaStarted as SagaStarted
-from fsaga.events import StepCompleted as StepCompleted
-from fsaga.events import StepFailed as StepFailed
-from fsaga.events import StepRetrying as StepRetrying
-from fsaga.events import StepStarted as StepStarted
-from fsaga.interpreter.protocol import AsyncInterpreterProtocol as AsyncInterpreterProtocol
-from fsaga.interpreter.protocol import Effect as Effect
-from fsaga.interpreter.protocol import Interpreter as Interpreter
-from fsaga.interpreter.protocol import Perform as Perform
-from fsaga.interpreter.sync import SyncInterpreter as SyncInterpreter
-from fsaga.outcome import CompensationFailure as CompensationFailure
-from fsaga.outcome import Failure as Failure
-from fsaga.outcome import Outcome as Outcome
-from fsaga.outcome import PartialFailure as PartialFailure
-from fsaga.outcome import SagaFailed as SagaFailed
-from fsaga.outcome import Success as Success
 from fsaga.policy import Retry as Retry
 from fsaga.policy import RetryOn as RetryOn
 from fsaga.saga import Saga as Saga
@@ -56,11 +33,36 @@ from fsaga.saga import sequence as sequence
 from fsaga.saga import step as step
 from fsaga.saga import traverse as traverse
 
-# The async interpreter, and anyio beneath it, load on first use: code that runs sagas only with
-# `SyncInterpreter` never pays for them. Type checkers see plain re-exports.
+# What building a saga does not need loads on first use: the engine with `SyncInterpreter`,
+# anyio with `AsyncInterpreter` (code that runs sagas only with `SyncInterpreter` never pays for
+# it), the outcomes, the events and the interpreter protocols with their names. Type checkers
+# see plain re-exports.
 if TYPE_CHECKING:
+    from fsaga.events import CompensationCompleted as CompensationCompleted
+    from fsaga.events import CompensationFailed as CompensationFailed
+    from fsaga.events import CompensationRetrying as CompensationRetrying
+    from fsaga.events import CompensationStarted as CompensationStarted
+    from fsaga.events import Event as Event
+    from fsaga.events import Listener as Listener
+    from fsaga.events import SagaFinished as SagaFinished
+    from fsaga.events import SagaStarted as SagaStarted
+    from fsaga.events import StepCompleted as StepCompleted
+    from fsaga.events import StepFailed as StepFailed
+    from fsaga.events import StepRetrying as StepRetrying
+    from fsaga.events import StepStarted as StepStarted
     from fsaga.interpreter.asynchronous import AsyncInterpreter as AsyncInterpreter
     from fsaga.interpreter.asynchronous import in_worker_thread as in_worker_thread
+    from fsaga.interpreter.protocol import AsyncInterpreterProtocol as AsyncInterpreterProtocol
+    from fsaga.interpreter.protocol import Effect as Effect
+    from fsaga.interpreter.protocol import Interpreter as Interpreter
+    from fsaga.interpreter.protocol import Perform as Perform
+    from fsaga.interpreter.sync import SyncInterpreter as SyncInterpreter
+    from fsaga.outcome import CompensationFailure as CompensationFailure
+    from fsaga.outcome import Failure as Failure
+    from fsaga.outcome import Outcome as Outcome
+    from fsaga.outcome import PartialFailure as PartialFailure
+    from fsaga.outcome import SagaFailed as SagaFailed
+    from fsaga.outcome import Success as Success
 else:
     __getattr__, __dir__ = _lazy.lazy_exports(
         __name__,
@@ -68,6 +70,29 @@ else:
         {
             "AsyncInterpreter": "fsaga.interpreter.asynchronous",
             "in_worker_thread": "fsaga.interpreter.asynchronous",
+            "SyncInterpreter": "fsaga.interpreter.sync",
+            "CompensationCompleted": "fsaga.events",
+            "CompensationFailed": "fsaga.events",
+            "CompensationRetrying": "fsaga.events",
+            "CompensationStarted": "fsaga.events",
+            "Event": "fsaga.events",
+            "Listener": "fsaga.events",
+            "SagaFinished": "fsaga.events",
+            "SagaStarted": "fsaga.events",
+            "StepCompleted": "fsaga.events",
+            "StepFailed": "fsaga.events",
+            "StepRetrying": "fsaga.events",
+            "StepStarted": "fsaga.events",
+            "AsyncInterpreterProtocol": "fsaga.interpreter.protocol",
+            "Effect": "fsaga.interpreter.protocol",
+            "Interpreter": "fsaga.interpreter.protocol",
+            "Perform": "fsaga.interpreter.protocol",
+            "CompensationFailure": "fsaga.outcome",
+            "Failure": "fsaga.outcome",
+            "Outcome": "fsaga.outcome",
+            "PartialFailure": "fsaga.outcome",
+            "SagaFailed": "fsaga.outcome",
+            "Success": "fsaga.outcome",
         },
     )
 

@@ -70,13 +70,16 @@ _KIND_OF: Final[dict[Stage, CallKind]] = {
     "wait": "sleep",
     "undo-wait": "sleep",
     "stretch": "stretch",
+    "undo-stretch": "undo-stretch",
 }
 """The stages a call is handed out in, and the kind of call each one is."""
 
 _FORWARD: Final = frozenset[Stage]({"attempt", "after-unknown", "wait", "stretch"})
 """Stages of the forward run: an error reported in one of them fails that attempt of a step."""
 
-_UNDO: Final = frozenset[Stage]({"resolving", "compensation", "unknown", "undo-wait"})
+_UNDO: Final = frozenset[Stage](
+    {"resolving", "compensation", "unknown", "undo-wait", "undo-stretch"}
+)
 """Stages of the undo, which is never cancelled."""
 
 _REPORTED: Final = frozenset[Stage]({"settled", "completed", "outcome-unknown"})
@@ -269,6 +272,8 @@ class EngineProtocol(RuleBasedStateMachine):
             hand_out = data.draw(st.sampled_from(held), label="call")
             if hand_out.stage == "stretch":
                 self._report_a_stretch(data, hand_out)
+            elif hand_out.stage == "undo-stretch":
+                self._report_an_undo_stretch(data, hand_out)
             else:
                 self._report_a_call(data, hand_out)
         elif move == "cancel":
@@ -338,6 +343,25 @@ class EngineProtocol(RuleBasedStateMachine):
             # It stopped at a step that returned something not plain: a `returns` container.
             returned = _PLAIN_RESULTS.map(ReturnsSuccess) | _RETURNED_FAILURES
             self._succeed(hand_out, data.draw(returned, label="result"))
+
+    def _report_an_undo_stretch(self, data: st.DataObject, hand_out: HandOut) -> None:
+        """Run some of an undo-stretch's compensations with plain results, then report where it
+        stopped."""
+        stretch = hand_out.call.stretch
+        assert stretch is not None
+        assert not stretch.undone, "an undo-stretch handed out with results already"
+        size = len(stretch.undo_order)
+        ran = data.draw(st.integers(0, size), label="compensations that returned plain values")
+        stretch.undone.extend(data.draw(_PLAIN_RESULTS) for _ in range(ran))
+        report = data.draw(st.sampled_from(("succeed", "fail", "interrupt")), label="report")
+        if report == "interrupt":
+            self._interrupt(hand_out, started=data.draw(st.booleans(), label="started"))
+        elif ran == size:
+            self._succeed(hand_out, None)  # every compensation ran
+        elif report == "fail":
+            self._fail(hand_out, data.draw(_ERRORS, label="error"))
+        else:
+            self._succeed(hand_out, data.draw(_RETURNED_FAILURES, label="result"))
 
     # -- reports the protocol allows ----------------------------------------------------------
 
@@ -440,6 +464,9 @@ class EngineProtocol(RuleBasedStateMachine):
         stage = call.stage
         if stage == "stretch":
             assert "a stretch has no deadline" in self._refused("expire", call)
+        elif stage == "undo-stretch":
+            assert "a stretch has no deadline" in self._refused("expire", call)
+            assert "only forward work" in self._refused("cancel", call)
         else:
             assert "only forward work" in self._refused("cancel", call)
         assert call.stage == stage
@@ -495,7 +522,10 @@ class EngineProtocol(RuleBasedStateMachine):
             if self.run.held:
                 hand_out = self.run.held[0]
                 stretch = hand_out.call.stretch
-                if stretch is not None:
+                if hand_out.stage == "undo-stretch":
+                    assert stretch is not None
+                    stretch.undone.extend(0 for _ in stretch.undo_order)
+                elif stretch is not None:
                     stretch.results.extend(0 for _ in stretch.nodes)
                 self._succeed(hand_out, 0)
             else:

@@ -312,6 +312,45 @@ def test_sync_runs_load_neither_the_async_interpreter_nor_anyio_nor_returns() ->
     assert report == {"before": [], "after": []}
 
 
+# What building sagas never needs: `import fsaga` and building one leave the engine, the
+# interpreters, the outcomes and the events for the first run (or the first use of their names).
+RUNTIME_MODULES = [
+    "fsaga.events",
+    "fsaga.interpreter._engine",
+    "fsaga.interpreter.asynchronous",
+    "fsaga.interpreter.sync",
+    "fsaga.outcome",
+    "logging",
+]
+
+
+def test_importing_fsaga_and_building_sagas_load_no_interpreter() -> None:
+    code = (
+        "import sys\n"
+        "import fsaga\n"
+        "saga = fsaga.step(lambda: 1, lambda _: None).then(fsaga.step(lambda: 2))\n"
+        "saga = fsaga.par(saga, fsaga.pure(3)).map(lambda pair: pair[0])\n"
+        f"print(sorted(name for name in {RUNTIME_MODULES!r} if name in sys.modules))\n"
+        "from fsaga import SyncInterpreter, Success, StepStarted\n"
+        "assert saga.run(SyncInterpreter()) == Success(2)\n"
+        "from fsaga.interpreter import sync\n"
+        "assert fsaga.SyncInterpreter is sync.SyncInterpreter\n"
+        "assert fsaga.interpreter.SyncInterpreter is sync.SyncInterpreter\n"
+        f"print(sorted(name for name in {RUNTIME_MODULES!r} if name in sys.modules))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-B", "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=PACKAGE_ROOT.parent,
+    )
+    assert completed.returncode == 0, completed.stderr
+    before, after = completed.stdout.splitlines()
+    assert before == "[]"
+    assert after == str(sorted(set(RUNTIME_MODULES) - {"fsaga.interpreter.asynchronous"}))
+
+
 @pytest.mark.parametrize(
     "first_use",
     [

@@ -13,6 +13,7 @@ the sync interpreter, and interrupts in actions and compensations.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -519,6 +520,31 @@ def test_a_chain_of_plain_steps_is_one_stretch_made_once_per_saga_value() -> Non
     assert isinstance(plan[0].stretch, Stretch)
     assert plan_of(saga) is plan
     assert list(_kinds(saga)) == ["stretch"]
+
+
+@pytest.mark.parametrize("fault", [None, "raise", "unknown", "returns-failure", "interrupt"])
+def test_a_saga_that_is_one_stretch_makes_an_engine_only_when_one_must_decide(
+    monkeypatch: pytest.MonkeyPatch, fault: Fault | None
+) -> None:
+    """Success, and a plain failure undone by plain compensations, run with no engine; an
+    unknown outcome, a result that is not plain or an interrupt make one."""
+    made: list[object] = []
+    init = Engine.__init__
+
+    def counting(engine: Engine[object], *args: Any, **kwargs: Any) -> None:
+        made.append(engine)
+        init(engine, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "__init__", counting)
+    effects = Effects({} if fault is None else {3: fault}, {}, asynchronous_allowed=False)
+    with contextlib.suppress(KeyboardInterrupt):
+        _chain(4, effects).run(SyncInterpreter())
+    assert len(made) == (0 if fault in (None, "raise") else 1)
+    straight = Engine.straight(_chain(4, effects), EngineSettings(), "sync")
+    assert straight is not None
+    assert Engine.straight(_chain(4, effects), EngineSettings(run_timeout=5.0), "sync") is None
+    listening = EngineSettings(listeners=(lambda _: None,))
+    assert Engine.straight(_chain(4, effects), listening, "sync") is None
 
 
 def test_a_listener_a_deadline_or_a_step_timeout_takes_the_general_path() -> None:

@@ -16,13 +16,14 @@ from fsaga.interpreter.protocol import Interpreter as Interpreter
 from fsaga.interpreter.protocol import Perform as Perform
 from fsaga.interpreter.settings import BranchFailurePolicy as BranchFailurePolicy
 from fsaga.interpreter.settings import CompensationPolicy as CompensationPolicy
-from fsaga.interpreter.sync import SyncInterpreter as SyncInterpreter
 
-# The async interpreter, and anyio beneath it, load on first use: code that runs sagas only with
-# `SyncInterpreter` never pays for them. Type checkers see plain re-exports.
+# The interpreters load on first use: the engine with `SyncInterpreter`, anyio with
+# `AsyncInterpreter`, so building sagas costs neither, and code that runs sagas only with
+# `SyncInterpreter` never pays for anyio. Type checkers see plain re-exports.
 if TYPE_CHECKING:
     from fsaga.interpreter.asynchronous import AsyncInterpreter as AsyncInterpreter
     from fsaga.interpreter.asynchronous import in_worker_thread as in_worker_thread
+    from fsaga.interpreter.sync import SyncInterpreter as SyncInterpreter
 else:
     __getattr__, __dir__ = _lazy.lazy_exports(
         __name__,
@@ -30,6 +31,8 @@ else:
         {
             "AsyncInterpreter": "fsaga.interpreter.asynchronous",
             "in_worker_thread": "fsaga.interpreter.asynchronous",
+            "SyncInterpreter": "fsaga.interpreter.sync",
+            "sync": "fsaga.interpreter.sync",
             "asynchronous": "fsaga.interpreter.asynchronous",
         },
     )
