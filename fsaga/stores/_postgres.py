@@ -183,11 +183,11 @@ def create_tables(tables: Tables) -> Operation[Query, Rows, None]:
         (tables.name,),
     )
     present = yield Query(
-        sql.SQL("SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s"),
-        (tables.schema, tables.name),
+        sql.SQL("SELECT to_regclass(%s) IS NOT NULL"), (f'"{tables.schema}"."{tables.name}"',)
     )
+    exists = present.rows[0][0]
     if not registered.rows:
-        if present.rows:
+        if exists:
             raise StoreError(
                 tables.name,
                 f"{tables.where} has a table {tables.name!r} that is not an fsaga store; give "
@@ -209,7 +209,7 @@ def create_tables(tables: Tables) -> Operation[Query, Rows, None]:
         )
         return
     check_registration(tables, registered.rows[0])
-    if not present.rows:
+    if not exists:
         raise StoreError(
             tables.name,
             f"store {tables.name!r} in {tables.where} is registered, but its table is missing",
