@@ -331,9 +331,11 @@ def forget_writes(keys: Keys, saga_id: str, *, check: bool) -> Operation[Request
 
 
 def write(
-    keys: Keys, key: object, write_id: str | None, decide: Decide
+    keys: Keys, key: object, write_id: str | None, decide: Decide, *, check: bool
 ) -> Operation[Request, object, Written]:
-    """Read, decide and apply, again from the read while something changes in between."""
+    """Read, decide and apply, again from the read while something changes in between; with
+    `check`, register the store first, or check its registration."""
+    yield from registered(keys, check=check)
     text = str(key)
     while True:
         answer = yield from read(keys, text, write_id)

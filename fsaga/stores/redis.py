@@ -66,6 +66,7 @@ _V = TypeVar("_V")
 _T = TypeVar("_T")
 
 _UNAVAILABLE: Final = (
+    redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
     redis.exceptions.ReadOnlyError,
@@ -99,7 +100,7 @@ def _translated(name: str, error: redis.exceptions.RedisError) -> StoreError:
     message = f"store {name!r}: {type(error).__name__}: {error}"
     if isinstance(error, _NOT_UNAVAILABLE):
         return StoreError(name, message)
-    if isinstance(error, redis.exceptions.ConnectionError | _UNAVAILABLE):
+    if isinstance(error, _UNAVAILABLE):
         return StoreUnavailableError(name, message)
     return StoreError(name, message)
 
@@ -296,7 +297,7 @@ class RedisStore(Generic[_K, _V]):
     # -- running operations -------------------------------------------------------------------
 
     def _write(self, key: object, write_id: str | None, decide: Decide) -> Written:
-        return self._run(_redis.write(self._where, key, write_id, decide))
+        return self._run(_redis.write(self._where, key, write_id, decide, check=not self._checked))
 
     def _run(self, operation: Operation[Request, object, _T]) -> _T:
         if self._closed:
@@ -502,7 +503,9 @@ class AsyncRedisStore(Generic[_K, _V]):
     # -- running operations -------------------------------------------------------------------
 
     async def _write(self, key: object, write_id: str | None, decide: Decide) -> Written:
-        return await self._run(_redis.write(self._where, key, write_id, decide))
+        return await self._run(
+            _redis.write(self._where, key, write_id, decide, check=not self._checked)
+        )
 
     async def _run(self, operation: Operation[Request, object, _T]) -> _T:
         if self._closed:
