@@ -861,7 +861,11 @@ class Databases:
         if self._pool is None:
             assert self.postgres is not None
             conninfo = f"{self.postgres.dsn} options='-c synchronous_commit=off'"
-            self._pool = psycopg_pool.ConnectionPool(conninfo, min_size=1, max_size=4, open=True)
+            self._pool = psycopg_pool.ConnectionPool(conninfo, min_size=2, max_size=2, open=True)
+            # A pool opens its connections in a thread of its own, drawing random numbers as
+            # it does: let it finish before hypothesis draws again (it checks that nothing
+            # else used `random`). A pool of a fixed size opens no more.
+            self._pool.wait()
         return self._pool
 
     @property
