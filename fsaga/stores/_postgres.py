@@ -119,11 +119,18 @@ def translated(tables: Tables, error: Exception) -> Exception:
     another attempt may get past (the server unreachable or shutting down, a lock not granted
     in time, a serialization failure), `StoreError` otherwise."""
     name = tables.name
-    if isinstance(error, errors.UndefinedTable | errors.InvalidSchemaName):
-        return StoreError(name, _not_created(tables, error))
+    said = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, errors.InvalidSchemaName):
+        return StoreError(
+            name,
+            f"store {name!r}: {tables.where} does not exist: create it first (CREATE SCHEMA), "
+            "or give the store another schema",
+        )
+    if isinstance(error, errors.UndefinedTable):
+        return StoreError(name, _not_created(tables, said))
     if isinstance(error, psycopg.OperationalError):
-        return StoreUnavailableError(name, f"store {name!r}: {error}")
-    return StoreError(name, f"store {name!r}: {error}")
+        return StoreUnavailableError(name, f"store {name!r}: {said}")
+    return StoreError(name, f"store {name!r}: {said}")
 
 
 def _not_created(tables: Tables, cause: object) -> str:

@@ -8,13 +8,22 @@ only reads and applies. A decision is a `Write` (what the key becomes and what t
 the `Change` a write id recorded earlier (a write asked for again), or ``None`` (nothing to do).
 
 Values stay encoded (the codec's bytes) from the read to the write: a state is a `RawState`.
+`put_plan`, `delete_plan`, `update_plan` and `undo_plan` turn a store method's arguments into
+the decision and, for the first three, into what the method returns; `KeyCodec` checks keys
+and encodes values. Each store writes its operations once, as generators (`Operation`), which
+`drive` runs over a sync client and an `async` loop of the same shape over an async one;
+`shielded` keeps an async operation, once started, from being cut off halfway.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+import contextlib
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Final, Generic, Literal, TypeAlias, TypeVar, cast, final
+
+import anyio
 
 from fsaga.journal.codec import Codec, CodecError
 from fsaga.stores.errors import MissingKeyError, StoreError
@@ -35,6 +44,7 @@ __all__ = [
     "Decision",
     "KeyCodec",
     "Operation",
+    "Planned",
     "RawState",
     "Receipt",
     "Write",
@@ -43,8 +53,13 @@ __all__ = [
     "decide_put",
     "decide_undo",
     "decide_update",
+    "delete_plan",
     "drive",
+    "put_plan",
+    "shielded",
     "typed_change",
+    "undo_plan",
+    "update_plan",
 ]
 
 _V = TypeVar("_V")
@@ -60,6 +75,14 @@ INT64: Final = range(-(2**63), 2**63)
 Operation: TypeAlias = Generator[_Q, _A, _T]
 """A store operation written once for a sync and an async driver: it yields each request to the
 database (`_Q`), is sent the answer (`_A`), and returns its result (`_T`)."""
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Shield what runs inside from cancellation, so an async store's operation, once
+    started, runs to its end (a shielded scope swallows no exception)."""
+    with anyio.CancelScope(shield=True):
+        yield
 
 
 def drive(operation: Operation[_Q, _A, _T], ask: Callable[[_Q], _A]) -> _T:
@@ -331,22 +354,17 @@ class KeyCodec(Generic[_V]):
         """A change with its values decoded."""
         return Change(self.state(key, change.before), self.state(key, change.after))
 
-    def updating(
-        self, key: object, function: Callable[[_V], _V], out: list[_V]
-    ) -> Callable[[bytes], bytes]:
-        """`function` over encoded values; each new value is also appended to `out` (the
-        store returns it as given, not decoded again, as `SqliteStore` does)."""
+    def value(self, key: object, found: Versioned[bytes] | None) -> Versioned[_V] | None:
+        """What `get` returns for `found`."""
+        return None if found is None else Versioned(self.decode(key, found.value), found.version)
 
-        def apply(data: bytes) -> bytes:
-            value = function(self.decode(key, data))
-            out.append(value)
-            return self.encode(key, value)
-
-        return apply
+    def values(self, rows: list[tuple[object, Versioned[bytes]]]) -> dict[object, Versioned[_V]]:
+        """What `snapshot` returns for `rows`."""
+        return {key: Versioned(self.decode(key, data.value), data.version) for key, data in rows}
 
 
 def typed_change(
-    keys: KeyCodec[_V], key: object, written: Written, fresh: Versioned[_V] | None
+    keys: KeyCodec[_V], key: object, written: Written, *, fresh: Versioned[_V] | None
 ) -> Change[_V]:
     """What a put, delete or update did, values decoded. A change its write id recorded
     earlier comes back decoded; a fresh write's new value is the one given (`fresh`, its
@@ -361,3 +379,71 @@ def typed_change(
         assert fresh is not None
         return Change(before, Versioned(fresh.value, after.version))
     return Change(before, after)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Planned(Generic[_V]):
+    """A put, delete or update to make: how it decides once the key is read (`decide`), and
+    what the store returns for what it did (`finish`)."""
+
+    decide: Decide
+    finish: Callable[[Written], Change[_V]]
+
+
+def put_plan(
+    keys: KeyCodec[_V], key: object, value: _V, expected: Expected, write_id: str | None
+) -> Planned[_V]:
+    """`Store.put`: the value is encoded now, so a value the codec refuses writes nothing."""
+    data = keys.encode(key, value)
+
+    def decide(found: RawState, receipt: Receipt | None) -> Decision:
+        return decide_put(keys.store, key, data, expected, write_id, found, receipt)
+
+    return Planned(decide, partial(typed_change, keys, key, fresh=Versioned(value, 0)))
+
+
+def delete_plan(
+    keys: KeyCodec[_V], key: object, expected: Expected, write_id: str | None
+) -> Planned[_V]:
+    """`Store.delete`."""
+
+    def decide(found: RawState, receipt: Receipt | None) -> Decision:
+        return decide_delete(keys.store, key, expected, write_id, found, receipt)
+
+    return Planned(decide, partial(typed_change, keys, key, fresh=None))
+
+
+def update_plan(
+    keys: KeyCodec[_V], key: object, function: Callable[[_V], _V], write_id: str | None
+) -> Planned[_V]:
+    """`Store.update`: `function` runs when the write decides (again, if it decides again),
+    and the value it returned last is the one the store returns."""
+    values: list[_V] = []
+
+    def apply(data: bytes) -> bytes:
+        value = function(keys.decode(key, data))
+        values.append(value)
+        return keys.encode(key, value)
+
+    def decide(found: RawState, receipt: Receipt | None) -> Decision:
+        return decide_update(keys.store, key, apply, write_id, found, receipt)
+
+    def finish(written: Written) -> Change[_V]:
+        return typed_change(keys, key, written, fresh=Versioned(values[-1], 0) if values else None)
+
+    return Planned(decide, finish)
+
+
+def undo_plan(
+    keys: KeyCodec[_V], key: object, change: Change[_V] | None, write_id: str | None
+) -> Decide:
+    """`Store.undo` (it returns nothing)."""
+
+    def encode(value: _V) -> bytes:
+        return keys.encode(key, value)
+
+    def decide(found: RawState, receipt: Receipt | None) -> Decision:
+        return decide_undo(keys.store, key, change, write_id, found, receipt, encode)
+
+    return decide

@@ -31,7 +31,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Final, Generic, Protocol, TypeVar, cast, final, overload
 
-import anyio
 import psycopg
 import psycopg_pool
 from psycopg.pq import TransactionStatus
@@ -43,18 +42,15 @@ from fsaga.stores import _postgres
 from fsaga.stores._postgres import Query, Rows, Tables
 from fsaga.stores._writes import (
     Decide,
-    Decision,
     KeyCodec,
     Operation,
-    RawState,
-    Receipt,
     Written,
-    decide_delete,
-    decide_put,
-    decide_undo,
-    decide_update,
+    delete_plan,
     drive,
-    typed_change,
+    put_plan,
+    shielded,
+    undo_plan,
+    update_plan,
 )
 from fsaga.stores.errors import StoreClosedError, StoreError
 from fsaga.stores.protocol import Change, Expected, Versioned, check_store_name
@@ -157,7 +153,7 @@ class PostgresStore(Generic[_K, _V]):
         "_lock",
         "_lock_timeout_ms",
         "_pool",
-        "_tables",
+        "_where",
     )
 
     @overload
@@ -193,7 +189,7 @@ class PostgresStore(Generic[_K, _V]):
         lock_timeout: float = 5.0,
     ) -> None:
         self._keys: KeyCodec[_V]
-        self._keys, self._tables, self._lock_timeout_ms = _options(
+        self._keys, self._where, self._lock_timeout_ms = _options(
             name, key_type, codec, schema, lock_timeout
         )
         self._conninfo: str | None = None
@@ -221,12 +217,12 @@ class PostgresStore(Generic[_K, _V]):
     @property
     def name(self) -> str:
         """The store's name, which is also its table's."""
-        return self._tables.name
+        return self._where.name
 
     @property
     def schema(self) -> str:
         """The schema of its tables."""
-        return self._tables.schema
+        return self._where.schema
 
     @property
     def closed(self) -> bool:
@@ -263,8 +259,7 @@ class PostgresStore(Generic[_K, _V]):
                 an fsaga store; the store was created with another key type or by a newer
                 fsaga, or its table was dropped.
         """
-        self._run(_postgres.create_tables(self._tables))
-        self._checked = True
+        self._run(_postgres.create_tables(self._where))
         logger.debug("created store %s in schema %s", self.name, self.schema)
 
     def check_key(self, key: object, /) -> None:
@@ -274,86 +269,56 @@ class PostgresStore(Generic[_K, _V]):
     def get(self, key: _K, /) -> Versioned[_V] | None:
         """See `Store.get`."""
         self.check_key(key)
-        found = self._read(_postgres.get(self._tables, key, check=not self._checked))
-        return (
-            None if found is None else Versioned(self._keys.decode(key, found.value), found.version)
-        )
+        return self._keys.value(key, self._run(_postgres.get(self._where, key, check=self._check)))
 
     def put(
         self, key: _K, value: _V, /, *, expected: Expected = None, write_id: str | None = None
     ) -> Change[_V]:
         """See `Store.put`."""
         self.check_key(key)
-        data = self._keys.encode(key, value)
-
-        def decide(found: RawState, receipt: Receipt | None) -> Decision:
-            return decide_put(self.name, key, data, expected, write_id, found, receipt)
-
-        written = self._write(key, write_id, decide)
-        return typed_change(self._keys, key, written, Versioned(value, 0))
+        plan = put_plan(self._keys, key, value, expected, write_id)
+        return plan.finish(self._write(key, write_id, plan.decide))
 
     def delete(
         self, key: _K, /, *, expected: Expected = None, write_id: str | None = None
     ) -> Change[_V]:
         """See `Store.delete`."""
         self.check_key(key)
-
-        def decide(found: RawState, receipt: Receipt | None) -> Decision:
-            return decide_delete(self.name, key, expected, write_id, found, receipt)
-
-        return typed_change(self._keys, key, self._write(key, write_id, decide), None)
+        plan = delete_plan(self._keys, key, expected, write_id)
+        return plan.finish(self._write(key, write_id, plan.decide))
 
     def update(
         self, key: _K, function: Callable[[_V], _V], /, *, write_id: str | None = None
     ) -> Change[_V]:
         """See `Store.update`; `function` runs inside the write transaction."""
         self.check_key(key)
-        values: list[_V] = []
-        apply = self._keys.updating(key, function, values)
-
-        def decide(found: RawState, receipt: Receipt | None) -> Decision:
-            return decide_update(self.name, key, apply, write_id, found, receipt)
-
-        written = self._write(key, write_id, decide)
-        return typed_change(self._keys, key, written, Versioned(values[-1], 0) if values else None)
+        plan = update_plan(self._keys, key, function, write_id)
+        return plan.finish(self._write(key, write_id, plan.decide))
 
     def undo(self, key: _K, change: Change[_V] | None, /, *, write_id: str | None = None) -> None:
         """See `Store.undo`."""
         self.check_key(key)
-        encode = self._keys.encode
-
-        def decide(found: RawState, receipt: Receipt | None) -> Decision:
-            return decide_undo(
-                self.name, key, change, write_id, found, receipt, lambda value: encode(key, value)
-            )
-
-        self._write(key, write_id, decide)
+        self._write(key, write_id, undo_plan(self._keys, key, change, write_id))
 
     def snapshot(self) -> dict[_K, Versioned[_V]]:
         """Every key and its versioned value, in key order."""
-        rows = self._read(_postgres.snapshot(self._tables, check=not self._checked))
-        return {
-            cast(_K, key): Versioned(self._keys.decode(key, data.value), data.version)
-            for key, data in rows
-        }
+        rows = self._run(_postgres.snapshot(self._where, check=self._check))
+        return cast(dict[_K, Versioned[_V]], self._keys.values(rows))
 
     def forget_writes(self, saga_id: str) -> int:
         """Drop the write ids recorded for `saga_id`'s steps (those starting ``saga_id/``), once
         the saga has finished and will not be recovered again; the number dropped."""
-        return self._read(_postgres.forget_writes(self._tables, saga_id, check=not self._checked))
+        return self._run(_postgres.forget_writes(self._where, saga_id, check=self._check))
 
     # -- running operations -------------------------------------------------------------------
 
-    def _write(self, key: object, write_id: str | None, decide: Decide) -> Written:
-        operation = _postgres.write(self._tables, key, write_id, decide, self._lock_timeout_ms)
-        written = self._run(operation)
-        self._checked = True
-        return written
+    @property
+    def _check(self) -> bool:
+        """Whether a read checks the store's registration first (the first call does)."""
+        return not self._checked
 
-    def _read(self, operation: Operation[Query, Rows, _T]) -> _T:
-        result = self._run(operation)
-        self._checked = True
-        return result
+    def _write(self, key: object, write_id: str | None, decide: Decide) -> Written:
+        return self._run(_postgres.write(self._where, key, write_id, decide, self._lock_timeout_ms))
 
     def _run(self, operation: Operation[Query, Rows, _T]) -> _T:
         try:
@@ -368,9 +333,11 @@ class PostgresStore(Generic[_K, _V]):
                     rows = cursor.fetchall() if cursor.description is not None else []
                     return Rows(rows, cursor.rowcount)
 
-                return drive(operation, ask)
+                result = drive(operation, ask)
+                self._checked = True  # the operation checked the store's registration
+                return result
         except psycopg.Error as error:
-            raise _postgres.translated(self._tables, error) from error
+            raise _postgres.translated(self._where, error) from error
 
     @contextlib.contextmanager
     def _connected(self) -> Iterator[psycopg.Connection[object]]:
@@ -427,7 +394,7 @@ class AsyncPostgresStore(Generic[_K, _V]):
         "_lock_timeout_ms",
         "_loop",
         "_pool",
-        "_tables",
+        "_where",
     )
 
     @overload
@@ -463,7 +430,7 @@ class AsyncPostgresStore(Generic[_K, _V]):
         lock_timeout: float = 5.0,
     ) -> None:
         self._keys: KeyCodec[_V]
-        self._keys, self._tables, self._lock_timeout_ms = _options(
+        self._keys, self._where, self._lock_timeout_ms = _options(
             name, key_type, codec, schema, lock_timeout
         )
         self._conninfo: str | None = None
@@ -492,12 +459,12 @@ class AsyncPostgresStore(Generic[_K, _V]):
     @property
     def name(self) -> str:
         """The store's name, which is also its table's."""
-        return self._tables.name
+        return self._where.name
 
     @property
     def schema(self) -> str:
         """The schema of its tables."""
-        return self._tables.schema
+        return self._where.schema
 
     @property
     def closed(self) -> bool:
@@ -524,8 +491,7 @@ class AsyncPostgresStore(Generic[_K, _V]):
 
     async def create_tables(self) -> None:
         """See `PostgresStore.create_tables`."""
-        await self._run(_postgres.create_tables(self._tables))
-        self._checked = True
+        await self._run(_postgres.create_tables(self._where))
 
     def check_key(self, key: object, /) -> None:
         """Keys are all of the store's `key_type`; an int key must fit in 64 bits."""
@@ -534,9 +500,8 @@ class AsyncPostgresStore(Generic[_K, _V]):
     async def get(self, key: _K, /) -> Versioned[_V] | None:
         """See `Store.get`."""
         self.check_key(key)
-        found = await self._read(_postgres.get(self._tables, key, check=not self._checked))
-        return (
-            None if found is None else Versioned(self._keys.decode(key, found.value), found.version)
+        return self._keys.value(
+            key, await self._run(_postgres.get(self._where, key, check=self._check))
         )
 
     async def put(
@@ -544,85 +509,59 @@ class AsyncPostgresStore(Generic[_K, _V]):
     ) -> Change[_V]:
         """See `Store.put`."""
         self.check_key(key)
-        data = self._keys.encode(key, value)
-
-        def decide(found: RawState, receipt: Receipt | None) -> Decision:
-            return decide_put(self.name, key, data, expected, write_id, found, receipt)
-
-        written = await self._write(key, write_id, decide)
-        return typed_change(self._keys, key, written, Versioned(value, 0))
+        plan = put_plan(self._keys, key, value, expected, write_id)
+        return plan.finish(await self._write(key, write_id, plan.decide))
 
     async def delete(
         self, key: _K, /, *, expected: Expected = None, write_id: str | None = None
     ) -> Change[_V]:
         """See `Store.delete`."""
         self.check_key(key)
-
-        def decide(found: RawState, receipt: Receipt | None) -> Decision:
-            return decide_delete(self.name, key, expected, write_id, found, receipt)
-
-        return typed_change(self._keys, key, await self._write(key, write_id, decide), None)
+        plan = delete_plan(self._keys, key, expected, write_id)
+        return plan.finish(await self._write(key, write_id, plan.decide))
 
     async def update(
         self, key: _K, function: Callable[[_V], _V], /, *, write_id: str | None = None
     ) -> Change[_V]:
         """See `Store.update`; `function` runs inside the write transaction."""
         self.check_key(key)
-        values: list[_V] = []
-        apply = self._keys.updating(key, function, values)
-
-        def decide(found: RawState, receipt: Receipt | None) -> Decision:
-            return decide_update(self.name, key, apply, write_id, found, receipt)
-
-        written = await self._write(key, write_id, decide)
-        return typed_change(self._keys, key, written, Versioned(values[-1], 0) if values else None)
+        plan = update_plan(self._keys, key, function, write_id)
+        return plan.finish(await self._write(key, write_id, plan.decide))
 
     async def undo(
         self, key: _K, change: Change[_V] | None, /, *, write_id: str | None = None
     ) -> None:
         """See `Store.undo`."""
         self.check_key(key)
-        encode = self._keys.encode
-
-        def decide(found: RawState, receipt: Receipt | None) -> Decision:
-            return decide_undo(
-                self.name, key, change, write_id, found, receipt, lambda value: encode(key, value)
-            )
-
-        await self._write(key, write_id, decide)
+        await self._write(key, write_id, undo_plan(self._keys, key, change, write_id))
 
     async def snapshot(self) -> dict[_K, Versioned[_V]]:
         """See `PostgresStore.snapshot`."""
-        rows = await self._read(_postgres.snapshot(self._tables, check=not self._checked))
-        return {
-            cast(_K, key): Versioned(self._keys.decode(key, data.value), data.version)
-            for key, data in rows
-        }
+        rows = await self._run(_postgres.snapshot(self._where, check=self._check))
+        return cast(dict[_K, Versioned[_V]], self._keys.values(rows))
 
     async def forget_writes(self, saga_id: str) -> int:
         """See `PostgresStore.forget_writes`."""
-        operation = _postgres.forget_writes(self._tables, saga_id, check=not self._checked)
-        return await self._read(operation)
+        return await self._run(_postgres.forget_writes(self._where, saga_id, check=self._check))
 
     # -- running operations -------------------------------------------------------------------
 
-    async def _write(self, key: object, write_id: str | None, decide: Decide) -> Written:
-        operation = _postgres.write(self._tables, key, write_id, decide, self._lock_timeout_ms)
-        written = await self._run(operation)
-        self._checked = True
-        return written
+    @property
+    def _check(self) -> bool:
+        """Whether a read checks the store's registration first (the first call does)."""
+        return not self._checked
 
-    async def _read(self, operation: Operation[Query, Rows, _T]) -> _T:
-        result = await self._run(operation)
-        self._checked = True
-        return result
+    async def _write(self, key: object, write_id: str | None, decide: Decide) -> Written:
+        return await self._run(
+            _postgres.write(self._where, key, write_id, decide, self._lock_timeout_ms)
+        )
 
     async def _run(self, operation: Operation[Query, Rows, _T]) -> _T:
         try:
             async with self._connected() as connection:
                 # Shielded: a transaction cut off halfway would leave the connection unusable,
                 # and the outcome of a commit unknown.
-                with _shielded():
+                with shielded():
                     async with (
                         connection.transaction(),
                         connection.cursor(row_factory=tuple_row) as cursor,
@@ -634,10 +573,11 @@ class AsyncPostgresStore(Generic[_K, _V]):
                                 rows = await cursor.fetchall() if cursor.description else []
                                 request = operation.send(Rows(rows, cursor.rowcount))
                         except StopIteration as done:
+                            self._checked = True  # it checked the store's registration
                             result: _T = done.value
                             return result
         except psycopg.Error as error:
-            raise _postgres.translated(self._tables, error) from error
+            raise _postgres.translated(self._where, error) from error
 
     @contextlib.asynccontextmanager
     async def _connected(self) -> AsyncIterator[psycopg.AsyncConnection[object]]:
@@ -667,13 +607,6 @@ class AsyncPostgresStore(Generic[_K, _V]):
             assert connection is not None
             _check_idle(self.name, connection.closed, connection.info.transaction_status)
             yield connection
-
-
-@contextlib.contextmanager
-def _shielded() -> Iterator[None]:
-    """Shield what runs inside from cancellation (a shielded scope swallows no exception)."""
-    with anyio.CancelScope(shield=True):
-        yield
 
 
 def _running_loop(store: str) -> asyncio.AbstractEventLoop:

@@ -30,7 +30,6 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Final, Generic, TypeVar, cast, final, overload
 
-import anyio
 import redis
 import redis.asyncio
 import redis.exceptions
@@ -41,18 +40,15 @@ from fsaga.stores import _redis
 from fsaga.stores._redis import Keys, Request, Run
 from fsaga.stores._writes import (
     Decide,
-    Decision,
     KeyCodec,
     Operation,
-    RawState,
-    Receipt,
     Written,
-    decide_delete,
-    decide_put,
-    decide_undo,
-    decide_update,
+    delete_plan,
     drive,
-    typed_change,
+    put_plan,
+    shielded,
+    undo_plan,
+    update_plan,
 )
 from fsaga.stores.errors import StoreClosedError, StoreError, StoreUnavailableError
 from fsaga.stores.protocol import Change, Expected, Versioned, check_store_name
@@ -224,35 +220,23 @@ class RedisStore(Generic[_K, _V]):
     def get(self, key: _K, /) -> Versioned[_V] | None:
         """See `Store.get`."""
         self.check_key(key)
-        found = self._run(_redis.get(self._where, key, check=not self._checked))
-        return (
-            None if found is None else Versioned(self._keys.decode(key, found.value), found.version)
-        )
+        return self._keys.value(key, self._run(_redis.get(self._where, key, check=self._check)))
 
     def put(
         self, key: _K, value: _V, /, *, expected: Expected = None, write_id: str | None = None
     ) -> Change[_V]:
         """See `Store.put`."""
         self.check_key(key)
-        data = self._keys.encode(key, value)
-
-        def decide(found: RawState, receipt: Receipt | None) -> Decision:
-            return decide_put(self.name, key, data, expected, write_id, found, receipt)
-
-        return typed_change(
-            self._keys, key, self._write(key, write_id, decide), Versioned(value, 0)
-        )
+        plan = put_plan(self._keys, key, value, expected, write_id)
+        return plan.finish(self._write(key, write_id, plan.decide))
 
     def delete(
         self, key: _K, /, *, expected: Expected = None, write_id: str | None = None
     ) -> Change[_V]:
         """See `Store.delete`."""
         self.check_key(key)
-
-        def decide(found: RawState, receipt: Receipt | None) -> Decision:
-            return decide_delete(self.name, key, expected, write_id, found, receipt)
-
-        return typed_change(self._keys, key, self._write(key, write_id, decide), None)
+        plan = delete_plan(self._keys, key, expected, write_id)
+        return plan.finish(self._write(key, write_id, plan.decide))
 
     def update(
         self, key: _K, function: Callable[[_V], _V], /, *, write_id: str | None = None
@@ -260,44 +244,34 @@ class RedisStore(Generic[_K, _V]):
         """See `Store.update`. `function` runs between the read and the compare-and-set, and
         again when another writer changed the key in between."""
         self.check_key(key)
-        values: list[_V] = []
-        apply = self._keys.updating(key, function, values)
-
-        def decide(found: RawState, receipt: Receipt | None) -> Decision:
-            return decide_update(self.name, key, apply, write_id, found, receipt)
-
-        written = self._write(key, write_id, decide)
-        return typed_change(self._keys, key, written, Versioned(values[-1], 0) if values else None)
+        plan = update_plan(self._keys, key, function, write_id)
+        return plan.finish(self._write(key, write_id, plan.decide))
 
     def undo(self, key: _K, change: Change[_V] | None, /, *, write_id: str | None = None) -> None:
         """See `Store.undo`."""
         self.check_key(key)
-        encode = self._keys.encode
-
-        def decide(found: RawState, receipt: Receipt | None) -> Decision:
-            return decide_undo(
-                self.name, key, change, write_id, found, receipt, lambda value: encode(key, value)
-            )
-
-        self._write(key, write_id, decide)
+        self._write(key, write_id, undo_plan(self._keys, key, change, write_id))
 
     def snapshot(self) -> dict[_K, Versioned[_V]]:
         """Every key and its versioned value, in key order."""
-        rows = self._run(_redis.snapshot(self._where, check=not self._checked))
-        return {
-            cast(_K, key): Versioned(self._keys.decode(key, data.value), data.version)
-            for key, data in rows
-        }
+        rows = self._run(_redis.snapshot(self._where, check=self._check))
+        return cast(dict[_K, Versioned[_V]], self._keys.values(rows))
 
     def forget_writes(self, saga_id: str) -> int:
         """Drop the write ids recorded for `saga_id`'s steps (those starting ``saga_id/``), once
         the saga has finished and will not be recovered again; the number dropped."""
-        return self._run(_redis.forget_writes(self._where, saga_id, check=not self._checked))
+        return self._run(_redis.forget_writes(self._where, saga_id, check=self._check))
 
     # -- running operations -------------------------------------------------------------------
 
+    @property
+    def _check(self) -> bool:
+        """Whether a call registers the store, or checks its registration, first (the first
+        call does)."""
+        return not self._checked
+
     def _write(self, key: object, write_id: str | None, decide: Decide) -> Written:
-        return self._run(_redis.write(self._where, key, write_id, decide, check=not self._checked))
+        return self._run(_redis.write(self._where, key, write_id, decide, check=self._check))
 
     def _run(self, operation: Operation[Request, object, _T]) -> _T:
         if self._closed:
@@ -431,9 +405,8 @@ class AsyncRedisStore(Generic[_K, _V]):
     async def get(self, key: _K, /) -> Versioned[_V] | None:
         """See `Store.get`."""
         self.check_key(key)
-        found = await self._run(_redis.get(self._where, key, check=not self._checked))
-        return (
-            None if found is None else Versioned(self._keys.decode(key, found.value), found.version)
+        return self._keys.value(
+            key, await self._run(_redis.get(self._where, key, check=self._check))
         )
 
     async def put(
@@ -441,77 +414,57 @@ class AsyncRedisStore(Generic[_K, _V]):
     ) -> Change[_V]:
         """See `Store.put`."""
         self.check_key(key)
-        data = self._keys.encode(key, value)
-
-        def decide(found: RawState, receipt: Receipt | None) -> Decision:
-            return decide_put(self.name, key, data, expected, write_id, found, receipt)
-
-        written = await self._write(key, write_id, decide)
-        return typed_change(self._keys, key, written, Versioned(value, 0))
+        plan = put_plan(self._keys, key, value, expected, write_id)
+        return plan.finish(await self._write(key, write_id, plan.decide))
 
     async def delete(
         self, key: _K, /, *, expected: Expected = None, write_id: str | None = None
     ) -> Change[_V]:
         """See `Store.delete`."""
         self.check_key(key)
-
-        def decide(found: RawState, receipt: Receipt | None) -> Decision:
-            return decide_delete(self.name, key, expected, write_id, found, receipt)
-
-        return typed_change(self._keys, key, await self._write(key, write_id, decide), None)
+        plan = delete_plan(self._keys, key, expected, write_id)
+        return plan.finish(await self._write(key, write_id, plan.decide))
 
     async def update(
         self, key: _K, function: Callable[[_V], _V], /, *, write_id: str | None = None
     ) -> Change[_V]:
         """See `RedisStore.update`."""
         self.check_key(key)
-        values: list[_V] = []
-        apply = self._keys.updating(key, function, values)
-
-        def decide(found: RawState, receipt: Receipt | None) -> Decision:
-            return decide_update(self.name, key, apply, write_id, found, receipt)
-
-        written = await self._write(key, write_id, decide)
-        return typed_change(self._keys, key, written, Versioned(values[-1], 0) if values else None)
+        plan = update_plan(self._keys, key, function, write_id)
+        return plan.finish(await self._write(key, write_id, plan.decide))
 
     async def undo(
         self, key: _K, change: Change[_V] | None, /, *, write_id: str | None = None
     ) -> None:
         """See `Store.undo`."""
         self.check_key(key)
-        encode = self._keys.encode
-
-        def decide(found: RawState, receipt: Receipt | None) -> Decision:
-            return decide_undo(
-                self.name, key, change, write_id, found, receipt, lambda value: encode(key, value)
-            )
-
-        await self._write(key, write_id, decide)
+        await self._write(key, write_id, undo_plan(self._keys, key, change, write_id))
 
     async def snapshot(self) -> dict[_K, Versioned[_V]]:
         """See `RedisStore.snapshot`."""
-        rows = await self._run(_redis.snapshot(self._where, check=not self._checked))
-        return {
-            cast(_K, key): Versioned(self._keys.decode(key, data.value), data.version)
-            for key, data in rows
-        }
+        rows = await self._run(_redis.snapshot(self._where, check=self._check))
+        return cast(dict[_K, Versioned[_V]], self._keys.values(rows))
 
     async def forget_writes(self, saga_id: str) -> int:
         """See `RedisStore.forget_writes`."""
-        return await self._run(_redis.forget_writes(self._where, saga_id, check=not self._checked))
+        return await self._run(_redis.forget_writes(self._where, saga_id, check=self._check))
 
     # -- running operations -------------------------------------------------------------------
 
+    @property
+    def _check(self) -> bool:
+        """Whether a call registers the store, or checks its registration, first (the first
+        call does)."""
+        return not self._checked
+
     async def _write(self, key: object, write_id: str | None, decide: Decide) -> Written:
-        return await self._run(
-            _redis.write(self._where, key, write_id, decide, check=not self._checked)
-        )
+        return await self._run(_redis.write(self._where, key, write_id, decide, check=self._check))
 
     async def _run(self, operation: Operation[Request, object, _T]) -> _T:
         if self._closed:
             raise StoreClosedError(self.name)
         self._check_loop()
-        with _translated_errors(self.name), _shielded():
+        with _translated_errors(self.name), shielded():
             try:
                 request = next(operation)
                 while True:
@@ -552,10 +505,3 @@ def _translated_errors(name: str) -> Iterator[None]:
         yield
     except redis.exceptions.RedisError as error:
         raise _translated(name, error) from error
-
-
-@contextlib.contextmanager
-def _shielded() -> Iterator[None]:
-    """Shield what runs inside from cancellation (a shielded scope swallows no exception)."""
-    with anyio.CancelScope(shield=True):
-        yield
