@@ -8,6 +8,7 @@ session's servers (tests/servers.py), each test in a schema or under a key prefi
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -24,9 +25,10 @@ from psycopg import sql
 from servers import PostgresServer
 from store_backends import unique
 
-from fsaga import Failure, PartialFailure, Success, step
+from fsaga import Failure, PartialFailure, Saga, Success, step
+from fsaga.durable import DurableSagas, SagaDefinitions
 from fsaga.interpreter import AsyncInterpreter, SyncInterpreter
-from fsaga.journal import JsonCodec
+from fsaga.journal import JsonCodec, MemoryJournal
 from fsaga.stores import (
     AsyncPostgresStore,
     AsyncRedisStore,
@@ -872,3 +874,37 @@ def test_an_async_store_under_trio_says_it_runs_on_asyncio_only(
         assert "under trio, use" in str(caught.value)
 
     anyio.run(use, backend="trio")
+
+
+@pytest.mark.anyio
+async def test_a_durable_run_journals_the_receipts_of_async_store_writes(shop: Shop) -> None:
+    orders, stock = shop
+    definitions = SagaDefinitions()
+
+    @definitions.saga("order")
+    def order(order_id: object) -> Saga[None]:
+        assert isinstance(order_id, str)
+        return transaction(
+            lambda tx: (
+                tx.update(stock, "sku-1", lambda count: count - 1)
+                .then(tx.save(orders, order_id, {"status": "placed"}))
+                .then(step(declined, name="charge"))
+            )
+        )
+
+    journal = MemoryJournal()
+    outcome = await DurableSagas(journal, definitions).start_async("order", "o-1", saga_id="o-1")
+
+    assert isinstance(outcome, Failure)
+    assert outcome.compensated == ("save:orders:o-1", "update:stock:sku-1")
+    completed = [
+        (entry.path, json.loads(entry.payload or b"null"))
+        for entry in journal.entries("o-1")
+        if entry.kind == "completed"
+    ]
+    assert completed[0] == (
+        "update:stock:sku-1",
+        {"before": {"value": 10, "version": 1}, "after": {"value": 9, "version": 2}},
+    )
+    assert await stock.get("sku-1") == Versioned(10, 1)
+    assert await orders.get("o-1") is None
