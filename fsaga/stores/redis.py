@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable, Iterator
 from typing import Final, Generic, TypeVar, cast, final, overload
 
@@ -54,8 +53,6 @@ from fsaga.stores.errors import StoreClosedError, StoreError, StoreUnavailableEr
 from fsaga.stores.protocol import Change, Expected, Versioned, check_store_name
 
 __all__ = ["AsyncRedisStore", "RedisStore"]
-
-logger = logging.getLogger(__name__)
 
 _K = TypeVar("_K", str, int)
 _V = TypeVar("_V")
