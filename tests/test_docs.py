@@ -9,6 +9,12 @@ lines between them) is what that python block must print, compared exactly (trai
 blank lines at the end aside). Blocks can also check themselves with plain ``assert`` lines.
 Other languages (```console, ```text after prose) are not run.
 
+A block fenced ```python needs-servers runs against the session's PostgreSQL and Redis servers
+(tests/servers.py): ``DATABASE_URL`` is the connection string of a database of the page's own
+on the PostgreSQL server, ``REDIS_URL`` the URL of a Redis database of the page's own (emptied
+first). Without the servers' binaries those blocks are skipped, and the others still run (under
+``CI=true`` the page fails instead, as every test needing a server does).
+
 The blocks are also type-checked: each file's blocks, joined into one module, must pass
 ``mypy --strict`` with the project's mypy.ini (``--allow-redefinition`` aside, since examples
 reuse names like ``outcome``).
@@ -34,12 +40,17 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
+import redis
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKDOWN = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
-FENCE = re.compile(r"^```([\w+-]*)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+FENCE = re.compile(r"^```([\w+-]*)([^\n]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+NEEDS_SERVERS = "needs-servers"
+"""What a python block's fence says after the language when it needs the database servers."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,7 @@ class Block:
     """One fenced code block of a Markdown file."""
 
     language: str
+    info: str  # what the opening fence says after the language
     code: str
     line: int  # the line of the opening fence, 1-based
     start: int  # offset of the opening fence in the text
@@ -61,6 +73,7 @@ class Example:
     code: str
     line: int
     expected_output: str | None
+    needs_servers: bool = False
 
 
 def blocks(text: str) -> list[Block]:
@@ -68,7 +81,8 @@ def blocks(text: str) -> list[Block]:
     return [
         Block(
             match.group(1),
-            match.group(2),
+            match.group(2).strip(),
+            match.group(3),
             text.count("\n", 0, match.start()) + 1,
             match.start(),
             match.end(),
@@ -94,7 +108,8 @@ def examples(text: str) -> list[Example]:
             and not text[block.end : following.start].strip()
         ):
             expected = following.code
-        result.append(Example(number, block.code, block.line, expected))
+        needs_servers = NEEDS_SERVERS in block.info.split()
+        result.append(Example(number, block.code, block.line, expected, needs_servers))
     return result
 
 
@@ -106,14 +121,17 @@ def label(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
 
 
-def run_examples(path: Path) -> None:
-    """Run the python blocks of `path` in order in one namespace; fail on the first error."""
+def run_examples(path: Path, *, servers: bool = True) -> None:
+    """Run the python blocks of `path` in order in one namespace; fail on the first error.
+    Without `servers`, the blocks that need them are skipped."""
     name = f"docs_{path.stem.lower()}"
     module = types.ModuleType(name)
     module.__file__ = str(path)
     sys.modules[name] = module  # dataclasses and pickling look classes up by module
     try:
         for example in examples(path.read_text(encoding="utf-8")):
+            if example.needs_servers and not servers:
+                continue
             where = f"{label(path)}, python block {example.number} (line {example.line})"
             printed = io.StringIO()
             try:
@@ -135,8 +153,26 @@ def run_examples(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", MARKDOWN, ids=[label(p) for p in MARKDOWN])
-def test_python_blocks_run(path: Path) -> None:
-    run_examples(path)
+def test_python_blocks_run(
+    path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    servers = any(example.needs_servers for example in examples(path.read_text("utf-8")))
+    if servers:
+        try:
+            postgres = request.getfixturevalue("postgres")
+            redis_url: str = request.getfixturevalue("redis_server_url")
+        except pytest.skip.Exception:
+            servers = False  # no binaries: the other blocks still run
+        else:
+            database, number = f"docs_{path.stem.lower()}", 1 + MARKDOWN.index(path) % 15
+            with psycopg.connect(postgres.dsn, autocommit=True) as connection:
+                connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+            page_redis = f"{redis_url.rsplit('/', 1)[0]}/{number}"
+            with redis.Redis.from_url(page_redis) as client:
+                client.flushdb()
+            monkeypatch.setenv("DATABASE_URL", postgres.dsn_for(database))
+            monkeypatch.setenv("REDIS_URL", page_redis)
+    run_examples(path, servers=servers)
 
 
 @pytest.mark.static
@@ -489,6 +525,19 @@ def test_examples_are_numbered_and_pair_with_directly_following_output() -> None
         (1, 2, "a\n"),
         (2, 13, None),
     ]
+
+
+def test_blocks_that_need_the_servers_are_marked_and_skipped_without_them(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```python\nx = 1\n```\n\n```python needs-servers\nraise SystemExit\n```\n",
+        encoding="utf-8",
+    )
+    assert [example.needs_servers for example in examples(page.read_text("utf-8"))] == [
+        False,
+        True,
+    ]
+    run_examples(page, servers=False)
 
 
 def test_a_failing_block_is_reported_with_file_and_number(tmp_path: Path) -> None:

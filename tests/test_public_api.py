@@ -112,7 +112,7 @@ def test_all_matches_what_the_module_defines_and_exports(name: str) -> None:
     assert set(declared) == exported_names(module) - NOT_EXPORTED.get(name, set())
 
 
-LAZY_FACADES = {"fsaga", "fsaga.interpreter"}
+LAZY_FACADES = {"fsaga", "fsaga.interpreter", "fsaga.stores"}
 
 
 def test_the_facades_are_the_modules_with_lazy_names() -> None:
@@ -394,3 +394,51 @@ def test_an_async_interpreter_pickled_elsewhere_unpickles_after_a_plain_import()
     report = loaded_after(code)
 
     assert set(ASYNC_MODULES) <= set(report["after"])
+
+
+DATABASE_CLIENTS = ("psycopg", "psycopg_pool", "redis")
+
+
+def clients_after(code: str) -> list[str]:
+    """Which database clients a fresh interpreter has loaded after running `code`."""
+    probe = (
+        f"import json, sys\n{code}\n"
+        f"print(json.dumps(sorted(name for name in {DATABASE_CLIENTS!r} if name in sys.modules)))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-B", "-c", probe],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=PACKAGE_ROOT.parent,
+    )
+    assert completed.returncode == 0, completed.stderr
+    loaded: list[str] = json.loads(completed.stdout)
+    return loaded
+
+
+def test_importing_the_stores_loads_no_database_client() -> None:
+    code = (
+        "import fsaga, fsaga.stores\n"
+        "from fsaga.stores import MemoryStore, SqliteStore, save, transaction\n"
+        "names = {'PostgresStore', 'AsyncPostgresStore', 'RedisStore', 'AsyncRedisStore'}\n"
+        "assert names <= set(dir(fsaga.stores)) and names <= set(fsaga.stores.__all__)\n"
+    )
+
+    assert clients_after(code) == []
+
+
+@pytest.mark.parametrize(
+    ("first_use", "loaded"),
+    [
+        ("fsaga.stores.PostgresStore", ["psycopg", "psycopg_pool"]),
+        ("from fsaga.stores import AsyncPostgresStore", ["psycopg", "psycopg_pool"]),
+        ("fsaga.stores.postgres.PostgresStore", ["psycopg", "psycopg_pool"]),
+        ("fsaga.stores.RedisStore", ["redis"]),
+        ("from fsaga.stores import AsyncRedisStore", ["redis"]),
+    ],
+)
+def test_the_first_use_of_a_database_store_loads_its_client_only(
+    first_use: str, loaded: list[str]
+) -> None:
+    assert clients_after(f"import fsaga.stores\n{first_use}") == loaded

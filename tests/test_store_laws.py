@@ -6,8 +6,9 @@ store step interrupted mid-flight is settled by running it again and compensatin
 new receipt, or, if running again fails, by undoing whatever the store recorded under its write
 id (contract rule 3). `assert_compensation_laws` used to reject exactly that on every store
 saga (it demanded the interrupted step be reported unresolved, never compensated, and no action
-after the interrupt); here it must accept it, over `MemoryStore` and over `SqliteStore` on a
-real SQLite file.
+after the interrupt); here it must accept it, over `MemoryStore`, over `SqliteStore` on a
+real SQLite file, and over `PostgresStore` and `RedisStore` on real servers
+(tests/store_backends.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Literal
 
 import anyio.lowlevel
 import pytest
+from store_backends import KINDS, backend
 
 import fsaga.testing.laws as laws
 from fsaga import Outcome, Saga, par, step
@@ -43,10 +45,14 @@ class Shop:
         self.orders.delete("o-2")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=KINDS)
 def shop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Shop]:
     if request.param == "memory":
         yield Shop(MemoryStore("orders"), MemoryStore("stock"))
+        return
+    if request.param != "sqlite":
+        with backend(request.param, request, tmp_path) as opened:
+            yield Shop(opened.open("orders"), opened.open("stock"))
         return
     # A real SQLite file; synchronous="NORMAL" spares an fsync per write (surviving a power
     # cut is not what these tests are about).

@@ -2,8 +2,10 @@
 exactly what it held before (contract rule 14), and a write someone else made meanwhile
 survives and is reported.
 
-Each example opens 1 to 4 stores, each a `MemoryStore` or a `SqliteStore` (in files of one
-temporary directory; stores may share a file), filled over a small key alphabet so that writes
+Each example opens 1 to 4 stores, each a `MemoryStore`, a `SqliteStore` (in files of one
+temporary directory; stores may share a file), a `PostgresStore` (in one of two schemas on the
+session's server; stores may share a schema) or a `RedisStore` (under one of two key prefixes
+on the session's server), filled over a small key alphabet so that writes
 collide, with JSON-shaped values, some of them deleted again (so that a key may start in state
 `Deleted`). It generates up to 12 operations (saves, some of them conditional; updates;
 deletes; reads; ordinary steps), builds them with `transaction` (named or not; alone, inside an
@@ -16,10 +18,13 @@ A small model (`simulate`, then `predict`) says what must happen: each step's pa
 and every key's final state. A key's state is a `Versioned` value, `Deleted(version)` (a
 delete of a key that held a value takes the next version of the store's counter) or nothing (it
 never held a value); a delete of a key without a value changes nothing and takes no version.
-The stores are compared with it row by row, versions included: a `SqliteStore` through a
-connection of its own (``SELECT key, value, version``, the value as raw bytes, and its rows of
-``fsaga_store_deletions``), a `MemoryStore` through `snapshot` (its deletions, which it does
-not show, through what a delete of each key without a value reports: ``Change(s, s)``).
+The stores are compared with it row by row, versions included: a `SqliteStore` or a
+`PostgresStore` through a connection of its own (``SELECT key, value, version``, the value as
+raw bytes, and its rows of ``fsaga_store_deletions``), a `RedisStore` through a client of its
+own (its hashes of values and versions), a `MemoryStore` through `snapshot` (its deletions,
+which it does not show, through what a delete of each key without a value reports:
+``Change(s, s)``). Without the servers' binaries the examples draw no database stores (under
+``CI=true`` the properties fail instead, as every test needing a server does).
 
 - Restore: one failure (a step that raises, a `FaultPlan` failing a step, a conditional write
   that conflicts, an update of a missing or deleted key, an update whose function fails, a
@@ -27,8 +32,8 @@ not show, through what a delete of each key without a value reports: ``Change(s,
   reverse, and every store holds its old rows and deletion records, byte for byte.
 - Success: without a failure, the stores hold what the operations wrote, and the saga returns
   what each one did.
-- Concurrent writer: a plain step writes one key outside the saga (for SQLite through another
-  connection), then the saga fails. That key keeps the other write (its value, or its
+- Concurrent writer: a plain step writes one key outside the saga (for a database store through
+  another connection), then the saga fails. That key keeps the other write (its value, or its
   deletion); each saga write of it made before that changed it is reported as a
   `VersionConflictError`, but one that found no value, when the other write was a delete (no
   value either way: its undo has nothing to do); everything else is restored. The explicit
@@ -42,19 +47,27 @@ not show, through what a delete of each key without a value reports: ``Change(s,
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Literal, NoReturn, TypeAlias, TypeVar
 
 import anyio
+import psycopg
+import psycopg_pool
+import pytest
+import redis
 from crashing_journal import Crash, CrashingJournal
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
+from psycopg import sql
+from servers import PostgresServer
+from store_backends import unique
 
 from fsaga import Failure, Outcome, PartialFailure, Saga, Success, par, sequence, step
 from fsaga.durable import DurableSagas, SagaDefinitions
@@ -68,6 +81,8 @@ from fsaga.stores import (
     Expected,
     MemoryStore,
     MissingKeyError,
+    PostgresStore,
+    RedisStore,
     SqliteStore,
     Store,
     Transaction,
@@ -87,7 +102,10 @@ from fsaga.testing import (
 _T = TypeVar("_T")
 
 Json: TypeAlias = "int | str | list[Json] | dict[str, Json] | None"
-AnyStore: TypeAlias = "MemoryStore[str, Json] | SqliteStore[str, Json]"
+AnyStore: TypeAlias = (
+    "MemoryStore[str, Json] | SqliteStore[str, Json] | PostgresStore[str, Json] "
+    "| RedisStore[str, Json]"
+)
 State: TypeAlias = "Versioned[Json] | Deleted | None"
 """A key's state: its value and version, the version of the deletion that left it without a
 value, or ``None`` (it never held a value)."""
@@ -96,13 +114,14 @@ Row: TypeAlias = tuple[str, object, int]
 Deletion: TypeAlias = tuple[str, int]
 """A store's deletion record as the test reads it: key, version of the deletion."""
 
-StoreKind: TypeAlias = Literal["memory", "sqlite"]
+StoreKind: TypeAlias = Literal["memory", "sqlite", "postgres", "redis"]
 ShapeKind: TypeAlias = Literal["alone", "nested", "par"]
 Runner: TypeAlias = Literal["sync", "async"]
 JournalKind: TypeAlias = Literal["memory", "sqlite"]
 
 KEYS = ("a", "b", "c", "d", "e")
-STORE_KINDS: tuple[StoreKind, ...] = ("memory", "sqlite")
+LOCAL_KINDS: tuple[StoreKind, ...] = ("memory", "sqlite")
+DATABASE_KINDS: tuple[StoreKind, ...] = ("postgres", "redis")
 SHAPE_KINDS: tuple[ShapeKind, ...] = ("alone", "nested", "par")
 RUNNERS: tuple[Runner, ...] = ("sync", "sync", "async")  # a third of the runs are async
 JOURNAL_KINDS: tuple[JournalKind, ...] = ("memory", "sqlite")
@@ -178,8 +197,9 @@ def functions(value: Json) -> st.SearchStrategy[Function]:
 
 @dataclass(frozen=True)
 class StoreSpec:
-    """One store: its kind, the file it shares (SQLite), what it holds at first (in order),
-    and which of those keys are deleted again then (in order), each deletion with a version."""
+    """One store: its kind, the database it shares (an SQLite file, a PostgreSQL schema, a
+    Redis prefix), what it holds at first (in order), and which of those keys are deleted again
+    then (in order), each deletion with a version."""
 
     kind: StoreKind
     initial: tuple[tuple[str, Json], ...] = ()
@@ -660,10 +680,10 @@ def predict(case: Case, run: Run) -> Prediction:
 def store_specs(draw: st.DrawFn) -> tuple[StoreSpec, ...]:
     specs: list[StoreSpec] = []
     for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(STORE_KINDS))
+        kind = draw(st.sampled_from(store_kinds()))
         keys = draw(st.lists(st.sampled_from(KEYS), unique=True, max_size=4))
         initial = tuple((key, draw(JSON_VALUES)) for key in keys)
-        database = draw(st.integers(0, 1)) if kind == "sqlite" else 0
+        database = draw(st.integers(0, 1)) if kind != "memory" else 0
         deleted: list[str] = []
         if keys:
             deleted = draw(st.lists(st.sampled_from(keys), unique=True, max_size=2))
@@ -819,34 +839,166 @@ def succeeding_cases(draw: st.DrawFn) -> Case:
 # -- stores, sagas and runs -----------------------------------------------------------------
 
 
+@dataclass
+class Databases:
+    """The session's servers, if their binaries are here, and what the examples keep there."""
+
+    postgres: PostgresServer | None
+    redis_url: str | None
+    label: str = field(default_factory=lambda: unique("p"))
+    runs: Iterator[int] = field(default_factory=itertools.count)
+    schemas: set[str] = field(default_factory=set)
+    _connection: psycopg.Connection[tuple[object, ...]] | None = None
+    _pool: psycopg_pool.ConnectionPool | None = None
+    _client: redis.Redis | None = None
+
+    @property
+    def pool(self) -> psycopg_pool.ConnectionPool:
+        """The pool the examples' PostgreSQL stores borrow connections from. Their commits do
+        not wait for the disk (``synchronous_commit=off``): surviving a crash of the server is
+        not what these properties are about (the SQLite stores likewise run with
+        ``synchronous="NORMAL"``)."""
+        if self._pool is None:
+            assert self.postgres is not None
+            conninfo = f"{self.postgres.dsn} options='-c synchronous_commit=off'"
+            self._pool = psycopg_pool.ConnectionPool(conninfo, min_size=2, max_size=2, open=True)
+            # A pool opens its connections in a thread of its own, drawing random numbers as
+            # it does: let it finish before hypothesis draws again (it checks that nothing
+            # else used `random`). A pool of a fixed size opens no more.
+            self._pool.wait()
+        return self._pool
+
+    @property
+    def connection(self) -> psycopg.Connection[tuple[object, ...]]:
+        """A connection of the test's own, to read and reset the stores' tables."""
+        if self._connection is None:
+            assert self.postgres is not None
+            self._connection = psycopg.connect(self.postgres.dsn, autocommit=True)
+        return self._connection
+
+    @property
+    def client(self) -> redis.Redis:
+        """A client of the test's own, to read the stores' keys."""
+        if self._client is None:
+            assert self.redis_url is not None
+            self._client = redis.Redis.from_url(self.redis_url)
+        return self._client
+
+    def schema(self, place: str) -> str:
+        """A schema of `place`'s, created once for the module."""
+        name = f"{self.label}_{place}"
+        if name not in self.schemas:
+            self.connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+            self.schemas.add(name)
+        return name
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+        if self._connection is not None:
+            self._connection.close()
+        if self._client is not None:
+            self._client.close()
+
+
+DATABASES = Databases(None, None)
+"""The servers this module's examples may open stores on (none until `databases` runs)."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def databases(request: pytest.FixtureRequest) -> Iterator[Databases]:
+    """The session's servers for the examples; without their binaries, none (the examples
+    then draw no database stores; under ``CI=true`` the fixture fails instead)."""
+    global DATABASES
+    found: dict[str, object] = {}
+    for fixture in ("postgres", "redis_server_url"):
+        with contextlib.suppress(pytest.skip.Exception):
+            found[fixture] = request.getfixturevalue(fixture)
+    postgres, redis_url = found.get("postgres"), found.get("redis_server_url")
+    assert postgres is None or isinstance(postgres, PostgresServer)
+    assert redis_url is None or isinstance(redis_url, str)
+    DATABASES = Databases(postgres, redis_url)
+    try:
+        yield DATABASES
+    finally:
+        DATABASES.close()
+        DATABASES = Databases(None, None)
+
+
+def store_kinds() -> tuple[StoreKind, ...]:
+    """The kinds of store the examples draw: the database ones whose server is running."""
+    present = {"postgres": DATABASES.postgres, "redis": DATABASES.redis_url}
+    return LOCAL_KINDS + tuple(kind for kind in DATABASE_KINDS if present[kind] is not None)
+
+
 def open_stores(
-    specs: Sequence[StoreSpec], folder: Path, closing: contextlib.ExitStack
+    specs: Sequence[StoreSpec], folder: Path, closing: contextlib.ExitStack, place: str = "case"
 ) -> list[AnyStore]:
-    """The stores of `specs`, filled, in `folder`; `closing` closes them."""
+    """The stores of `specs`, filled, in `folder` (SQLite), in schemas of `place` (PostgreSQL,
+    their tables emptied first), under prefixes new to this call (Redis); `closing` closes
+    them."""
     folder.mkdir(parents=True, exist_ok=True)
+    run = next(DATABASES.runs)
     stores: list[AnyStore] = []
     for index, spec in enumerate(specs):
         name = store_name(index)
-        if spec.kind == "memory":
-            store: AnyStore = MemoryStore[str, Json](name, dict(spec.initial))
-        else:
-            database = folder / f"db{spec.database}.sqlite"
-            sqlite: SqliteStore[str, Json] = SqliteStore(database, name, synchronous="NORMAL")
-            closing.callback(sqlite.close)
+        store: AnyStore
+        match spec.kind:
+            case "memory":
+                store = MemoryStore[str, Json](name, dict(spec.initial))
+            case "sqlite":
+                database = folder / f"db{spec.database}.sqlite"
+                store = SqliteStore(database, name, synchronous="NORMAL")
+            case "postgres":
+                assert DATABASES.postgres is not None
+                schema = DATABASES.schema(f"{place}{spec.database}")
+                store = PostgresStore(DATABASES.pool, name, schema=schema)
+                store.create_tables()
+                empty(schema, name)
+            case "redis":
+                assert DATABASES.redis_url is not None
+                prefix = f"{DATABASES.label}:{run}:{place}{spec.database}"
+                store = RedisStore(DATABASES.redis_url, name, prefix=prefix)
+        if not isinstance(store, MemoryStore):
+            closing.callback(store.close)
             for key, value in spec.initial:
-                sqlite.put(key, value)
-            store = sqlite
+                store.put(key, value)
         for key in spec.deleted:
             store.delete(key)
         stores.append(store)
     return stores
 
 
+def empty(schema: str, name: str) -> None:
+    """Empty a PostgreSQL store an earlier example used: rows, records, version counter."""
+    tables = {
+        "schema": sql.Identifier(schema),
+        "values": sql.Identifier(schema, name),
+        "name": sql.Literal(name),
+    }
+    DATABASES.connection.execute(
+        sql.SQL(
+            "TRUNCATE {values};"
+            " DELETE FROM {schema}.fsaga_store_deletions WHERE store = {name};"
+            " DELETE FROM {schema}.fsaga_store_writes WHERE store = {name};"
+            " UPDATE {schema}.fsaga_stores SET last_version = 0 WHERE name = {name}"
+        ).format(**tables)
+    )
+
+
 def other_connection(store: AnyStore, closing: contextlib.ExitStack) -> AnyStore:
     """The same store as another process would open it (a `MemoryStore` is itself)."""
-    if isinstance(store, MemoryStore):
-        return store
-    other: SqliteStore[str, Json] = SqliteStore(store.path, store.name, synchronous="NORMAL")
+    other: AnyStore
+    match store:
+        case MemoryStore():
+            return store
+        case SqliteStore():
+            other = SqliteStore(store.path, store.name, synchronous="NORMAL")
+        case PostgresStore():
+            other = PostgresStore(DATABASES.pool, store.name, schema=store.schema)
+        case RedisStore():
+            assert DATABASES.redis_url is not None
+            other = RedisStore(DATABASES.redis_url, store.name, prefix=store.prefix)
     closing.callback(other.close)
     return other
 
@@ -882,38 +1034,97 @@ class Held:
 
 
 def held(store: AnyStore) -> Held:
-    """What `store` holds. For SQLite, its table's rows and its rows of
-    ``fsaga_store_deletions``, read through a connection of our own. For a `MemoryStore`,
-    `snapshot`, and the deletions a delete of each other key reports (``Change(s, s)``: a
-    delete of a key without a value changes nothing and takes no version)."""
-    if isinstance(store, MemoryStore):
-        values = store.snapshot()
-        items = sorted(values.items(), key=lambda item: item[0])
-        deletions: list[Deletion] = []
-        for key in KEYS:
-            if key not in values:
-                change = store.delete(key)
-                assert change.before == change.after, f"a delete of nothing changed {change}"
-                if isinstance(change.before, Deleted):
-                    deletions.append((key, change.before.version))
-        return Held(tuple((key, item.value, item.version) for key, item in items), tuple(deletions))
-    with contextlib.closing(sqlite3.connect(store.path)) as db:
-        rows = db.execute(f'SELECT key, value, version FROM "{store.name}" ORDER BY key')
-        table = tuple((str(key), bytes(value), int(version)) for key, value, version in rows)
-        deleted = db.execute(
-            "SELECT key, version FROM fsaga_store_deletions WHERE store = ? ORDER BY key",
-            (store.name,),
-        )
-        return Held(table, tuple((str(key), int(version)) for key, version in deleted))
+    """What `store` holds. For SQLite and PostgreSQL, its table's rows and its rows of
+    ``fsaga_store_deletions``, read through a connection of our own; for Redis, its hashes of
+    values and versions, through a client of our own (a key with a version and no value holds
+    a deletion). For a `MemoryStore`, `snapshot`, and the deletions a delete of each other key
+    reports (``Change(s, s)``: a delete of a key without a value changes nothing and takes no
+    version)."""
+    match store:
+        case MemoryStore():
+            values = store.snapshot()
+            items = sorted(values.items(), key=lambda item: item[0])
+            deletions: list[Deletion] = []
+            for key in KEYS:
+                if key not in values:
+                    change = store.delete(key)
+                    assert change.before == change.after, f"a delete of nothing changed {change}"
+                    if isinstance(change.before, Deleted):
+                        deletions.append((key, change.before.version))
+            rows = tuple((key, item.value, item.version) for key, item in items)
+            return Held(rows, tuple(deletions))
+        case SqliteStore():
+            with contextlib.closing(sqlite3.connect(store.path)) as db:
+                found = db.execute(f'SELECT key, value, version FROM "{store.name}" ORDER BY key')
+                table = tuple(
+                    (str(key), bytes(value), int(version)) for key, value, version in found
+                )
+                deleted = db.execute(
+                    "SELECT key, version FROM fsaga_store_deletions WHERE store = ? ORDER BY key",
+                    (store.name,),
+                )
+                return Held(table, tuple((str(key), int(version)) for key, version in deleted))
+        case PostgresStore():
+            connection = DATABASES.connection
+            found_rows = connection.execute(
+                sql.SQL("SELECT key, value, version FROM {} ORDER BY key").format(
+                    sql.Identifier(store.schema, store.name)
+                )
+            ).fetchall()
+            deleted_rows = connection.execute(
+                sql.SQL(
+                    "SELECT key, version FROM {}.fsaga_store_deletions WHERE store = %s"
+                    " ORDER BY key"
+                ).format(sql.Identifier(store.schema)),
+                (store.name,),
+            ).fetchall()
+            return Held(
+                tuple(
+                    (str(key), as_bytes(value), as_int(version))
+                    for key, value, version in found_rows
+                ),
+                tuple((str(key), as_int(version)) for key, version in deleted_rows),
+            )
+        case RedisStore():
+            tag = f"{{{store.prefix}:{store.name}}}"
+            client = DATABASES.client
+            data = {
+                as_text(key): as_bytes(value)
+                for key, value in client.hgetall(f"{tag}:values").items()
+            }
+            versions = {
+                as_text(key): int(version)
+                for key, version in client.hgetall(f"{tag}:versions").items()
+            }
+            return Held(
+                tuple((key, data[key], versions[key]) for key in sorted(data)),
+                tuple((key, versions[key]) for key in sorted(versions) if key not in data),
+            )
+
+
+def as_bytes(value: object) -> bytes:
+    assert isinstance(value, bytes), value
+    return value
+
+
+def as_int(value: object) -> int:
+    assert isinstance(value, int), value
+    return value
+
+
+def as_text(value: object) -> str:
+    assert isinstance(value, bytes), value
+    return value.decode()
 
 
 def model_held(store: AnyStore, states: Mapping[str, Versioned[Json] | Deleted]) -> Held:
-    """`states` as `held` reads them from `store` (values as JSON bytes, for SQLite)."""
-    sqlite = isinstance(store, SqliteStore)
+    """`states` as `held` reads them from `store` (values as JSON bytes, but in a
+    `MemoryStore`)."""
+    encoded = not isinstance(store, MemoryStore)
     ordered = sorted(states.items(), key=lambda item: item[0])
     return Held(
         tuple(
-            (key, CODEC.encode(state.value) if sqlite else state.value, state.version)
+            (key, CODEC.encode(state.value) if encoded else state.value, state.version)
             for key, state in ordered
             if isinstance(state, Versioned)
         ),
@@ -1460,7 +1671,7 @@ def test_a_durable_run_killed_at_a_journal_write_restores_or_writes_exactly_once
 
         # The run without a crash, on stores of its own: what the model says, and the journal
         # writes it makes.
-        reference = open_stores(case.stores, folder / "reference", closing)
+        reference = open_stores(case.stores, folder / "reference", closing, "reference")
         counting = CrashingJournal(MemoryJournal())
         definitions = definitions_over(case, run, lambda: reference)
         expected = DurableSagas(counting, definitions).start(DEFINITION, None, saga_id=SAGA_ID)
@@ -1477,7 +1688,7 @@ def test_a_durable_run_killed_at_a_journal_write_restores_or_writes_exactly_once
             )
 
         # The same saga on identical stores, its process killed at one of those writes.
-        stores = open_stores(case.stores, folder / "crashed", closing)
+        stores = open_stores(case.stores, folder / "crashed", closing, "crashed")
         process = [stores]
         definitions = definitions_over(case, run, lambda: process[-1])
         journal = open_journal(journal_kind, folder)
@@ -1494,7 +1705,7 @@ def test_a_durable_run_killed_at_a_journal_write_restores_or_writes_exactly_once
         # recorded outcome (or runs the saga, if the crash came before it was created).
         restarted = [other_connection(store, closing) for store in stores]
         for store in stores:
-            if isinstance(store, SqliteStore):
+            if not isinstance(store, MemoryStore):
                 store.close()
         process.append(restarted)
         if isinstance(journal, SqliteJournal):

@@ -1,6 +1,9 @@
 """The store steps (`save`, `delete`, `update`, `read`), `transaction`, and what every
 interpreter and a durable run make of them: compensations generated from receipts, conflicts
 reported and never overwritten, unavailable stores retried, writes applied once across crashes.
+
+The `orders` and `stock` fixtures are stores of each kind in turn: `MemoryStore`, `SqliteStore`,
+`PostgresStore` and `RedisStore` (tests/store_backends.py).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 import anyio.lowlevel
 import pytest
+from store_backends import KINDS, AnyStore, Backend, backend
 
 from fsaga import (
     Event,
@@ -151,20 +155,26 @@ def _is_a_store(store: Store[str, Any]) -> None:
 _is_a_store(Flaky(MemoryStore("x")))
 
 
-@pytest.fixture
-def orders() -> MemoryStore[str, Any]:
-    return MemoryStore("orders")
+@pytest.fixture(params=KINDS)
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    with backend(request.param, request, tmp_path) as opened:
+        yield opened
 
 
 @pytest.fixture
-def stock() -> MemoryStore[str, int]:
-    return MemoryStore("stock", {"sku-1": 10})
+def orders(stores: Backend) -> AnyStore:
+    return stores.open("orders")
+
+
+@pytest.fixture
+def stock(stores: Backend) -> AnyStore:
+    return stores.open("stock", {"sku-1": 10})
 
 
 # -- each step under SyncInterpreter ----------------------------------------------------------
 
 
-def test_save_returns_the_value_written_and_its_version(orders: MemoryStore[str, Any]) -> None:
+def test_save_returns_the_value_written_and_its_version(orders: AnyStore) -> None:
     outcome = save(orders, "o-1", "placed").run(SyncInterpreter())
 
     assert outcome == Success(Versioned("placed", 1))
@@ -172,7 +182,7 @@ def test_save_returns_the_value_written_and_its_version(orders: MemoryStore[str,
 
 
 def test_a_compensated_save_restores_the_value_and_version_it_replaced(
-    orders: MemoryStore[str, Any],
+    orders: AnyStore,
 ) -> None:
     orders.put("o-1", "placed")
 
@@ -182,14 +192,14 @@ def test_a_compensated_save_restores_the_value_and_version_it_replaced(
     assert orders.get("o-1") == Versioned("placed", 1)
 
 
-def test_a_compensated_save_deletes_the_key_it_created(orders: MemoryStore[str, Any]) -> None:
+def test_a_compensated_save_deletes_the_key_it_created(orders: AnyStore) -> None:
     fail_after(save(orders, "o-1", "placed")).run(SyncInterpreter())
 
     assert orders.snapshot() == {}
 
 
 def test_delete_returns_what_it_deleted_and_its_compensation_puts_it_back(
-    orders: MemoryStore[str, Any],
+    orders: AnyStore,
 ) -> None:
     orders.put("o-1", "placed")
 
@@ -202,7 +212,7 @@ def test_delete_returns_what_it_deleted_and_its_compensation_puts_it_back(
 
 
 def test_delete_of_nothing_returns_none_and_its_compensation_changes_nothing(
-    orders: MemoryStore[str, Any],
+    orders: AnyStore,
 ) -> None:
     assert delete(orders, "o-1").run(SyncInterpreter()) == Success(None)
     outcome = fail_after(delete(orders, "o-1")).run(SyncInterpreter())
@@ -212,7 +222,7 @@ def test_delete_of_nothing_returns_none_and_its_compensation_changes_nothing(
 
 
 def test_update_returns_the_new_value_and_its_compensation_restores_the_old(
-    stock: MemoryStore[str, int],
+    stock: AnyStore,
 ) -> None:
     assert update(stock, "sku-1", lambda n: n - 1).run(SyncInterpreter()) == Success(
         Versioned(9, 2)
@@ -224,7 +234,7 @@ def test_update_returns_the_new_value_and_its_compensation_restores_the_old(
 
 
 def test_update_of_a_missing_key_fails_with_missing_key_error_and_compensates_the_rest(
-    orders: MemoryStore[str, Any], stock: MemoryStore[str, int]
+    orders: AnyStore, stock: AnyStore
 ) -> None:
     saga = save(orders, "o-1", "placed").then(update(stock, "sku-9", lambda n: n - 1))
 
@@ -237,7 +247,7 @@ def test_update_of_a_missing_key_fails_with_missing_key_error_and_compensates_th
 
 
 def test_read_returns_the_value_or_none_and_has_nothing_to_compensate(
-    stock: MemoryStore[str, int],
+    stock: AnyStore,
 ) -> None:
     saga = read(stock, "sku-1").zip(read(stock, "sku-9"))
 
@@ -246,7 +256,7 @@ def test_read_returns_the_value_or_none_and_has_nothing_to_compensate(
     assert undone(outcome) == ()
 
 
-def test_a_saga_can_write_conditionally_on_what_it_read(stock: MemoryStore[str, int]) -> None:
+def test_a_saga_can_write_conditionally_on_what_it_read(stock: AnyStore) -> None:
     def take_one(current: Versioned[int] | None) -> Saga[Versioned[int]]:
         assert current is not None
         return save(stock, "sku-1", current.value - 1, expected=current.version)
@@ -255,7 +265,7 @@ def test_a_saga_can_write_conditionally_on_what_it_read(stock: MemoryStore[str, 
 
 
 def test_the_step_result_and_the_compensations_argument_are_json_receipts(
-    orders: MemoryStore[str, Any],
+    orders: AnyStore,
 ) -> None:
     orders.put("o-1", "placed")
     orders.put("o-2", "placed")
@@ -306,7 +316,7 @@ def test_step_names_default_to_verb_store_and_key(
 
 
 def test_two_writes_of_one_key_in_one_scope_get_numbered_paths_and_both_apply(
-    orders: MemoryStore[str, Any],
+    orders: AnyStore,
 ) -> None:
     recording = RecordingInterpreter()
     saga = save(orders, "o-1", "placed").then(save(orders, "o-1", "paid"))
@@ -335,7 +345,7 @@ def test_each_write_carries_its_steps_idempotency_key_as_write_id() -> None:
 
 
 def test_save_expecting_absent_on_an_existing_key_fails_and_compensates_the_earlier_writes(
-    orders: MemoryStore[str, Any], stock: MemoryStore[str, int]
+    orders: AnyStore, stock: AnyStore
 ) -> None:
     orders.put("o-1", "someone else's")
     saga = update(stock, "sku-1", lambda n: n - 1).then(
@@ -358,7 +368,7 @@ def test_save_expecting_absent_on_an_existing_key_fails_and_compensates_the_earl
 
 
 def test_a_value_changed_between_the_write_and_the_undo_is_kept_and_reported(
-    orders: MemoryStore[str, Any], stock: MemoryStore[str, int]
+    orders: AnyStore, stock: AnyStore
 ) -> None:
     saga = (
         save(orders, "o-1", "placed")
@@ -381,7 +391,7 @@ def test_a_value_changed_between_the_write_and_the_undo_is_kept_and_reported(
 
 
 def test_a_value_deleted_by_an_event_listener_is_a_conflict_for_the_undo_of_an_update(
-    orders: MemoryStore[str, Any], stock: MemoryStore[str, int]
+    orders: AnyStore, stock: AnyStore
 ) -> None:
     def meddle(event: Event) -> None:
         if isinstance(event, StepCompleted) and event.path == "update:stock:sku-1":
@@ -430,7 +440,7 @@ def test_another_connection_writing_a_sqlite_key_is_a_conflict_for_the_undo(
 
 
 def test_undoing_a_delete_that_found_nothing_never_reports_a_conflict(
-    orders: MemoryStore[str, Any],
+    orders: AnyStore,
 ) -> None:
     # The delete wrote nothing, so there is nothing to undo and nothing to report: the new
     # order stays and the saga failed cleanly.
@@ -548,7 +558,7 @@ def test_something_that_is_not_a_store_is_refused(verb: str, thing: object) -> N
 
 
 def test_an_update_function_that_is_not_callable_is_refused_naming_the_step(
-    stock: MemoryStore[str, int],
+    stock: AnyStore,
 ) -> None:
     with pytest.raises(TypeError, match=r"^step 'update:stock:sku-1': function must be callable"):
         update(stock, "sku-1", 5)  # type: ignore[arg-type]
@@ -579,7 +589,7 @@ def test_a_transaction_refuses_a_policy_that_is_not_a_retry(option: str) -> None
 
 
 def test_a_transaction_builds_once_and_writes_nothing_until_it_runs(
-    orders: MemoryStore[str, Any], stock: MemoryStore[str, int]
+    orders: AnyStore, stock: AnyStore
 ) -> None:
     built: list[Transaction] = []
 
@@ -597,7 +607,7 @@ def test_a_transaction_builds_once_and_writes_nothing_until_it_runs(
 
 
 def test_a_named_transaction_is_one_unit_and_undone_in_reverse_order(
-    orders: MemoryStore[str, Any], stock: MemoryStore[str, int]
+    orders: AnyStore, stock: AnyStore
 ) -> None:
     recording = RecordingInterpreter()
     place = transaction(
@@ -650,7 +660,7 @@ class Payments:
 
 
 def test_a_failure_after_the_payment_undoes_writes_and_payment_in_reverse_order(
-    orders: MemoryStore[str, Any], stock: MemoryStore[str, int]
+    orders: AnyStore, stock: AnyStore
 ) -> None:
     payments = Payments()
     recording = RecordingInterpreter()
@@ -670,7 +680,7 @@ def test_a_failure_after_the_payment_undoes_writes_and_payment_in_reverse_order(
 
 
 def test_a_declined_payment_undoes_the_write_before_it_and_skips_the_one_after(
-    orders: MemoryStore[str, Any], stock: MemoryStore[str, int]
+    orders: AnyStore, stock: AnyStore
 ) -> None:
     payments = Payments(decline=True)
     saga = (
@@ -692,7 +702,7 @@ def test_a_declined_payment_undoes_the_write_before_it_and_skips_the_one_after(
 
 @pytest.mark.anyio
 async def test_the_async_interpreter_runs_and_undoes_store_steps(
-    orders: MemoryStore[str, Any], stock: MemoryStore[str, int]
+    orders: AnyStore, stock: AnyStore
 ) -> None:
     async def check_out() -> None:
         await anyio.lowlevel.checkpoint()
@@ -715,7 +725,7 @@ async def test_the_async_interpreter_runs_and_undoes_store_steps(
 
 @pytest.mark.anyio
 async def test_par_of_two_transactions_writes_both_or_undoes_both(
-    orders: MemoryStore[str, Any], stock: MemoryStore[str, int]
+    orders: AnyStore, stock: AnyStore
 ) -> None:
     reserve = transaction(lambda tx: tx.update(stock, "sku-1", lambda n: n - 1), name="reserve")
     record = transaction(lambda tx: tx.save(orders, "o-1", "placed"), name="record")
@@ -736,7 +746,7 @@ async def test_par_of_two_transactions_writes_both_or_undoes_both(
 
 
 def test_par_of_two_transactions_under_the_sync_interpreter(
-    orders: MemoryStore[str, Any], stock: MemoryStore[str, int]
+    orders: AnyStore, stock: AnyStore
 ) -> None:
     reserve = transaction(lambda tx: tx.update(stock, "sku-1", lambda n: n - 1), name="reserve")
     record = transaction(lambda tx: tx.save(orders, "o-1", "placed"), name="record")
@@ -748,7 +758,7 @@ def test_par_of_two_transactions_under_the_sync_interpreter(
 
 
 def test_a_scripted_run_may_answer_a_store_step_with_a_change(
-    orders: MemoryStore[str, Any],
+    orders: AnyStore,
 ) -> None:
     written = Change(Versioned("placed", 4), Versioned("paid", 5))
     scripted = ScriptedInterpreter(
@@ -772,7 +782,7 @@ def test_a_scripted_run_may_answer_a_store_step_with_a_change(
 
 
 def test_a_generated_compensation_undoes_a_change_handed_to_it_as_such(
-    orders: MemoryStore[str, Any],
+    orders: AnyStore,
 ) -> None:
     # A perform that answers the write with a `Change` it made itself: the real compensation
     # accepts the Change in place of a receipt.
@@ -788,7 +798,7 @@ def test_a_generated_compensation_undoes_a_change_handed_to_it_as_such(
 
 
 def test_a_fault_injected_in_a_store_step_is_not_retried_and_undoes_the_earlier_writes(
-    orders: MemoryStore[str, Any], stock: MemoryStore[str, int]
+    orders: AnyStore, stock: AnyStore
 ) -> None:
     faults = FaultInjectingInterpreter(FaultPlan(actions={"save:orders:o-1": 1}))
 
@@ -802,7 +812,7 @@ def test_a_fault_injected_in_a_store_step_is_not_retried_and_undoes_the_earlier_
 
 
 def test_a_fault_injected_in_a_compensation_leaves_the_write_and_is_reported(
-    orders: MemoryStore[str, Any], stock: MemoryStore[str, int]
+    orders: AnyStore, stock: AnyStore
 ) -> None:
     faults = FaultInjectingInterpreter(FaultPlan(compensations={"update:stock:sku-1": 1}))
     saga = fail_after(update(stock, "sku-1", lambda n: n - 1).then(save(orders, "o-1", "x")))
@@ -818,7 +828,7 @@ def test_a_fault_injected_in_a_compensation_leaves_the_write_and_is_reported(
 
 
 def test_a_compensation_retried_after_an_injected_fault_restores_the_value(
-    stock: MemoryStore[str, int],
+    stock: AnyStore,
 ) -> None:
     faults = FaultInjectingInterpreter(FaultPlan(compensations={"update:stock:sku-1": 1}))
     saga = transaction(
@@ -835,7 +845,7 @@ def test_a_compensation_retried_after_an_injected_fault_restores_the_value(
 
 @pytest.mark.anyio
 async def test_the_async_fault_injecting_interpreter_undoes_store_writes(
-    orders: MemoryStore[str, Any], stock: MemoryStore[str, int]
+    orders: AnyStore, stock: AnyStore
 ) -> None:
     faults = AsyncFaultInjectingInterpreter(FaultPlan(actions={"save:orders:o-1": 1}))
 

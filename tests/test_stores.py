@@ -1,8 +1,10 @@
-"""The `Store` protocol as `MemoryStore` and `SqliteStore` keep it, and what only `SqliteStore`
-does (its file, its schema, its locks).
+"""The `Store` protocol as every store keeps it, and what only `SqliteStore` does (its file, its
+schema, its locks).
 
-Shared behaviour is tested on both stores through the `make_store` fixture; values are JSON-shaped
-so both stores give them back alike.
+Shared behaviour is tested on every store through the `make_store` fixture: `MemoryStore`,
+`SqliteStore`, `PostgresStore` and `RedisStore`, and the async twins of the last two driven
+through a blocking portal (tests/store_backends.py); values are JSON-shaped so every store gives
+them back alike. What only the database stores do is in test_stores_databases.py.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol
 
 import pytest
+from store_backends import ALL_KINDS, AnyStore, backend
 
 from fsaga.journal import CodecError, JsonCodec
 from fsaga.stores import (
@@ -31,8 +34,6 @@ from fsaga.stores import (
     Versioned,
 )
 
-AnyStore: TypeAlias = "MemoryStore[str, Any] | SqliteStore[str, Any]"
-
 
 class MakeStore(Protocol):
     def __call__(
@@ -40,26 +41,13 @@ class MakeStore(Protocol):
     ) -> AnyStore: ...
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=ALL_KINDS)
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
-    """Opens stores of one kind; SQLite ones share one file. Initial values get versions
-    1, 2, ... in order, in both kinds."""
-    opened: list[AnyStore] = []
-
-    def make(name: str = "orders", initial: Mapping[str, object] | None = None) -> AnyStore:
-        store: AnyStore
-        if request.param == "memory":
-            store = MemoryStore[str, Any](name, initial)
-        else:
-            store = SqliteStore[str, Any](tmp_path / "stores.db", name)
-            for key, value in (initial or {}).items():
-                store.put(key, value)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.close()
+    """Opens stores of one kind; SQLite ones share one file, PostgreSQL ones a schema, Redis
+    ones a key prefix, each the test's own. Initial values get versions 1, 2, ... in order, in
+    every kind."""
+    with backend(request.param, request, tmp_path) as opened:
+        yield opened.open
 
 
 @pytest.fixture

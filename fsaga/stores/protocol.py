@@ -29,6 +29,7 @@ from fsaga.stores.errors import ReusedWriteIdError, VersionConflictError
 __all__ = [
     "ABSENT",
     "Absent",
+    "AsyncStore",
     "Change",
     "Deleted",
     "Expected",
@@ -118,7 +119,8 @@ class Change(Generic[_V]):
 
 class Store(Protocol[_K_contra, _V]):
     """A keyed, versioned store the steps of `fsaga.stores` can write with generated
-    compensations. `MemoryStore` and `SqliteStore` implement it; so can a store of your own.
+    compensations. `MemoryStore`, `SqliteStore`, `PostgresStore` and `RedisStore` implement it;
+    so can a store of your own.
 
     Writes are atomic: a write's condition, its write-id check, the write and the record of its
     `Change` happen at once, or not at all. A failed write changes nothing.
@@ -212,6 +214,76 @@ class Store(Protocol[_K_contra, _V]):
             ReusedWriteIdError: `write_id` was recorded for another key.
             ValueError: neither `change` nor `write_id` is given.
         """
+        ...
+
+
+class AsyncStore(Protocol[_K_contra, _V]):
+    """`Store` with coroutines: ``get``, ``put``, ``delete``, ``update`` and ``undo`` are
+    ``async def`` and mean exactly what they mean there; ``name``, ``closed`` and
+    ``check_key`` are plain. `AsyncPostgresStore` and `AsyncRedisStore` implement it.
+
+    The store steps of `fsaga.stores` take an `AsyncStore` wherever they take a `Store`: their
+    actions and compensations are then ``async`` (a store counts as async when its ``undo`` is
+    a coroutine function), so an async interpreter awaits them on its event loop, and
+    `SyncInterpreter` refuses such a saga before any of its steps runs.
+    """
+
+    @property
+    def name(self) -> str:
+        """The store's name, used in step names and errors."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """Whether the store was closed; a closed store raises `StoreClosedError`."""
+        ...
+
+    def check_key(self, key: object, /) -> None:
+        """See `Store.check_key`."""
+        ...
+
+    async def get(self, key: _K_contra, /) -> Versioned[_V] | None:
+        """See `Store.get`."""
+        ...
+
+    async def put(
+        self,
+        key: _K_contra,
+        value: _V,
+        /,
+        *,
+        expected: Expected = None,
+        write_id: str | None = None,
+    ) -> Change[_V]:
+        """See `Store.put`."""
+        ...
+
+    async def delete(
+        self,
+        key: _K_contra,
+        /,
+        *,
+        expected: Expected = None,
+        write_id: str | None = None,
+    ) -> Change[_V]:
+        """See `Store.delete`."""
+        ...
+
+    async def update(
+        self,
+        key: _K_contra,
+        function: Callable[[_V], _V],
+        /,
+        *,
+        write_id: str | None = None,
+    ) -> Change[_V]:
+        """See `Store.update`."""
+        ...
+
+    async def undo(
+        self, key: _K_contra, change: Change[_V] | None, /, *, write_id: str | None = None
+    ) -> None:
+        """See `Store.undo`."""
         ...
 
 

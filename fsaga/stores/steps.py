@@ -20,21 +20,26 @@ compensation receives, is a JSON-shaped receipt (``{"before": state, "after": st
 state ``None``, ``{"value": value, "version": version}`` or ``{"deleted": version}``), so a
 durable run can journal it.
 `change_from_receipt` reads one back. A read records the state it found.
+
+Every step takes a `Store` or an `AsyncStore`. Over an `AsyncStore` the action and the
+compensations are ``async def`` (awaiting the store's coroutines), for an async interpreter;
+`SyncInterpreter` refuses such a step before its action runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
+from inspect import iscoroutinefunction
 from typing import Final, TypeAlias, TypeVar, cast
 
 from fsaga.context import StepContext, current_context
 from fsaga.policy import Retry
 from fsaga.saga import Saga, step
 from fsaga.stores.errors import StoreClosedError, StoreUnavailableError
-from fsaga.stores.protocol import Change, Deleted, Expected, Store, Versioned
+from fsaga.stores.protocol import AsyncStore, Change, Deleted, Expected, Store, Versioned
 
 __all__ = ["STORE_RETRY", "change_from_receipt", "delete", "read", "save", "update"]
 
@@ -54,7 +59,7 @@ _KEY_IN_NAME: Final = re.compile(r"[A-Za-z0-9_.:@-]{1,40}")
 
 
 def save(
-    store: Store[_K, _V],
+    store: Store[_K, _V] | AsyncStore[_K, _V],
     key: _K,
     value: _V,
     /,
@@ -68,7 +73,7 @@ def save(
     (or deletes the key, if the step created it).
 
     Args:
-        store: where to write.
+        store: where to write: a `Store`, or an `AsyncStore` (the step is then ``async``).
         key: the key; checked by the store now, so a bad key fails here.
         value: the value to write.
         expected: a condition on what the key holds when the step runs: a version, `ABSENT`
@@ -93,17 +98,16 @@ def save(
     """
     label = _label("save", store, key, name)
 
-    def write() -> _Receipt:
-        write_id = current_context().idempotency_key
-        return _receipt(store.put(key, value, expected=expected, write_id=write_id))
+    def put(write_id: str) -> Change[_V] | Awaitable[Change[_V]]:
+        return store.put(key, value, expected=expected, write_id=write_id)
 
-    return _write_step(write, store, key, label, name, retry, compensation_retry).map(
+    return _write_step(put, store, key, label, name, retry, compensation_retry).map(
         partial(_written, label)
     )
 
 
 def delete(
-    store: Store[_K, _V],
+    store: Store[_K, _V] | AsyncStore[_K, _V],
     key: _K,
     /,
     *,
@@ -128,17 +132,16 @@ def delete(
     """
     label = _label("delete", store, key, name)
 
-    def write() -> _Receipt:
-        write_id = current_context().idempotency_key
-        return _receipt(store.delete(key, expected=expected, write_id=write_id))
+    def remove(write_id: str) -> Change[_V] | Awaitable[Change[_V]]:
+        return store.delete(key, expected=expected, write_id=write_id)
 
-    return _write_step(write, store, key, label, name, retry, compensation_retry).map(
+    return _write_step(remove, store, key, label, name, retry, compensation_retry).map(
         partial(_deleted, label)
     )
 
 
 def update(
-    store: Store[_K, _V],
+    store: Store[_K, _V] | AsyncStore[_K, _V],
     key: _K,
     function: Callable[[_V], _V],
     /,
@@ -168,17 +171,16 @@ def update(
     if not callable(function):
         raise TypeError(f"step {label!r}: function must be callable, got {function!r}")
 
-    def write() -> _Receipt:
-        write_id = current_context().idempotency_key
-        return _receipt(store.update(key, function, write_id=write_id))
+    def replace(write_id: str) -> Change[_V] | Awaitable[Change[_V]]:
+        return store.update(key, function, write_id=write_id)
 
-    return _write_step(write, store, key, label, name, retry, compensation_retry).map(
+    return _write_step(replace, store, key, label, name, retry, compensation_retry).map(
         partial(_written, label)
     )
 
 
 def read(
-    store: Store[_K, _V],
+    store: Store[_K, _V] | AsyncStore[_K, _V],
     key: _K,
     /,
     *,
@@ -197,37 +199,66 @@ def read(
     Success(value=Versioned(value=10, version=1))
     """
     label = _label("read", store, key, name)
+    if _is_async(store):
+        reading = cast(AsyncStore[_K, _V], store)
 
-    def get() -> dict[str, object] | None:
-        return _state(store.get(key))
+        async def get_async() -> dict[str, object] | None:
+            return _state(await reading.get(key))
 
-    get.__name__ = label
-    return step(get, name=name, retry=retry, idempotent=True).map(partial(_found, label))
+        get_async.__name__ = label
+        found = step(get_async, name=name, retry=retry, idempotent=True)
+    else:
+        synchronous = cast(Store[_K, _V], store)
+
+        def get() -> dict[str, object] | None:
+            return _state(synchronous.get(key))
+
+        get.__name__ = label
+        found = step(get, name=name, retry=retry, idempotent=True)
+    return found.map(partial(_found, label))
 
 
 def _write_step(
-    write: Callable[[], _Receipt],
-    store: Store[_K, _V],
+    write: Callable[[str], Change[_V] | Awaitable[Change[_V]]],
+    store: Store[_K, _V] | AsyncStore[_K, _V],
     key: _K,
     label: str,
     name: str | None,
     retry: Retry | None,
     compensation_retry: Retry | None,
 ) -> Saga[_Receipt]:
+    """The step that calls `write` with its idempotency key as the write id and records the
+    receipt, compensated by the store's undo."""
+    if _is_async(store):
+        return _async_write_step(
+            cast(Callable[[str], Awaitable[Change[_V]]], write),
+            cast(AsyncStore[_K, _V], store),
+            key,
+            label,
+            name,
+            retry,
+            compensation_retry,
+        )
+    synchronous = cast(Store[_K, _V], store)
+
+    def perform() -> _Receipt:
+        change = cast(Change[_V], write(current_context().idempotency_key))
+        return _receipt(change)
+
     def undo(receipt: _Receipt) -> None:
         write_id = current_context().idempotency_key
-        store.undo(key, _change_of(receipt, label), write_id=write_id)
+        synchronous.undo(key, _change_of(receipt, label), write_id=write_id)
 
     def undo_unknown(context: StepContext) -> None:
         # The write's outcome is unknown and running it again did not settle it (its receipt
         # could not be recorded, say): undo whatever the store recorded under its write id.
-        store.undo(key, None, write_id=context.idempotency_key)
+        synchronous.undo(key, None, write_id=context.idempotency_key)
 
     # Without an explicit name, the label is the action's name: such names are numbered when
     # they repeat in a scope (``save:stock:sku-1#2``) instead of being refused as duplicates.
-    write.__name__ = label
+    perform.__name__ = label
     return step(
-        write,
+        perform,
         undo,
         name=name,
         retry=retry,
@@ -235,6 +266,44 @@ def _write_step(
         idempotent=True,
         on_unknown=undo_unknown,
     )
+
+
+def _async_write_step(
+    write: Callable[[str], Awaitable[Change[_V]]],
+    store: AsyncStore[_K, _V],
+    key: _K,
+    label: str,
+    name: str | None,
+    retry: Retry | None,
+    compensation_retry: Retry | None,
+) -> Saga[_Receipt]:
+    """`_write_step` over an `AsyncStore`: the same step, with coroutines."""
+
+    async def perform() -> _Receipt:
+        return _receipt(await write(current_context().idempotency_key))
+
+    async def undo(receipt: _Receipt) -> None:
+        write_id = current_context().idempotency_key
+        await store.undo(key, _change_of(receipt, label), write_id=write_id)
+
+    async def undo_unknown(context: StepContext) -> None:
+        await store.undo(key, None, write_id=context.idempotency_key)
+
+    perform.__name__ = label
+    return step(
+        perform,
+        undo,
+        name=name,
+        retry=retry,
+        compensation_retry=compensation_retry,
+        idempotent=True,
+        on_unknown=undo_unknown,
+    )
+
+
+def _is_async(store: object) -> bool:
+    """Whether `store` is an `AsyncStore` (its ``undo`` is a coroutine function)."""
+    return iscoroutinefunction(getattr(store, "undo", None))
 
 
 def _label(verb: str, store: object, key: object, name: str | None) -> str:

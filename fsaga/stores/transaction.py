@@ -25,7 +25,7 @@ from typing import TypeVar, final
 from fsaga.policy import Retry
 from fsaga.saga import Saga
 from fsaga.stores import steps
-from fsaga.stores.protocol import Expected, Store, Versioned
+from fsaga.stores.protocol import AsyncStore, Expected, Store, Versioned
 from fsaga.stores.steps import STORE_RETRY
 
 __all__ = ["Transaction", "transaction"]
@@ -55,7 +55,7 @@ class Transaction:
 
     def save(
         self,
-        store: Store[_K, _V],
+        store: Store[_K, _V] | AsyncStore[_K, _V],
         key: _K,
         value: _V,
         /,
@@ -76,7 +76,7 @@ class Transaction:
 
     def delete(
         self,
-        store: Store[_K, _V],
+        store: Store[_K, _V] | AsyncStore[_K, _V],
         key: _K,
         /,
         *,
@@ -95,7 +95,7 @@ class Transaction:
 
     def update(
         self,
-        store: Store[_K, _V],
+        store: Store[_K, _V] | AsyncStore[_K, _V],
         key: _K,
         function: Callable[[_V], _V],
         /,
@@ -113,7 +113,12 @@ class Transaction:
         )
 
     def read(
-        self, store: Store[_K, _V], key: _K, /, *, name: str | None = None
+        self,
+        store: Store[_K, _V] | AsyncStore[_K, _V],
+        key: _K,
+        /,
+        *,
+        name: str | None = None,
     ) -> Saga[Versioned[_V] | None]:
         """`fsaga.stores.read` with this transaction's retry."""
         return steps.read(store, key, name=name, retry=self.retry)

@@ -8,9 +8,14 @@ from typing import assert_type
 from fsaga import Outcome, Saga, SyncInterpreter, par, step
 from fsaga.stores import (
     ABSENT,
+    AsyncPostgresStore,
+    AsyncRedisStore,
+    AsyncStore,
     Change,
     Deleted,
     MemoryStore,
+    PostgresStore,
+    RedisStore,
     SqliteStore,
     Store,
     Transaction,
@@ -83,3 +88,43 @@ def transaction_types(stock: MemoryStore[str, int], orders: MemoryStore[str, Ord
 
 def tx_read(stock: MemoryStore[str, int]) -> Saga[Versioned[int] | None]:
     return transaction(lambda tx: tx.read(stock, "sku-1"))
+
+
+def database_store_types() -> None:
+    orders: PostgresStore[str, Order] = PostgresStore("dbname=shop", "orders")
+    by_id: PostgresStore[int, str] = PostgresStore("dbname=shop", "by_id", key_type=int)
+    stock: RedisStore[str, int] = RedisStore("redis://localhost", "stock")
+    async_orders: AsyncPostgresStore[str, Order] = AsyncPostgresStore("dbname=shop", "orders")
+    async_stock: AsyncRedisStore[str, int] = AsyncRedisStore("redis://localhost", "stock")
+
+    # The sync ones are Stores, the async ones AsyncStores, each with its key and value types.
+    def sync(store: Store[str, int]) -> None: ...
+    def asynchronous(store: AsyncStore[str, int]) -> None: ...
+
+    sync_orders: Store[str, Order] = orders
+    keyed_by_int: Store[int, str] = by_id
+    async_protocol: AsyncStore[str, int] = async_stock
+    assert_type(sync_orders.get("o-1"), Versioned[Order] | None)
+    assert_type(keyed_by_int.put(1, "x"), Change[str])
+    sync(stock)
+    asynchronous(stock)  # type: ignore[arg-type]
+    sync(async_stock)  # type: ignore[arg-type]
+
+    # The steps take either, typed alike.
+    assert_type(save(orders, "o-1", Order("o-1", 10)), Saga[Versioned[Order]])
+    assert_type(save(async_orders, "o-1", Order("o-1", 10)), Saga[Versioned[Order]])
+    assert_type(update(async_stock, "sku-1", lambda count: count - 1), Saga[Versioned[int]])
+    assert_type(delete(async_orders, "o-1"), Saga[Versioned[Order] | None])
+    assert_type(read(async_protocol, "sku-1"), Saga[Versioned[int] | None])
+    assert_type(
+        transaction(lambda tx: tx.save(async_orders, "o-1", Order("o-1", 10))),
+        Saga[Versioned[Order]],
+    )
+    save(async_orders, "o-1", "not an order")  # type: ignore[misc]
+    save(by_id, "a string key", "x")  # type: ignore[misc]
+
+
+async def async_store_calls(store: AsyncPostgresStore[str, int]) -> None:
+    assert_type(await store.put("sku-1", 10), Change[int])
+    assert_type(await store.get("sku-1"), Versioned[int] | None)
+    assert_type(await store.snapshot(), dict[str, Versioned[int]])
