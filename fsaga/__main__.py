@@ -1,5 +1,5 @@
 """The command line: ``python -m fsaga demo`` and ``python -m fsaga journal
-list|show|recover|release`` (or ``fsaga ...`` once installed).
+list|show|recover|release|migrate`` (or ``fsaga ...`` once installed).
 
 The journal commands live in `fsaga.journal.cli`.
 
@@ -44,8 +44,11 @@ def parser() -> argparse.ArgumentParser:
     add_journal_commands(
         commands.add_parser(
             "journal",
-            help="list, show or recover the durable sagas of a journal file",
-            description="Inspect and recover the durable sagas of an SQLite journal file.",
+            help="list, show or recover the durable sagas of a journal",
+            description=(
+                "Inspect and recover the durable sagas of a journal: an SQLite file (--db) or "
+                "a PostgreSQL database (--dsn), whose tables `migrate` creates."
+            ),
         )
     )
     return command

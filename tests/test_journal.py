@@ -1,22 +1,30 @@
 """The journal contract (fsaga.journal.protocol), run against every implementation.
 
-Each contract test runs on `MemoryJournal` and on `SqliteJournal` (a file in tmp_path); a
-model-based property checks that random operation sequences leave both in the same observable
-state. SQLite-only behaviour (pragmas, files, processes) is in test_journal_sqlite.py, the codec in
-test_journal_codec.py.
+Each contract test runs on `MemoryJournal`, on `SqliteJournal` (a file in tmp_path) and on
+`PostgresJournal` (a schema of its own on the session's PostgreSQL server); model-based
+properties check that random operation sequences leave the durable journals in the same
+observable state as the memory one. Several journals (threads, processes) sharing one store, a
+file or a schema, are tested on both durable journals. SQLite-only behaviour (pragmas, files)
+is in test_journal_sqlite.py, PostgreSQL-only behaviour (schemas, leases, the submission queue)
+in test_journal_postgres.py, the codec in test_journal_codec.py.
 """
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pg_journals
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from servers import PostgresServer
 
 from fsaga.journal import (
     ENTRY_KINDS,
@@ -28,12 +36,15 @@ from fsaga.journal import (
     Journal,
     JournalClosedError,
     MemoryJournal,
+    PostgresJournal,
     SagaFinishedError,
     SagaNotDeadError,
     SagaRecord,
     SqliteJournal,
     UnknownSagaError,
 )
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Clock:
@@ -49,10 +60,14 @@ class Clock:
         return self.now
 
 
-def open_journal(kind: str, folder: Path, clock: Callable[[], float]) -> Journal:
+def open_journal(
+    kind: str, folder: Path, clock: Callable[[], float], request: pytest.FixtureRequest
+) -> Journal:
     if kind == "memory":
         return MemoryJournal(clock=clock)
-    return SqliteJournal(folder / "journal.db", clock=clock)
+    if kind == "sqlite":
+        return SqliteJournal(folder / "journal.db", clock=clock)
+    return pg_journals.new_journal(request.getfixturevalue("postgres"), clock=clock)
 
 
 @pytest.fixture
@@ -60,9 +75,9 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def journal(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[Journal]:
-    with open_journal(request.param, tmp_path, clock) as opened:
+    with open_journal(request.param, tmp_path, clock, request) as opened:
         yield opened
 
 
@@ -651,15 +666,10 @@ def observable_state(journal: Journal) -> object:
     )
 
 
-@settings(max_examples=50, deadline=None)
-@given(operations)
-def test_memory_and_sqlite_journals_behave_alike(steps: list[Operation]) -> None:
-    clock = Clock()
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        MemoryJournal(clock=clock) as memory,
-        SqliteJournal(Path(folder) / "journal.db", synchronous="NORMAL", clock=clock) as sqlite,
-    ):
+def behave_alike(steps: list[Operation], durable: Journal, clock: Clock) -> None:
+    """Apply `steps` to a memory journal and to `durable` (on `clock`): the same answers, and
+    the same observable state after each."""
+    with MemoryJournal(clock=clock) as memory:
         for operation in [Create("a", "n", 1, 0, []), Create("b", "n", 1, 0, []), *steps]:
             if isinstance(operation, Tick):
                 clock.now += 1
@@ -671,5 +681,230 @@ def test_memory_and_sqlite_journals_behave_alike(steps: list[Operation]) -> None
             )
             expected = apply(memory, clock.now, operation, entries)
 
-            assert apply(sqlite, clock.now, operation, entries) == expected
-            assert observable_state(sqlite) == observable_state(memory)
+            assert apply(durable, clock.now, operation, entries) == expected
+            assert observable_state(durable) == observable_state(memory)
+
+
+@settings(max_examples=50, deadline=None)
+@given(operations)
+def test_memory_and_sqlite_journals_behave_alike(steps: list[Operation]) -> None:
+    clock = Clock()
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        SqliteJournal(Path(folder) / "journal.db", synchronous="NORMAL", clock=clock) as sqlite,
+    ):
+        behave_alike(steps, sqlite, clock)
+
+
+@dataclass(frozen=True)
+class SharedJournal:
+    """One PostgreSQL journal for every example of a property, on a clock the examples set
+    back; `reset` clears it before each."""
+
+    server: PostgresServer
+    journal: PostgresJournal
+    clock: Clock
+
+    def reset(self) -> None:
+        pg_journals.clear(self.server, self.journal.schema)
+        self.clock.now = Clock().now
+
+
+@pytest.fixture(scope="module")
+def shared_postgres_journal(postgres: PostgresServer) -> Iterator[SharedJournal]:
+    clock = Clock()
+    with pg_journals.new_journal(postgres, clock=clock) as journal:
+        yield SharedJournal(postgres, journal, clock)
+
+
+@settings(max_examples=50, deadline=None)
+@given(operations)
+def test_memory_and_postgres_journals_behave_alike(
+    shared_postgres_journal: SharedJournal, steps: list[Operation]
+) -> None:
+    shared_postgres_journal.reset()
+    behave_alike(steps, shared_postgres_journal.journal, shared_postgres_journal.clock)
+
+
+# -- several journals on one store: threads and processes ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Store:
+    """Where several journals meet: one SQLite file, or one PostgreSQL schema.
+
+    Attributes:
+        open: opens another journal on it.
+        spec: how a process names it (``sqlite:PATH`` or ``postgres:SCHEMA:DSN``).
+    """
+
+    open: Callable[[], SqliteJournal | PostgresJournal]
+    spec: str
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "sqlite":
+        path = tmp_path / "journal.db"
+        return Store(lambda: SqliteJournal(path), f"sqlite:{path}")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    schema = pg_journals.fresh_schema()
+    PostgresJournal.migrate(server.dsn, schema=schema)
+    return Store(
+        lambda: PostgresJournal(server.dsn, schema=schema), pg_journals.spec(server, schema)
+    )
+
+
+def test_two_journals_on_one_store_see_each_others_writes(store: Store) -> None:
+    with store.open() as first, store.open() as second:
+        first.create("order-1", "order", 1, b"{}")
+        second.append("order-1", [Entry(1, "intent", "charge", 1)])
+
+        assert first.entries("order-1") == [Entry(1, "intent", "charge", 1)]
+        # Both read the timeline at seq 1; only the first to write seq 2 gets it.
+        first.append("order-1", [Entry(2, "completed", "charge", 1, b"1")])
+        with pytest.raises(EntrySequenceError):
+            second.append("order-1", [Entry(2, "failed", "charge", 1, b'"x"')])
+        assert second.entries("order-1")[-1].kind == "completed"
+
+
+def race(contenders: int, attempt: Callable[[int], bool]) -> list[bool]:
+    """Run `attempt(index)` in `contenders` threads released together; what each returned."""
+    barrier = threading.Barrier(contenders)
+    results = [False] * contenders
+
+    def run(index: int) -> None:
+        barrier.wait()
+        results[index] = attempt(index)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(contenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def finisher(journals: list[Journal], saga_id: str) -> Callable[[int], bool]:
+    """Contender `index` finishes the saga through its own journal, with its index as outcome."""
+    return lambda index: journals[index].finish(saga_id, "succeeded", b"%d" % index)
+
+
+def test_racing_journals_on_one_store_finish_a_saga_once(store: Store) -> None:
+    with contextlib.ExitStack() as stack:
+        journals = [stack.enter_context(store.open()) for _ in range(4)]
+        for round_ in range(5):
+            saga_id = f"order-{round_}"
+            journals[0].create(saga_id, "order", 1, b"{}")
+
+            won = race(4, finisher(journals, saga_id))
+
+            assert won.count(True) == 1
+            record = journals[0].get(saga_id)
+            assert record is not None
+            assert record.outcome == b"%d" % won.index(True)
+
+
+def test_racing_journals_on_one_store_create_a_saga_once(store: Store) -> None:
+    with contextlib.ExitStack() as stack:
+        journals = [stack.enter_context(store.open()) for _ in range(4)]
+
+        created = race(4, lambda index: journals[index].create("order-1", "order", index, b"{}")[1])
+
+        assert created.count(True) == 1
+        record = journals[0].get("order-1")
+        assert record is not None
+        assert record.version == created.index(True)
+
+
+def test_racing_journals_on_one_store_append_each_seq_once(store: Store) -> None:
+    """The compare-and-set on the timeline: of writers that all read it at the same length,
+    exactly one extends it; the others get `EntrySequenceError` and write nothing."""
+    with contextlib.ExitStack() as stack:
+        journals = [stack.enter_context(store.open()) for _ in range(4)]
+        journals[0].create("order-1", "order", 1, b"{}")
+        for seq in range(1, 6):
+
+            def append(index: int, seq: int = seq) -> bool:
+                try:
+                    journals[index].append("order-1", [Entry(seq, "intent", f"w{index}", 1)])
+                except EntrySequenceError:
+                    return False
+                return True
+
+            won = race(4, append)
+
+            assert won.count(True) == 1
+            assert journals[0].entries("order-1")[-1] == Entry(
+                seq, "intent", f"w{won.index(True)}", 1
+            )
+        assert [entry.seq for entry in journals[0].entries("order-1")] == [1, 2, 3, 4, 5]
+
+
+OPEN_JOURNAL = """
+import sys
+from fsaga.journal import Entry, PostgresJournal, SqliteJournal
+
+
+def open_journal(spec):
+    kind, _, where = spec.partition(":")
+    if kind == "sqlite":
+        return SqliteJournal(where)
+    schema, _, dsn = where.partition(":")
+    return PostgresJournal(dsn, schema=schema)
+"""
+
+SUBPROCESS_WRITER = (
+    OPEN_JOURNAL
+    + """
+with open_journal(sys.argv[1]) as journal:
+    journal.append("order-1", [Entry(2, "completed", "charge", 1, b'"C-1"')])
+    print(journal.finish("order-1", "succeeded", b'"done"'))
+    journal.create("order-2", "order", 1, b"{}", entries=[Entry(1, "intent", "charge", 1)])
+"""
+)
+
+SUBPROCESS_FINISHER = (
+    OPEN_JOURNAL
+    + """
+with open_journal(sys.argv[1]) as journal:
+    print(journal.finish("order-1", "succeeded", sys.argv[2].encode()))
+"""
+)
+
+
+def python(script: str, *arguments: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *arguments],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_another_process_writes_while_this_one_holds_the_store(store: Store) -> None:
+    with store.open() as journal:
+        journal.create("order-1", "order", 1, b"{}", entries=[Entry(1, "intent", "charge", 1)])
+
+        stdout, stderr = python(SUBPROCESS_WRITER, store.spec).communicate(timeout=60)
+
+        assert (stdout, stderr) == ("True\n", "")
+        assert [entry.kind for entry in journal.entries("order-1")] == ["intent", "completed"]
+        assert [record.saga_id for record in journal.sagas("running")] == ["order-2"]
+        assert journal.finish("order-1", "failed", b'"late"') is False
+        assert journal.integrity_check() == ["ok"]
+
+
+def test_processes_racing_to_finish_a_saga_let_one_win(store: Store) -> None:
+    with store.open() as journal:
+        journal.create("order-1", "order", 1, b"{}")
+        processes = [python(SUBPROCESS_FINISHER, store.spec, f"P{index}") for index in range(3)]
+        answers = [process.communicate(timeout=60) for process in processes]
+
+        assert sorted(stdout for stdout, _ in answers) == ["False\n", "False\n", "True\n"]
+        assert all(stderr == "" for _, stderr in answers)
+        record = journal.get("order-1")
+        assert record is not None
+        winner = [stdout for stdout, _ in answers].index("True\n")
+        assert record.outcome == f"P{winner}".encode()

@@ -1,7 +1,8 @@
 """`SqliteJournal` beyond the shared contract: pragmas, files, schema versions, damage, and
-several connections and processes on one file.
+the write lock.
 
-The contract every journal keeps is tested in test_journal.py.
+The contract every journal keeps is tested in test_journal.py, and so are several journals,
+threads and processes, sharing one file.
 """
 
 from __future__ import annotations
@@ -9,9 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import sqlite3
-import subprocess
-import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +18,6 @@ import pytest
 from fsaga.journal import (
     SCHEMA_VERSION,
     Entry,
-    EntrySequenceError,
     JournalCorruptError,
     JournalError,
     JournalVersionError,
@@ -244,69 +241,7 @@ def test_a_run_s_commits_write_few_pages_and_an_append_one(path: Path) -> None:
     assert (created, appended, finished) == (4, [1, 1, 1], 3)
 
 
-# -- several connections -------------------------------------------------------------------------
-
-
-def test_two_journals_on_one_file_see_each_others_writes(path: Path) -> None:
-    with SqliteJournal(path) as first, SqliteJournal(path) as second:
-        first.create("order-1", "order", 1, b"{}")
-        second.append("order-1", [Entry(1, "intent", "charge", 1)])
-
-        assert first.entries("order-1") == [Entry(1, "intent", "charge", 1)]
-        # Both read the timeline at seq 1; only the first to write seq 2 gets it.
-        first.append("order-1", [Entry(2, "completed", "charge", 1, b"1")])
-        with pytest.raises(EntrySequenceError):
-            second.append("order-1", [Entry(2, "failed", "charge", 1, b'"x"')])
-        assert second.entries("order-1")[-1].kind == "completed"
-
-
-def race(contenders: int, attempt: Callable[[int], bool]) -> list[bool]:
-    """Run `attempt(index)` in `contenders` threads released together; what each returned."""
-    barrier = threading.Barrier(contenders)
-    results = [False] * contenders
-
-    def run(index: int) -> None:
-        barrier.wait()
-        results[index] = attempt(index)
-
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(contenders)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
-
-
-def finisher(journals: list[SqliteJournal], saga_id: str) -> Callable[[int], bool]:
-    """Contender `index` finishes the saga through its own journal, with its index as outcome."""
-    return lambda index: journals[index].finish(saga_id, "succeeded", b"%d" % index)
-
-
-def test_racing_journals_on_one_file_finish_a_saga_once(path: Path) -> None:
-    with contextlib.ExitStack() as stack:
-        journals = [stack.enter_context(SqliteJournal(path)) for _ in range(4)]
-        for round_ in range(5):
-            saga_id = f"order-{round_}"
-            journals[0].create(saga_id, "order", 1, b"{}")
-
-            won = race(4, finisher(journals, saga_id))
-
-            assert won.count(True) == 1
-            record = journals[0].get(saga_id)
-            assert record is not None
-            assert record.outcome == b"%d" % won.index(True)
-
-
-def test_racing_journals_on_one_file_create_a_saga_once(path: Path) -> None:
-    with contextlib.ExitStack() as stack:
-        journals = [stack.enter_context(SqliteJournal(path)) for _ in range(4)]
-
-        created = race(4, lambda index: journals[index].create("order-1", "order", index, b"{}")[1])
-
-        assert created.count(True) == 1
-        record = journals[0].get("order-1")
-        assert record is not None
-        assert record.version == created.index(True)
+# -- several connections ---------------------------------------------------------------------
 
 
 def test_a_write_waits_for_the_lock_then_fails_cleanly(path: Path) -> None:
@@ -321,61 +256,3 @@ def test_a_write_waits_for_the_lock_then_fails_cleanly(path: Path) -> None:
         assert journal.entries("order-1") == []
         journal.append("order-1", [Entry(1, "intent", "charge", 1)])
         assert len(journal.entries("order-1")) == 1
-
-
-# -- several processes ---------------------------------------------------------------------------
-
-SUBPROCESS_WRITER = """
-import sys
-from fsaga.journal import Entry, SqliteJournal
-
-with SqliteJournal(sys.argv[1]) as journal:
-    journal.append("order-1", [Entry(2, "completed", "charge", 1, b'"C-1"')])
-    print(journal.finish("order-1", "succeeded", b'"done"'))
-    journal.create("order-2", "order", 1, b"{}", entries=[Entry(1, "intent", "charge", 1)])
-"""
-
-SUBPROCESS_FINISHER = """
-import sys
-from fsaga.journal import SqliteJournal
-
-with SqliteJournal(sys.argv[1]) as journal:
-    print(journal.finish("order-1", "succeeded", sys.argv[2].encode()))
-"""
-
-
-def python(script: str, *arguments: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", script, *arguments],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def test_another_process_writes_while_this_one_holds_the_file(path: Path) -> None:
-    with SqliteJournal(path) as journal:
-        journal.create("order-1", "order", 1, b"{}", entries=[Entry(1, "intent", "charge", 1)])
-
-        stdout, stderr = python(SUBPROCESS_WRITER, str(path)).communicate(timeout=60)
-
-        assert (stdout, stderr) == ("True\n", "")
-        assert [entry.kind for entry in journal.entries("order-1")] == ["intent", "completed"]
-        assert [record.saga_id for record in journal.sagas("running")] == ["order-2"]
-        assert journal.finish("order-1", "failed", b'"late"') is False
-        assert journal.integrity_check() == ["ok"]
-
-
-def test_processes_racing_to_finish_a_saga_let_one_win(path: Path) -> None:
-    with SqliteJournal(path) as journal:
-        journal.create("order-1", "order", 1, b"{}")
-        processes = [python(SUBPROCESS_FINISHER, str(path), f"P{index}") for index in range(3)]
-        answers = [process.communicate(timeout=60) for process in processes]
-
-        assert sorted(stdout for stdout, _ in answers) == ["False\n", "False\n", "True\n"]
-        assert all(stderr == "" for _, stderr in answers)
-        record = journal.get("order-1")
-        assert record is not None
-        winner = [stdout for stdout, _ in answers].index("True\n")
-        assert record.outcome == f"P{winner}".encode()

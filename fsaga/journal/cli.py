@@ -1,35 +1,49 @@
-"""The ``fsaga journal`` commands: list a journal's sagas, show one, recover them, release one.
+"""The ``fsaga journal`` commands: list a journal's sagas, show one, recover them, release one,
+and create or upgrade a PostgreSQL journal's tables.
 
-``python -m fsaga journal list --db PATH [--status STATUS]``
+Each command names its journal with ``--db PATH`` (an `fsaga.journal.SqliteJournal` file) or
+``--dsn DSN [--schema SCHEMA]`` (an `fsaga.journal.PostgresJournal`: a libpq connection string
+or URI, and the schema holding its tables, ``fsaga`` by default; needs the ``postgres`` extra).
+JOURNAL below stands for either.
+
+``python -m fsaga journal list JOURNAL [--status STATUS]``
     one line per saga: id, definition, status, recovery attempts, entries, times (UTC).
-``python -m fsaga journal show ID --db PATH``
+``python -m fsaga journal show ID JOURNAL``
     the saga's record, its timeline entry by entry, and where it stands (for a dead saga:
     why it was parked).
-``python -m fsaga journal recover --db PATH --definitions MODULE:ATTRIBUTE``
+``python -m fsaga journal recover JOURNAL --definitions MODULE:ATTRIBUTE``
     finish every unfinished saga with the `fsaga.durable.SagaDefinitions` found at
     ``MODULE:ATTRIBUTE``, and print each one's outcome.
-``python -m fsaga journal release ID --db PATH``
+``python -m fsaga journal release ID JOURNAL``
     give a saga parked as dead back to recovery.
+``python -m fsaga journal migrate --dsn DSN [--schema SCHEMA]``
+    create a PostgreSQL journal's tables, or upgrade them to this fsaga's schema version
+    (`fsaga.journal.PostgresJournal.migrate`).
 
 Exit codes: 0 when the command did what it was asked; 1 when a saga to show or release does
 not exist or is not dead, when a saga could not be recovered, or when the output was closed
-before the command finished writing it; 2 for a usage error, a journal file that is missing
-or is not a journal, or definitions that cannot be loaded or do not match the journal.
+before the command finished writing it; 2 for a usage error, a journal that is missing, is not
+a journal or cannot be reached, or definitions that cannot be loaded or do not match the
+journal.
 
 Payloads are read with `fsaga.journal.JsonCodec`, the default codec (see
-`fsaga.journal.rendering`). `list`, `show` and `release` never create a journal: the file must
-exist. (Opening a journal written by an earlier fsaga upgrades its schema in place.)
+`fsaga.journal.rendering`). `list`, `show`, `recover` and `release` never create a journal: the
+file must exist, and a PostgreSQL journal must have been created by ``migrate``. (Opening an
+SQLite journal written by an earlier fsaga upgrades its schema in place.)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import shlex
 import sqlite3
 import sys
-from collections.abc import Callable, Sequence
-from typing import Final
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, final
 
 from fsaga._numbers import check_seconds
 from fsaga.durable import DurableSagas, SagaDefinitions, UnknownDefinitionError
@@ -49,6 +63,9 @@ from fsaga.journal.sqlite import SqliteJournal
 from fsaga.outcome import Outcome
 from fsaga.render import describe_outcome
 
+if TYPE_CHECKING:
+    from fsaga.journal.postgres import PostgresJournal
+
 __all__ = [
     "EXIT_FAILED",
     "EXIT_OK",
@@ -65,7 +82,8 @@ EXIT_FAILED: Final = 1
 """No saga with the id to show or release (or it is not dead), a saga that could not be
 recovered, or output closed before the command finished writing it."""
 EXIT_UNUSABLE: Final = 2
-"""A usage error, a journal file that is missing or not a journal, or unusable definitions."""
+"""A usage error, a journal that is missing, not a journal or unreachable, or unusable
+definitions."""
 
 _Write = Callable[[str], object]
 
@@ -89,7 +107,7 @@ class _Unusable(Exception):
 
 def add_journal_commands(journal: argparse.ArgumentParser) -> None:
     """Give the ``journal`` command's parser its sub-commands: ``list``, ``show``, ``recover``,
-    ``release``."""
+    ``release``, ``migrate``."""
     commands = journal.add_subparsers(dest="journal_command", required=True, metavar="COMMAND")
     listing = commands.add_parser(
         "list",
@@ -143,7 +161,28 @@ def add_journal_commands(journal: argparse.ArgumentParser) -> None:
     )
     releasing.add_argument("saga_id", metavar="ID", help="the dead saga's id")
     for command in (listing, showing, recovering, releasing):
-        command.add_argument("--db", required=True, metavar="PATH", help="the journal's file")
+        where = command.add_mutually_exclusive_group(required=True)
+        where.add_argument("--db", metavar="PATH", help="the journal's SQLite file")
+        where.add_argument("--dsn", metavar="DSN", help=_DSN_HELP)
+        command.add_argument("--schema", help=_SCHEMA_HELP)
+    migrating = commands.add_parser(
+        "migrate",
+        help="create or upgrade a PostgreSQL journal's tables",
+        description=(
+            "Create a PostgreSQL journal's tables in SCHEMA (and the schema), or upgrade them "
+            "to this fsaga's schema version; do nothing if they are up to date. Processes "
+            "migrating one schema at once take turns."
+        ),
+    )
+    migrating.add_argument("--dsn", required=True, metavar="DSN", help=_DSN_HELP)
+    migrating.add_argument("--schema", default="fsaga", help=_SCHEMA_HELP)
+
+
+_DSN_HELP: Final = (
+    "the PostgreSQL database holding the journal: a libpq connection string or URI, e.g. "
+    "'host=db dbname=orders user=fsaga' (needs fsaga[postgres])"
+)
+_SCHEMA_HELP: Final = "with --dsn: the schema holding the journal's tables (default: fsaga)"
 
 
 def run_journal_command(
@@ -156,14 +195,17 @@ def run_journal_command(
     try:
         match arguments.journal_command:
             case "list":
-                return _list(arguments.db, arguments.status, write)
+                return _list(_Location.of(arguments), arguments.status, write)
             case "show":
-                return _show(arguments.db, arguments.saga_id, write, write_error)
+                return _show(_Location.of(arguments), arguments.saga_id, write, write_error)
             case "recover":
-                return _recover(arguments.db, arguments.definitions, arguments.stale_after, write)
+                location = _Location.of(arguments)
+                return _recover(location, arguments.definitions, arguments.stale_after, write)
             case "release":
-                return _release(arguments.db, arguments.saga_id, write, write_error)
-            case command:  # pragma: no cover - argparse only accepts the four above
+                return _release(_Location.of(arguments), arguments.saga_id, write, write_error)
+            case "migrate":
+                return _migrate(arguments.dsn, arguments.schema, write)
+            case command:  # pragma: no cover - argparse only accepts the five above
                 raise AssertionError(f"unhandled journal command {command!r}")
     except _Unusable as error:
         write_error(f"fsaga journal: {error}")
@@ -176,7 +218,71 @@ def run_journal_command(
 # -- the commands --------------------------------------------------------------------------------
 
 
-def _open(path: str) -> SqliteJournal:
+@final
+@dataclass(frozen=True, slots=True)
+class _Location:
+    """Where the command's journal is: an SQLite file (`db`), or a PostgreSQL schema."""
+
+    db: str | None
+    dsn: str | None
+    schema: str
+
+    @classmethod
+    def of(cls, arguments: argparse.Namespace) -> _Location:
+        if arguments.db is not None and arguments.schema is not None:
+            raise _Unusable("--schema goes with --dsn: an SQLite journal has no schemas")
+        return cls(arguments.db, arguments.dsn, arguments.schema or "fsaga")
+
+    @property
+    def options(self) -> str:
+        """The command-line options naming the journal (a DSN without its password)."""
+        if self.db is not None:
+            return f"--db {self.db}"
+        assert self.dsn is not None
+        schema = "" if self.schema == "fsaga" else f" --schema {shlex.quote(self.schema)}"
+        return f"--dsn {shlex.quote(_without_password(self.dsn))}{schema}"
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[tuple[Journal, str]]:
+        """The journal, which must exist (reading a journal never creates one), and how
+        messages name it; closed when the block ends."""
+        if self.db is not None:
+            with _open_file(self.db) as sqlite:
+                yield sqlite, self.db
+            return
+        assert self.dsn is not None
+        postgres_journal = _postgres()
+        with postgres_journal(self.dsn, schema=self.schema) as postgres:
+            yield postgres, f"database {postgres.database!r}, schema {postgres.schema!r}"
+
+
+def _postgres() -> type[PostgresJournal]:
+    """`fsaga.journal.PostgresJournal`, imported on first use (with psycopg)."""
+    try:
+        from fsaga.journal.postgres import PostgresJournal
+    except ImportError as error:
+        raise _Unusable(
+            f"--dsn needs PostgreSQL support, which is not installed ({error}): "
+            "pip install 'fsaga[postgres]'"
+        ) from error
+    return PostgresJournal
+
+
+def _without_password(dsn: str) -> str:
+    """`dsn` as a command to print may show it: without its password."""
+    import psycopg.conninfo
+
+    try:
+        fields = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return dsn
+    if "password" not in fields:
+        return dsn
+    fields.pop("password")
+    return psycopg.conninfo.make_conninfo(**{key: str(value) for key, value in fields.items()})
+
+
+def _open_file(path: str) -> SqliteJournal:
     """The journal at `path`, which must exist: reading a journal never creates one."""
     if not os.path.exists(path):
         raise _Unusable(f"no journal file at {path!r}")
@@ -186,13 +292,34 @@ def _open(path: str) -> SqliteJournal:
     return SqliteJournal(path)
 
 
-def _list(path: str, status: str | None, write: _Write) -> int:
-    with _open(path) as journal:
+def _migrate(dsn: str, schema: str, write: _Write) -> int:
+    postgres_journal = _postgres()
+    found = postgres_journal.migrate(dsn, schema=schema)
+    with postgres_journal(dsn, schema=schema) as journal:
+        where = f"database {journal.database!r}, schema {journal.schema!r}"
+    version = _postgres_schema_version()
+    if found == version:
+        write(f"the journal in {where} is up to date (schema version {version})")
+    elif found == 0:
+        write(f"created the journal in {where} (schema version {version})")
+    else:
+        write(f"upgraded the journal in {where} from schema version {found} to {version}")
+    return EXIT_OK
+
+
+def _postgres_schema_version() -> int:
+    from fsaga.journal.postgres import SCHEMA_VERSION
+
+    return SCHEMA_VERSION
+
+
+def _list(location: _Location, status: str | None, write: _Write) -> int:
+    with location.open() as (journal, where):
         records = journal.sagas(_status(status))
         counts = [len(journal.entries(record.saga_id)) for record in records]
     if not records:
         which = "" if status is None else f" with status {status}"
-        write(f"no sagas{which} in {path}")
+        write(f"no sagas{which} in {where}")
         return EXIT_OK
     rows = [("ID", "DEFINITION", "STATUS", "RECOVERIES", "ENTRIES", "CREATED", "UPDATED")]
     rows += [
@@ -220,24 +347,24 @@ def _status(given: str | None) -> SagaStatus | None:
     return next((status for status in SAGA_STATUSES if status == given), None)
 
 
-def _show(path: str, saga_id: str, write: _Write, write_error: _Write) -> int:
-    with _open(path) as journal:
+def _show(location: _Location, saga_id: str, write: _Write, write_error: _Write) -> int:
+    with location.open() as (journal, where):
         record = journal.get(saga_id)
         entries = [] if record is None else journal.entries(saga_id)
     if record is None:
-        write_error(f"fsaga journal: no saga {saga_id!r} in {path}")
+        write_error(f"fsaga journal: no saga {saga_id!r} in {where}")
         return EXIT_FAILED
-    for line in describe_saga(record, entries, db=path).splitlines():
+    for line in describe_saga(record, entries, journal=location.options).splitlines():
         write(line)
     return EXIT_OK
 
 
-def _release(path: str, saga_id: str, write: _Write, write_error: _Write) -> int:
-    with _open(path) as journal:
+def _release(location: _Location, saga_id: str, write: _Write, write_error: _Write) -> int:
+    with location.open() as (journal, where):
         try:
             journal.release(saga_id)
         except UnknownSagaError:
-            write_error(f"fsaga journal: no saga {saga_id!r} in {path}")
+            write_error(f"fsaga journal: no saga {saga_id!r} in {where}")
             return EXIT_FAILED
         except SagaNotDeadError as error:
             write_error(f"fsaga journal: {error}")
@@ -246,16 +373,16 @@ def _release(path: str, saga_id: str, write: _Write, write_error: _Write) -> int
     return EXIT_OK
 
 
-def _recover(path: str, where: str, stale_after: float, write: _Write) -> int:
-    definitions = _load_definitions(where)
-    with _open(path) as sqlite:
-        running = sqlite.sagas("running")
-        _check_definitions(definitions, where, running)
-        journal = _FinishWatcher(sqlite)
+def _recover(location: _Location, found_at: str, stale_after: float, write: _Write) -> int:
+    definitions = _load_definitions(found_at)
+    with location.open() as (opened, where):
+        running = opened.sagas("running")
+        _check_definitions(definitions, found_at, running)
+        journal = _FinishWatcher(opened)
         outcomes = DurableSagas(journal, definitions, stale_after=stale_after).recover()
-        now = {record.saga_id: sqlite.get(record.saga_id) for record in running}
+        now = {record.saga_id: opened.get(record.saga_id) for record in running}
     if not running:
-        write(f"no unfinished sagas in {path}")
+        write(f"no unfinished sagas in {where}")
         return EXIT_OK
     exit_code = EXIT_OK
     for record in running:

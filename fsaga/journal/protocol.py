@@ -15,7 +15,9 @@ processes (a run and a recovery, or two recoveries) that race on one saga cannot
 
 Every method is atomic: a call that raises has written nothing.
 
-Implementations: `fsaga.journal.MemoryJournal` (tests) and `fsaga.journal.SqliteJournal`.
+Implementations: `fsaga.journal.MemoryJournal` (tests), `fsaga.journal.SqliteJournal`, and
+`fsaga.journal.PostgresJournal` (several machines; it adds owner leases, `fsaga.journal.Leases`,
+and a journal view whose writes are fenced by them, which raise `LeaseLostError`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "JournalCorruptError",
     "JournalError",
     "JournalVersionError",
+    "LeaseLostError",
     "SagaFinishedError",
     "SagaNotDeadError",
     "UnknownSagaError",
@@ -70,17 +73,21 @@ class JournalCorruptError(JournalError):
 
 
 class JournalVersionError(JournalError):
-    """The journal's file was written by a newer fsaga, with a schema this one does not know.
+    """The journal was written by a newer fsaga, with a schema this one does not know.
 
     Attributes:
-        path: the file.
-        found: the file's schema version.
+        path: the file (for a PostgreSQL journal: its database and schema, as
+            ``"database 'orders', schema 'fsaga'"``).
+        found: the journal's schema version.
         supported: the newest schema version this fsaga reads.
     """
 
-    def __init__(self, path: str, found: int, supported: int) -> None:
+    def __init__(
+        self, path: str, found: int, supported: int, *, subject: str | None = None
+    ) -> None:
+        where = f"journal file {path!r}" if subject is None else subject
         super().__init__(
-            f"journal file {path!r} has schema version {found}, but this fsaga supports up to "
+            f"{where} has schema version {found}, but this fsaga supports up to "
             f"version {supported}: open it with the newer fsaga that wrote it"
         )
         self.path = path
@@ -131,6 +138,41 @@ class SagaNotDeadError(JournalError):
         )
         self.saga_id = saga_id
         self.status = status
+
+
+class LeaseLostError(JournalError):
+    """A worker wrote for a saga whose lease it no longer holds: nothing was written.
+
+    The lease expired (the worker did not renew it in time) or another worker took it over, so
+    the saga is no longer this worker's to advance: it must stop working on it at once (see
+    docs/concepts.md#rule-11: one worker drives a saga at a time).
+
+    Attributes:
+        saga_id: the saga.
+        owner: the worker that wrote.
+        holder: the worker holding the lease now, if any.
+        expires_at: when the current lease (the holder's, or the writer's own, expired one)
+            runs out, in seconds since the epoch on the database's clock; ``None`` when the saga
+            has no lease.
+    """
+
+    def __init__(
+        self, saga_id: str, owner: str, *, holder: str | None, expires_at: float | None
+    ) -> None:
+        if holder is not None and holder != owner:
+            why = f"worker {holder!r} holds it now"
+        elif holder is not None:
+            why = "it ran out: it was not renewed in time, or was released"
+        else:
+            why = "nobody holds it now"
+        super().__init__(
+            f"saga {saga_id!r}: worker {owner!r} no longer holds its lease ({why}); nothing was "
+            "written, and the worker must stop working on the saga"
+        )
+        self.saga_id = saga_id
+        self.owner = owner
+        self.holder = holder
+        self.expires_at = expires_at
 
 
 class EntrySequenceError(JournalError, ValueError):

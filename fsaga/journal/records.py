@@ -25,6 +25,8 @@ __all__ = [
     "Entry",
     "EntryKind",
     "FinishedStatus",
+    "Lease",
+    "PendingSaga",
     "SagaRecord",
     "SagaStatus",
 ]
@@ -156,3 +158,49 @@ class Entry:
             raise ValueError(f"entry kind must be one of {ENTRY_KINDS}, got {self.kind!r}")
         if self.payload is not None and not isinstance(self.payload, bytes):
             raise TypeError(f"entry payload must be bytes or None, got {type(self.payload)}")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A worker's hold on a saga (or on a pending saga it is starting), until `expires_at`.
+
+    One worker drives a saga at a time: the one holding its lease. It renews the lease while it
+    works (`fsaga.journal.LeaseKeeper`); a lease not renewed in time expires, another worker may
+    take the saga over, and the writes of the first are refused from then on
+    (`fsaga.journal.LeaseLostError`).
+
+    Attributes:
+        saga_id: the saga.
+        owner: the worker holding it (any string naming the worker, unique among workers).
+        expires_at: when the lease runs out unless renewed, in seconds since the epoch, on the
+            journal's clock (the database server's, for `fsaga.journal.PostgresJournal`).
+    """
+
+    saga_id: str
+    owner: str
+    expires_at: float
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PendingSaga:
+    """A saga submitted for any worker to start, not started yet.
+
+    Attributes:
+        saga_id: the id the saga will run under.
+        name: the name its definition is registered under.
+        input: the codec-encoded input to start it with.
+        submitted_at: when it was submitted (seconds since the epoch, on the journal's clock).
+        claims: how often a worker claimed it to start it (a worker that died between its claim
+            and the saga's start leaves it to the next claim once its lease expires).
+        lease: the lease of the worker starting it now, if one claimed it; ``None`` while it
+            waits (or once that lease was released).
+    """
+
+    saga_id: str
+    name: str
+    input: bytes
+    submitted_at: float
+    claims: int = 0
+    lease: Lease | None = None

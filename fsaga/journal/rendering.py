@@ -37,11 +37,18 @@ _ERRORS: Final[frozenset[EntryKind]] = frozenset({"failed", "unknown", "compensa
 _CODEC: Final = JsonCodec()
 
 
-def describe_saga(record: SagaRecord, entries: Sequence[Entry], *, db: str | None = None) -> str:
+def describe_saga(
+    record: SagaRecord,
+    entries: Sequence[Entry],
+    *,
+    db: str | None = None,
+    journal: str | None = None,
+) -> str:
     """A saga as ``journal show`` prints it: its record, its timeline, where it stands.
 
-    For a dead saga, where it stands says why it was parked, and how to release it (with
-    `db`, the journal file's path, in the command).
+    For a dead saga, where it stands says why it was parked, and how to release it: the
+    command names the journal as `journal` says (the command-line options, e.g.
+    ``"--dsn 'dbname=orders'"``), or by `db`, the journal file's path (``--db PATH``).
 
     >>> from fsaga.journal import SagaRecord
     >>> record = SagaRecord("pay-1", "pay", 1, b'{"cents":450}', "running", None, 0, 0.0, 0.0)
@@ -81,7 +88,9 @@ def describe_saga(record: SagaRecord, entries: Sequence[Entry], *, db: str | Non
         lines.append(line + ": no result" if entry.seq in unanswered else line)
     if not entries:
         lines.append("  (no entries)")
-    lines += ["", *_where_it_stands(record, entries, db)]
+    if journal is None and db is not None:
+        journal = f"--db {db}"
+    lines += ["", *_where_it_stands(record, entries, journal)]
     return "\n".join(lines)
 
 
@@ -129,14 +138,16 @@ def _intents_without_result(entries: Sequence[Entry]) -> set[int]:
     return set(open_intents.values())
 
 
-def _where_it_stands(record: SagaRecord, entries: Sequence[Entry], db: str | None) -> list[str]:
+def _where_it_stands(
+    record: SagaRecord, entries: Sequence[Entry], journal: str | None
+) -> list[str]:
     if record.status != "running" and record.status != "dead":
         lines = [f"finished: {record.status}"]
         if record.outcome is not None:
             lines += ["  " + line for line in _describe_recorded_outcome(record.outcome)]
         return lines
     if record.status == "dead":
-        return _why_dead(record, entries, db)
+        return _why_dead(record, entries, journal)
     if any(entry.kind == "compensation_intent" for entry in entries):
         state = "unfinished, compensating"
     else:
@@ -154,7 +165,7 @@ def _in_flight(entries: Sequence[Entry]) -> list[str]:
     return [f"  in flight: {what} (the intent without a result: its process stopped while it ran)"]
 
 
-def _why_dead(record: SagaRecord, entries: Sequence[Entry], db: str | None) -> list[str]:
+def _why_dead(record: SagaRecord, entries: Sequence[Entry], journal: str | None) -> list[str]:
     lines = [
         f"dead: parked at {utc(record.updated_at)} after {record.recovery_attempts} recovery "
         "attempt(s) that did not finish it"
@@ -170,7 +181,7 @@ def _why_dead(record: SagaRecord, entries: Sequence[Entry], db: str | None) -> l
     else:
         lines.append("  last entry: none (nothing recorded)")
     lines += _in_flight(entries)
-    where = f" --db {db}" if db is not None else ""
+    where = f" {journal}" if journal is not None else ""
     lines.append(
         "  once the cause is fixed, release it for recovery: "
         f"fsaga journal release {record.saga_id}{where}"
