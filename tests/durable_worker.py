@@ -6,6 +6,8 @@ of ``recover`` by saga id (an error in place of an outcome is ``{"type": ErrorNa
     python tests/durable_worker.py start --db J.db --evidence E.jsonl [--saga-id o-1] [--decline]
     python tests/durable_worker.py recover --db J.db --evidence E.jsonl
 
+``--dsn DSN --schema SCHEMA`` in place of ``--db`` runs on a `PostgresJournal` (migrated).
+
 ``start-async`` and ``recover-async`` do the same with `DurableSagas.start_async` and
 `DurableSagas.recover_async`; ``--saga parcel`` starts the saga whose ``par`` branches overlap
 (`parcel_saga`) instead of ``order``.
@@ -57,6 +59,7 @@ from fsaga.journal import (
     FinishedStatus,
     Journal,
     JournalError,
+    PostgresJournal,
     SagaRecord,
     SagaStatus,
     SqliteJournal,
@@ -380,7 +383,10 @@ def _pause_in(path: str) -> Callable[[str], None]:
 def main(arguments: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run durable order sagas; die where told.")
     parser.add_argument("command", choices=("start", "recover", "start-async", "recover-async"))
-    parser.add_argument("--db", type=Path, required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", type=Path)
+    where.add_argument("--dsn")
+    parser.add_argument("--schema", default="fsaga")
     parser.add_argument("--evidence", type=Path, required=True)
     parser.add_argument("--saga-id", default="o-1")
     parser.add_argument("--saga", choices=("order", "parcel"), default="order")
@@ -398,12 +404,15 @@ def main(arguments: Sequence[str] | None = None) -> None:
     pause = None if options.pause_in is None else _pause_in(options.pause_in)
     shop = Shop(options.evidence, crash=crash, pause=pause)
     fixed: float | None = options.clock
-    sqlite = (
-        SqliteJournal(options.db)
-        if fixed is None
-        else SqliteJournal(options.db, clock=lambda: fixed)
-    )
-    journal = EvidenceJournal(sqlite, options.evidence, crash=crash, fail_once=options.fail_once)
+    clock = None if fixed is None else lambda: fixed
+    durable: Journal
+    if options.dsn is not None:
+        durable = PostgresJournal(options.dsn, schema=options.schema, clock=clock)
+    elif clock is None:
+        durable = SqliteJournal(options.db)
+    else:
+        durable = SqliteJournal(options.db, clock=clock)
+    journal = EvidenceJournal(durable, options.evidence, crash=crash, fail_once=options.fail_once)
     asynchronous = options.command.endswith("-async")
     definitions = worker_definitions(shop, asynchronous=asynchronous)
     runs = DurableSagas(journal, definitions, stale_after=options.stale_after)

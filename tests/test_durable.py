@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 import pytest
+from journal_stores import BACKENDS, JournalStore, journal_store
 
 from fsaga import (
     Failure,
@@ -34,7 +35,7 @@ from fsaga.durable import (
     SagaDefinitions,
     UnknownDefinitionError,
 )
-from fsaga.journal import Entry, JsonCodec, MemoryJournal, SqliteJournal
+from fsaga.journal import Entry, JsonCodec, MemoryJournal
 from fsaga.render import describe_outcome
 
 
@@ -241,16 +242,21 @@ def test_a_changed_definition_raises_non_determinism_and_writes_nothing() -> Non
     assert shop.ran == Counter()
 
 
-def test_durable_runs_survive_reopening_a_sqlite_journal(tmp_path: Path) -> None:
-    path = tmp_path / "journal.db"
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> JournalStore:
+    """A durable journal's store: an SQLite file, or a PostgreSQL schema."""
+    return journal_store(request.param, request, tmp_path)
+
+
+def test_durable_runs_survive_reopening_a_durable_journal(store: JournalStore) -> None:
     shop = Shop()
     definitions = SagaDefinitions()
     definitions.saga("order")(partial(order, shop))
-    with SqliteJournal(path) as journal:
+    with store.open() as journal:
         assert DurableSagas(journal, definitions).start("order", "sku-1", saga_id="o-1") == (
             Success("sku-1")
         )
-    with SqliteJournal(path) as journal:
+    with store.open() as journal:
         assert DurableSagas(journal, definitions).start("order", "sku-1", saga_id="o-1") == (
             Success("sku-1")
         )

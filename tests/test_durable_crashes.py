@@ -1,14 +1,20 @@
-"""Durable runs against real files and real processes.
+"""Durable runs against real files, real databases and real processes.
 
 - A crash matrix: a worker process (tests/durable_worker.py) runs the ``order`` saga on an
-  `SqliteJournal` file and kills itself with SIGKILL at one point; a fresh process recovers.
+  `SqliteJournal` file or a `PostgresJournal` schema and kills itself with SIGKILL at one
+  point; a fresh process recovers.
   Effects leave evidence outside the journal (a line per run, with its idempotency key), so
   executions are counted across the crash. A second matrix does the same with the ``parcel``
   saga started by `DurableSagas.start_async`, whose concurrent branches interleave their
   entries and may both be in flight at the crash, recovered by ``recover`` and by
   ``recover_async``.
 - Races: two recoverers, and two starts of one id, in threads and in processes.
-- A journal write that fails (a commit rolled back), and torn or damaged files.
+- A journal write that fails (a commit rolled back), and torn or damaged files (SQLite).
+
+Every test that is not about SQLite's files runs on both journals (the `store` fixture), except
+that the matrix of concurrent branches runs on PostgreSQL for two of its crash points (one
+forward, one compensating), under both recoveries: the other points exercise the replay, which
+is the same over either journal, and each case costs two processes.
 
 The rules of the contract (docs/concepts.md) checked after every recovery:
 
@@ -19,8 +25,9 @@ The rules of the contract (docs/concepts.md) checked after every recovery:
   (or is reported in the outcome);
 - rules 11, 13: exactly one outcome is recorded (one `finish` applied, across every process), and a
   later `start` or `recover` returns it without running anything;
-- rule 11: what the journal held at the crash is a prefix of what it holds after, and
-  ``PRAGMA integrity_check`` is ok.
+- rule 11: what the journal held at the crash is a prefix of what it holds after, and the
+  journal's integrity check (``PRAGMA integrity_check``, or `PostgresJournal.integrity_check`)
+  is ok.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from durable_worker import (
     read_evidence,
     worker_definitions,
 )
+from journal_stores import BACKENDS, JournalStore, journal_store
 from test_durable_properties import assert_undone_in_reverse_completion_order
 
 from fsaga import Failure, Outcome, PartialFailure, Success
@@ -62,6 +70,7 @@ from fsaga.journal import (
     JournalCorruptError,
     JournalError,
     JsonCodec,
+    PostgresJournal,
     SqliteJournal,
 )
 
@@ -80,15 +89,21 @@ needs_sigkill = pytest.mark.skipif(
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def worker_command(command: str, db: Path, evidence: Path) -> list[str]:
-    return [sys.executable, str(WORKER), command, "--db", str(db), "--evidence", str(evidence)]
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> JournalStore:
+    """The journal's store: an SQLite file, or a PostgreSQL schema."""
+    return journal_store(request.param, request, tmp_path)
+
+
+def worker_command(command: str, store: JournalStore, evidence: Path) -> list[str]:
+    return [sys.executable, str(WORKER), command, *store.options, "--evidence", str(evidence)]
 
 
 def run_worker(
-    command: str, db: Path, evidence: Path, *options: str
+    command: str, store: JournalStore, evidence: Path, *options: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*worker_command(command, db, evidence), *options],
+        [*worker_command(command, store, evidence), *options],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -118,17 +133,17 @@ def effects(evidence: Path) -> dict[str, int]:
 
 
 def runner(
-    db: Path, evidence: Path, *, stale_after: float = 0.0, shop: Shop | None = None
-) -> tuple[SqliteJournal, DurableSagas]:
-    """A journal on `db` and a runner over it that leaves evidence, as a worker's (its sagas'
-    actions plain functions)."""
-    sqlite = SqliteJournal(db)
-    journal = EvidenceJournal(sqlite, evidence)
+    store: JournalStore, evidence: Path, *, stale_after: float = 0.0, shop: Shop | None = None
+) -> tuple[SqliteJournal | PostgresJournal, DurableSagas]:
+    """A journal on `store` and a runner over it that leaves evidence, as a worker's (its
+    sagas' actions plain functions)."""
+    durable = store.open()
+    journal = EvidenceJournal(durable, evidence)
     definitions = worker_definitions(shop if shop is not None else Shop(evidence))
-    return sqlite, DurableSagas(journal, definitions, stale_after=stale_after)
+    return durable, DurableSagas(journal, definitions, stale_after=stale_after)
 
 
-def unfinished_order(db: Path) -> list[Entry]:
+def unfinished_order(store: JournalStore) -> list[Entry]:
     """An ``order`` saga cut off while ``create`` ran, written an hour ago (journal surgery):
     stale for any `stale_after` under an hour. Returns its entries."""
     codec = JsonCodec()
@@ -138,7 +153,7 @@ def unfinished_order(db: Path) -> list[Entry]:
         Entry(3, "intent", "create", 1),
     ]
     an_hour_ago = time.time() - 3600
-    with SqliteJournal(db, clock=lambda: an_hour_ago) as journal:
+    with store.open(clock=lambda: an_hour_ago) as journal:
         journal.create(SAGA_ID, "order", 1, codec.encode(ORDER), entries=entries)
     return entries
 
@@ -248,15 +263,15 @@ def assert_outcome_matches(outcome: dict[str, Any], compensated: tuple[str, ...]
 @needs_sigkill
 @pytest.mark.parametrize("case", CRASH_MATRIX.values(), ids=CRASH_MATRIX.keys())
 def test_a_saga_killed_at_a_crash_point_is_recovered_by_a_fresh_process(
-    tmp_path: Path, case: CrashCase
+    tmp_path: Path, store: JournalStore, case: CrashCase
 ) -> None:
-    db, evidence = tmp_path / "journal.db", tmp_path / "evidence.jsonl"
+    evidence = tmp_path / "evidence.jsonl"
     options = ["--crash", case.crash, *(["--decline"] if case.declined else [])]
 
-    crashed = run_worker("start", db, evidence, *options)
+    crashed = run_worker("start", store, evidence, *options)
 
     assert crashed.returncode == -signal.SIGKILL, (crashed.stdout, crashed.stderr)
-    with SqliteJournal(db) as journal:  # what the crash left: read, never written
+    with store.open() as journal:  # what the crash left: read, never written
         at_crash = journal.entries(SAGA_ID)
         record = journal.get(SAGA_ID)
     assert record is not None
@@ -269,7 +284,7 @@ def test_a_saga_killed_at_a_crash_point_is_recovered_by_a_fresh_process(
         last = at_crash[-1]
         assert (last.kind, last.path) == ("intent" if kind == "action" else f"{kind}_intent", path)
 
-    recovered = worker_result(run_worker("recover", db, evidence))
+    recovered = worker_result(run_worker("recover", store, evidence))
 
     if case.in_flight is None:
         assert recovered == {}
@@ -290,20 +305,20 @@ def test_a_saga_killed_at_a_crash_point_is_recovered_by_a_fresh_process(
     # Rules 11 and 13: one outcome, and it is what a later start or recovery gets, running nothing.
     assert_one_outcome(evidence)
     before_again = read_evidence(evidence)
-    sqlite, durable = runner(db, evidence)
-    with sqlite:
+    journal, durable = runner(store, evidence)
+    with journal:
         assert durable.recover() == {}
         again = describe(
             durable.start("order", DECLINED if case.declined else ORDER, saga_id=SAGA_ID)
         )
-        after = sqlite.entries(SAGA_ID)
-        record = sqlite.get(SAGA_ID)
-        integrity = sqlite.integrity_check()
+        after = journal.entries(SAGA_ID)
+        record = journal.get(SAGA_ID)
+        integrity = journal.integrity_check()
     assert read_evidence(evidence) == before_again
     assert_outcome_matches(again, case.compensated)
     assert record is not None
     assert record.status == ("succeeded" if case.compensated is None else "failed")
-    # Rule 11: nothing recorded was lost, and the file is sound.
+    # Rule 11: nothing recorded was lost, and the journal is sound.
     assert after[: len(at_crash)] == at_crash
     assert [entry.seq for entry in after] == list(range(1, len(after) + 1))
     assert integrity == ["ok"]
@@ -368,23 +383,36 @@ PARCEL_MATRIX = {
 }
 
 
+# On PostgreSQL, one forward and one compensating crash point (see the module docstring).
+PARCEL_ON_POSTGRES = ("both branches in flight", "after compensation intent")
+
+
 @needs_sigkill
 @pytest.mark.parametrize("recovery", ["recover", "recover-async"])
-@pytest.mark.parametrize("case", PARCEL_MATRIX.values(), ids=PARCEL_MATRIX.keys())
+@pytest.mark.parametrize(
+    ("case", "store"),
+    [
+        pytest.param(case, backend, id=f"{backend}-{name}")
+        for backend in BACKENDS
+        for name, case in PARCEL_MATRIX.items()
+        if backend == "sqlite" or name in PARCEL_ON_POSTGRES
+    ],
+    indirect=["store"],
+)
 def test_concurrent_branches_killed_at_a_crash_point_are_recovered_by_a_fresh_process(
-    tmp_path: Path, case: CrashCase, recovery: str
+    tmp_path: Path, store: JournalStore, case: CrashCase, recovery: str
 ) -> None:
     """`start_async` runs the ``parcel`` saga's branches concurrently and dies; a fresh process
     recovers it with `recover` (the actions plain functions: one effect at a time cannot
     follow an interleaved journal, so it replays it under `AsyncInterpreter`) or with
     `recover_async`. Every effect the crash left in flight is settled (contract rule 3)."""
-    db, evidence = tmp_path / "journal.db", tmp_path / "evidence.jsonl"
+    evidence = tmp_path / "evidence.jsonl"
     options = ["--saga", "parcel", "--crash", case.crash, *(["--decline"] if case.declined else [])]
 
-    crashed = run_worker("start-async", db, evidence, *options)
+    crashed = run_worker("start-async", store, evidence, *options)
 
     assert crashed.returncode == -signal.SIGKILL, (crashed.stdout, crashed.stderr)
-    with SqliteJournal(db) as journal:
+    with store.open() as journal:
         at_crash = journal.entries(SAGA_ID)
         record = journal.get(SAGA_ID)
     assert record is not None
@@ -399,7 +427,7 @@ def test_concurrent_branches_killed_at_a_crash_point_are_recovered_by_a_fresh_pr
     } == in_flight
     ran_before = runs(evidence)
 
-    recovered = worker_result(run_worker(recovery, db, evidence))
+    recovered = worker_result(run_worker(recovery, store, evidence))
 
     assert_outcome_matches(recovered[SAGA_ID], case.compensated)
     ran_after = runs(evidence) - ran_before
@@ -414,12 +442,12 @@ def test_concurrent_branches_killed_at_a_crash_point_are_recovered_by_a_fresh_pr
     assert effects(evidence) == case.runs
     assert_one_outcome(evidence)
     before_again = read_evidence(evidence)
-    sqlite, durable = runner(db, evidence)
-    with sqlite:
+    journal, durable = runner(store, evidence)
+    with journal:
         assert durable.recover() == {}
         again = durable.start("parcel", DECLINED if case.declined else ORDER, saga_id=SAGA_ID)
-        after = sqlite.entries(SAGA_ID)
-        assert sqlite.integrity_check() == ["ok"]
+        after = journal.entries(SAGA_ID)
+        assert journal.integrity_check() == ["ok"]
     assert read_evidence(evidence) == before_again
     assert_outcome_matches(describe(again), case.compensated)
     assert after[: len(at_crash)] == at_crash
@@ -440,14 +468,16 @@ STALE_AFTER = 60.0
 REMAINING = {"action:create": 1, "action:charge": 1, "action:notify": 1, "outcome": 1}
 
 
-def test_two_threads_recovering_one_file_run_the_remaining_steps_once(tmp_path: Path) -> None:
-    db, evidence = tmp_path / "journal.db", tmp_path / "evidence.jsonl"
-    unfinished_order(db)
+def test_two_threads_recovering_one_journal_run_the_remaining_steps_once(
+    tmp_path: Path, store: JournalStore
+) -> None:
+    evidence = tmp_path / "evidence.jsonl"
+    unfinished_order(store)
     barrier = threading.Barrier(2, timeout=TIMEOUT)
 
     def recover() -> dict[str, Outcome[object] | BaseException]:
-        sqlite, durable = runner(db, evidence, stale_after=STALE_AFTER)
-        with sqlite:
+        journal, durable = runner(store, evidence, stale_after=STALE_AFTER)
+        with journal:
             barrier.wait()
             return durable.recover()
 
@@ -464,11 +494,13 @@ def test_two_threads_recovering_one_file_run_the_remaining_steps_once(tmp_path: 
 
 
 @needs_sigkill
-def test_two_processes_recovering_one_file_run_the_remaining_steps_once(tmp_path: Path) -> None:
-    db, evidence = tmp_path / "journal.db", tmp_path / "evidence.jsonl"
-    unfinished_order(db)
+def test_two_processes_recovering_one_journal_run_the_remaining_steps_once(
+    tmp_path: Path, store: JournalStore
+) -> None:
+    evidence = tmp_path / "evidence.jsonl"
+    unfinished_order(store)
     command = [
-        *worker_command("recover", db, evidence),
+        *worker_command("recover", store, evidence),
         *("--wait", "--stale-after", str(STALE_AFTER)),
     ]
 
@@ -514,12 +546,14 @@ def released_together(*commands: list[str]) -> Iterator[list[subprocess.Popen[st
             process.communicate()
 
 
-def test_duplicate_starts_in_threads_run_once_and_the_second_is_busy(tmp_path: Path) -> None:
+def test_duplicate_starts_in_threads_run_once_and_the_second_is_busy(
+    tmp_path: Path, store: JournalStore
+) -> None:
     """With ``stale_after`` > 0 a live run is not taken over: of two starts of one id, one runs
     the saga; the other raises `SagaBusyError` while the first runs (and would return the
     recorded outcome once it finished)."""
-    db, evidence = tmp_path / "journal.db", tmp_path / "evidence.jsonl"
-    SqliteJournal(db).close()  # see test_two_journals_creating_one_file_at_once_both_open_it
+    evidence = tmp_path / "evidence.jsonl"
+    store.open().close()  # see test_journals_opening_one_new_file_at_once_all_open_it
     barrier = threading.Barrier(2, timeout=TIMEOUT)
     first_start_settled = threading.Event()
 
@@ -531,8 +565,8 @@ def test_duplicate_starts_in_threads_run_once_and_the_second_is_busy(tmp_path: P
     shop = Shop(evidence, pause=hold_reserve)
 
     def start() -> Outcome[object] | SagaBusyError:
-        sqlite, durable = runner(db, evidence, stale_after=STALE_AFTER, shop=shop)
-        with sqlite:
+        journal, durable = runner(store, evidence, stale_after=STALE_AFTER, shop=shop)
+        with journal:
             barrier.wait()
             try:
                 return durable.start("order", ORDER, saga_id=SAGA_ID)
@@ -547,18 +581,20 @@ def test_duplicate_starts_in_threads_run_once_and_the_second_is_busy(tmp_path: P
     assert sorted(type(result).__name__ for result in results) == ["SagaBusyError", "Success"]
     assert Success("sku-1") in results
     assert runs(evidence) == {**ONCE_EACH, "outcome": 1}
-    sqlite, durable = runner(db, evidence, stale_after=STALE_AFTER)
-    with sqlite:
+    journal, durable = runner(store, evidence, stale_after=STALE_AFTER)
+    with journal:
         assert durable.start("order", ORDER, saga_id=SAGA_ID) == Success("sku-1")
     assert runs(evidence) == {**ONCE_EACH, "outcome": 1}
 
 
 @needs_sigkill
-def test_duplicate_starts_in_processes_run_once_and_the_second_is_busy(tmp_path: Path) -> None:
-    db, evidence = tmp_path / "journal.db", tmp_path / "evidence.jsonl"
-    SqliteJournal(db).close()  # see test_two_journals_creating_one_file_at_once_both_open_it
+def test_duplicate_starts_in_processes_run_once_and_the_second_is_busy(
+    tmp_path: Path, store: JournalStore
+) -> None:
+    evidence = tmp_path / "evidence.jsonl"
+    store.open().close()  # see test_journals_opening_one_new_file_at_once_all_open_it
     command = [
-        *worker_command("start", db, evidence),
+        *worker_command("start", store, evidence),
         *("--wait", "--stale-after", str(STALE_AFTER), "--pause-in", "reserve"),
     ]
 
@@ -608,23 +644,25 @@ def test_journals_opening_one_new_file_at_once_all_open_it(tmp_path: Path) -> No
 
 
 def test_with_the_default_stale_after_a_duplicate_start_of_a_live_run_is_busy(
-    tmp_path: Path,
+    tmp_path: Path, store: JournalStore
 ) -> None:
     """With ``stale_after=0`` (the default) `start` never takes an unfinished saga over: a
     second start of an id whose first run is still in its first step raises `SagaBusyError`,
     and every step runs once; the first run finishes and records the one outcome."""
-    db, evidence = tmp_path / "journal.db", tmp_path / "evidence.jsonl"
+    evidence = tmp_path / "evidence.jsonl"
     second: list[BaseException] = []
 
     def start_again_inside_reserve(path: str) -> None:
         if path == "reserve" and not second:
-            sqlite, durable = runner(db, evidence)
-            with sqlite, pytest.raises(SagaBusyError) as busy:
+            journal, durable = runner(store, evidence)
+            with journal, pytest.raises(SagaBusyError) as busy:
                 durable.start("order", ORDER, saga_id=SAGA_ID)
             second.append(busy.value)
 
-    sqlite, durable = runner(db, evidence, shop=Shop(evidence, pause=start_again_inside_reserve))
-    with sqlite:
+    journal, durable = runner(
+        store, evidence, shop=Shop(evidence, pause=start_again_inside_reserve)
+    )
+    with journal:
         first = durable.start("order", ORDER, saga_id=SAGA_ID)
 
     assert len(second) == 1
@@ -692,11 +730,13 @@ FAILED_WRITES = {
 
 
 @pytest.mark.parametrize("case", FAILED_WRITES.values(), ids=FAILED_WRITES.keys())
-def test_a_journal_write_that_fails_once_loses_nothing(tmp_path: Path, case: FailedWrite) -> None:
-    db, evidence = tmp_path / "journal.db", tmp_path / "evidence.jsonl"
+def test_a_journal_write_that_fails_once_loses_nothing(
+    tmp_path: Path, store: JournalStore, case: FailedWrite
+) -> None:
+    evidence = tmp_path / "evidence.jsonl"
     input = DECLINED if case.declined else ORDER
-    with SqliteJournal(db) as sqlite:
-        journal = EvidenceJournal(sqlite, evidence, fail_once=case.write)
+    with store.open() as opened:
+        journal = EvidenceJournal(opened, evidence, fail_once=case.write)
         durable = DurableSagas(journal, order_definitions(Shop(evidence)))
         try:
             outcome: Outcome[object] | JournalError = durable.start("order", input, saga_id=SAGA_ID)
@@ -706,9 +746,9 @@ def test_a_journal_write_that_fails_once_loses_nothing(tmp_path: Path, case: Fai
     if case.raises:
         assert isinstance(outcome, JournalError)
         assert "injected" in str(outcome)
-        sqlite, durable = runner(db, evidence)
-        with sqlite:
-            record = sqlite.get(SAGA_ID)
+        reopened, durable = runner(store, evidence)
+        with reopened:
+            record = reopened.get(SAGA_ID)
             assert record is not None
             assert record.status == "running"
             recovered = durable.recover()
@@ -723,10 +763,10 @@ def test_a_journal_write_that_fails_once_loses_nothing(tmp_path: Path, case: Fai
     assert effects(evidence) == case.runs
     assert_one_outcome(evidence)
     assert_keys_are_stable(evidence)
-    with SqliteJournal(db) as sqlite:
-        entries = sqlite.entries(SAGA_ID)
-        record = sqlite.get(SAGA_ID)
-        assert sqlite.integrity_check() == ["ok"]
+    with store.open() as reopened:
+        entries = reopened.entries(SAGA_ID)
+        record = reopened.get(SAGA_ID)
+        assert reopened.integrity_check() == ["ok"]
     assert record is not None
     assert record.finished
     # Nothing ran unrecorded: every effect that ran has its intent in the journal.
@@ -747,13 +787,15 @@ def test_a_journal_write_that_fails_once_loses_nothing(tmp_path: Path, case: Fai
         assert completed & set(COMPENSABLE) <= reported
 
 
-def test_a_process_whose_journal_write_failed_leaves_a_recoverable_saga(tmp_path: Path) -> None:
+def test_a_process_whose_journal_write_failed_leaves_a_recoverable_saga(
+    tmp_path: Path, store: JournalStore
+) -> None:
     """The failed write stops the run before anything unrecorded happens (no compensation runs
     past the journal), so a fresh process replays the journal and finishes the saga."""
-    db, evidence = tmp_path / "journal.db", tmp_path / "evidence.jsonl"
+    evidence = tmp_path / "evidence.jsonl"
 
-    stopped = worker_result(run_worker("start", db, evidence, "--fail-once", "intent:create"))
-    recovered = worker_result(run_worker("recover", db, evidence))
+    stopped = worker_result(run_worker("start", store, evidence, "--fail-once", "intent:create"))
+    recovered = worker_result(run_worker("recover", store, evidence))
 
     assert stopped["type"] == "JournalError", stopped
     assert recovered[SAGA_ID]["type"] == "Success", recovered
@@ -771,7 +813,9 @@ def test_a_torn_last_commit_in_the_wal_is_absent_never_misread(tmp_path: Path) -
     SQLite drop the whole transaction. Here the torn transaction is the outcome's: the saga
     reads back as running, with every earlier entry, and recovers to the same outcome."""
     db, evidence = tmp_path / "journal.db", tmp_path / "evidence.jsonl"
-    crashed = run_worker("start", db, evidence, "--decline", "--crash", "after:finish:-")
+    crashed = run_worker(
+        "start", JournalStore(path=db), evidence, "--decline", "--crash", "after:finish:-"
+    )
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     torn = tmp_path / "torn.db"
     copy_journal(db, torn)
@@ -786,7 +830,7 @@ def test_a_torn_last_commit_in_the_wal_is_absent_never_misread(tmp_path: Path) -
         whole = journal.entries(SAGA_ID)
 
     torn_evidence = tmp_path / "torn-evidence.jsonl"
-    sqlite, durable = runner(torn, torn_evidence)
+    sqlite, durable = runner(JournalStore(path=torn), torn_evidence)
     with sqlite:
         record = sqlite.get(SAGA_ID)
         left = sqlite.entries(SAGA_ID)
@@ -803,12 +847,12 @@ def test_a_torn_last_commit_in_the_wal_is_absent_never_misread(tmp_path: Path) -
 
 def durable_journal(db: Path, evidence: Path) -> None:
     """A journal with finished sagas, succeeded and failed, and an unfinished one."""
-    sqlite, durable = runner(db, evidence)
+    sqlite, durable = runner(JournalStore(path=db), evidence)
     with sqlite:
         for number in range(12):
             input = {"sku": f"sku-{number}", "decline": number % 3 == 0}
             durable.start("order", input, saga_id=f"o-{number + 2}")
-    unfinished_order(db)
+    unfinished_order(JournalStore(path=db))
 
 
 def observe(db: Path, evidence: Path) -> list[object]:
@@ -817,7 +861,7 @@ def observe(db: Path, evidence: Path) -> list[object]:
     instead, which ends the observation when reading."""
     seen: list[object] = []
     try:
-        sqlite, durable = runner(db, evidence)
+        sqlite, durable = runner(JournalStore(path=db), evidence)
         with sqlite:
             for record in sqlite.sagas():
                 entries = sqlite.entries(record.saga_id)

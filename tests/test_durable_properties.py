@@ -23,7 +23,7 @@ crash leaves the world as it was at the crash.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import pairwise
@@ -31,9 +31,12 @@ from typing import TypeVar
 
 import anyio
 import anyio.lowlevel
+import pg_journals
+import pytest
 from crashing_journal import Crash, CrashingJournal
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
+from servers import PostgresServer
 
 from fsaga import (
     Failure,
@@ -51,7 +54,7 @@ from fsaga import (
 from fsaga.durable import DurableSagas, RecordedError, SagaDefinitions
 from fsaga.errors import ResultRejectedError
 from fsaga.interpreter import AsyncInterpreter, SyncInterpreter
-from fsaga.journal import CodecError, Entry, Journal, JsonCodec, MemoryJournal
+from fsaga.journal import CodecError, Entry, Journal, JsonCodec, MemoryJournal, PostgresJournal
 from fsaga.journal.records import SagaStatus
 from fsaga.outcome import Outcome
 from fsaga.testing import FaultPlan, InjectedFault, RecordingInterpreter
@@ -711,8 +714,9 @@ def test_a_concurrent_durable_run_killed_at_any_journal_write_recovers_by_the_ru
     check_recovery(case)
 
 
-def check_recovery(case: Case) -> None:
-    """Run `case`, killed where it says, recover, and check the rules of a durable run."""
+def check_recovery(case: Case, *, journal: Journal | None = None) -> None:
+    """Run `case`, killed where it says, recover, and check the rules of a durable run: in
+    `journal` (empty), or in a `MemoryJournal`."""
     spec = case.spec
 
     # Without a crash, a durable run is the plain run, recorded (a result or final value the
@@ -749,7 +753,7 @@ def check_recovery(case: Case) -> None:
     # The run dies at one of its journal writes; the first recovery may die too.
     effects = case.effects()
     definitions = case.definitions(effects, recovery=True)
-    journal = MemoryJournal()
+    journal = MemoryJournal() if journal is None else journal
     first = run_until_crash(
         journal,
         effects,
@@ -852,3 +856,40 @@ def _interleaved(entries: Sequence[Entry]) -> bool:
         intent.kind in _RESULTS and following.path != intent.path
         for intent, following in pairwise(entries)
     )
+
+
+# -- on PostgreSQL -------------------------------------------------------------------------------
+
+# Fewer examples than over a `MemoryJournal`: what they check of the replay does not depend on the
+# journal, and each example makes a hundred round trips to the server. They check that what
+# `PostgresJournal` gives back after a crash (and its refusals of the writes a crash cut off)
+# are what the rules need, crash point after crash point.
+POSTGRES_EXAMPLES = settings(max_examples=40, deadline=None)
+
+
+@pytest.fixture(scope="module")
+def postgres_journal(postgres: PostgresServer) -> Iterator[tuple[PostgresServer, PostgresJournal]]:
+    """One journal for the examples of a property, emptied before each."""
+    with pg_journals.new_journal(postgres) as journal:
+        yield postgres, journal
+
+
+@POSTGRES_EXAMPLES
+@given(case=cases(recovery_crashes=True))
+def test_a_run_and_its_recovery_killed_at_any_write_of_a_postgres_journal_recover_by_the_rules(
+    postgres_journal: tuple[PostgresServer, PostgresJournal], case: Case
+) -> None:
+    server, journal = postgres_journal
+    pg_journals.clear(server, journal.schema)
+    check_recovery(case, journal=journal)
+
+
+@POSTGRES_EXAMPLES
+@example(case=_INTERLEAVED)
+@given(case=cases(recovery_crashes=True, concurrent=True))
+def test_a_concurrent_run_killed_at_any_write_of_a_postgres_journal_recovers_by_the_rules(
+    postgres_journal: tuple[PostgresServer, PostgresJournal], case: Case
+) -> None:
+    server, journal = postgres_journal
+    pg_journals.clear(server, journal.schema)
+    check_recovery(case, journal=journal)

@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pg_journals
 import pytest
 from hypothesis import assume, given, settings
+from servers import PostgresServer
 from test_durable_properties import (
     DEFINITION,
     SAGA_ID,
@@ -118,6 +120,9 @@ REFUSALS = {
 }
 
 
+Fresh = Callable[[], contextlib.AbstractContextManager[tuple[Journal, Callable[[], object]]]]
+
+
 @contextlib.contextmanager
 def journal_of(backend: str) -> Iterator[tuple[Journal, Callable[[], object]]]:
     """A fresh journal, and what reads every row of it."""
@@ -134,6 +139,24 @@ def journal_of(backend: str) -> Iterator[tuple[Journal, Callable[[], object]]]:
             yield sqlite, lambda: sqlite_rows(path)
 
 
+@pytest.fixture(scope="module", params=["memory", "sqlite", "postgres"])
+def fresh_journal(request: pytest.FixtureRequest) -> Iterator[Fresh]:
+    """How each example gets a fresh journal, and what reads every row of it. On PostgreSQL
+    the examples share one schema, emptied before each."""
+    if request.param != "postgres":
+        yield lambda: journal_of(request.param)
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    with pg_journals.new_journal(server) as postgres:
+
+        @contextlib.contextmanager
+        def emptied() -> Iterator[tuple[Journal, Callable[[], object]]]:
+            pg_journals.clear(server, postgres.schema)
+            yield postgres, lambda: pg_journals.rows(server, postgres.schema)
+
+        yield emptied
+
+
 def sqlite_rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
     """Every row of every table of the file, read through a connection of its own."""
     with contextlib.closing(sqlite3.connect(path)) as connection:
@@ -147,15 +170,14 @@ def sqlite_rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
         }
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite"])
 @pytest.mark.parametrize("refusal", REFUSALS.values(), ids=REFUSALS.keys())
 @settings(max_examples=8, deadline=None)
 @given(case=cases(recovery_crashes=False))
 def test_a_refused_recovery_leaves_the_journal_byte_identical(
-    case: Case, refusal: Refusal, backend: str
+    case: Case, refusal: Refusal, fresh_journal: Fresh
 ) -> None:
     _, _, reference_journal = reference_run(case.spec, case.plan)
-    with journal_of(backend) as (journal, rows):
+    with fresh_journal() as (journal, rows):
         effects = Effects(case.plan)
         definitions = definitions_for(case.spec, effects)
         run_until_crash(

@@ -24,6 +24,7 @@ import pg_journals
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from journal_stores import BACKENDS, JournalStore, journal_store
 from servers import PostgresServer
 
 from fsaga.journal import (
@@ -729,33 +730,13 @@ def test_memory_and_postgres_journals_behave_alike(
 # -- several journals on one store: threads and processes ----------------------------------------
 
 
-@dataclass(frozen=True)
-class Store:
-    """Where several journals meet: one SQLite file, or one PostgreSQL schema.
-
-    Attributes:
-        open: opens another journal on it.
-        spec: how a process names it (``sqlite:PATH`` or ``postgres:SCHEMA:DSN``).
-    """
-
-    open: Callable[[], SqliteJournal | PostgresJournal]
-    spec: str
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> JournalStore:
+    """Where several journals meet: one SQLite file, or one PostgreSQL schema."""
+    return journal_store(request.param, request, tmp_path)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    if request.param == "sqlite":
-        path = tmp_path / "journal.db"
-        return Store(lambda: SqliteJournal(path), f"sqlite:{path}")
-    server: PostgresServer = request.getfixturevalue("postgres")
-    schema = pg_journals.fresh_schema()
-    PostgresJournal.migrate(server.dsn, schema=schema)
-    return Store(
-        lambda: PostgresJournal(server.dsn, schema=schema), pg_journals.spec(server, schema)
-    )
-
-
-def test_two_journals_on_one_store_see_each_others_writes(store: Store) -> None:
+def test_two_journals_on_one_store_see_each_others_writes(store: JournalStore) -> None:
     with store.open() as first, store.open() as second:
         first.create("order-1", "order", 1, b"{}")
         second.append("order-1", [Entry(1, "intent", "charge", 1)])
@@ -790,7 +771,7 @@ def finisher(journals: list[Journal], saga_id: str) -> Callable[[int], bool]:
     return lambda index: journals[index].finish(saga_id, "succeeded", b"%d" % index)
 
 
-def test_racing_journals_on_one_store_finish_a_saga_once(store: Store) -> None:
+def test_racing_journals_on_one_store_finish_a_saga_once(store: JournalStore) -> None:
     with contextlib.ExitStack() as stack:
         journals = [stack.enter_context(store.open()) for _ in range(4)]
         for round_ in range(5):
@@ -805,7 +786,7 @@ def test_racing_journals_on_one_store_finish_a_saga_once(store: Store) -> None:
             assert record.outcome == b"%d" % won.index(True)
 
 
-def test_racing_journals_on_one_store_create_a_saga_once(store: Store) -> None:
+def test_racing_journals_on_one_store_create_a_saga_once(store: JournalStore) -> None:
     with contextlib.ExitStack() as stack:
         journals = [stack.enter_context(store.open()) for _ in range(4)]
 
@@ -817,7 +798,7 @@ def test_racing_journals_on_one_store_create_a_saga_once(store: Store) -> None:
         assert record.version == created.index(True)
 
 
-def test_racing_journals_on_one_store_append_each_seq_once(store: Store) -> None:
+def test_racing_journals_on_one_store_append_each_seq_once(store: JournalStore) -> None:
     """The compare-and-set on the timeline: of writers that all read it at the same length,
     exactly one extends it; the others get `EntrySequenceError` and write nothing."""
     with contextlib.ExitStack() as stack:
@@ -883,7 +864,7 @@ def python(script: str, *arguments: str) -> subprocess.Popen[str]:
     )
 
 
-def test_another_process_writes_while_this_one_holds_the_store(store: Store) -> None:
+def test_another_process_writes_while_this_one_holds_the_store(store: JournalStore) -> None:
     with store.open() as journal:
         journal.create("order-1", "order", 1, b"{}", entries=[Entry(1, "intent", "charge", 1)])
 
@@ -896,7 +877,7 @@ def test_another_process_writes_while_this_one_holds_the_store(store: Store) -> 
         assert journal.integrity_check() == ["ok"]
 
 
-def test_processes_racing_to_finish_a_saga_let_one_win(store: Store) -> None:
+def test_processes_racing_to_finish_a_saga_let_one_win(store: JournalStore) -> None:
     with store.open() as journal:
         journal.create("order-1", "order", 1, b"{}")
         processes = [python(SUBPROCESS_FINISHER, store.spec, f"P{index}") for index in range(3)]

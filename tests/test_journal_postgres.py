@@ -288,7 +288,7 @@ def wait_until_blocked(server: PostgresServer, schema: str) -> None:
                 " AND query LIKE %s",
                 (f'%"{schema}".sagas%',),
             ).fetchone()
-            if waiting is not None and waiting[0] > 0:
+            if waiting != (0,):
                 return
     raise AssertionError("no statement ever waited for the lock")
 
