@@ -1,19 +1,27 @@
 """The journal command line (`fsaga.journal.cli`, through `fsaga.__main__.main`): ``fsaga journal
-list|show|recover`` over real SQLite journal files, their output and their exit codes."""
+list|show|recover|release|migrate`` over real SQLite journal files (``--db``) and PostgreSQL
+schemas (``--dsn``), their output and their exit codes."""
 
 from __future__ import annotations
 
+import shlex
 import sqlite3
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import journal_cli_definitions as sagas
+import pg_journals
 import pytest
+from journal_stores import BACKENDS, JournalStore, journal_store
+from psycopg.conninfo import conninfo_to_dict
+from servers import PostgresServer
 
 from fsaga.__main__ import main
 from fsaga.durable import DurableSagas
-from fsaga.journal import Entry, JsonCodec, MemoryJournal, SqliteJournal
+from fsaga.journal import Entry, JsonCodec, MemoryJournal, PostgresJournal, SqliteJournal
+from fsaga.journal.postgres import SCHEMA_VERSION
 
 CREATED = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 CODEC = JsonCodec()
@@ -48,12 +56,37 @@ def fresh_counters() -> None:
     sagas.reset()
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> str:
+@dataclass(frozen=True)
+class Named:
+    """A journal as the commands name it (`args`), and as their messages do (`name`, and
+    `hint`: the options in a command they print)."""
+
+    store: JournalStore
+
+    @property
+    def args(self) -> list[str]:
+        return self.store.options
+
+    @property
+    def name(self) -> str:
+        if self.store.path is not None:
+            return str(self.store.path)
+        return f"database 'postgres', schema {self.store.schema!r}"
+
+    @property
+    def hint(self) -> str:
+        if self.store.path is not None:
+            return f"--db {self.store.path}"
+        assert self.store.server is not None
+        return f"--dsn {shlex.quote(self.store.server.dsn)} --schema {self.store.schema}"
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Named:
     """A journal with a saga in each state: succeeded, failed, partially failed, in flight,
     compensating, dead."""
-    path = tmp_path / "journal.db"
-    with SqliteJournal(path, clock=lambda: CREATED) as journal:
+    store = journal_store(request.param, request, tmp_path)
+    with store.open(clock=lambda: CREATED) as journal:
         runs = DurableSagas(journal, sagas.definitions)
         runs.start("order", 50, saga_id="o-ok")
         runs.start("order", 500, saga_id="o-declined")
@@ -68,14 +101,14 @@ def db(tmp_path: Path) -> str:
         journal.record_recovery_error("o-dead", CODEC.encode(DISK_FULL))
         journal.claim_for_recovery("o-dead", max_attempts=1)
     sagas.reset()
-    return str(path)
+    return Named(store)
 
 
 # -- list ----------------------------------------------------------------------------------------
 
 
-def test_list_prints_one_line_per_saga_with_a_header(db: str) -> None:
-    code, output, errors = run("journal", "list", "--db", db)
+def test_list_prints_one_line_per_saga_with_a_header(db: Named) -> None:
+    code, output, errors = run("journal", "list", *db.args)
 
     assert (code, errors) == (0, [])
     assert [line.split() for line in output] == [
@@ -108,8 +141,8 @@ def column_starts(line: str) -> list[int]:
     return [i for i, char in enumerate(line) if char != " " and (i == 0 or line[i - 1] == " ")]
 
 
-def test_list_filters_by_status(db: str) -> None:
-    code, output, _ = run("journal", "list", "--db", db, "--status", "running")
+def test_list_filters_by_status(db: Named) -> None:
+    code, output, _ = run("journal", "list", *db.args, "--status", "running")
 
     assert code == 0
     assert [line.split()[0] for line in output[1:]] == ["o-flight", "o-undoing"]
@@ -132,16 +165,16 @@ def test_list_with_a_status_no_saga_has_says_so(tmp_path: Path) -> None:
     assert (code, output) == (0, [f"no sagas with status dead in {path}"])
 
 
-def test_list_refuses_an_unknown_status(db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run("journal", "list", "--db", db, "--status", "lost")[0] == 2
+def test_list_refuses_an_unknown_status(db: Named, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("journal", "list", *db.args, "--status", "lost")[0] == 2
     assert "invalid choice: 'lost'" in capsys.readouterr().err
 
 
 # -- show ----------------------------------------------------------------------------------------
 
 
-def test_show_a_succeeded_saga(db: str) -> None:
-    code, output, errors = run("journal", "show", "o-ok", "--db", db)
+def test_show_a_succeeded_saga(db: Named) -> None:
+    code, output, errors = run("journal", "show", "o-ok", *db.args)
 
     assert (code, errors) == (0, [])
     assert output == [
@@ -164,8 +197,8 @@ def test_show_a_succeeded_saga(db: str) -> None:
     ]
 
 
-def test_show_a_failed_saga_decodes_errors_and_the_outcome(db: str) -> None:
-    code, output, _ = run("journal", "show", "o-declined", "--db", db)
+def test_show_a_failed_saga_decodes_errors_and_the_outcome(db: Named) -> None:
+    code, output, _ = run("journal", "show", "o-declined", *db.args)
 
     assert code == 0
     assert output[7:] == [
@@ -182,8 +215,8 @@ def test_show_a_failed_saga_decodes_errors_and_the_outcome(db: str) -> None:
     ]
 
 
-def test_show_a_partial_failure_names_the_compensation_that_failed(db: str) -> None:
-    code, output, _ = run("journal", "show", "f-partial", "--db", db)
+def test_show_a_partial_failure_names_the_compensation_that_failed(db: Named) -> None:
+    code, output, _ = run("journal", "show", "f-partial", *db.args)
 
     assert code == 0
     assert "  definition:        fragile@2" in output
@@ -198,8 +231,8 @@ def test_show_a_partial_failure_names_the_compensation_that_failed(db: str) -> N
     ]
 
 
-def test_show_an_unfinished_saga_names_the_step_in_flight(db: str) -> None:
-    code, output, _ = run("journal", "show", "o-flight", "--db", db)
+def test_show_an_unfinished_saga_names_the_step_in_flight(db: Named) -> None:
+    code, output, _ = run("journal", "show", "o-flight", *db.args)
 
     assert code == 0
     assert "  status:            running" in output
@@ -213,8 +246,8 @@ def test_show_an_unfinished_saga_names_the_step_in_flight(db: str) -> None:
     ]
 
 
-def test_show_a_saga_stopped_while_compensating(db: str) -> None:
-    code, output, _ = run("journal", "show", "o-undoing", "--db", db)
+def test_show_a_saga_stopped_while_compensating(db: Named) -> None:
+    code, output, _ = run("journal", "show", "o-undoing", *db.args)
 
     assert code == 0
     assert output[-3:] == [
@@ -225,8 +258,8 @@ def test_show_a_saga_stopped_while_compensating(db: str) -> None:
     ]
 
 
-def test_show_a_dead_saga_says_why_it_was_parked_and_how_to_release_it(db: str) -> None:
-    code, output, _ = run("journal", "show", "o-dead", "--db", db)
+def test_show_a_dead_saga_says_why_it_was_parked_and_how_to_release_it(db: Named) -> None:
+    code, output, _ = run("journal", "show", "o-dead", *db.args)
 
     assert code == 0
     assert "  status:            dead" in output
@@ -237,7 +270,7 @@ def test_show_a_dead_saga_says_why_it_was_parked_and_how_to_release_it(db: str) 
         "  last entry: #3 intent charge (attempt 1)",
         "  in flight: charge (the intent without a result: its process stopped while it ran)",
         "  once the cause is fixed, release it for recovery: "
-        f"fsaga journal release o-dead --db {db}",
+        f"fsaga journal release o-dead {db.hint}",
     ]
 
 
@@ -290,19 +323,19 @@ def test_show_tells_what_is_not_json(tmp_path: Path) -> None:
     assert output[-2:] == ["finished: failed", "  outcome: <8 bytes, not JSON>"]
 
 
-def test_show_an_unknown_id_fails_with_exit_code_1(db: str) -> None:
-    assert run("journal", "show", "nobody", "--db", db) == (
+def test_show_an_unknown_id_fails_with_exit_code_1(db: Named) -> None:
+    assert run("journal", "show", "nobody", *db.args) == (
         1,
         [],
-        [f"fsaga journal: no saga 'nobody' in {db}"],
+        [f"fsaga journal: no saga 'nobody' in {db.name}"],
     )
 
 
 # -- recover -------------------------------------------------------------------------------------
 
 
-def test_recover_finishes_every_unfinished_saga(db: str) -> None:
-    code, output, errors = run("journal", "recover", "--db", db, "--definitions", DEFINITIONS)
+def test_recover_finishes_every_unfinished_saga(db: Named) -> None:
+    code, output, errors = run("journal", "recover", *db.args, "--definitions", DEFINITIONS)
 
     assert (code, errors) == (0, [])
     flight, undoing = output
@@ -314,19 +347,19 @@ def test_recover_finishes_every_unfinished_saga(db: str) -> None:
     # the same key; the compensation in flight was run again.
     assert sagas.ran == {"charge": 1, "notify": 1, "undo reserve": 1}
     assert sagas.charge_keys == ["o-flight/charge"]
-    listed = run("journal", "list", "--db", db)[1]
+    listed = run("journal", "list", *db.args)[1]
     statuses = {line.split()[0]: (line.split()[2], line.split()[3]) for line in listed[1:]}
     assert statuses["o-flight"] == ("succeeded", "1")
     assert statuses["o-undoing"] == ("failed", "1")
     assert statuses["o-dead"] == ("dead", "1")  # parked sagas are left alone
 
 
-def test_recover_with_nothing_to_do_says_so(db: str) -> None:
-    run("journal", "recover", "--db", db, "--definitions", DEFINITIONS)
+def test_recover_with_nothing_to_do_says_so(db: Named) -> None:
+    run("journal", "recover", *db.args, "--definitions", DEFINITIONS)
 
-    code, output, _ = run("journal", "recover", "--db", db, "--definitions", DEFINITIONS)
+    code, output, _ = run("journal", "recover", *db.args, "--definitions", DEFINITIONS)
 
-    assert (code, output) == (0, [f"no unfinished sagas in {db}"])
+    assert (code, output) == (0, [f"no unfinished sagas in {db.name}"])
 
 
 def test_recover_reports_a_saga_that_cannot_be_recovered_and_exits_1(tmp_path: Path) -> None:
@@ -349,9 +382,9 @@ def test_recover_reports_a_saga_that_cannot_be_recovered_and_exits_1(tmp_path: P
     assert "'audit'" in bad
 
 
-def test_recover_leaves_sagas_written_to_recently(db: str) -> None:
+def test_recover_leaves_sagas_written_to_recently(db: Named) -> None:
     code, output, _ = run(
-        "journal", "recover", "--db", db, "--definitions", DEFINITIONS, "--stale-after", "1e9"
+        "journal", "recover", *db.args, "--definitions", DEFINITIONS, "--stale-after", "1e9"
     )
 
     assert code == 0
@@ -385,16 +418,16 @@ def test_recover_leaves_sagas_written_to_recently(db: str) -> None:
     ],
 )
 def test_recover_refuses_unusable_definitions_and_touches_nothing(
-    db: str, where: str, message: str
+    db: Named, where: str, message: str
 ) -> None:
-    code, output, errors = run("journal", "recover", "--db", db, "--definitions", where)
+    code, output, errors = run("journal", "recover", *db.args, "--definitions", where)
 
     assert (code, output) == (2, [])
     [error] = errors
     assert error.startswith("fsaga journal: ")
     assert message in error
     assert sagas.ran == {}
-    with SqliteJournal(db) as journal:
+    with db.store.open() as journal:
         assert [record.recovery_attempts for record in journal.sagas("running")] == [0, 0]
 
 
@@ -409,10 +442,10 @@ def test_recover_refuses_unusable_definitions_and_touches_nothing(
     ],
 )
 def test_recover_refuses_a_stale_after_that_is_not_a_duration(
-    db: str, given: str, message: str, capsys: pytest.CaptureFixture[str]
+    db: Named, given: str, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _, _ = run(
-        "journal", "recover", "--db", db, "--definitions", DEFINITIONS, "--stale-after", given
+        "journal", "recover", *db.args, "--definitions", DEFINITIONS, "--stale-after", given
     )
 
     assert code == 2
@@ -421,26 +454,26 @@ def test_recover_refuses_a_stale_after_that_is_not_a_duration(
     )
 
 
-def test_recover_needs_definitions(db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run("journal", "recover", "--db", db)[0] == 2
+def test_recover_needs_definitions(db: Named, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run("journal", "recover", *db.args)[0] == 2
     assert "--definitions" in capsys.readouterr().err
 
 
 # -- release -------------------------------------------------------------------------------------
 
 
-def test_release_gives_a_dead_saga_back_to_recover(db: str) -> None:
-    code, output, errors = run("journal", "release", "o-dead", "--db", db)
+def test_release_gives_a_dead_saga_back_to_recover(db: Named) -> None:
+    code, output, errors = run("journal", "release", "o-dead", *db.args)
 
     assert (code, errors) == (0, [])
     assert output == ["o-dead: released; the next `fsaga journal recover` takes it over"]
-    listed = run("journal", "list", "--db", db, "--status", "running")[1]
+    listed = run("journal", "list", *db.args, "--status", "running")[1]
     assert [line.split()[:4] for line in listed[1:]] == [
         ["o-dead", "order@1", "running", "0"],
         ["o-flight", "order@1", "running", "0"],
         ["o-undoing", "order@1", "running", "0"],
     ]
-    recovered = run("journal", "recover", "--db", db, "--definitions", DEFINITIONS)[1]
+    recovered = run("journal", "recover", *db.args, "--definitions", DEFINITIONS)[1]
     assert recovered[0] == "o-dead: Success: 'notify-done'"
 
 
@@ -452,15 +485,15 @@ def test_release_gives_a_dead_saga_back_to_recover(db: str) -> None:
         ("nobody", "fsaga journal: no saga 'nobody' in "),
     ],
 )
-def test_release_refuses_a_saga_that_is_not_dead(db: str, saga_id: str, message: str) -> None:
-    before = run("journal", "list", "--db", db)
+def test_release_refuses_a_saga_that_is_not_dead(db: Named, saga_id: str, message: str) -> None:
+    before = run("journal", "list", *db.args)
 
-    code, output, errors = run("journal", "release", saga_id, "--db", db)
+    code, output, errors = run("journal", "release", saga_id, *db.args)
 
     assert (code, output) == (1, [])
     [error] = errors
     assert error.startswith(message)
-    assert run("journal", "list", "--db", db) == before
+    assert run("journal", "list", *db.args) == before
 
 
 # -- what durable runs record, shown -------------------------------------------------------------
@@ -593,13 +626,13 @@ def test_a_journal_command_without_db_is_a_usage_error(
 def test_the_help_lists_the_journal_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["journal", "--help"]) == 0
     text = capsys.readouterr().out
-    for command in ("list", "show", "recover", "release"):
+    for command in ("list", "show", "recover", "release", "migrate"):
         assert command in text
 
 
-def test_python_dash_m_fsaga_journal_lists_a_real_file(db: str) -> None:
+def test_python_dash_m_fsaga_journal_lists_a_real_file(db: Named) -> None:
     listed = subprocess.run(
-        [sys.executable, "-m", "fsaga", "journal", "list", "--db", db],
+        [sys.executable, "-m", "fsaga", "journal", "list", *db.args],
         capture_output=True,
         text=True,
         check=False,
@@ -615,10 +648,121 @@ def test_python_dash_m_fsaga_journal_lists_a_real_file(db: str) -> None:
         "o-undoing",
     ]
     missing = subprocess.run(
-        [sys.executable, "-m", "fsaga", "journal", "show", "nobody", "--db", db],
+        [sys.executable, "-m", "fsaga", "journal", "show", "nobody", *db.args],
         capture_output=True,
         text=True,
         check=False,
     )
     assert (missing.returncode, missing.stdout) == (1, "")
-    assert missing.stderr == f"fsaga journal: no saga 'nobody' in {db}\n"
+    assert missing.stderr == f"fsaga journal: no saga 'nobody' in {db.name}\n"
+
+
+# -- PostgreSQL journals: --dsn and migrate ------------------------------------------------------
+
+
+def test_migrate_creates_a_postgres_journal_once(postgres: PostgresServer) -> None:
+    schema = pg_journals.fresh_schema()
+    where = f"database 'postgres', schema {schema!r}"
+
+    created = run("journal", "migrate", "--dsn", postgres.dsn, "--schema", schema)
+    again = run("journal", "migrate", "--dsn", postgres.dsn, "--schema", schema)
+
+    version = f"schema version {SCHEMA_VERSION}"
+    assert created == (0, [f"created the journal in {where} ({version})"], [])
+    assert again == (0, [f"the journal in {where} is up to date ({version})"], [])
+    assert run("journal", "list", "--dsn", postgres.dsn, "--schema", schema) == (
+        0,
+        [f"no sagas in {where}"],
+        [],
+    )
+
+
+def test_migrate_refuses_a_journal_of_a_newer_fsaga(postgres: PostgresServer) -> None:
+    schema = pg_journals.fresh_schema()
+    PostgresJournal.migrate(postgres.dsn, schema=schema)
+    with pg_journals.raw(postgres) as connection:
+        connection.execute(f'UPDATE "{schema}".schema_version SET version = version + 1')
+
+    code, output, errors = run("journal", "migrate", "--dsn", postgres.dsn, "--schema", schema)
+
+    assert (code, output) == (2, [])
+    [error] = errors
+    assert error.startswith(
+        f"fsaga journal: the PostgreSQL journal in database 'postgres', schema {schema!r} has "
+        f"schema version {SCHEMA_VERSION + 1}"
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_schema_without_a_journal_is_an_error_and_is_not_created(
+    postgres: PostgresServer, command: list[str]
+) -> None:
+    schema = pg_journals.fresh_schema()
+
+    code, output, errors = run("journal", *command, "--dsn", postgres.dsn, "--schema", schema)
+
+    assert (code, output) == (2, [])
+    assert errors == [
+        f"fsaga journal: no fsaga journal in database 'postgres', schema {schema!r}: create it "
+        f"with `python -m fsaga journal migrate --dsn DSN --schema {schema}`, or "
+        f"PostgresJournal.migrate(dsn, schema={schema!r})"
+    ]
+    with pg_journals.raw(postgres) as connection:
+        found = connection.execute(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,)
+        ).fetchone()
+    assert found == (0,)
+
+
+def test_an_unreachable_database_is_an_error_that_keeps_the_password(
+    postgres: PostgresServer,
+) -> None:
+    dsn = f"host=127.0.0.1 port={postgres.port} user=postgres dbname=nowhere password=s3cret"
+
+    for command in (["list"], ["migrate"]):
+        code, output, errors = run("journal", *command, "--dsn", dsn)
+
+        assert (code, output) == (2, [])
+        [error] = errors
+        assert error.startswith("fsaga journal: cannot connect to the journal's database (")
+        assert "s3cret" not in error
+
+
+def test_the_release_hint_of_a_dead_saga_leaves_out_the_password(
+    postgres: PostgresServer,
+) -> None:
+    schema = pg_journals.fresh_schema()
+    PostgresJournal.migrate(postgres.dsn, schema=schema)
+    with PostgresJournal(postgres.dsn, schema=schema) as journal:
+        journal.create("s-1", "order", 1, CODEC.encode(50))
+        journal.claim_for_recovery("s-1", max_attempts=0)
+    dsn = f"{postgres.dsn} password=s3cret"  # trust authentication ignores it
+
+    code, output, _ = run("journal", "show", "s-1", "--dsn", dsn, "--schema", schema)
+
+    assert code == 0
+    hint = output[-1]
+    assert hint.startswith("  once the cause is fixed, release it for recovery: ")
+    command = shlex.split(hint.split(": ", 1)[1])
+    assert command[:4] == ["fsaga", "journal", "release", "s-1"]
+    assert command[4] == "--dsn"
+    assert conninfo_to_dict(command[5]) == conninfo_to_dict(postgres.dsn)
+    assert command[6:] == ["--schema", schema]
+
+
+def test_schema_goes_with_dsn_only(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    SqliteJournal(path).close()
+
+    assert run("journal", "list", "--db", str(path), "--schema", "x") == (
+        2,
+        [],
+        ["fsaga journal: --schema goes with --dsn: an SQLite journal has no schemas"],
+    )
+
+
+def test_db_and_dsn_are_one_or_the_other(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["journal", "list", "--db", "j.db", "--dsn", "dbname=x"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert main(["journal", "migrate"]) == 2
+    assert "--dsn" in capsys.readouterr().err

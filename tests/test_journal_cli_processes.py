@@ -1,5 +1,6 @@
 """The journal command line as real processes: two ``fsaga journal recover`` racing on one
-SQLite file, and output closed before a command finished writing it.
+journal (an SQLite file, or a PostgreSQL schema), and output closed before a command finished
+writing it.
 
 The racing recoverers pause inside a step of the ``relay`` saga of
 tests/journal_cli_definitions.py (it prints ``in-effect NAME`` and waits for a line on stdin),
@@ -14,6 +15,8 @@ import sys
 from pathlib import Path
 
 import journal_cli_definitions as sagas
+import pytest
+from journal_stores import BACKENDS, JournalStore, journal_store
 
 from fsaga.journal import Entry, JsonCodec, SqliteJournal
 
@@ -21,15 +24,20 @@ TESTS = Path(__file__).resolve().parent
 TIMEOUT = 60.0  # seconds: only ever reached when something hangs
 
 
-def recoverer(db: Path, *, pause_in: str | None) -> subprocess.Popen[str]:
-    """``python -m fsaga journal recover`` on `db`, pausing inside step `pause_in`."""
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> JournalStore:
+    return journal_store(request.param, request, tmp_path)
+
+
+def recoverer(store: JournalStore, *, pause_in: str | None) -> subprocess.Popen[str]:
+    """``python -m fsaga journal recover`` on `store`, pausing inside step `pause_in`."""
     environment = {key: value for key, value in os.environ.items() if key != sagas.PAUSE_IN}
     if pause_in is not None:
         environment[sagas.PAUSE_IN] = pause_in
     return subprocess.Popen(
         [
             *(sys.executable, "-m", "fsaga", "journal", "recover"),
-            *("--db", str(db), "--definitions", "journal_cli_definitions:definitions"),
+            *(*store.options, "--definitions", "journal_cli_definitions:definitions"),
         ],
         cwd=TESTS,
         env=environment,
@@ -51,20 +59,19 @@ def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
     return process.returncode, output, errors
 
 
-def unfinished_relay(tmp_path: Path) -> Path:
-    db = tmp_path / "journal.db"
-    with SqliteJournal(db) as journal:
+def unfinished_relay(store: JournalStore) -> JournalStore:
+    with store.open() as journal:
         journal.create("r-1", "relay", 1, JsonCodec().encode(None))
-    return db
+    return store
 
 
 def test_a_recoverer_that_loses_the_race_to_one_that_finished_says_so_and_exits_0(
-    tmp_path: Path,
+    store: JournalStore,
 ) -> None:
     """The loser was inside the first step while the winner recovered the saga to its end: it
     prints the winner's outcome as recovered by another process (it used to exit 1 with an
     error about entry numbering)."""
-    db = unfinished_relay(tmp_path)
+    db = unfinished_relay(store)
     loser = recoverer(db, pause_in="first")
     try:
         paused_in(loser, "first")
@@ -78,12 +85,12 @@ def test_a_recoverer_that_loses_the_race_to_one_that_finished_says_so_and_exits_
 
 
 def test_a_recoverer_taken_over_while_the_other_still_runs_leaves_the_saga_and_exits_0(
-    tmp_path: Path,
+    store: JournalStore,
 ) -> None:
     """The loser was inside the first step while the winner ran that step again and went on to
     the second, where it still is: the loser's next write conflicts, and it leaves the saga to
     the winner, which finishes it."""
-    db = unfinished_relay(tmp_path)
+    db = unfinished_relay(store)
     loser = recoverer(db, pause_in="first")
     winner: subprocess.Popen[str] | None = None
     try:
@@ -99,7 +106,7 @@ def test_a_recoverer_taken_over_while_the_other_still_runs_leaves_the_saga_and_e
 
     assert lost == (0, "r-1: left alone: another process is running it\n", "")
     assert won == (0, "r-1: Success: 'second-1'\n", "")
-    with SqliteJournal(db) as journal:
+    with store.open() as journal:
         record = journal.get("r-1")
         kinds = [(entry.kind, entry.path, entry.attempt) for entry in journal.entries("r-1")]
     assert record is not None
