@@ -71,7 +71,7 @@ def main(
     saga (or, for ``release``, one that is not dead), when ``journal recover`` could not
     recover one, or when standard output was closed before everything was written to it (a
     reader such as ``head`` stopped reading: the command stops quietly); 2 on a usage error (an
-    unknown command, say), a journal file that is missing or damaged, or unusable saga
+    unknown command, say), a journal that is missing, damaged or unreachable, or unusable saga
     definitions.
     """
     try:

@@ -334,6 +334,26 @@ def test_an_append_meeting_a_finish_in_progress_waits_for_it(
         assert len(journal.entries("order-1")) == 2
 
 
+def test_a_journal_outlives_a_restart_of_its_server(postgres: PostgresServer) -> None:
+    """The restart cuts the pool's connections: a call that meets one fails with `JournalError`
+    and writes nothing (retrying is safe), and the pool replaces it."""
+    with pg_journals.new_journal(postgres, max_connections=2) as journal:
+        journal.create("order-1", "order", 1, b"{}", entries=[intent(1)])
+
+        postgres.restart()
+
+        failures: list[JournalError] = []
+        for _ in range(3):  # at most one failure per connection of the pool
+            try:
+                journal.append("order-1", [intent(2)])
+                break
+            except JournalError as error:
+                failures.append(error)
+        assert journal.entries("order-1") == [intent(1), intent(2)]
+        assert len(failures) <= 2
+        assert all("database 'postgres'" in str(error) for error in failures)
+
+
 def test_integrity_check_names_what_is_broken(
     postgres: PostgresServer, journal: PostgresJournal
 ) -> None:
@@ -902,6 +922,23 @@ def test_a_keeper_stops_quietly_once_its_saga_finished(journal: PostgresJournal)
 
     assert not keeper.lost
     assert keeper.error is None
+
+
+def test_a_keeper_started_before_its_saga_exists_renews_it_once_it_does(
+    journal: PostgresJournal,
+) -> None:
+    """A start creates its saga, with the worker's lease, at its first write: a keeper around
+    the whole run may beat first."""
+    watched = WatchedLeases(journal)
+
+    with LeaseKeeper(watched, "order-1", "worker-a", ttl=TTL, every=0.01) as keeper:
+        watched.wait_for_calls(1)
+        journal.as_owner("worker-a", ttl=TTL).create("order-1", "order", 1, b"{}")
+        calls = watched.calls
+        watched.wait_for_calls(calls + 2)  # the first may have been sent before the create
+
+    assert not keeper.lost
+    assert keeper.renewals >= 1
 
 
 def test_a_keeper_rides_out_a_failed_renewal_while_its_lease_may_still_hold(

@@ -112,7 +112,7 @@ def test_all_matches_what_the_module_defines_and_exports(name: str) -> None:
     assert set(declared) == exported_names(module) - NOT_EXPORTED.get(name, set())
 
 
-LAZY_FACADES = {"fsaga", "fsaga.interpreter", "fsaga.stores"}
+LAZY_FACADES = {"fsaga", "fsaga.interpreter", "fsaga.journal", "fsaga.stores"}
 
 
 def test_the_facades_are_the_modules_with_lazy_names() -> None:
@@ -243,9 +243,18 @@ def test_importing_fsaga_configures_no_logging(import_report: dict[str, object])
 
 
 # What `import fsaga` leaves for first use: the async interpreter with anyio beneath it, `returns`
-# (until a step returns one of its containers or an outcome is turned into one) and `uuid` (until a
-# run needs an id).
-LAZY_MODULES = ("anyio", "fsaga.interpreter.asynchronous", "returns", "uuid")
+# (until a step returns one of its containers or an outcome is turned into one), `uuid` (until a
+# run needs an id), and the PostgreSQL journal with psycopg beneath it.
+LAZY_MODULES = (
+    "anyio",
+    "fsaga.interpreter.asynchronous",
+    "fsaga.journal.postgres",
+    "psycopg",
+    "psycopg_pool",
+    "returns",
+    "uuid",
+)
+POSTGRES_MODULES = ["fsaga.journal.postgres", "psycopg", "psycopg_pool"]
 ASYNC_MODULES = ["anyio", "fsaga.interpreter.asynchronous"]
 
 SYNC_RUNS = """
@@ -442,3 +451,29 @@ def test_the_first_use_of_a_database_store_loads_its_client_only(
     first_use: str, loaded: list[str]
 ) -> None:
     assert clients_after(f"import fsaga.stores\n{first_use}") == loaded
+
+
+def test_the_journal_the_durable_runs_and_the_command_line_do_not_import_psycopg() -> None:
+    report = loaded_after(
+        "import fsaga.journal, fsaga.journal.cli, fsaga.journal.leases, fsaga.durable\n"
+        "import fsaga.__main__\n"
+        "assert 'PostgresJournal' in dir(fsaga.journal)\n"
+    )
+
+    assert not set(POSTGRES_MODULES) & set(report["after"])
+
+
+@pytest.mark.parametrize(
+    "first_use",
+    [
+        "fsaga.journal.PostgresJournal",
+        "from fsaga.journal import OwnedJournal",
+        "from fsaga.journal import *",
+        "import fsaga.journal.postgres",
+    ],
+)
+def test_the_first_use_of_the_postgres_journal_imports_psycopg(first_use: str) -> None:
+    report = loaded_after(f"import fsaga.journal\n{first_use}\n")
+
+    assert report["before"] == []
+    assert set(POSTGRES_MODULES) <= set(report["after"])

@@ -25,7 +25,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self, final
 
 from fsaga._numbers import check_seconds
-from fsaga.journal.protocol import JournalError, LeaseLostError, SagaFinishedError
+from fsaga.journal.protocol import (
+    JournalError,
+    LeaseLostError,
+    SagaFinishedError,
+    UnknownSagaError,
+)
 from fsaga.journal.records import Lease
 
 if TYPE_CHECKING:
@@ -87,7 +92,8 @@ class LeaseKeeper:
     next journal write is refused anyway. A renewal that fails otherwise (the database
     unreachable for a moment) is tried again at the next beat, as long as the lease it renewed
     last may still be valid; past that, the lease counts as lost. A saga that finished (its
-    lease ended with it) stops the renewals quietly.
+    lease ended with it) stops the renewals quietly, and one that does not exist yet (a start
+    creates it, with the worker's lease, at its first write) is simply tried again.
 
     Leaving the block stops the renewals and, with `release` (the default), releases the lease
     (`Leases.release_lease`; a finished saga's lease is gone already), so that another worker
@@ -240,7 +246,9 @@ class LeaseKeeper:
 
         while True:
             await anyio.sleep(self._every)
-            if not await anyio.to_thread.run_sync(self._renew_once, abandon_on_cancel=True):
+            # Not abandoned when cancelled: leaving the block waits for a renewal under way, so
+            # that none lands after the lease is released.
+            if not await anyio.to_thread.run_sync(self._renew_once):
                 return
 
     # -- both --------------------------------------------------------------------------------
@@ -263,12 +271,13 @@ class LeaseKeeper:
         except LeaseLostError as error:
             self._mark_lost(error)
             return False
+        except UnknownSagaError:
+            # Not created yet: a start creates the saga, with its lease, at its first write.
+            self._confirmed_at = sent
+            return True
         except JournalError as error:
-            # Unknown saga, or the journal failing: tried again while the lease may still hold.
-            if (
-                isinstance(error, LookupError)
-                or sent + self._every >= self._confirmed_at + self._ttl
-            ):
+            # The journal failing: tried again while the lease may still hold.
+            if sent + self._every >= self._confirmed_at + self._ttl:
                 self._mark_lost(error)
                 return False
             logger.warning(
