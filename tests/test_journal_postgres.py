@@ -238,6 +238,16 @@ def test_repr_names_the_database_and_schema_and_a_closed_journal_says_so(
         journal.acquire("order-1", "w", ttl=TTL)
 
 
+def test_a_long_schema_name_still_gets_a_channel_postgresql_accepts(
+    postgres: PostgresServer,
+) -> None:
+    schema = f"{pg_journals.fresh_schema()}_".ljust(63, "x")
+
+    with pg_journals.new_journal(postgres, schema=schema) as journal:
+        assert len(journal.submission_channel.encode()) <= 63
+        assert journal.submit("order-1", "order", b"{}") is True
+
+
 def test_a_schema_whose_name_needs_quoting_works(postgres: PostgresServer) -> None:
     schema = f'Odd "name" {pg_journals.fresh_schema()}'
     PostgresJournal.migrate(postgres.dsn, schema=schema)

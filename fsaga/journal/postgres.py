@@ -34,7 +34,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Final, final
+from typing import Any
 
 import psycopg
 import psycopg.conninfo
@@ -42,17 +42,32 @@ import psycopg.errors
 import psycopg_pool
 
 from fsaga._numbers import check_count, check_seconds
+from fsaga.journal._postgres_owned import OwnedJournal as OwnedJournal
 from fsaga.journal._postgres_schema import SCHEMA_VERSION as SCHEMA_VERSION
-from fsaga.journal._postgres_schema import TABLES as _TABLES
-from fsaga.journal._postgres_schema import quoted as _quoted
 from fsaga.journal._postgres_schema import upgrade as _upgrade
 from fsaga.journal._postgres_sql import Statements, statements
+from fsaga.journal._postgres_support import (
+    MIGRATION_LOCK,
+    DuplicateEntry,
+    FinishedMeanwhile,
+    Row,
+    WriteState,
+    batch_columns,
+    channel,
+    check_owner,
+    check_schema_name,
+    found_version,
+    location,
+    numbered_in_a_row,
+    own_connection,
+    pending_saga,
+    refuse_version,
+)
 from fsaga.journal.protocol import (
     EntrySequenceError,
     Journal,
     JournalClosedError,
     JournalError,
-    JournalVersionError,
     LeaseLostError,
     SagaFinishedError,
     SagaNotDeadError,
@@ -63,7 +78,6 @@ from fsaga.journal.protocol import (
     _check_saga_fields,
     _check_sequence,
     _check_status,
-    _is_non_empty_str,
 )
 from fsaga.journal.records import (
     FINISHED_STATUSES,
@@ -80,13 +94,7 @@ __all__ = ["SCHEMA_VERSION", "OwnedJournal", "PostgresJournal"]
 
 logger = logging.getLogger(__name__)
 
-_Row = tuple[Any, ...]
 _Params = Mapping[str, object]
-
-# pg_advisory_xact_lock's first key for a migration (the second is the schema's): two
-# processes migrating one schema at once take turns.
-_MIGRATION_LOCK: Final = 0x66736167  # "fsag"
-_MAX_IDENTIFIER: Final = 63  # PostgreSQL's NAMEDATALEN - 1, in bytes
 
 
 class PostgresJournal(Journal):
@@ -130,7 +138,7 @@ class PostgresJournal(Journal):
         lock_timeout: float = 5.0,
         connect_timeout: float = 10.0,
     ) -> None:
-        _check_schema_name(schema)
+        check_schema_name(schema)
         check_count(max_connections, what="max_connections", minimum=1)
         self._lock_timeout = check_seconds(lock_timeout, what="lock_timeout")
         connect_timeout = check_seconds(connect_timeout, what="connect_timeout")
@@ -138,11 +146,11 @@ class PostgresJournal(Journal):
         self._clock = clock
         self._closed = False
         self._sql: Statements = statements(schema)
-        with _connection(dsn, connect_timeout) as connection:
+        with own_connection(dsn, connect_timeout) as connection:
             self._database = connection.info.dbname
-            found = _found_version(connection, schema, self._where)
+            found = found_version(connection, schema, self._where)
         if found != SCHEMA_VERSION:
-            _refuse_version(found, self._where, schema)
+            refuse_version(found, self._where, schema)
         self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = (
             psycopg_pool.ConnectionPool(
                 dsn,
@@ -173,19 +181,19 @@ class PostgresJournal(Journal):
             JournalError: the database cannot be reached, the role may not create the schema
                 or its tables, or `schema` holds another application's tables.
         """
-        _check_schema_name(schema)
+        check_schema_name(schema)
         connect_timeout = check_seconds(connect_timeout, what="connect_timeout")
-        with _connection(dsn, connect_timeout, autocommit=False) as connection:
-            where = _where(connection.info.dbname, schema)
+        with own_connection(dsn, connect_timeout, autocommit=False) as connection:
+            where = location(connection.info.dbname, schema)
             try:
                 with connection.transaction():
                     connection.execute(
                         "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                        (_MIGRATION_LOCK, schema),
+                        (MIGRATION_LOCK, schema),
                     )
-                    found = _found_version(connection, schema, where)
+                    found = found_version(connection, schema, where)
                     if found > SCHEMA_VERSION:
-                        _refuse_version(found, where, schema)
+                        refuse_version(found, where, schema)
                     for statement in _upgrade(found, schema):
                         connection.execute(statement)
             except psycopg.Error as error:
@@ -206,9 +214,13 @@ class PostgresJournal(Journal):
 
     @property
     def submission_channel(self) -> str:
-        """The channel `submit` notifies (``LISTEN`` on it to hear of new submissions at once);
-        the payload is the saga id."""
-        return f"fsaga_submitted:{self._schema}"
+        """The channel `submit` notifies (``LISTEN`` on it, quoted as an identifier, to hear of
+        new submissions at once); the payload is the saga id.
+
+        ``fsaga_submitted:`` and the schema's name, or a digest of the name where that would be
+        longer than a channel name may be.
+        """
+        return channel(self._schema)
 
     def __repr__(self) -> str:
         state = ", closed" if self._closed else ""
@@ -318,7 +330,7 @@ class PostgresJournal(Journal):
         (it was created or claimed by a journal not bound to an owner) and nothing was written
         to it for `ttl` seconds.
         """
-        _check_owner(owner)
+        check_owner(owner)
         ttl = check_seconds(ttl, what="ttl")
         rows = self._rows(
             self._sql.acquire,
@@ -334,7 +346,7 @@ class PostgresJournal(Journal):
     def renew(self, saga_id: str, owner: str, *, ttl: float) -> Lease:
         """See `fsaga.journal.Leases.renew`: the lease of a running saga, or of a pending saga
         `owner` claimed (`claim_pending`) and has not started yet."""
-        _check_owner(owner)
+        check_owner(owner)
         ttl = check_seconds(ttl, what="ttl")
         parameters = {"saga_id": saga_id, "owner": owner, "ttl": ttl}
         # Tried twice: a start moving the pending saga's lease to the saga may commit between
@@ -354,7 +366,7 @@ class PostgresJournal(Journal):
     def release_lease(self, saga_id: str, owner: str) -> bool:
         """See `fsaga.journal.Leases.release_lease`: the released lease runs out now, so
         another worker may take the saga (or the pending saga) over at once."""
-        _check_owner(owner)
+        check_owner(owner)
         rows = self._rows(
             self._sql.release_lease, {"saga_id": saga_id, "owner": owner, "now": self._now()}
         )
@@ -373,7 +385,7 @@ class PostgresJournal(Journal):
         Returns:
             The leases taken, oldest saga first.
         """
-        _check_owner(owner)
+        check_owner(owner)
         ttl = check_seconds(ttl, what="ttl")
         limit = check_count(limit, what="limit", minimum=1)
         rows = self._rows(
@@ -418,19 +430,19 @@ class PostgresJournal(Journal):
         Returns:
             The claimed sagas, oldest first, each with the worker's `PendingSaga.lease`.
         """
-        _check_owner(owner)
+        check_owner(owner)
         ttl = check_seconds(ttl, what="ttl")
         limit = check_count(limit, what="limit", minimum=1)
         rows = self._rows(
             self._sql.claim_pending,
             {"owner": owner, "ttl": ttl, "limit": limit, "now": self._now()},
         )
-        claimed = [_pending(row) for row in rows]
+        claimed = [pending_saga(row) for row in rows]
         return sorted(claimed, key=lambda pending: (pending.submitted_at, pending.saga_id))
 
     def pending(self) -> list[PendingSaga]:
         """Every submitted saga not started yet, oldest first."""
-        return [_pending(row) for row in self._rows(self._sql.pending, {})]
+        return [pending_saga(row) for row in self._rows(self._sql.pending, {})]
 
     def integrity_check(self) -> list[str]:
         """``["ok"]`` when the journal's records keep its invariants (every timeline numbered
@@ -463,7 +475,7 @@ class PostgresJournal(Journal):
                 "owner": owner,
                 "ttl": ttl,
                 "now": self._now(),
-                **_batch(entries),
+                **batch_columns(entries),
             },
         )
         if not created:
@@ -486,7 +498,7 @@ class PostgresJournal(Journal):
 
     def _append(self, saga_id: str, entries: Sequence[Entry], *, owner: str | None) -> None:
         batch = list(entries)
-        if not _numbered_in_a_row(saga_id, batch):
+        if not numbered_in_a_row(saga_id, batch):
             # Refused whatever the timeline holds; which error says so depends on the saga.
             state = self._write_state(saga_id)
             state.check_running(saga_id)
@@ -497,11 +509,11 @@ class PostgresJournal(Journal):
         with self._sequenced(saga_id, batch, owner, finishing=False):
             rows = self._rows(
                 self._sql.append,
-                {**parameters, "now": self._now(), "first": batch[0].seq, **_batch(batch)},
+                {**parameters, "now": self._now(), "first": batch[0].seq, **batch_columns(batch)},
             )
         if not rows:
             raise UnknownSagaError(saga_id)
-        state = _WriteState(*rows[0][:5])
+        state = WriteState(*rows[0][:5])
         state.check_running(saga_id)
         state.check_held(saga_id, owner)
         if rows[0][5] != len(batch):
@@ -519,7 +531,7 @@ class PostgresJournal(Journal):
         _check_finished_status(status)
         _check_bytes("outcome", outcome)
         batch = list(entries)
-        if batch and not _numbered_in_a_row(saga_id, batch):
+        if batch and not numbered_in_a_row(saga_id, batch):
             state = self._write_state(saga_id)
             if state.status != "running":
                 return False
@@ -534,14 +546,14 @@ class PostgresJournal(Journal):
                         **parameters,
                         "now": self._now(),
                         "first": batch[0].seq if batch else None,
-                        **_batch(batch),
+                        **batch_columns(batch),
                     },
                 )
-        except _Finished:
+        except FinishedMeanwhile:
             return False  # another writer finished it first, with entries of its own
         if not rows:
             raise UnknownSagaError(saga_id)
-        state = _WriteState(*rows[0][:5])
+        state = WriteState(*rows[0][:5])
         if state.status != "running":
             return False
         state.check_held(saga_id, owner)
@@ -568,7 +580,7 @@ class PostgresJournal(Journal):
         verdict = rows[0][0]
         if verdict == "lost":
             assert owner is not None  # only an owner's claim needs a lease
-            _WriteState(*rows[0][1:6]).check_held(saga_id, owner)
+            WriteState(*rows[0][1:6]).check_held(saga_id, owner)
         if verdict == "dead":
             logger.debug("saga %s is dead after %d recoveries", saga_id, max_attempts)
         return bool(verdict == "claimed")
@@ -581,7 +593,7 @@ class PostgresJournal(Journal):
         )
         if not rows:
             raise UnknownSagaError(saga_id)
-        state = _WriteState(*rows[0])
+        state = WriteState(*rows[0])
         if state.status != "running":
             return False
         state.check_held(saga_id, owner)
@@ -595,28 +607,28 @@ class PostgresJournal(Journal):
         this statement read the timeline) into the error the saga's state now calls for."""
         try:
             yield
-        except _DuplicateEntry as duplicate:
+        except DuplicateEntry as duplicate:
             state = self._write_state(saga_id)
             if state.status != "running":
                 if finishing:
-                    raise _Finished from duplicate
+                    raise FinishedMeanwhile from duplicate
                 raise SagaFinishedError(saga_id, state.status) from duplicate
             state.check_held(saga_id, owner)
             raise EntrySequenceError(
                 saga_id, state.last + 1, [entry.seq for entry in batch]
             ) from duplicate
 
-    def _write_state(self, saga_id: str) -> _WriteState:
+    def _write_state(self, saga_id: str) -> WriteState:
         rows = self._rows(self._sql.write_state, {"saga_id": saga_id, "now": self._now()})
         if not rows:
             raise UnknownSagaError(saga_id)
-        return _WriteState(*rows[0])
+        return WriteState(*rows[0])
 
     # -- plumbing ----------------------------------------------------------------------------
 
     @property
     def _where(self) -> str:
-        return _where(self._database, self._schema)
+        return location(self._database, self._schema)
 
     def _now(self) -> float | None:
         return None if self._clock is None else float(self._clock())
@@ -627,7 +639,7 @@ class PostgresJournal(Journal):
             (f"{math.ceil(self._lock_timeout * 1000)}ms",),
         )
 
-    def _rows(self, statement: str, parameters: _Params) -> list[_Row]:
+    def _rows(self, statement: str, parameters: _Params) -> list[Row]:
         """Run one statement on a connection of the pool (its own transaction); its rows."""
         if self._closed:
             raise JournalClosedError(f"the journal in {self._where} is closed")
@@ -636,7 +648,7 @@ class PostgresJournal(Journal):
                 return connection.execute(statement, parameters).fetchall()
         except psycopg.errors.UniqueViolation as error:
             if error.diag.table_name == "entries":
-                raise _DuplicateEntry(str(error)) from error
+                raise DuplicateEntry(str(error)) from error
             raise JournalError(f"journal in {self._where}: {error}") from error
         except psycopg.errors.LockNotAvailable as error:
             raise JournalError(
@@ -656,287 +668,3 @@ class PostgresJournal(Journal):
                 f"journal in {self._where}: no connection to the database within "
                 f"connect_timeout: {error}"
             ) from error
-
-
-@final
-class OwnedJournal(Journal):
-    """A `PostgresJournal` as one worker writes to it: the `Journal` protocol, with every write
-    to a saga fenced by the worker's lease.
-
-    Get one from `PostgresJournal.as_owner` and hand it to `fsaga.durable.DurableSagas` as its
-    journal. A saga it creates (a start) begins with the worker's lease, for `ttl` seconds,
-    taking it off the submission queue if it was submitted. `append`, `finish`,
-    `claim_for_recovery` and `record_recovery_error` go through only while the worker holds
-    the saga's live lease (taken by the start, `PostgresJournal.acquire`,
-    `PostgresJournal.claim_expired` or `PostgresJournal.claim_pending`, renewed by a
-    `fsaga.journal.LeaseKeeper`); otherwise they raise `LeaseLostError` and write nothing, and a
-    run stops at once (the error comes out of ``start`` or ``recover``). Reads, and `release`,
-    are the journal's own. Finishing a saga, or parking it as dead, ends its lease.
-
-    Closing the view does nothing: the journal it views stays open.
-
-    Attributes:
-        journal: the journal.
-        owner: the worker.
-        ttl: the lease a saga this view creates starts with, in seconds.
-    """
-
-    __slots__ = ("journal", "owner", "ttl")
-
-    def __init__(self, journal: PostgresJournal, owner: str, *, ttl: float) -> None:
-        _check_owner(owner)
-        self.journal = journal
-        self.owner = owner
-        self.ttl = check_seconds(ttl, what="ttl")
-
-    def __repr__(self) -> str:
-        return f"OwnedJournal({self.journal!r}, owner={self.owner!r}, ttl={self.ttl:g})"
-
-    def create(
-        self,
-        saga_id: str,
-        name: str,
-        version: int,
-        input: bytes,
-        *,
-        entries: Sequence[Entry] = (),
-    ) -> tuple[SagaRecord, bool]:
-        """See `Journal.create`; a new saga starts with the worker's lease."""
-        return self.journal._create(
-            saga_id, name, version, input, entries, owner=self.owner, ttl=self.ttl
-        )
-
-    def append(self, saga_id: str, entries: Sequence[Entry]) -> None:
-        """See `Journal.append`.
-
-        Raises:
-            LeaseLostError: the worker does not hold the saga's lease (nothing is written).
-        """
-        self.journal._append(saga_id, entries, owner=self.owner)
-
-    def entries(self, saga_id: str) -> list[Entry]:
-        """See `Journal.entries`."""
-        return self.journal.entries(saga_id)
-
-    def finish(
-        self,
-        saga_id: str,
-        status: FinishedStatus,
-        outcome: bytes,
-        *,
-        entries: Sequence[Entry] = (),
-    ) -> bool:
-        """See `Journal.finish`.
-
-        Raises:
-            LeaseLostError: the saga is running, and the worker does not hold its lease
-                (nothing is written).
-        """
-        return self.journal._finish(saga_id, status, outcome, entries, owner=self.owner)
-
-    def get(self, saga_id: str) -> SagaRecord | None:
-        """See `Journal.get`."""
-        return self.journal.get(saga_id)
-
-    def sagas(self, status: SagaStatus | None = None) -> list[SagaRecord]:
-        """See `Journal.sagas`."""
-        return self.journal.sagas(status)
-
-    def claim_for_recovery(
-        self, saga_id: str, *, max_attempts: int, stale_before: float | None = None
-    ) -> bool:
-        """See `Journal.claim_for_recovery`.
-
-        Raises:
-            LeaseLostError: the saga is running, and the worker does not hold its lease.
-        """
-        return self.journal._claim_for_recovery(
-            saga_id, max_attempts, stale_before, owner=self.owner
-        )
-
-    def record_recovery_error(self, saga_id: str, error: bytes) -> bool:
-        """See `Journal.record_recovery_error`.
-
-        Raises:
-            LeaseLostError: the saga is running, and the worker does not hold its lease.
-        """
-        return self.journal._record_recovery_error(saga_id, error, owner=self.owner)
-
-    def release(self, saga_id: str) -> SagaRecord:
-        """See `Journal.release`."""
-        return self.journal.release(saga_id)
-
-    def close(self) -> None:
-        """Nothing: the journal stays open (close it when its last user is done)."""
-
-
-# -- helpers ---------------------------------------------------------------------------------
-
-
-class _DuplicateEntry(Exception):
-    """The entries' primary key refused a batch: another writer wrote one of its seqs."""
-
-
-class _Finished(Exception):
-    """Raised by `PostgresJournal._sequenced` for a finish that lost to another finish."""
-
-
-@final
-class _WriteState:
-    """What a write found of its saga: status, last seq, lease, the clock's now."""
-
-    __slots__ = ("expires_at", "holder", "last", "now", "status")
-
-    def __init__(
-        self,
-        status: SagaStatus,
-        last: int | None,
-        holder: str | None,
-        expires_at: float | None,
-        now: float,
-    ) -> None:
-        self.status = status
-        self.last = last or 0
-        self.holder = holder
-        self.expires_at = expires_at
-        self.now = now
-
-    def check_running(self, saga_id: str) -> None:
-        if self.status != "running":
-            raise SagaFinishedError(saga_id, self.status)
-
-    def check_held(self, saga_id: str, owner: str | None) -> None:
-        if owner is None:
-            return
-        if self.holder == owner and self.expires_at is not None and self.expires_at > self.now:
-            return
-        raise LeaseLostError(saga_id, owner, holder=self.holder, expires_at=self.expires_at)
-
-
-def _numbered_in_a_row(saga_id: str, batch: Sequence[Entry]) -> bool:
-    """Whether `batch` (of `Entry` values, or `TypeError`) is not empty and numbered
-    ``n, n+1, ...``."""
-    items: Sequence[object] = batch
-    for item in items:
-        if not isinstance(item, Entry):
-            raise TypeError(f"entries must be Entry values, got {type(item)}")
-    if not batch:
-        return False
-    try:
-        _check_sequence(saga_id, batch[0].seq, batch)
-    except EntrySequenceError:
-        return False
-    return True
-
-
-def _batch(entries: Sequence[Entry]) -> dict[str, list[object]]:
-    """`entries` as the columns of ``unnest`` (see `fsaga.journal._postgres_sql`)."""
-    for entry in entries:
-        _check_text("a step path", entry.path)
-    return {
-        "seqs": [entry.seq for entry in entries],
-        "kinds": [entry.kind for entry in entries],
-        "paths": [entry.path for entry in entries],
-        "attempts": [entry.attempt for entry in entries],
-        "payloads": [entry.payload for entry in entries],
-    }
-
-
-def _pending(row: _Row) -> PendingSaga:
-    saga_id, name, input, submitted_at, claims, owner, expires_at = row
-    lease = None if owner is None else Lease(saga_id, owner, expires_at)
-    return PendingSaga(saga_id, name, input, submitted_at, claims, lease)
-
-
-def _check_owner(owner: str) -> None:
-    if not _is_non_empty_str(owner):
-        raise ValueError(f"owner must be a non-empty str naming the worker, got {owner!r}")
-    _check_text("owner", owner)
-
-
-def _check_text(what: str, value: str) -> None:
-    if "\x00" in value:
-        raise ValueError(f"{what} cannot hold a NUL character in PostgreSQL, got {value!r}")
-
-
-def _check_schema_name(schema: str) -> None:
-    if not _is_non_empty_str(schema) or "\x00" in schema:
-        raise ValueError(f"schema must be a non-empty str without NUL, got {schema!r}")
-    if len(schema.encode()) > _MAX_IDENTIFIER:
-        raise ValueError(
-            f"schema must be at most {_MAX_IDENTIFIER} bytes long (PostgreSQL's limit), "
-            f"got {schema!r}"
-        )
-
-
-def _where(database: str, schema: str) -> str:
-    return f"database {database!r}, schema {schema!r}"
-
-
-def _describe(dsn: str) -> str:
-    """`dsn` without its password, for messages."""
-    try:
-        fields = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "an unreadable connection string"
-    fields.pop("password", None)
-    return psycopg.conninfo.make_conninfo(**{key: str(value) for key, value in fields.items()})
-
-
-@contextmanager
-def _connection(
-    dsn: str, timeout: float, *, autocommit: bool = True
-) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-    """A connection of its own (for checks and migrations), closed when the block ends."""
-    try:
-        connection = psycopg.connect(
-            dsn, autocommit=autocommit, connect_timeout=max(2, math.ceil(timeout))
-        )
-    except psycopg.Error as error:
-        raise JournalError(
-            f"cannot connect to the journal's database ({_describe(dsn)}): {error}"
-        ) from error
-    with connection:
-        yield connection
-
-
-def _found_version(connection: psycopg.Connection[tuple[Any, ...]], schema: str, where: str) -> int:
-    """The journal's schema version in `schema` (0: no journal there)."""
-    try:
-        present = connection.execute(
-            "SELECT table_name FROM information_schema.tables"
-            " WHERE table_schema = %s AND table_name = ANY(%s)",
-            (schema, list(_TABLES)),
-        ).fetchall()
-        if ("schema_version",) not in present:
-            if present:
-                raise JournalError(
-                    f"{where} holds tables that are not an fsaga journal's "
-                    f"({', '.join(sorted(str(name) for (name,) in present))}): give the "
-                    "journal a schema of its own"
-                )
-            return 0
-        row = connection.execute(f"SELECT version FROM {_quoted(schema)}.schema_version").fetchone()
-    except psycopg.Error as error:
-        raise JournalError(f"cannot read the journal's schema in {where}: {error}") from error
-    return 0 if row is None else int(row[0])
-
-
-def _refuse_version(found: int, where: str, schema: str) -> None:
-    if found > SCHEMA_VERSION:
-        raise JournalVersionError(
-            where,
-            found,
-            SCHEMA_VERSION,
-            subject=f"the PostgreSQL journal in {where}",
-        )
-    if found == 0:
-        raise JournalError(
-            f"no fsaga journal in {where}: create it with `python -m fsaga journal migrate "
-            f"--dsn DSN --schema {schema}`, or PostgresJournal.migrate(dsn, schema={schema!r})"
-        )
-    raise JournalError(
-        f"the journal in {where} has schema version {found}, older than this fsaga's "
-        f"{SCHEMA_VERSION}: upgrade it with `python -m fsaga journal migrate --dsn DSN "
-        f"--schema {schema}`, or PostgresJournal.migrate(dsn, schema={schema!r})"
-    )
