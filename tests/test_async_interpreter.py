@@ -1864,6 +1864,52 @@ async def test_outside_cancellation_during_a_compensation_lets_it_finish() -> No
 
 
 @pytest.mark.anyio
+async def test_outside_cancellation_during_the_undo_of_a_one_chain_saga_lets_it_finish() -> None:
+    """The same, for a saga that is one chain of plain steps run with nobody listening (which
+    runs before any engine is made): shielded to the end, then the cancellation propagates
+    with a note naming the outcome."""
+    log: list[str] = []
+    undoing = anyio.Event()
+    error = Declined()
+
+    async def refund(charge: str) -> None:
+        log.append(f"refund {charge} started")
+        undoing.set()
+        await anyio.sleep(0.001)
+        await anyio.lowlevel.checkpoint()
+        log.append(f"refund {charge} finished")
+
+    saga = (
+        step(lambda: "R-1", lambda r: log.append(f"unreserve {r}"), name="reserve")
+        .then(step(lambda: "C-1", refund, name="charge"))
+        .then(step(failing_after_checkpoint(error), name="ship"))
+    )
+    notes: list[str] = []
+
+    with anyio.fail_after(GUARD), anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as group:
+
+            async def cancel_while_undoing() -> None:
+                await undoing.wait()
+                scope.cancel()
+
+            group.start_soon(cancel_while_undoing)
+            try:
+                await saga.run(AsyncInterpreter())
+            except BaseException as cancelled:
+                notes.extend(getattr(cancelled, "__notes__", ()))
+                raise
+            log.append("after the run")
+
+    assert scope.cancelled_caught
+    assert log == ["refund C-1 started", "refund C-1 finished", "unreserve R-1"]
+    assert len(notes) == 1
+    assert "interrupted" in notes[0]
+    assert "charge" in notes[0]
+    assert "reserve" in notes[0]
+
+
+@pytest.mark.anyio
 async def test_a_keyboard_interrupt_in_an_effect_compensates_then_propagates() -> None:
     slow = SlowUndo()
     events: list[Event] = []

@@ -326,7 +326,15 @@ def _step(shape: StepShape, effects: Effects, *, asynchronous: bool) -> Saga[obj
 
         action = act
     action.__name__ = label
-    compensate = partial(effects.undo, label) if shape.compensable else None
+    compensate: Callable[[object], object] | None = None
+    if shape.compensable and asynchronous and shape.asynchronous:
+
+        async def undo_async(result: object) -> object:
+            return effects.undo(label, result)  # type: ignore[func-returns-value]
+
+        compensate = undo_async
+    elif shape.compensable:
+        compensate = partial(effects.undo, label)
     return step(
         action,
         compensate,

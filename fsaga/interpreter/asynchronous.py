@@ -49,7 +49,7 @@ from fsaga.interpreter._engine import (
 )
 from fsaga.interpreter._plan import Straight, Stretch
 from fsaga.interpreter.results import PLAIN_TYPES
-from fsaga.outcome import Outcome, Success, describe_failure
+from fsaga.outcome import Failure, Outcome, Success, describe_failure
 from fsaga.saga import Saga
 
 if TYPE_CHECKING:
@@ -172,6 +172,9 @@ class AsyncInterpreter:
         result: object = None
         unchecked = False
         started = False
+        order: list[int] | None = None
+        failed: list[Exception] = []
+        run: _Run | None
         token = _running_effect.set((straight, straight, ACTION, 1))
         try:
             for action in stretch.actions:
@@ -196,9 +199,19 @@ class AsyncInterpreter:
             else:
                 return Success(result)  # type: ignore[arg-type]  # the last step's result: a _T
         except Exception as error:
-            run, call = self._straight_run(saga, straight)
-            follow = run.engine.fail(call, error)
-            forward = True
+            order = Engine.straight_undo(stretch, self._settings, len(results), error)
+            if order is not None:
+                # A plain failure, undone below (outside this handler). The error goes on in a
+                # list, emptied again, never in a variable of this frame: its traceback keeps
+                # the frame, which must not keep the error in turn.
+                failed.append(error)
+                run = None
+                follow = None
+                forward = False
+            else:
+                run, call = self._straight_run(saga, straight)
+                follow = run.engine.fail(call, error)
+                forward = True
         except BaseException as interruption:
             run, call = self._straight_run(saga, straight)
             run.engine.interrupt(call, interruption, started=started)
@@ -211,7 +224,87 @@ class AsyncInterpreter:
             forward = True
         finally:
             _running_effect.reset(token)
+        if run is None:
+            assert order is not None
+            return await self._undo_straight(saga, straight, order, failed.pop())
         await run.drive(follow, unchecked=unchecked, forward=forward)
+        return _finish(run)
+
+    async def _undo_straight(
+        self, saga: Saga[_T], straight: Straight, order: list[int], error: Exception
+    ) -> Outcome[_T]:
+        """The plain failure of a straight run: compensate the steps in `order` (newest first),
+        shielded from cancellation as the undo always is, then let a cancellation that came
+        meanwhile propagate; make the engine only if a compensation does anything but return
+        a plain value (or is interrupted), and finish the undo with it."""
+        stretch = straight.stretch
+        nodes = stretch.nodes
+        results = straight.results
+        straight.undo_order = order
+        undone = straight.undone
+        append = undone.append
+        result: object = None
+        failed: list[Exception] = []
+        stopped: list[BaseException] = []
+        token = _running_effect.set((straight, straight, COMPENSATION, 1))
+        try:
+            # Compensations that return at once cannot be cancelled (nothing is awaited): the
+            # shield, costly to set up, is raised at the first one that must be awaited.
+            remaining = iter(order)
+            awaiting: object = None
+            for index in remaining:
+                compensate = nodes[index].compensate
+                assert compensate is not None
+                result = compensate(results[index])
+                if result is not None and type(result) not in PLAIN_TYPES:
+                    if isawaitable(result):
+                        awaiting = result
+                    break
+                append(result)
+            if awaiting is not None:
+                with anyio.CancelScope(shield=True):
+                    result = await _settled(awaiting)
+                    awaiting = None
+                    if result is None or type(result) in PLAIN_TYPES:
+                        append(result)
+                        for index in remaining:
+                            compensate = nodes[index].compensate
+                            assert compensate is not None
+                            result = await _settled(compensate(results[index]))
+                            if result is not None and type(result) not in PLAIN_TYPES:
+                                break
+                            append(result)
+        except Exception as raised:
+            failed.append(raised)
+        except BaseException as raised:
+            stopped.append(raised)
+        finally:
+            _running_effect.reset(token)
+        if not failed and not stopped and len(undone) == len(order):
+            labels = stretch.local().labels
+            outcome = Failure(error, tuple([labels[index] for index in order]))
+            try:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+            except BaseException as interruption:
+                # Cancelled meanwhile: the undo is done; now let it propagate (rule 8).
+                note = f"fsaga: saga {straight.saga_id} interrupted; {_note(outcome)}"
+                interruption.add_note(note)
+                raise
+            return outcome
+        run, call = self._straight_run(saga, straight)
+        engine = run.engine
+        follows = engine.fail(call, error)
+        assert follows is None  # the plain failure: the undo starts
+        call = engine.straight_undo_call(order, undone)
+        first: Call | None = None
+        if failed:
+            first = engine.fail(call, failed.pop())
+        elif stopped:
+            engine.interrupt(call, stopped[0])
+            run.interrupted(stopped.pop())
+        else:
+            first = engine.succeed(call, result)
+        await run.finish_undo(first)
         return _finish(run)
 
     def _straight_run(self, saga: Saga[_T], straight: Straight) -> tuple[_Run, Call]:
@@ -223,6 +316,13 @@ class AsyncInterpreter:
             results=straight.results,
         )
         return _Run(engine, self._perform, self._sleep, concurrent=self._concurrent), call
+
+
+async def _settled(result: object) -> object:
+    """`result`, awaited for as long as it is awaitable."""
+    while isawaitable(result):
+        result = await result
+    return result
 
 
 def _finish(run: _Run) -> Outcome[Any]:
@@ -305,25 +405,33 @@ class _Run:
                 self.interrupted(interruption)
         if engine.finished:
             return
+        await self.finish_undo(None)
+
+    async def finish_undo(self, first: Call | None) -> None:
+        """Perform the undo, from `first` on if given, shielded from the deadline or
+        cancellation that failed the run; then keep a cancellation that arrived meanwhile, to be
+        raised once it is done."""
         with anyio.CancelScope(shield=True):
-            await self.undo()
+            await self.undo(first)
         if self.interruption is None:
             try:
                 await anyio.lowlevel.checkpoint_if_cancelled()
             except BaseException as interruption:
                 self.interruption = interruption
 
-    async def undo(self) -> None:
-        """Perform the undo's calls to the end. An interruption during one of them ends only
-        that one (it has failed for good), never the others: the rest still run, each to its
-        own end, as the compensation policy says (contract rule 8)."""
+    async def undo(self, first: Call | None = None) -> None:
+        """Perform the undo's calls to the end, from `first` on if given. An interruption
+        during one of them ends only that one (it has failed for good), never the others: the
+        rest still run, each to its own end, as the compensation policy says (contract rule
+        8)."""
         while True:
             try:
-                await self.perform_calls(until_undo=False)
+                await self.perform_calls(until_undo=False, first=first)
             except Exception:
                 raise
             except BaseException as interruption:
                 self.interrupted(interruption)
+                first = None
             else:
                 return
 
