@@ -1,7 +1,8 @@
-"""The command line: ``python -m fsaga demo`` and ``python -m fsaga journal
-list|show|recover|release|migrate`` (or ``fsaga ...`` once installed).
+"""The command line: ``python -m fsaga demo``, ``python -m fsaga journal
+list|show|recover|release|migrate|submit`` and ``python -m fsaga worker`` (or ``fsaga ...``
+once installed).
 
-The journal commands live in `fsaga.journal.cli`.
+The journal commands live in `fsaga.journal.cli`, the worker in `fsaga._worker_cli`.
 
 >>> main(["demo"], write=lambda text: None)
 0
@@ -48,6 +49,20 @@ def parser() -> argparse.ArgumentParser:
             description=(
                 "Inspect and recover the durable sagas of a journal: an SQLite file (--db) or "
                 "a PostgreSQL database (--dsn), whose tables `migrate` creates."
+            ),
+        )
+    )
+    from fsaga._worker_cli import add_worker_command
+
+    add_worker_command(
+        commands.add_parser(
+            "worker",
+            help="start submitted sagas and recover abandoned ones, until SIGTERM",
+            description=(
+                "Run a worker over a PostgreSQL journal (--dsn): start the sagas submitted to "
+                "it and recover those whose worker went away, holding a lease on each saga it "
+                "drives, until SIGTERM or SIGINT; then let what runs finish for up to --grace "
+                "seconds, hand back what is left, and exit 0."
             ),
         )
     )
@@ -100,6 +115,10 @@ def _run(
         return 0
     if arguments.command == "journal":
         return run_journal_command(arguments, write=write, write_error=write_error)
+    if arguments.command == "worker":
+        from fsaga._worker_cli import run_worker_command
+
+        return run_worker_command(arguments, write=write, write_error=write_error)
     raise AssertionError(f"unhandled command {arguments.command!r}")  # pragma: no cover
 
 

@@ -36,6 +36,7 @@ from fsaga.durable.errors import SagaParkedError as SagaParkedError
 from fsaga.durable.errors import UnknownDefinitionError as UnknownDefinitionError
 from fsaga.durable.parked import ParkedSaga as ParkedSaga
 from fsaga.durable.runs import DurableSagas as DurableSagas
+from fsaga.durable.worker import WorkerReport as WorkerReport
 
 __all__ = [
     "DefinitionConflictError",
@@ -47,4 +48,5 @@ __all__ = [
     "SagaDefinitions",
     "SagaParkedError",
     "UnknownDefinitionError",
+    "WorkerReport",
 ]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import anyio
 
@@ -24,10 +25,13 @@ from fsaga.events import Listener, SagaFinished
 from fsaga.interpreter.asynchronous import AsyncInterpreter
 from fsaga.interpreter.sync import SyncInterpreter
 from fsaga.journal.codec import Codec, CodecError, JsonCodec
-from fsaga.journal.protocol import Journal, JournalError
+from fsaga.journal.protocol import Journal, JournalError, UnknownSagaError
 from fsaga.journal.records import FinishedStatus, SagaRecord
 from fsaga.outcome import CompensationFailure, Failure, Outcome, PartialFailure, Success
 from fsaga.saga import Saga
+
+if TYPE_CHECKING:
+    from fsaga.durable.worker import Worker, WorkerReport
 
 __all__ = ["DurableSagas"]
 
@@ -153,6 +157,148 @@ class DurableSagas:
             except Exception as error:
                 outcomes[saga_id] = error
         return outcomes
+
+    def resume(self, saga_id: str) -> Outcome[object]:
+        """Finish one unfinished saga, by replay, as `recover` would: the saga this process now
+        owns (a worker took its lease with `fsaga.journal.PostgresJournal.claim_expired`, say).
+        A finished saga returns its recorded outcome and runs nothing.
+
+        Raises:
+            fsaga.journal.UnknownSagaError: no such saga.
+            SagaBusyError: another process took the saga over meanwhile (or, with
+                `stale_after`, wrote to it that recently).
+            SagaParkedError: the saga is parked as dead, or gets parked now (too many
+                recoveries claimed it without finishing it).
+            fsaga.journal.LeaseLostError: through a worker's journal
+                (`fsaga.journal.PostgresJournal.as_owner`), the worker lost the saga's lease;
+                nothing further was written or run.
+            NonDeterminismError: the replay met other steps than the journal holds (nothing
+                was written).
+        """
+        ready = self._prepare_resume(self._record_of(saga_id))
+        return ready if not isinstance(ready, _Ready) else self._run(ready)
+
+    async def resume_async(self, saga_id: str) -> Outcome[object]:
+        """`resume`, with `AsyncInterpreter` (see `recover_async`). It raises what `resume`
+        raises."""
+        ready = self._prepare_resume(self._record_of(saga_id))
+        return ready if not isinstance(ready, _Ready) else await self._run_async(ready)
+
+    def run_worker(
+        self,
+        *,
+        owner: str | None = None,
+        ttl: float = 30.0,
+        poll: float = 5.0,
+        grace: float = 30.0,
+        stop: threading.Event | None = None,
+    ) -> WorkerReport:
+        """Be a worker until `stop` is set: start the sagas submitted to the journal, recover
+        those whose worker went away, one at a time, with `SyncInterpreter`.
+
+        The journal must be one that workers share (`fsaga.journal.PostgresJournal`; give
+        it here, not an owned view). Each loop claims one saga, a submitted one first
+        (`claim_pending`), else one whose lease ran out (`claim_expired`), and drives it to
+        its outcome through the worker's own view of the journal (`as_owner`), under a
+        `fsaga.journal.LeaseKeeper` that renews its lease every ``ttl / 3`` seconds however
+        long an effect takes. A saga whose lease is lost meanwhile (the worker hung, or lost
+        the database, for longer than `ttl`, and another worker took it) stops at its next
+        journal write, which is refused: the effect in flight finishes, nothing after it runs
+        or is written (docs/concepts.md#rule-11), and the worker goes on. With nothing to
+        claim, the worker waits for a submission to be notified, at most `poll` seconds. The
+        journal failing (the server restarting) is logged, and the claim tried again at the
+        next sweep; a saga whose run it cut short is handed back (its lease released) for the
+        next sweep to recover.
+
+        One saga at a time: `SyncInterpreter` holds a thread for as long as a saga runs, and
+        one driver per process keeps a crash's blast radius to one saga. Run more processes
+        for more throughput, or `run_worker_async`, which drives several sagas at once.
+
+        Once `stop` is set, the worker claims nothing more and lets the saga it drives finish;
+        if that takes longer than `grace` seconds, it hands the saga back (releases its lease,
+        so that another worker recovers it at once, and its next write is refused) and returns.
+
+        Args:
+            owner: the worker's name, unique among the workers (default: the host name and
+                the process id).
+            ttl: how long each lease lasts without renewal, in seconds: a worker that dies
+                leaves its sagas to the others that long.
+            poll: the longest wait between two sweeps, in seconds.
+            grace: how long a stopping worker lets its saga run before handing it back.
+            stop: set it (from another thread, or a signal handler) to stop the worker.
+
+        Returns:
+            What the worker did.
+
+        Raises:
+            TypeError: the journal is not one that workers share.
+            ValueError: a duration is not positive.
+        """
+        worker = self._worker(owner=owner, ttl=ttl, poll=poll, grace=grace, stop=stop)
+        return worker.run()
+
+    async def run_worker_async(
+        self,
+        *,
+        owner: str | None = None,
+        ttl: float = 30.0,
+        poll: float = 5.0,
+        grace: float = 30.0,
+        concurrency: int = 8,
+        stop: threading.Event | None = None,
+    ) -> WorkerReport:
+        """`run_worker` with `AsyncInterpreter` (effects may be ``async``, and `par` branches run
+        concurrently), driving up to `concurrency` sagas at once, each with its own lease and
+        keeper. Past `grace`, the sagas still running are handed back and cancelled: their
+        next journal write is refused, so the cancellation runs nothing further.
+
+        Raises:
+            TypeError: the journal is not one that workers share.
+            ValueError: a duration is not positive, or `concurrency` is below 1.
+        """
+        check_count(concurrency, what="concurrency", minimum=1)
+        worker = self._worker(owner=owner, ttl=ttl, poll=poll, grace=grace, stop=stop)
+        return await worker.run_async(concurrency)
+
+    def _worker(
+        self,
+        *,
+        owner: str | None,
+        ttl: float,
+        poll: float,
+        grace: float,
+        stop: threading.Event | None,
+    ) -> Worker:
+        from fsaga.durable.worker import Worker, check_shared, default_owner
+
+        shared = check_shared(self._journal)
+        ttl = check_seconds(ttl, what="ttl")
+        poll = check_seconds(poll, what="poll")
+        grace = check_seconds(grace, what="grace", allow_zero=True)
+        owner = default_owner() if owner is None else owner
+        owned = DurableSagas(
+            shared.as_owner(owner, ttl=ttl),
+            self._definitions,
+            codec=self._codec,
+            listeners=self._listeners,
+            max_recovery_attempts=self._max_attempts,
+        )
+        return Worker(
+            shared,
+            owned,
+            self._codec,
+            owner=owner,
+            ttl=ttl,
+            poll=poll,
+            grace=grace,
+            stop=threading.Event() if stop is None else stop,
+        )
+
+    def _record_of(self, saga_id: str) -> SagaRecord:
+        record = self._journal.get(saga_id)
+        if record is None:
+            raise UnknownSagaError(saga_id)
+        return record
 
     def parked(self) -> list[ParkedSaga]:
         """Every saga parked as dead, oldest first, with what the journal says about why.

@@ -19,6 +19,9 @@ JOURNAL below stands for either.
 ``python -m fsaga journal migrate --dsn DSN [--schema SCHEMA]``
     create a PostgreSQL journal's tables, or upgrade them to this fsaga's schema version
     (`fsaga.journal.PostgresJournal.migrate`).
+``python -m fsaga journal submit NAME INPUT_JSON --dsn DSN [--schema SCHEMA] [--id ID]``
+    queue a saga for the workers (``python -m fsaga worker``) to start
+    (`fsaga.journal.PostgresJournal.submit`), and print its id.
 
 Exit codes: 0 when the command did what it was asked; 1 when a saga to show or release does
 not exist or is not dead, when a saga could not be recovered, or when the output was closed
@@ -48,6 +51,7 @@ from typing import TYPE_CHECKING, Final, final
 from fsaga._numbers import check_seconds
 from fsaga.durable import DurableSagas, SagaDefinitions, UnknownDefinitionError
 from fsaga.durable.errors import RecordedError
+from fsaga.journal.codec import JsonCodec
 from fsaga.journal.protocol import Journal, JournalError, SagaNotDeadError, UnknownSagaError
 from fsaga.journal.records import (
     SAGA_STATUSES,
@@ -107,7 +111,7 @@ class _Unusable(Exception):
 
 def add_journal_commands(journal: argparse.ArgumentParser) -> None:
     """Give the ``journal`` command's parser its sub-commands: ``list``, ``show``, ``recover``,
-    ``release``, ``migrate``."""
+    ``release``, ``migrate``, ``submit``."""
     commands = journal.add_subparsers(dest="journal_command", required=True, metavar="COMMAND")
     listing = commands.add_parser(
         "list",
@@ -176,6 +180,22 @@ def add_journal_commands(journal: argparse.ArgumentParser) -> None:
     )
     migrating.add_argument("--dsn", required=True, metavar="DSN", help=_DSN_HELP)
     migrating.add_argument("--schema", default="fsaga", help=_SCHEMA_HELP)
+    submitting = commands.add_parser(
+        "submit",
+        help="queue a saga for the workers to start",
+        description=(
+            "Queue the saga registered as NAME, on the input INPUT_JSON (a JSON document), for "
+            "any worker (`fsaga worker`) to start, and print its id. An id that was submitted "
+            "or started already is refused (exit code 1)."
+        ),
+    )
+    submitting.add_argument("name", metavar="NAME", help="the saga definition's name")
+    submitting.add_argument("input", metavar="INPUT_JSON", help="its input, as JSON")
+    submitting.add_argument(
+        "--id", dest="saga_id", metavar="ID", help="the saga's id (default: a new UUID)"
+    )
+    submitting.add_argument("--dsn", required=True, metavar="DSN", help=_DSN_HELP)
+    submitting.add_argument("--schema", default="fsaga", help=_SCHEMA_HELP)
 
 
 _DSN_HELP: Final = (
@@ -205,7 +225,9 @@ def run_journal_command(
                 return _release(_Location.of(arguments), arguments.saga_id, write, write_error)
             case "migrate":
                 return _migrate(arguments.dsn, arguments.schema, write)
-            case command:  # pragma: no cover - argparse only accepts the five above
+            case "submit":
+                return _submit(arguments, write, write_error)
+            case command:  # pragma: no cover - argparse only accepts the six above
                 raise AssertionError(f"unhandled journal command {command!r}")
     except _Unusable as error:
         write_error(f"fsaga journal: {error}")
@@ -304,6 +326,25 @@ def _migrate(dsn: str, schema: str, write: _Write) -> int:
         write(f"created the journal in {where} (schema version {version})")
     else:
         write(f"upgraded the journal in {where} from schema version {found} to {version}")
+    return EXIT_OK
+
+
+def _submit(arguments: argparse.Namespace, write: _Write, write_error: _Write) -> int:
+    import json
+    import uuid
+
+    try:
+        document = json.loads(arguments.input)
+    except ValueError as error:
+        raise _Unusable(f"INPUT_JSON is not JSON: {error}") from error
+    saga_id = arguments.saga_id if arguments.saga_id is not None else str(uuid.uuid4())
+    encoded = JsonCodec().encode(document)
+    with _postgres()(arguments.dsn, schema=arguments.schema) as journal:
+        queued = journal.submit(saga_id, arguments.name, encoded)
+    if not queued:
+        write_error(f"fsaga journal: saga {saga_id!r} was submitted or started already")
+        return EXIT_FAILED
+    write(saga_id)
     return EXIT_OK
 
 

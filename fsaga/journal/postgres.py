@@ -42,6 +42,7 @@ import psycopg.errors
 import psycopg_pool
 
 from fsaga._numbers import check_count, check_seconds
+from fsaga.journal._postgres_listen import SubmissionListener as SubmissionListener
 from fsaga.journal._postgres_owned import OwnedJournal as OwnedJournal
 from fsaga.journal._postgres_schema import SCHEMA_VERSION as SCHEMA_VERSION
 from fsaga.journal._postgres_schema import upgrade as _upgrade
@@ -90,7 +91,7 @@ from fsaga.journal.records import (
     SagaStatus,
 )
 
-__all__ = ["SCHEMA_VERSION", "OwnedJournal", "PostgresJournal"]
+__all__ = ["SCHEMA_VERSION", "OwnedJournal", "PostgresJournal", "SubmissionListener"]
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,8 @@ class PostgresJournal(Journal):
         self._schema = schema
         self._clock = clock
         self._closed = False
+        self._dsn = dsn
+        self._connect_timeout = connect_timeout
         self._sql: Statements = statements(schema)
         with own_connection(dsn, connect_timeout) as connection:
             self._database = connection.info.dbname
@@ -439,6 +442,16 @@ class PostgresJournal(Journal):
         )
         claimed = [pending_saga(row) for row in rows]
         return sorted(claimed, key=lambda pending: (pending.submitted_at, pending.saga_id))
+
+    def listen(self) -> SubmissionListener:
+        """A connection of its own that ``LISTEN``s on `submission_channel`: a worker waits on
+        it (`SubmissionListener.wait`) between its sweeps, so that a submitted saga starts at
+        once. Use it as a context manager (or `SubmissionListener.close` it); it listens from
+        the moment the block starts, and reconnects by itself if the server restarts.
+        """
+        return SubmissionListener(
+            self._dsn, self.submission_channel, connect_timeout=self._connect_timeout
+        )
 
     def pending(self) -> list[PendingSaga]:
         """Every submitted saga not started yet, oldest first."""
