@@ -138,9 +138,7 @@ def test_a_worker_starts_a_submitted_saga_as_soon_as_it_is_notified(
     assert worker_sagas.ran == ["order-1:reserve", "order-1:charge"]
 
 
-def test_a_worker_recovers_a_saga_whose_owner_died(
-    postgres: PostgresServer, clock: Clock
-) -> None:
+def test_a_worker_recovers_a_saga_whose_owner_died(postgres: PostgresServer, clock: Clock) -> None:
     finished = Finished()
     with pg_journals.new_journal(postgres, clock=clock) as journal:
         dead = journal.as_owner("worker-dead", ttl=TTL)

@@ -383,6 +383,11 @@ class Worker:
                     free = concurrency - len(running)
                     claimed = await anyio.to_thread.run_sync(self.claim, free) if free else []
                     for work in claimed:
+                        if work.saga_id in running:
+                            # Handed back by its run a moment ago (the journal failed), and not
+                            # done yet: never two drivers of one saga. Its lease, ours again,
+                            # runs out and the saga is recovered then.
+                            continue
                         scope = anyio.CancelScope()
                         running[work.saga_id] = scope
                         group.start_soon(drive, work, scope)
