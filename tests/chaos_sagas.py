@@ -119,4 +119,5 @@ def mix(shape: str) -> Saga[object]:
             return _step("a", idempotent=True).then(_step("b")).then(_step("c", fails=True))
         case "compfail":
             return _step("a", undo_failures=1).then(_step("b", fails=True))
-    raise ValueError(f"no shape {shape!r}")
+        case _:
+            raise ValueError(f"no shape {shape!r}")

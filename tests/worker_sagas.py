@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import sys
 import threading
+from typing import TypeVar
 
 from fsaga import Saga, current_context, step
 from fsaga.durable import SagaDefinitions
+
+_T = TypeVar("_T")
 
 definitions = SagaDefinitions()
 ran: list[str] = []
@@ -22,7 +25,7 @@ release_hang = threading.Event()
 """Lets the ``hang`` saga's first step return."""
 
 
-def _effect(name: str, value: object) -> object:
+def _effect(name: str, value: _T) -> _T:
     ran.append(f"{current_context().saga_id}:{name}")
     return value
 

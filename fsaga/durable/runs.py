@@ -31,7 +31,7 @@ from fsaga.outcome import CompensationFailure, Failure, Outcome, PartialFailure,
 from fsaga.saga import Saga
 
 if TYPE_CHECKING:
-    from fsaga.durable.worker import Worker, WorkerReport
+    from fsaga.durable.worker import WorkerReport, _Worker
 
 __all__ = ["DurableSagas"]
 
@@ -268,10 +268,10 @@ class DurableSagas:
         poll: float,
         grace: float,
         stop: threading.Event | None,
-    ) -> Worker:
-        from fsaga.durable.worker import Worker, check_shared, default_owner
+    ) -> _Worker:
+        from fsaga.durable.worker import _check_shared, _Worker, default_owner
 
-        shared = check_shared(self._journal)
+        shared = _check_shared(self._journal)
         ttl = check_seconds(ttl, what="ttl")
         poll = check_seconds(poll, what="poll")
         grace = check_seconds(grace, what="grace", allow_zero=True)
@@ -283,7 +283,7 @@ class DurableSagas:
             listeners=self._listeners,
             max_recovery_attempts=self._max_attempts,
         )
-        return Worker(
+        return _Worker(
             shared,
             owned,
             self._codec,

@@ -149,7 +149,7 @@ class _Work:
 
 
 @final
-class Worker:
+class _Worker:
     """The loop of one worker; `DurableSagas.run_worker` makes and runs it (not public)."""
 
     __slots__ = (
@@ -427,7 +427,7 @@ class _Wake:
         self._event = anyio.Event()
 
 
-def check_shared(journal: Journal) -> SharedJournal:
+def _check_shared(journal: Journal) -> SharedJournal:
     """`journal` as a journal workers share, or a `TypeError` saying what is needed."""
     if not isinstance(journal, SharedJournal):
         raise TypeError(
