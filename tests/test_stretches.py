@@ -454,14 +454,16 @@ def _run_state_left_in_cycles(run: Callable[[], object]) -> list[str] | None:
     collector found it. ``None`` if the run was interrupted: a propagating interrupt's traceback
     holds the frames it left, as any exception raised from a variable does in Python, until the
     caller drops it."""
-    gc.collect()
+    # Everything there is before the run is frozen (the collector skips it), so the collection
+    # after it looks only at what the run made: cheap however big the test process has grown.
     gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
+    gc.freeze()
     try:
         try:
             run()
         except KeyboardInterrupt:
             return None
+        gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()
         return sorted(
             type(thing).__qualname__
@@ -471,6 +473,7 @@ def _run_state_left_in_cycles(run: Callable[[], object]) -> list[str] | None:
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
+        gc.unfreeze()
         gc.enable()
 
 
