@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from fsaga.events import Listener as Listener
     from fsaga.events import SagaFinished as SagaFinished
     from fsaga.events import SagaStarted as SagaStarted
+    from fsaga.events import SagaStopped as SagaStopped
     from fsaga.events import StepCompleted as StepCompleted
     from fsaga.events import StepFailed as StepFailed
     from fsaga.events import StepRetrying as StepRetrying
@@ -79,6 +80,7 @@ else:
             "Listener": "fsaga.events",
             "SagaFinished": "fsaga.events",
             "SagaStarted": "fsaga.events",
+            "SagaStopped": "fsaga.events",
             "StepCompleted": "fsaga.events",
             "StepFailed": "fsaga.events",
             "StepRetrying": "fsaga.events",
@@ -123,6 +125,7 @@ __all__ = [
     "SagaFailed",
     "SagaFinished",
     "SagaStarted",
+    "SagaStopped",
     "StepCompleted",
     "StepContext",
     "StepFailed",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias, final
+from typing import TYPE_CHECKING, Literal, TypeAlias, final
 
 if TYPE_CHECKING:
     from fsaga.outcome import Outcome
@@ -31,10 +31,12 @@ __all__ = [
     "Listener",
     "SagaFinished",
     "SagaStarted",
+    "SagaStopped",
     "StepCompleted",
     "StepFailed",
     "StepRetrying",
     "StepStarted",
+    "StopReason",
     "branches_independent",
 ]
 
@@ -51,11 +53,52 @@ class SagaStarted:
 @final
 @dataclass(frozen=True, slots=True)
 class SagaFinished:
-    """A run ended with `outcome` (also when an interrupt is about to propagate)."""
+    """A run ended with `outcome` (also when an interrupt is about to propagate).
+
+    A durable run (`fsaga.durable.DurableSagas`) emits it only once `outcome` is recorded in
+    its journal; one that stops without recording an outcome emits `SagaStopped` instead.
+    """
 
     saga_id: str
     at: float
     outcome: Outcome[object]
+
+
+StopReason: TypeAlias = Literal[
+    "fenced", "taken_over", "parked", "journal_failed", "refused", "interrupted", "error"
+]
+"""Why a durable run stopped without recording an outcome (see `SagaStopped`)."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SagaStopped:
+    """A durable run stopped without recording an outcome: the saga is not finished by this run,
+    and its outcome, if it ever has one, is recorded by another (a recovery, or another worker).
+
+    Only durable runs (`fsaga.durable.DurableSagas`) emit it, in place of `SagaFinished`, as
+    their last event. `reason` says why:
+
+    - ``"fenced"``: the worker no longer held the saga's lease (it ran out, was taken over, or
+      was handed back), so the journal refused its write (`fsaga.journal.LeaseLostError`);
+    - ``"taken_over"``: another process claimed the saga, wrote to it or finished it first;
+    - ``"parked"``: too many recoveries claimed it without finishing it: it is parked as dead;
+    - ``"journal_failed"``: the journal failed, and the outcome is not known to be recorded
+      (after a commit whose result was lost, the run reads the saga back: an outcome that
+      landed is a `SagaFinished`; should that read fail too, the run cannot tell);
+    - ``"refused"``: the replay diverged from the journal, or a recorded value could not be
+      decoded (nothing was written);
+    - ``"interrupted"``: an interrupt or cancellation stopped the run before it had an outcome
+      to record;
+    - ``"error"``: an unexpected error ended the run.
+
+    `error` is what stopped it, where an error did.
+    """
+
+    saga_id: str
+    at: float
+    reason: StopReason
+    error: BaseException | None = None
 
 
 @final
@@ -182,6 +225,7 @@ class CompensationFailed:
 Event: TypeAlias = (
     SagaStarted
     | SagaFinished
+    | SagaStopped
     | StepStarted
     | StepCompleted
     | StepRetrying

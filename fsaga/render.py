@@ -28,6 +28,7 @@ from fsaga.events import (
     Event,
     SagaFinished,
     SagaStarted,
+    SagaStopped,
     StepCompleted,
     StepFailed,
     StepRetrying,
@@ -74,7 +75,7 @@ def _seconds(value: float) -> str:
 
 def _depth(event: Event) -> int:
     """Saga events sit at depth 0; a step at path ``a/b/c`` at depth 3."""
-    if isinstance(event, SagaStarted | SagaFinished):
+    if isinstance(event, SagaStarted | SagaFinished | SagaStopped):
         return 0
     return event.path.count("/") + 1
 
@@ -95,6 +96,9 @@ def describe_event(event: Event) -> str:
             return f"saga {saga_id} started"
         case SagaFinished(saga_id=saga_id, outcome=outcome):
             return f"saga {saga_id} finished: {type(outcome).__name__}"
+        case SagaStopped(saga_id=saga_id, reason=reason, error=error):
+            why = "" if error is None else f": {_show(error)}"
+            return f"saga {saga_id} stopped without an outcome ({reason}){why}"
         case StepStarted(path=path, attempt=attempt):
             return f"{path}: started{_attempt(attempt)}"
         case StepCompleted(path=path, at=at, started_at=started_at, result=result):

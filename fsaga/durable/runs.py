@@ -12,6 +12,7 @@ import anyio
 
 from fsaga._numbers import check_count, check_seconds
 from fsaga.durable.definitions import SagaDefinitions
+from fsaga.durable.ending import Ending, HoldingBack
 from fsaga.durable.errors import (
     DefinitionConflictError,
     SagaBusyError,
@@ -25,7 +26,7 @@ from fsaga.events import Listener, SagaFinished
 from fsaga.interpreter.asynchronous import AsyncInterpreter
 from fsaga.interpreter.sync import SyncInterpreter
 from fsaga.journal.codec import Codec, CodecError, JsonCodec
-from fsaga.journal.protocol import Journal, JournalError, UnknownSagaError
+from fsaga.journal.protocol import Journal, JournalError, LeaseLostError, UnknownSagaError
 from fsaga.journal.records import FinishedStatus, SagaRecord
 from fsaga.outcome import CompensationFailure, Failure, Outcome, PartialFailure, Success
 from fsaga.saga import Saga
@@ -61,7 +62,15 @@ class DurableSagas:
             takes one over (it raises `SagaBusyError`).
     """
 
-    __slots__ = ("_codec", "_definitions", "_journal", "_listeners", "_max_attempts", "_stale")
+    __slots__ = (
+        "_codec",
+        "_definitions",
+        "_held_back",
+        "_journal",
+        "_listeners",
+        "_max_attempts",
+        "_stale",
+    )
 
     def __init__(
         self,
@@ -79,6 +88,9 @@ class DurableSagas:
         self._definitions = definitions
         self._codec: Codec = codec if codec is not None else JsonCodec()
         self._listeners = tuple(listeners)
+        # The interpreter's `SagaFinished` comes before the outcome is recorded: the run emits
+        # its last event itself (`fsaga.durable.ending`).
+        self._held_back = tuple(HoldingBack(listener) for listener in self._listeners)
         self._max_attempts = max_recovery_attempts
         self._stale = stale_after
 
@@ -417,7 +429,7 @@ class DurableSagas:
         saga: object = build(input)
         if not isinstance(saga, Saga):
             raise TypeError(f"saga definition {name!r} returned {saga!r}, not a Saga")
-        return _Ready(saga_id, name, saga, recorder, self._codec)
+        return _Ready(saga_id, name, saga, recorder, self._codec, self._listeners)
 
     def _run(self, ready: _Ready) -> Outcome[object]:
         if not ready.recorder.replayed_all and not _replays_one_at_a_time(ready):
@@ -425,15 +437,16 @@ class DurableSagas:
             # follow: the recovery runs them concurrently too, in an event loop of its own.
             return anyio.run(self._run_async, ready.again())
         interpreter = SyncInterpreter(
-            listeners=(ready.keep_outcome, *self._listeners), perform=ready.recorder
+            listeners=(ready.keep_outcome, *self._held_back), perform=ready.recorder
         )
         try:
             outcome = interpreter.run_saga(ready.saga, saga_id=ready.saga_id)
         except Exception as error:
+            ready.ending.stopped(error)
             self._note_failed_recovery(ready, error)
             raise
-        except BaseException:
-            self._interrupted(ready)
+        except BaseException as interruption:
+            self._interrupted(ready, interruption)
             raise
         return self._conclude(ready, outcome)
 
@@ -441,42 +454,66 @@ class DurableSagas:
         recorder = ready.recorder
         recorder.concurrent = True
         interpreter = AsyncInterpreter(
-            listeners=(ready.keep_outcome, *self._listeners),
+            listeners=(ready.keep_outcome, *self._held_back),
             perform=recorder,
             sleep=recorder.sleep,
         )
         try:
             outcome = await interpreter.run_saga(ready.saga, saga_id=ready.saga_id)
         except Exception as error:
+            ready.ending.stopped(error)
             self._note_failed_recovery(ready, error)
             raise
-        except BaseException:
-            self._interrupted(ready)
+        except BaseException as interruption:
+            self._interrupted(ready, interruption)
             raise
         return self._conclude(ready, outcome)
 
-    def _interrupted(self, ready: _Ready) -> None:
+    def _interrupted(self, ready: _Ready, interruption: BaseException) -> None:
         """Interrupted or cancelled: the undo ran; record its outcome before it goes on."""
         recorder = ready.recorder
-        if ready.finished and recorder.trouble is None and recorder.replayed_all:
+        if not (ready.finished and recorder.trouble is None and recorder.replayed_all):
+            # Nothing to record: the run stopped touching the world first (the trouble says
+            # why), or had not caught up with its journal, or had no outcome yet.
+            ready.ending.stopped(recorder.trouble or interruption)
+            return
+        outcome = ready.finished[-1]
+        try:
+            recorded = self._record(ready, outcome)
+        except TakenOver as error:
             # Lost to another process: the interruption goes on all the same.
-            with contextlib.suppress(TakenOver):
-                self._record(ready, ready.finished[-1])
+            ready.ending.stopped(error)
+            return
+        except BaseException as error:
+            ready.ending.stopped(error)
+            raise
+        if recorded:
+            ready.ending.finished(outcome)
+        else:
+            ready.ending.stopped(None, "taken_over")
 
     def _conclude(self, ready: _Ready, outcome: Outcome[object]) -> Outcome[object]:
         try:
             ready.recorder.raise_trouble()
             recorded = self._record(ready, outcome)
-        except TakenOver:
-            return self._recorded_elsewhere(ready.saga_id)
+        except TakenOver as error:
+            return self._recorded_elsewhere(ready, error)
         except Exception as error:
+            ready.ending.stopped(error)
             self._note_failed_recovery(ready, error)
             raise
-        return outcome if recorded else self._recorded_elsewhere(ready.saga_id)
+        if not recorded:
+            return self._recorded_elsewhere(ready, None)
+        ready.ending.finished(outcome)
+        return outcome
 
     def _record(self, ready: _Ready, outcome: Outcome[object]) -> bool:
         """Record `outcome` once; False if another process recorded one first (or parked the
-        saga)."""
+        saga).
+
+        When the journal fails while it records (the connection lost during the commit, say),
+        the outcome may have landed all the same: the saga is read back, and an outcome that
+        landed counts as recorded (the error goes out otherwise)."""
         status: FinishedStatus
         encoded: bytes
         match outcome:
@@ -490,18 +527,44 @@ class DurableSagas:
             case PartialFailure():
                 status = "partially_failed"
                 encoded = self._encode_failure(outcome)
-        return ready.recorder.finish(status, encoded)
+        try:
+            return ready.recorder.finish(status, encoded)
+        except (LeaseLostError, UnknownSagaError):
+            raise  # refused by the journal: nothing was written
+        except JournalError:
+            if self._landed(ready.saga_id, status, encoded):
+                return True
+            raise
 
-    def _recorded_elsewhere(self, saga_id: str) -> Outcome[object]:
-        """The outcome another process recorded for the saga this run lost to."""
-        current = self._journal.get(saga_id)
+    def _landed(self, saga_id: str, status: FinishedStatus, outcome: bytes) -> bool:
+        """Whether the journal holds `outcome` for the saga, by a read that may fail too."""
+        try:
+            record = self._journal.get(saga_id)
+        except JournalError:
+            return False
+        return record is not None and (record.status, record.outcome) == (status, outcome)
+
+    def _recorded_elsewhere(self, ready: _Ready, lost_to: TakenOver | None) -> Outcome[object]:
+        """The outcome another process recorded for the saga this run lost to (the run's
+        listeners hear that it stopped)."""
+        saga_id = ready.saga_id
+        try:
+            current = self._journal.get(saga_id)
+        except BaseException as error:
+            ready.ending.stopped(error)
+            raise
         assert current is not None
         if current.status == "dead":
-            raise SagaParkedError(saga_id)
+            parked = SagaParkedError(saga_id)
+            ready.ending.stopped(parked)
+            raise parked
         if current.outcome is None:
-            raise SagaBusyError(
+            busy = SagaBusyError(
                 f"saga {saga_id!r} was taken over by another process, which is recovering it"
             )
+            ready.ending.stopped(busy)
+            raise busy
+        ready.ending.stopped(lost_to, "taken_over")
         return self._decode_outcome(saga_id, current.outcome)
 
     def _note_failed_recovery(self, ready: _Ready, error: Exception) -> None:
@@ -577,6 +640,8 @@ class _Ready:
     __slots__ = (
         "_built",
         "_codec",
+        "_listeners",
+        "ending",
         "finished",
         "name",
         "recorder",
@@ -586,12 +651,20 @@ class _Ready:
     )
 
     def __init__(
-        self, saga_id: str, name: str, built: Saga[object], recorder: Recorder, codec: Codec
+        self,
+        saga_id: str,
+        name: str,
+        built: Saga[object],
+        recorder: Recorder,
+        codec: Codec,
+        listeners: tuple[Listener, ...],
     ) -> None:
         self.saga_id = saga_id
         self.name = name
         self.recorder = recorder
         self._codec = codec
+        self._listeners = listeners
+        self.ending = Ending(saga_id, listeners)
         self._built = built
         self.success_outcome: bytes | None = None
         self.saga = built.map(self._encode_success)
@@ -599,7 +672,14 @@ class _Ready:
 
     def again(self) -> _Ready:
         """The same run, ready to start over under another interpreter (nothing ran yet)."""
-        return _Ready(self.saga_id, self.name, self._built, self.recorder.again(), self._codec)
+        return _Ready(
+            self.saga_id,
+            self.name,
+            self._built,
+            self.recorder.again(),
+            self._codec,
+            self._listeners,
+        )
 
     def _encode_success(self, value: object) -> object:
         try:

@@ -18,6 +18,7 @@ from fsaga.events import (
     Event,
     SagaFinished,
     SagaStarted,
+    SagaStopped,
     StepCompleted,
     StepFailed,
     StepStarted,
@@ -176,7 +177,7 @@ def assert_settled_as(
 
 def concerns(event: Event, path: str) -> bool:
     """Whether `event` is about the step at `path`."""
-    return not isinstance(event, SagaStarted | SagaFinished) and event.path == path
+    return not isinstance(event, SagaStarted | SagaFinished | SagaStopped) and event.path == path
 
 
 def assert_skipped_only_by_stop(outcome: Outcome[object], policy: CompensationPolicy) -> None:

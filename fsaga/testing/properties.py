@@ -26,6 +26,7 @@ from fsaga.events import (
     Event,
     SagaFinished,
     SagaStarted,
+    SagaStopped,
     StepCompleted,
     StepFailed,
     StepStarted,
@@ -445,7 +446,7 @@ def _assert_settled(trace: Trace, later: Sequence[Event], path: str, reported: l
     mine = [
         event
         for event in later
-        if not isinstance(event, SagaStarted | SagaFinished) and event.path == path
+        if not isinstance(event, SagaStarted | SagaFinished | SagaStopped) and event.path == path
     ]
     ran_again = [event for event in mine if isinstance(event, StepStarted)]
     assert len(ran_again) <= 1, f"{rule} ran again {len(ran_again)} times (contract rule 3)"
