@@ -27,8 +27,15 @@ from servers import PostgresServer
 
 from fsaga import Success
 from fsaga.durable import DurableSagas, WorkerReport
-from fsaga.events import Event, SagaFinished
-from fsaga.journal import Entry, JournalError, JsonCodec, MemoryJournal, PostgresJournal
+from fsaga.events import Event, SagaFinished, SagaStopped
+from fsaga.journal import (
+    Entry,
+    JournalError,
+    JsonCodec,
+    LeaseLostError,
+    MemoryJournal,
+    PostgresJournal,
+)
 from fsaga.outcome import Outcome
 
 TESTS = Path(__file__).parent
@@ -49,17 +56,29 @@ class Clock:
 
 
 class Finished:
-    """A listener that collects the outcomes of the sagas that finished in this process."""
+    """A listener that collects the outcomes of the sagas that finished in this process, and
+    the runs that stopped without one."""
 
     def __init__(self) -> None:
         self.outcomes: dict[str, Outcome[object]] = {}
+        self.stopped: dict[str, SagaStopped] = {}
         self._changed = threading.Condition()
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, SagaFinished):
+        if isinstance(event, SagaFinished | SagaStopped):
             with self._changed:
-                self.outcomes[event.saga_id] = event.outcome
+                if isinstance(event, SagaFinished):
+                    self.outcomes[event.saga_id] = event.outcome
+                else:
+                    self.stopped[event.saga_id] = event
                 self._changed.notify_all()
+
+    def wait_for_stop(self, saga_id: str) -> SagaStopped:
+        with self._changed:
+            assert self._changed.wait_for(lambda: saga_id in self.stopped, timeout=TIMEOUT), (
+                f"{saga_id} did not stop in time"
+            )
+            return self.stopped[saga_id]
 
     def wait_for(self, *saga_ids: str) -> dict[str, Outcome[object]]:
         with self._changed:
@@ -170,6 +189,9 @@ def test_a_worker_whose_lease_is_taken_over_stops_that_saga_and_runs_nothing_mor
             worker_sagas.release_hang.set()  # A's effect in flight finishes
             report = running.stop()
         assert (report.started, report.lost, report.failed) == (0, 1, 0)
+        # Its listeners hear that the run stopped without an outcome, never that it finished.
+        assert finished.stopped["hang-1"].reason == "fenced"
+        assert "hang-1" not in finished.outcomes
         assert journal.get("hang-1").status == "running"  # type: ignore[union-attr]
         # Nothing after A's effect was written or run: its result, and `second`, never were.
         assert worker_sagas.ran == ["hang-1:first"]
@@ -181,6 +203,57 @@ def test_a_worker_whose_lease_is_taken_over_stops_that_saga_and_runs_nothing_mor
         assert not isinstance(outcome, Success)
         assert worker_sagas.ran == ["hang-1:first"]
         assert journal.get("hang-1").finished  # type: ignore[union-attr]
+
+
+def test_a_saga_the_sync_worker_hands_back_stops_at_its_next_write_and_says_so(
+    postgres: PostgresServer,
+) -> None:
+    finished = Finished()
+    with pg_journals.new_journal(postgres) as journal:
+        with worker(
+            journal, finished, owner="worker-a", ttl=TTL, poll=3600.0, grace=0.0
+        ) as running:
+            journal.submit("hang-3", "hang", codec.encode(None))
+            assert worker_sagas.hanging.wait(TIMEOUT)
+            report = running.stop()  # past the grace: handed back while `first` runs
+        assert report.handed_back == ("hang-3",)
+        worker_sagas.release_hang.set()  # the effect in flight returns; its result is refused
+        stopped = finished.wait_for_stop("hang-3")
+        assert (stopped.reason, type(stopped.error)) == ("fenced", LeaseLostError)
+        assert "hang-3" not in finished.outcomes
+        assert worker_sagas.ran == ["hang-3:first"]
+        assert [(e.kind, e.path) for e in journal.entries("hang-3")] == [("intent", "first")]
+
+
+def test_a_saga_the_async_worker_hands_back_is_cancelled_and_stops_without_an_outcome(
+    postgres: PostgresServer,
+) -> None:
+    finished = Finished()
+    stop = threading.Event()
+    with pg_journals.new_journal(postgres) as journal:
+        runs = DurableSagas(journal, worker_sagas.definitions, listeners=[finished])
+
+        async def main() -> WorkerReport:
+            async with anyio.create_task_group() as group:
+
+                async def submit_and_stop() -> None:
+                    journal.submit("hang-4", "hang_async", codec.encode(None))
+                    assert await anyio.to_thread.run_sync(worker_sagas.hanging.wait, TIMEOUT)
+                    stop.set()
+
+                group.start_soon(submit_and_stop)
+                return await runs.run_worker_async(
+                    owner="worker-async", ttl=TTL, poll=3600.0, grace=0.0, stop=stop
+                )
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        report = anyio.run(main)
+        assert report.handed_back == ("hang-4",)
+        # Cancelled once its lease was released: the undo's writes were refused.
+        assert finished.wait_for_stop("hang-4").reason == "fenced"
+        assert "hang-4" not in finished.outcomes
+        assert journal.get("hang-4").status == "running"  # type: ignore[union-attr]
+        assert journal.claim_expired("worker-next", ttl=TTL)[0].saga_id == "hang-4"
 
 
 def test_the_async_worker_drives_several_submitted_sagas(postgres: PostgresServer) -> None:

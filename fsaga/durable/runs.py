@@ -487,9 +487,7 @@ class DurableSagas:
         except BaseException as error:
             ready.ending.stopped(error)
             raise
-        if recorded:
-            ready.ending.finished(outcome)
-        else:
+        if not recorded:
             ready.ending.stopped(None, "taken_over")
 
     def _conclude(self, ready: _Ready, outcome: Outcome[object]) -> Outcome[object]:
@@ -502,18 +500,21 @@ class DurableSagas:
             ready.ending.stopped(error)
             self._note_failed_recovery(ready, error)
             raise
+        except BaseException as error:
+            ready.ending.stopped(error)  # unless the outcome landed (see `_record`)
+            raise
         if not recorded:
             return self._recorded_elsewhere(ready, None)
-        ready.ending.finished(outcome)
         return outcome
 
     def _record(self, ready: _Ready, outcome: Outcome[object]) -> bool:
-        """Record `outcome` once; False if another process recorded one first (or parked the
-        saga).
+        """Record `outcome` once, and tell the run's listeners (`SagaFinished`); False if
+        another process recorded one first (or parked the saga).
 
         When the journal fails while it records (the connection lost during the commit, say),
-        the outcome may have landed all the same: the saga is read back, and an outcome that
-        landed counts as recorded (the error goes out otherwise)."""
+        or an interrupt comes then, the outcome may have landed all the same: the saga is read
+        back, and an outcome that landed counts as recorded (a journal error is then
+        forgotten; an interrupt goes on)."""
         status: FinishedStatus
         encoded: bytes
         match outcome:
@@ -528,13 +529,22 @@ class DurableSagas:
                 status = "partially_failed"
                 encoded = self._encode_failure(outcome)
         try:
-            return ready.recorder.finish(status, encoded)
+            recorded = ready.recorder.finish(status, encoded)
         except (LeaseLostError, UnknownSagaError):
             raise  # refused by the journal: nothing was written
         except JournalError:
-            if self._landed(ready.saga_id, status, encoded):
-                return True
+            if not self._landed(ready.saga_id, status, encoded):
+                raise
+            recorded = True
+        except Exception:
             raise
+        except BaseException:
+            if self._landed(ready.saga_id, status, encoded):
+                ready.ending.finished(outcome)
+            raise
+        if recorded:
+            ready.ending.finished(outcome)
+        return recorded
 
     def _landed(self, saga_id: str, status: FinishedStatus, outcome: bytes) -> bool:
         """Whether the journal holds `outcome` for the saga, by a read that may fail too."""
