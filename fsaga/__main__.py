@@ -1,6 +1,6 @@
 """The command line: ``python -m fsaga demo``, ``python -m fsaga journal
-list|show|recover|release|migrate|submit`` and ``python -m fsaga worker`` (or ``fsaga ...``
-once installed).
+list|show|recover|release|migrate|submit|submissions|show-submission|release-submission`` and
+``python -m fsaga worker`` (or ``fsaga ...`` once installed).
 
 The journal commands live in `fsaga.journal.cli`, the worker in `fsaga._worker_cli`.
 
@@ -83,11 +83,12 @@ def main(
 
     Output goes to `write`, error messages to `write_error` (standard error by default).
     Exit codes: 0 on success; 1 when ``journal show`` or ``journal release`` finds no such
-    saga (or, for ``release``, one that is not dead), when ``journal recover`` could not
-    recover one, or when standard output was closed before everything was written to it (a
-    reader such as ``head`` stopped reading: the command stops quietly); 2 on a usage error (an
-    unknown command, say), a journal that is missing, damaged or unreachable, or unusable saga
-    definitions.
+    saga (or, for ``release``, one that is not dead), or ``journal show-submission`` or
+    ``journal release-submission`` no such submission (or one that is not parked), when
+    ``journal recover`` could not recover one, or when standard output was closed before
+    everything was written to it (a reader such as ``head`` stopped reading: the command stops
+    quietly); 2 on a usage error (an unknown command, say), a journal that is missing, damaged
+    or unreachable, or unusable saga definitions.
     """
     try:
         arguments = parser().parse_args(argv)

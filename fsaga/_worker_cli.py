@@ -1,7 +1,8 @@
 """The ``fsaga worker`` command: run a worker over a PostgreSQL journal until SIGTERM.
 
 ``python -m fsaga worker --dsn DSN [--schema SCHEMA] --definitions MODULE:ATTRIBUTE [--owner ID]
-[--ttl SECONDS] [--poll SECONDS] [--grace SECONDS] [--async [--concurrency N]]``
+[--ttl SECONDS] [--poll SECONDS] [--grace SECONDS] [--max-claims N] [--max-recovery-attempts N]
+[--async [--concurrency N]]``
 
 It starts the sagas submitted to the journal (``fsaga journal submit``, or
 `fsaga.journal.PostgresJournal.submit`) and recovers those whose worker went away
@@ -9,6 +10,10 @@ It starts the sagas submitted to the journal (``fsaga journal submit``, or
 SIGINT stops it: it claims nothing more, lets what it drives finish for up to ``--grace``
 seconds, hands back (releases the leases of) what is still running after that, and exits 0.
 It logs to standard error, and prints one line when it is ready and one when it stopped.
+
+A submission that ``--max-claims`` claims did not start is parked (``fsaga journal submissions
+--parked``); a saga that ``--max-recovery-attempts`` recoveries claimed without finishing is
+parked as dead (``fsaga journal list --status dead``).
 """
 
 from __future__ import annotations
@@ -114,6 +119,20 @@ def add_worker_command(worker: argparse.ArgumentParser) -> None:
         "(default 30)",
     )
     worker.add_argument(
+        "--max-claims",
+        type=_count,
+        default=5,
+        metavar="N",
+        help="park a submission that N claims did not start (default 5)",
+    )
+    worker.add_argument(
+        "--max-recovery-attempts",
+        type=_count,
+        default=5,
+        metavar="N",
+        help="park as dead a saga that N recoveries claimed without finishing it (default 5)",
+    )
+    worker.add_argument(
         "--async",
         dest="use_async",
         action="store_true",
@@ -154,7 +173,9 @@ def run_worker_command(arguments: argparse.Namespace, *, write: _Write, write_er
         )
     try:
         with journal:
-            runs = DurableSagas(journal, definitions)
+            runs = DurableSagas(
+                journal, definitions, max_recovery_attempts=arguments.max_recovery_attempts
+            )
             where = f"database {journal.database!r}, schema {journal.schema!r}"
             write(f"worker ready on {where}")
             report: WorkerReport
@@ -167,6 +188,7 @@ def run_worker_command(arguments: argparse.Namespace, *, write: _Write, write_er
                         ttl=arguments.ttl,
                         poll=arguments.poll,
                         grace=arguments.grace,
+                        max_claims=arguments.max_claims,
                         stop=stop,
                     )
 
@@ -177,6 +199,7 @@ def run_worker_command(arguments: argparse.Namespace, *, write: _Write, write_er
                     ttl=arguments.ttl,
                     poll=arguments.poll,
                     grace=arguments.grace,
+                    max_claims=arguments.max_claims,
                     stop=stop,
                 )
     finally:

@@ -746,6 +746,7 @@ def test_claim_pending_hands_each_submission_to_one_worker_oldest_first(
         1_001.0,
         claims=1,
         lease=Lease("order-0", "worker-a", clock.now + TTL),
+        last_claimed_at=clock.now,
     )
     assert journal.claim_pending("worker-c", ttl=TTL) == []
     assert [pending.lease for pending in journal.pending()] == [

@@ -64,6 +64,16 @@ class SagaDefinitions:
 
         return register
 
+    def versions(self) -> dict[str, int]:
+        """The version registered under each name.
+
+        >>> definitions = SagaDefinitions()
+        >>> _ = definitions.saga("order", version=2)(lambda quantity: ...)
+        >>> definitions.versions()
+        {'order': 2}
+        """
+        return {name: definition.version for name, definition in self._by_name.items()}
+
     def lookup(self, name: str) -> tuple[int, Callable[[Any], Saga[object]]]:
         """The version and builder registered under `name`."""
         definition = self._by_name.get(name)

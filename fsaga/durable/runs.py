@@ -203,6 +203,7 @@ class DurableSagas:
         ttl: float = 30.0,
         poll: float = 5.0,
         grace: float = 30.0,
+        max_claims: int = 5,
         stop: threading.Event | None = None,
     ) -> WorkerReport:
         """Be a worker until `stop` is set: start the sagas submitted to the journal, recover
@@ -222,6 +223,16 @@ class DurableSagas:
         next sweep; a saga whose run it cut short is handed back (its lease released) for the
         next sweep to recover.
 
+        What cannot run is not retried in a tight loop. A submission whose start fails (its
+        definition is not registered here, or refuses its input) stays queued with the error
+        recorded (`record_start_error`), and the worker keeps its lease until it runs out, so
+        the next claim comes `ttl` seconds later; after `max_claims` claims that did not start
+        it, it is parked (`parked_submissions`, ``fsaga journal submissions --parked``) until
+        it is released. A saga whose recoveries keep failing is parked as dead after this
+        `DurableSagas`' `max_recovery_attempts`. A running saga whose definition is not
+        registered here, or is in another version, is never claimed: it is left to the workers
+        that can replay it.
+
         One saga at a time: `SyncInterpreter` holds a thread for as long as a saga runs, and
         one driver per process keeps a crash's blast radius to one saga. Run more processes
         for more throughput, or `run_worker_async`, which drives several sagas at once.
@@ -237,6 +248,7 @@ class DurableSagas:
                 leaves its sagas to the others that long.
             poll: the longest wait between two sweeps, in seconds.
             grace: how long a stopping worker lets its saga run before handing it back.
+            max_claims: how many claims may fail to start a submission before it is parked.
             stop: set it (from another thread, or a signal handler) to stop the worker.
 
         Returns:
@@ -244,9 +256,11 @@ class DurableSagas:
 
         Raises:
             TypeError: the journal is not one that workers share.
-            ValueError: a duration is not positive.
+            ValueError: a duration is not positive, or `max_claims` is below 1.
         """
-        worker = self._worker(owner=owner, ttl=ttl, poll=poll, grace=grace, stop=stop)
+        worker = self._worker(
+            owner=owner, ttl=ttl, poll=poll, grace=grace, max_claims=max_claims, stop=stop
+        )
         return worker.run()
 
     async def run_worker_async(
@@ -257,6 +271,7 @@ class DurableSagas:
         poll: float = 5.0,
         grace: float = 30.0,
         concurrency: int = 8,
+        max_claims: int = 5,
         stop: threading.Event | None = None,
     ) -> WorkerReport:
         """`run_worker` with `AsyncInterpreter` (effects may be ``async``, and `par` branches run
@@ -266,10 +281,13 @@ class DurableSagas:
 
         Raises:
             TypeError: the journal is not one that workers share.
-            ValueError: a duration is not positive, or `concurrency` is below 1.
+            ValueError: a duration is not positive, or `concurrency` or `max_claims` is below
+                1.
         """
         check_count(concurrency, what="concurrency", minimum=1)
-        worker = self._worker(owner=owner, ttl=ttl, poll=poll, grace=grace, stop=stop)
+        worker = self._worker(
+            owner=owner, ttl=ttl, poll=poll, grace=grace, max_claims=max_claims, stop=stop
+        )
         return await worker.run_async(concurrency)
 
     def _worker(
@@ -279,6 +297,7 @@ class DurableSagas:
         ttl: float,
         poll: float,
         grace: float,
+        max_claims: int,
         stop: threading.Event | None,
     ) -> _Worker:
         from fsaga.durable.worker import _check_shared, _Worker, default_owner
@@ -287,6 +306,7 @@ class DurableSagas:
         ttl = check_seconds(ttl, what="ttl")
         poll = check_seconds(poll, what="poll")
         grace = check_seconds(grace, what="grace", allow_zero=True)
+        max_claims = check_count(max_claims, what="max_claims", minimum=1)
         owner = default_owner() if owner is None else owner
         owned = DurableSagas(
             shared.as_owner(owner, ttl=ttl),
@@ -298,11 +318,13 @@ class DurableSagas:
         return _Worker(
             shared,
             owned,
+            self._definitions,
             self._codec,
             owner=owner,
             ttl=ttl,
             poll=poll,
             grace=grace,
+            max_claims=max_claims,
             stop=threading.Event() if stop is None else stop,
         )
 

@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self, final, runtime_checkable
@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Protocol, Self, final, runtime_checkable
 import anyio
 import anyio.to_thread
 
-from fsaga.durable.errors import SagaBusyError, SagaParkedError
-from fsaga.journal.codec import Codec
+from fsaga.durable.definitions import SagaDefinitions
+from fsaga.durable.errors import SagaBusyError, SagaParkedError, describe_error
+from fsaga.journal.codec import Codec, CodecError
 from fsaga.journal.leases import LeaseKeeper, Leases
 from fsaga.journal.protocol import Journal, JournalError, LeaseLostError
 from fsaga.journal.records import Lease, PendingSaga
@@ -77,12 +78,26 @@ class SharedJournal(Leases, Protocol):
         """The journal as worker `owner` writes to it (fenced by its leases)."""
         ...
 
-    def claim_pending(self, owner: str, *, ttl: float, limit: int = 1) -> list[PendingSaga]:
-        """Leases on submitted sagas nobody is starting."""
+    def claim_pending(
+        self, owner: str, *, ttl: float, limit: int = 1, max_claims: int | None = None
+    ) -> list[PendingSaga]:
+        """Leases on submitted sagas nobody is starting (parking those claimed `max_claims`
+        times without starting)."""
         ...
 
-    def claim_expired(self, owner: str, *, ttl: float, limit: int = 1) -> list[Lease]:
-        """Leases on running sagas nobody holds."""
+    def record_start_error(self, saga_id: str, owner: str, error: bytes) -> bool:
+        """Note why the start of a claimed submission failed."""
+        ...
+
+    def claim_expired(
+        self,
+        owner: str,
+        *,
+        ttl: float,
+        limit: int = 1,
+        definitions: Mapping[str, int] | None = None,
+    ) -> list[Lease]:
+        """Leases on running sagas nobody holds (of these definitions and versions only)."""
         ...
 
     def listen(self) -> SubmissionWaiter:
@@ -154,8 +169,10 @@ class _Worker:
 
     __slots__ = (
         "_codec",
+        "_definitions",
         "_grace",
         "_journal",
+        "_max_claims",
         "_owner",
         "_poll",
         "_runs",
@@ -168,15 +185,19 @@ class _Worker:
         self,
         journal: SharedJournal,
         runs: DurableSagas,
+        definitions: SagaDefinitions,
         codec: Codec,
         *,
         owner: str,
         ttl: float,
         poll: float,
         grace: float,
+        max_claims: int,
         stop: threading.Event,
     ) -> None:
         self._journal = journal
+        self._definitions = definitions
+        self._max_claims = max_claims
         self._owner = owner
         self._ttl = ttl
         self._poll = poll
@@ -189,18 +210,26 @@ class _Worker:
     # -- claiming ----------------------------------------------------------------------------
 
     def claim(self, limit: int) -> list[_Work]:
-        """Up to `limit` sagas to drive: submissions first, then sagas nobody holds. The journal
-        failing is logged, and claims nothing."""
+        """Up to `limit` sagas to drive: submissions first (parking those whose starts failed
+        `max_claims` times), then sagas nobody holds whose definition (and version) this
+        worker has: it leaves the others to workers that can replay them. The journal failing
+        is logged, and claims nothing."""
+        journal = self._journal
         try:
             found = [
                 _Work(pending.saga_id, pending)
-                for pending in self._journal.claim_pending(self._owner, ttl=self._ttl, limit=limit)
+                for pending in journal.claim_pending(
+                    self._owner, ttl=self._ttl, limit=limit, max_claims=self._max_claims
+                )
             ]
             if len(found) < limit:
                 found += [
                     _Work(lease.saga_id, None)
-                    for lease in self._journal.claim_expired(
-                        self._owner, ttl=self._ttl, limit=limit - len(found)
+                    for lease in journal.claim_expired(
+                        self._owner,
+                        ttl=self._ttl,
+                        limit=limit - len(found),
+                        definitions=self._definitions.versions(),
                     )
                 ]
         except JournalError as error:
@@ -290,6 +319,22 @@ class _Worker:
                 saga_id,
                 type(result).__qualname__,
                 result,
+            )
+            if work.pending is not None:
+                self._note_start_error(saga_id, result)
+
+    def _note_start_error(self, saga_id: str, error: BaseException) -> None:
+        """Note why a submission did not start (it stays queued, and is claimed again once
+        the lease this worker keeps runs out; parked after `max_claims` claims)."""
+        try:
+            encoded = self._codec.encode(describe_error(error))
+            self._journal.record_start_error(saga_id, self._owner, encoded)
+        except (JournalError, CodecError) as failure:
+            logger.warning(
+                "worker %s: could not note why submission %s did not start: %s",
+                self._owner,
+                saga_id,
+                failure,
             )
 
     def release(self, saga_id: str) -> None:

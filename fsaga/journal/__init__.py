@@ -49,7 +49,9 @@ from fsaga.journal.protocol import JournalVersionError as JournalVersionError
 from fsaga.journal.protocol import LeaseLostError as LeaseLostError
 from fsaga.journal.protocol import SagaFinishedError as SagaFinishedError
 from fsaga.journal.protocol import SagaNotDeadError as SagaNotDeadError
+from fsaga.journal.protocol import SubmissionNotParkedError as SubmissionNotParkedError
 from fsaga.journal.protocol import UnknownSagaError as UnknownSagaError
+from fsaga.journal.protocol import UnknownSubmissionError as UnknownSubmissionError
 from fsaga.journal.records import ENTRY_KINDS as ENTRY_KINDS
 from fsaga.journal.records import FINISHED_STATUSES as FINISHED_STATUSES
 from fsaga.journal.records import SAGA_STATUSES as SAGA_STATUSES
@@ -111,6 +113,8 @@ __all__ = [
     "SagaRecord",
     "SagaStatus",
     "SqliteJournal",
+    "SubmissionNotParkedError",
     "Synchronous",
     "UnknownSagaError",
+    "UnknownSubmissionError",
 ]

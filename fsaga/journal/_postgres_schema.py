@@ -17,8 +17,12 @@ The layout is chosen for the commit floor, the cost of a single-row insert and i
 - ``unfinished_sagas`` indexes only running and dead sagas: recoveries list them, and claims of
   expired leases search them.
 - ``submissions`` is the queue of sagas submitted for any worker to start, oldest first; a
-  saga leaves it when it is started.
+  saga leaves it when it is started. A submission whose starts keep failing is parked
+  (``parked_at``): no worker claims it until it is released.
 - ``schema_version`` holds the schema's version, one row.
+
+Versions: 1 made the tables; 2 added to ``submissions`` what parks a submission whose starts keep
+failing: when it was last claimed, the error its last start recorded, and when it was parked.
 
 Saga ids are compared byte by byte (``COLLATE "C"``), so that sagas are listed in the same order
 as by `fsaga.journal.SqliteJournal`, whatever the database's locale. Times are seconds since the
@@ -35,7 +39,7 @@ from fsaga.journal.records import ENTRY_KINDS, FINISHED_STATUSES, SAGA_STATUSES
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "UNFINISHED_STATUSES", "quoted", "upgrade"]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The version of the tables this fsaga writes, kept in the schema's ``schema_version`` table."""
 
 TABLES: Final = ("sagas", "entries", "submissions", "schema_version")
@@ -61,6 +65,7 @@ def _one_of(values: Sequence[str]) -> str:
 
 
 def _create(schema: str) -> tuple[str, ...]:
+    """Version 1 of the tables."""
     s = quoted(schema)
     return (
         f"CREATE SCHEMA IF NOT EXISTS {s}",
@@ -114,13 +119,30 @@ def _create(schema: str) -> tuple[str, ...]:
             only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row)
         )
         """,
-        f"INSERT INTO {s}.schema_version (version) VALUES ({SCHEMA_VERSION})",
+        f"INSERT INTO {s}.schema_version (version) VALUES (1)",
     )
 
 
-def upgrade(found: int, schema: str) -> tuple[str, ...]:
+def _park_submissions(schema: str) -> tuple[str, ...]:
+    """From version 1 to 2: what parks a submission whose starts keep failing."""
+    s = quoted(schema)
+    return (
+        f"""
+        ALTER TABLE {s}.submissions
+            ADD COLUMN last_claimed_at double precision,
+            ADD COLUMN last_error bytea,
+            ADD COLUMN parked_at double precision,
+            ADD CONSTRAINT parked_without_lease CHECK (parked_at IS NULL OR lease_owner IS NULL)
+        """,
+        f"UPDATE {s}.schema_version SET version = 2",
+    )
+
+
+_STEPS: Final = (_create, _park_submissions)
+"""`_STEPS[n]` brings the tables from version n to n + 1."""
+
+
+def upgrade(found: int, schema: str, *, to: int = SCHEMA_VERSION) -> tuple[str, ...]:
     """The statements that bring the journal in `schema` from version `found` (0: none yet) to
-    `SCHEMA_VERSION`, to run in one transaction."""
-    if found == 0:
-        return _create(schema)
-    return ()
+    version `to` (this fsaga's), to run in one transaction."""
+    return tuple(statement for step in _STEPS[found:to] for statement in step(schema))

@@ -19,11 +19,16 @@ from typing import Final, final
 
 from fsaga.journal._postgres_schema import quoted
 
-__all__ = ["SAGA_COLUMNS", "Statements", "statements"]
+__all__ = ["SAGA_COLUMNS", "SUBMISSION_COLUMNS", "Statements", "statements"]
 
 SAGA_COLUMNS: Final = (
     "saga_id, name, version, input, status, outcome, recovery_attempts, created_at, updated_at,"
     " last_recovery_at, last_recovery_error"
+)
+
+SUBMISSION_COLUMNS: Final = (
+    "saga_id, name, input, submitted_at, claims, lease_owner, lease_expires_at, last_claimed_at,"
+    " last_error, parked_at"
 )
 
 _CLOCK: Final = (
@@ -47,6 +52,11 @@ _BATCH: Final = (
     "unnest(%(seqs)s::bigint[], %(kinds)s::text[], %(paths)s::text[], %(attempts)s::bigint[],"
     " %(payloads)s::bytea[]) AS batch (seq, kind, path, attempt, payload)"
 )
+
+
+def _qualified(table: str, columns: str) -> str:
+    """`columns` (``"a, b"``) of `table` (``"t.a, t.b"``)."""
+    return ", ".join(f"{table}.{column.strip()}" for column in columns.split(","))
 
 
 @final
@@ -73,7 +83,11 @@ class Statements:
     claim_expired: str
     submit: str
     claim_pending: str
+    record_start_error: str
     pending: str
+    parked_submissions: str
+    submission: str
+    release_submission: str
     integrity: str
 
 
@@ -248,11 +262,14 @@ def statements(schema: str) -> Statements:
             " SELECT (SELECT count(*) FROM released) + (SELECT count(*) FROM released_pending)"
         ),
         # Oldest first; rows another statement has locked (a live run's write, another
-        # worker's claim) are skipped, not waited for.
+        # worker's claim) are skipped, not waited for. With `names` (and `versions`, the same
+        # length), only sagas of those definitions.
         claim_expired=(
             f"WITH {_CLOCK},"
             f" picked AS (SELECT s.saga_id FROM {sagas} AS s, clock"
             f" WHERE s.status = 'running' AND {_FREE.format(row='s')}"
+            " AND (%(names)s::text[] IS NULL OR (s.name, s.version) IN"
+            " (SELECT * FROM unnest(%(names)s::text[], %(versions)s::bigint[])))"
             " ORDER BY s.created_at, s.saga_id LIMIT %(limit)s"
             " FOR NO KEY UPDATE OF s SKIP LOCKED)"
             f" UPDATE {sagas} AS target SET lease_owner = %(owner)s::text,"
@@ -270,21 +287,55 @@ def statements(schema: str) -> Statements:
             " ON CONFLICT (saga_id) DO NOTHING RETURNING saga_id)"
             " SELECT pg_notify(%(channel)s, saga_id) FROM queued"
         ),
+        # Oldest first, skipping those another worker is claiming. A submission claimed
+        # `max_claims` times already (each claim's start failed, or its worker died: it is
+        # still queued) is parked instead: no lease, nobody claims it until it is released.
+        # A claim forgets the error of the claim before it.
         claim_pending=(
             f"WITH {_CLOCK},"
-            f" picked AS (SELECT p.saga_id FROM {submissions} AS p, clock"
-            " WHERE p.lease_expires_at IS NULL OR p.lease_expires_at <= clock.now"
+            f" picked AS (SELECT p.saga_id, (%(max_claims)s::integer IS NOT NULL"
+            " AND p.claims >= %(max_claims)s::integer) AS parks"
+            f" FROM {submissions} AS p, clock WHERE p.parked_at IS NULL"
+            " AND (p.lease_expires_at IS NULL OR p.lease_expires_at <= clock.now)"
             " ORDER BY p.submitted_at, p.saga_id LIMIT %(limit)s"
             " FOR UPDATE OF p SKIP LOCKED)"
-            f" UPDATE {submissions} AS target SET lease_owner = %(owner)s::text,"
-            " lease_expires_at = clock.now + %(ttl)s::float8, claims = target.claims + 1"
+            f" UPDATE {submissions} AS target SET"
+            " lease_owner = CASE WHEN picked.parks THEN NULL ELSE %(owner)s::text END,"
+            " lease_expires_at = CASE WHEN picked.parks THEN NULL"
+            " ELSE clock.now + %(ttl)s::float8 END,"
+            " claims = target.claims + CASE WHEN picked.parks THEN 0 ELSE 1 END,"
+            " last_claimed_at = CASE WHEN picked.parks THEN target.last_claimed_at"
+            " ELSE clock.now END,"
+            " last_error = CASE WHEN picked.parks THEN target.last_error ELSE NULL END,"
+            " parked_at = CASE WHEN picked.parks THEN clock.now ELSE NULL END"
             " FROM picked, clock WHERE target.saga_id = picked.saga_id"
-            " RETURNING target.saga_id, target.name, target.input, target.submitted_at,"
-            " target.claims, target.lease_owner, target.lease_expires_at"
+            f" RETURNING {_qualified('target', SUBMISSION_COLUMNS)}"
+        ),
+        # By the worker holding the submission's lease only.
+        record_start_error=(
+            f"WITH {_CLOCK},"
+            f" noted AS (UPDATE {submissions} AS target SET last_error = %(error)s FROM clock"
+            " WHERE target.saga_id = %(saga_id)s AND target.lease_owner = %(owner)s::text"
+            " AND target.lease_expires_at > clock.now RETURNING 1)"
+            " SELECT count(*) FROM noted"
         ),
         pending=(
-            "SELECT saga_id, name, input, submitted_at, claims, lease_owner, lease_expires_at"
-            f" FROM {submissions} ORDER BY submitted_at, saga_id"
+            f"SELECT {SUBMISSION_COLUMNS} FROM {submissions} WHERE parked_at IS NULL"
+            " ORDER BY submitted_at, saga_id"
+        ),
+        parked_submissions=(
+            f"SELECT {SUBMISSION_COLUMNS} FROM {submissions} WHERE parked_at IS NOT NULL"
+            " ORDER BY parked_at, saga_id"
+        ),
+        submission=f"SELECT {SUBMISSION_COLUMNS} FROM {submissions} WHERE saga_id = %(saga_id)s",
+        # Queued again, its count of claims reset; the error its last start recorded stays
+        # until the next claim.
+        # Workers listening on the channel hear of it as of a new submission.
+        release_submission=(
+            f"WITH released AS (UPDATE {submissions} SET parked_at = NULL, claims = 0"
+            " WHERE saga_id = %(saga_id)s AND parked_at IS NOT NULL"
+            f" RETURNING {SUBMISSION_COLUMNS})"
+            f" SELECT {SUBMISSION_COLUMNS}, pg_notify(%(channel)s, saga_id) FROM released"
         ),
         # Every broken invariant of the journal's own, one line each.
         integrity=(

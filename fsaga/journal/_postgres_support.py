@@ -123,9 +123,13 @@ def batch_columns(entries: Sequence[Entry]) -> dict[str, list[object]]:
 
 
 def pending_saga(row: Row) -> PendingSaga:
-    saga_id, name, input, submitted_at, claims, owner, expires_at = row
+    """A submission, from its `fsaga.journal._postgres_sql.SUBMISSION_COLUMNS`."""
+    saga_id, name, input, submitted_at, claims, owner, expires_at = row[:7]
+    last_claimed_at, last_error, parked_at = row[7:10]
     lease = None if owner is None else Lease(saga_id, owner, expires_at)
-    return PendingSaga(saga_id, name, input, submitted_at, claims, lease)
+    return PendingSaga(
+        saga_id, name, input, submitted_at, claims, lease, last_claimed_at, last_error, parked_at
+    )
 
 
 def check_owner(owner: str) -> None:

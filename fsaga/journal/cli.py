@@ -11,9 +11,11 @@ JOURNAL below stands for either.
 ``python -m fsaga journal show ID JOURNAL``
     the saga's record, its timeline entry by entry, and where it stands (for a dead saga:
     why it was parked).
-``python -m fsaga journal recover JOURNAL --definitions MODULE:ATTRIBUTE``
+``python -m fsaga journal recover JOURNAL --definitions MODULE:ATTRIBUTE [--stale-after SECONDS]
+[--max-recovery-attempts N]``
     finish every unfinished saga with the `fsaga.durable.SagaDefinitions` found at
-    ``MODULE:ATTRIBUTE``, and print each one's outcome.
+    ``MODULE:ATTRIBUTE``, and print each one's outcome (parking as dead a saga that N
+    recoveries claimed without finishing).
 ``python -m fsaga journal release ID JOURNAL``
     give a saga parked as dead back to recovery.
 ``python -m fsaga journal migrate --dsn DSN [--schema SCHEMA]``
@@ -22,12 +24,15 @@ JOURNAL below stands for either.
 ``python -m fsaga journal submit NAME INPUT_JSON --dsn DSN [--schema SCHEMA] [--id ID]``
     queue a saga for the workers (``python -m fsaga worker``) to start
     (`fsaga.journal.PostgresJournal.submit`), and print its id.
+``python -m fsaga journal submissions|show-submission ID|release-submission ID --dsn DSN``
+    list the submissions (``--parked``: those parked because their starts kept failing), show
+    one, queue a parked one again (see `fsaga.journal._cli_submissions`).
 
-Exit codes: 0 when the command did what it was asked; 1 when a saga to show or release does
-not exist or is not dead, when a saga could not be recovered, or when the output was closed
-before the command finished writing it; 2 for a usage error, a journal that is missing, is not
-a journal or cannot be reached, or definitions that cannot be loaded or do not match the
-journal.
+Exit codes: 0 when the command did what it was asked; 1 when a saga (or submission) to show
+or release does not exist or is not dead (not parked), when a saga could not be recovered, or
+when the output was closed before the command finished writing it; 2 for a usage error, a
+journal that is missing, is not a journal or cannot be reached, or definitions that cannot be
+loaded or do not match the journal.
 
 Payloads are read with `fsaga.journal.JsonCodec`, the default codec (see
 `fsaga.journal.rendering`). `list`, `show`, `recover` and `release` never create a journal: the
@@ -48,7 +53,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
 
-from fsaga._numbers import check_seconds
+from fsaga._numbers import check_count, check_seconds
 from fsaga.durable import DurableSagas, SagaDefinitions, UnknownDefinitionError
 from fsaga.durable.errors import RecordedError
 from fsaga.journal.codec import JsonCodec
@@ -105,13 +110,22 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(message) from None
 
 
+def _attempts(text: str) -> int:
+    """A command-line count of recovery attempts (argparse reports the error)."""
+    try:
+        return check_count(int(text), what="--max-recovery-attempts", minimum=1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 1 or more: {text!r}") from None
+
+
 class _Unusable(Exception):
     """The command cannot run at all: its message says why (exit code 2)."""
 
 
 def add_journal_commands(journal: argparse.ArgumentParser) -> None:
     """Give the ``journal`` command's parser its sub-commands: ``list``, ``show``, ``recover``,
-    ``release``, ``migrate``, ``submit``."""
+    ``release``, ``migrate``, ``submit``, ``submissions``, ``show-submission``,
+    ``release-submission``."""
     commands = journal.add_subparsers(dest="journal_command", required=True, metavar="COMMAND")
     listing = commands.add_parser(
         "list",
@@ -152,6 +166,16 @@ def add_journal_commands(journal: argparse.ArgumentParser) -> None:
         help=(
             "take over only the sagas nothing was written to for this long (default 0: every "
             "unfinished saga; set it when the application may still be running them)"
+        ),
+    )
+    recovering.add_argument(
+        "--max-recovery-attempts",
+        type=_attempts,
+        default=5,
+        metavar="N",
+        help=(
+            "park as dead a saga that this many recoveries claimed without finishing it "
+            "(default 5; see `show ID`, then `release ID`)"
         ),
     )
     releasing = commands.add_parser(
@@ -196,6 +220,9 @@ def add_journal_commands(journal: argparse.ArgumentParser) -> None:
     )
     submitting.add_argument("--dsn", required=True, metavar="DSN", help=_DSN_HELP)
     submitting.add_argument("--schema", default="fsaga", help=_SCHEMA_HELP)
+    from fsaga.journal._cli_submissions import add_submission_commands
+
+    add_submission_commands(commands)
 
 
 _DSN_HELP: Final = (
@@ -220,14 +247,24 @@ def run_journal_command(
                 return _show(_Location.of(arguments), arguments.saga_id, write, write_error)
             case "recover":
                 location = _Location.of(arguments)
-                return _recover(location, arguments.definitions, arguments.stale_after, write)
+                return _recover(
+                    location,
+                    arguments.definitions,
+                    write,
+                    stale_after=arguments.stale_after,
+                    max_attempts=arguments.max_recovery_attempts,
+                )
             case "release":
                 return _release(_Location.of(arguments), arguments.saga_id, write, write_error)
             case "migrate":
                 return _migrate(arguments.dsn, arguments.schema, write)
             case "submit":
                 return _submit(arguments, write, write_error)
-            case command:  # pragma: no cover - argparse only accepts the six above
+            case "submissions" | "show-submission" | "release-submission":
+                from fsaga.journal._cli_submissions import run_submission_command
+
+                return run_submission_command(arguments, write=write, write_error=write_error)
+            case command:  # pragma: no cover - argparse only accepts the nine above
                 raise AssertionError(f"unhandled journal command {command!r}")
     except _Unusable as error:
         write_error(f"fsaga journal: {error}")
@@ -414,13 +451,17 @@ def _release(location: _Location, saga_id: str, write: _Write, write_error: _Wri
     return EXIT_OK
 
 
-def _recover(location: _Location, found_at: str, stale_after: float, write: _Write) -> int:
+def _recover(
+    location: _Location, found_at: str, write: _Write, *, stale_after: float, max_attempts: int
+) -> int:
     definitions = _load_definitions(found_at)
     with location.open() as (opened, where):
         running = opened.sagas("running")
         _check_definitions(definitions, found_at, running)
         journal = _FinishWatcher(opened)
-        outcomes = DurableSagas(journal, definitions, stale_after=stale_after).recover()
+        outcomes = DurableSagas(
+            journal, definitions, stale_after=stale_after, max_recovery_attempts=max_attempts
+        ).recover()
         now = {record.saga_id: opened.get(record.saga_id) for record in running}
     if not running:
         write(f"no unfinished sagas in {where}")

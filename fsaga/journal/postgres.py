@@ -13,7 +13,8 @@ what several workers need (docs/concepts.md#rule-11: one driver per saga at a ti
   otherwise raise `fsaga.journal.LeaseLostError`, writing nothing. `fsaga.durable.DurableSagas`
   takes it as its journal: nothing else changes for the run;
 - **a submission queue**: `submit` records a saga for any worker to start, `claim_pending`
-  hands pending sagas to a worker.
+  hands pending sagas to a worker, and parks those whose starts keep failing
+  (`parked_submissions`, `release_submission`; see `fsaga.journal._postgres_queue`).
 
 The tables live in a schema of their own (``fsaga`` by default), created and upgraded by
 `PostgresJournal.migrate` (or ``python -m fsaga journal migrate --dsn DSN``), never implicitly.
@@ -44,6 +45,7 @@ import psycopg_pool
 from fsaga._numbers import check_count, check_seconds
 from fsaga.journal._postgres_listen import SubmissionListener as SubmissionListener
 from fsaga.journal._postgres_owned import OwnedJournal as OwnedJournal
+from fsaga.journal._postgres_queue import SubmissionQueue
 from fsaga.journal._postgres_schema import SCHEMA_VERSION as SCHEMA_VERSION
 from fsaga.journal._postgres_schema import upgrade as _upgrade
 from fsaga.journal._postgres_sql import Statements, statements
@@ -61,7 +63,6 @@ from fsaga.journal._postgres_support import (
     location,
     numbered_in_a_row,
     own_connection,
-    pending_saga,
     refuse_version,
 )
 from fsaga.journal.protocol import (
@@ -86,7 +87,6 @@ from fsaga.journal.records import (
     Entry,
     FinishedStatus,
     Lease,
-    PendingSaga,
     SagaRecord,
     SagaStatus,
 )
@@ -98,7 +98,7 @@ logger = logging.getLogger(__name__)
 _Params = Mapping[str, object]
 
 
-class PostgresJournal(Journal):
+class PostgresJournal(SubmissionQueue, Journal):
     """A `Journal` in a PostgreSQL schema, for workers on many machines; see the module
     docstring.
 
@@ -375,10 +375,22 @@ class PostgresJournal(Journal):
         )
         return bool(rows[0][0])
 
-    def claim_expired(self, owner: str, *, ttl: float, limit: int = 1) -> list[Lease]:
+    def claim_expired(
+        self,
+        owner: str,
+        *,
+        ttl: float,
+        limit: int = 1,
+        definitions: Mapping[str, int] | None = None,
+    ) -> list[Lease]:
         """Take the lease, for `ttl` seconds, of up to `limit` running sagas nobody holds: the
         lease ran out (its worker died, hung, or released it), or the saga never had one and
         nothing was written to it for `ttl` seconds. Oldest sagas first.
+
+        With `definitions` (name to version, as `fsaga.durable.SagaDefinitions.versions`
+        gives them), only sagas started under one of those: a worker leaves the sagas it
+        cannot replay (a definition it lacks, or has in another version) to the workers that
+        can.
 
         One statement: sagas another worker is claiming or writing to at that moment are
         skipped, not waited for (``FOR UPDATE SKIP LOCKED``), so workers sweeping at once each
@@ -391,71 +403,20 @@ class PostgresJournal(Journal):
         check_owner(owner)
         ttl = check_seconds(ttl, what="ttl")
         limit = check_count(limit, what="limit", minimum=1)
+        names, versions = (None, None) if definitions is None else _columns(definitions)
         rows = self._rows(
             self._sql.claim_expired,
-            {"owner": owner, "ttl": ttl, "limit": limit, "now": self._now()},
-        )
-        rows.sort(key=lambda row: (row[2], row[0]))
-        return [Lease(saga_id, owner, expires_at) for saga_id, expires_at, _ in rows]
-
-    # -- the submission queue ----------------------------------------------------------------
-
-    def submit(self, saga_id: str, name: str, input: bytes) -> bool:
-        """Record a saga for any worker to start: the one registered as `name`, on `input`
-        (encoded with the codec the workers use), as `saga_id`.
-
-        Returns:
-            ``True`` when it was queued; ``False`` (nothing written) when `saga_id` is queued
-            or was started already.
-        """
-        _check_saga_fields(saga_id, name, 0, input)
-        rows = self._rows(
-            self._sql.submit,
             {
-                "saga_id": saga_id,
-                "name": name,
-                "input": input,
-                "channel": self.submission_channel,
+                "owner": owner,
+                "ttl": ttl,
+                "limit": limit,
+                "names": names,
+                "versions": versions,
                 "now": self._now(),
             },
         )
-        return bool(rows)
-
-    def claim_pending(self, owner: str, *, ttl: float, limit: int = 1) -> list[PendingSaga]:
-        """Take, for `ttl` seconds, the lease of up to `limit` submitted sagas nobody is
-        starting (none claimed them, or their claimer's lease ran out), oldest first, skipping
-        those another worker is claiming.
-
-        The worker starts each one (`fsaga.durable.DurableSagas.start` with its name, decoded
-        input and id) through `as_owner`: the start creates the saga with the worker's lease
-        and takes it off the queue, in one commit.
-
-        Returns:
-            The claimed sagas, oldest first, each with the worker's `PendingSaga.lease`.
-        """
-        check_owner(owner)
-        ttl = check_seconds(ttl, what="ttl")
-        limit = check_count(limit, what="limit", minimum=1)
-        rows = self._rows(
-            self._sql.claim_pending,
-            {"owner": owner, "ttl": ttl, "limit": limit, "now": self._now()},
-        )
-        claimed = [pending_saga(row) for row in rows]
-        return sorted(claimed, key=lambda pending: (pending.submitted_at, pending.saga_id))
-
-    def listen(self) -> SubmissionListener:
-        """A connection of its own that ``LISTEN``s on `submission_channel`: a worker waits on
-        it (`SubmissionListener.wait`) between its sweeps, so that a submitted saga starts at
-        once. Use it as a context manager (or `SubmissionListener.close` it); it listens from
-        the moment the block starts, and reconnects by itself if the server restarts.
-        """
-        return SubmissionListener(
-            self._dsn, self.submission_channel, connect_timeout=self._connect_timeout
-        )
-
-    def pending(self) -> list[PendingSaga]:
-        """Every submitted saga not started yet, oldest first."""
-        return [pending_saga(row) for row in self._rows(self._sql.pending, {})]
+        rows.sort(key=lambda row: (row[2], row[0]))
+        return [Lease(saga_id, owner, expires_at) for saga_id, expires_at, _ in rows]
 
     def integrity_check(self) -> list[str]:
         """``["ok"]`` when the journal's records keep its invariants (every timeline numbered
@@ -681,3 +642,9 @@ class PostgresJournal(Journal):
                 f"journal in {self._where}: no connection to the database within "
                 f"connect_timeout: {error}"
             ) from error
+
+
+def _columns(definitions: Mapping[str, int]) -> tuple[list[str], list[int]]:
+    """`definitions` as the two columns ``unnest`` takes (see `PostgresJournal.claim_expired`)."""
+    names = sorted(definitions)
+    return names, [definitions[name] for name in names]

@@ -45,7 +45,9 @@ __all__ = [
     "LeaseLostError",
     "SagaFinishedError",
     "SagaNotDeadError",
+    "SubmissionNotParkedError",
     "UnknownSagaError",
+    "UnknownSubmissionError",
 ]
 
 
@@ -138,6 +140,37 @@ class SagaNotDeadError(JournalError):
         )
         self.saga_id = saga_id
         self.status = status
+
+
+class UnknownSubmissionError(JournalError, LookupError):
+    """No submission with this id waits in the journal: it was never submitted, or it started
+    (`fsaga.journal.PostgresJournal.submit`).
+
+    Attributes:
+        saga_id: the id.
+    """
+
+    def __init__(self, saga_id: str) -> None:
+        super().__init__(
+            f"no submission {saga_id!r} in the journal: it was never submitted, or it started"
+        )
+        self.saga_id = saga_id
+
+
+class SubmissionNotParkedError(JournalError):
+    """A submission that is not parked was asked to be released
+    (`fsaga.journal.PostgresJournal.release_submission`).
+
+    Attributes:
+        saga_id: the submission's saga id.
+    """
+
+    def __init__(self, saga_id: str) -> None:
+        super().__init__(
+            f"submission {saga_id!r} is queued, not parked: only a parked submission can be "
+            "released"
+        )
+        self.saga_id = saga_id
 
 
 class LeaseLostError(JournalError):

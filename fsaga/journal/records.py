@@ -185,7 +185,7 @@ class Lease:
 @final
 @dataclass(frozen=True, slots=True)
 class PendingSaga:
-    """A saga submitted for any worker to start, not started yet.
+    """A saga submitted for any worker to start, not started yet (queued, or parked).
 
     Attributes:
         saga_id: the id the saga will run under.
@@ -195,7 +195,12 @@ class PendingSaga:
         claims: how often a worker claimed it to start it (a worker that died between its claim
             and the saga's start leaves it to the next claim once its lease expires).
         lease: the lease of the worker starting it now, if one claimed it; ``None`` while it
-            waits (or once that lease was released).
+            waits (or once that lease was released), and while it is parked.
+        last_claimed_at: when a worker last claimed it; ``None`` if none ever did.
+        last_error: the encoded error that ended the last claim's start, when its worker lived
+            to record it; ``None`` otherwise (the worker stopped, or the start is under way).
+        parked_at: when it was parked, its starts having failed too often (see
+            `fsaga.journal.PostgresJournal.claim_pending`); ``None`` while it is queued.
     """
 
     saga_id: str
@@ -204,3 +209,11 @@ class PendingSaga:
     submitted_at: float
     claims: int = 0
     lease: Lease | None = None
+    last_claimed_at: float | None = None
+    last_error: bytes | None = None
+    parked_at: float | None = None
+
+    @property
+    def parked(self) -> bool:
+        """Whether it is parked: no worker claims it until it is released."""
+        return self.parked_at is not None

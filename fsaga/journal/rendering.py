@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 from typing import Final
 
 from fsaga.journal.codec import CodecError, JsonCodec
-from fsaga.journal.records import Entry, EntryKind, SagaRecord
+from fsaga.journal.records import Entry, EntryKind, PendingSaga, SagaRecord
 from fsaga.outcome import CompensationFailure, Failure, Outcome, PartialFailure, Success
 from fsaga.render import describe_outcome
 
-__all__ = ["describe_entry", "describe_saga", "utc"]
+__all__ = ["describe_entry", "describe_saga", "describe_submission", "utc"]
 
 _RESULTS: Final[dict[EntryKind, EntryKind]] = {
     "completed": "intent",
@@ -91,6 +91,57 @@ def describe_saga(
     if journal is None and db is not None:
         journal = f"--db {db}"
     lines += ["", *_where_it_stands(record, entries, journal)]
+    return "\n".join(lines)
+
+
+def describe_submission(submission: PendingSaga, *, journal: str | None = None) -> str:
+    """A submission as ``journal show-submission`` prints it: what was submitted, its claims,
+    and where it stands (for a parked one: why, and how to release it, naming the journal as
+    `journal` says).
+
+    >>> from fsaga.journal import PendingSaga
+    >>> error = b'["fsaga.durable.errors:UnknownDefinitionError", "UnknownDefinitionError", "ordr"]'
+    >>> print(describe_submission(PendingSaga(
+    ...     "order-7", "ordr", b'{"sku":"a"}', 0.0, claims=5, last_claimed_at=120.0,
+    ...     last_error=error, parked_at=150.0,
+    ... ), journal="--dsn db"))
+    submission order-7
+      definition:   ordr
+      input:        {"sku": "a"}
+      submitted:    1970-01-01T00:00:00Z
+      claims:       5
+      last claimed: 1970-01-01T00:02:00Z; its start failed: UnknownDefinitionError: ordr
+    <BLANKLINE>
+    parked at 1970-01-01T00:02:30Z: 5 claims did not start it
+      once the cause is fixed, queue it again: fsaga journal release-submission order-7 --dsn db
+    """
+    if submission.last_claimed_at is None:
+        claimed = "never"
+    elif submission.last_error is not None:
+        claimed = f"its start failed: {_recorded_error(submission.last_error)}"
+        claimed = f"{utc(submission.last_claimed_at)}; {claimed}"
+    elif submission.lease is not None:
+        claimed = f"{utc(submission.last_claimed_at)}; worker {submission.lease.owner} starts it"
+    else:
+        claimed = f"{utc(submission.last_claimed_at)}; its worker stopped without recording why"
+    lines = [
+        f"submission {submission.saga_id}",
+        f"  definition:   {submission.name}",
+        f"  input:        {_decoded(submission.input)}",
+        f"  submitted:    {utc(submission.submitted_at)}",
+        f"  claims:       {submission.claims}",
+        f"  last claimed: {claimed}",
+        "",
+    ]
+    if submission.parked_at is None:
+        lines.append("queued: the next worker to sweep claims it")
+        return "\n".join(lines)
+    where = f" {journal}" if journal is not None else ""
+    lines += [
+        f"parked at {utc(submission.parked_at)}: {submission.claims} claims did not start it",
+        "  once the cause is fixed, queue it again: "
+        f"fsaga journal release-submission {submission.saga_id}{where}",
+    ]
     return "\n".join(lines)
 
 
