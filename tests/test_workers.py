@@ -11,6 +11,7 @@ happen on the journal's clock, which the test moves.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -32,6 +33,7 @@ from fsaga.journal import (
     Entry,
     JournalError,
     JsonCodec,
+    Lease,
     LeaseLostError,
     MemoryJournal,
     PostgresJournal,
@@ -283,6 +285,154 @@ def test_the_async_worker_drives_several_submitted_sagas(postgres: PostgresServe
     assert {finished.outcomes[saga_id] for saga_id in ids} == {
         Success(f"charged {n}") for n in range(5)
     }
+
+
+class Logged(logging.Handler):
+    """The worker's log lines, as they come: a test waits for one instead of sleeping."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self._changed:
+            self.lines.append(record.getMessage())
+            self._changed.notify_all()
+
+    def wait_for(self, text: str, *, times: int = 1) -> None:
+        with self._changed:
+            assert self._changed.wait_for(
+                lambda: sum(text in line for line in self.lines) >= times, timeout=TIMEOUT
+            ), f"never logged {times} x {text!r}: {self.lines}"
+
+
+@pytest.fixture
+def logged() -> Iterator[Logged]:
+    handler = Logged()
+    logger = logging.getLogger("fsaga")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_a_submission_whose_start_keeps_failing_is_parked_and_the_others_still_start(
+    postgres: PostgresServer, clock: Clock, logged: Logged
+) -> None:
+    finished = Finished()
+    failed = "the start of saga poison failed: UnknownDefinitionError"
+    with pg_journals.new_journal(postgres, clock=clock) as journal:
+        with worker(
+            journal, finished, owner="worker-a", ttl=TTL, poll=3600.0, max_claims=2
+        ) as running:
+            journal.submit("poison", "ordr", codec.encode(1))  # a definition nobody has
+            logged.wait_for(failed)
+            poison = journal.submission("poison")
+            assert poison is not None
+            assert (poison.claims, poison.parked_at) == (1, None)
+            assert poison.lease == Lease("poison", "worker-a", clock.now + TTL)  # kept: no loop
+            assert poison.last_error is not None
+            assert "registered as 'ordr'" in codec.decode(poison.last_error)[2]  # type: ignore[index]
+
+            clock.now += TTL  # its lease ran out: the next sweep claims it again, and fails
+            journal.submit("order-1", "order", codec.encode(1))
+            finished.wait_for("order-1")
+            logged.wait_for(failed, times=2)
+            clock.now += TTL  # two claims did not start it: the next one parks it
+            journal.submit("order-2", "order", codec.encode(2))
+            assert finished.wait_for("order-2") == {"order-2": Success("charged 2")}
+            report = running.stop()
+
+        assert (report.started, report.failed) == (2, 2)
+        [parked] = journal.parked_submissions()
+        assert (parked.saga_id, parked.claims, parked.lease) == ("poison", 2, None)
+        assert parked.last_error == poison.last_error
+        assert journal.pending() == []
+        assert journal.get("poison") is None
+        logged.wait_for("parked submission poison (ordr): 2 claims did not start it")
+
+
+def test_a_worker_leaves_a_running_saga_it_cannot_replay_to_the_workers_that_can(
+    postgres: PostgresServer, clock: Clock
+) -> None:
+    finished = Finished()
+    with pg_journals.new_journal(postgres, clock=clock) as journal:
+        dead = journal.as_owner("worker-dead", ttl=TTL)
+        reserve = [Entry(1, "intent", "reserve", 1)]
+        dead.create("refund-1", "refund", 1, codec.encode(1), entries=reserve)  # not registered
+        dead.create("order-9", "order", 2, codec.encode(9), entries=reserve)  # a newer version
+        dead.create("order-2", "order", 1, codec.encode(2), entries=reserve)
+        clock.now += TTL
+
+        with worker(journal, finished, owner="worker-b", ttl=TTL, poll=3600.0) as running:
+            assert finished.wait_for("order-2") == {"order-2": Success("charged 2")}
+            report = running.stop()
+
+        assert (report.recovered, report.failed) == (1, 0)
+        for saga_id in ("refund-1", "order-9"):
+            record = journal.get(saga_id)
+            assert record is not None
+            assert (record.status, record.recovery_attempts) == ("running", 0)
+        # Untouched, and free for a worker that has those definitions.
+        taken = journal.claim_expired("worker-c", ttl=TTL, limit=5)
+        assert sorted(lease.saga_id for lease in taken) == ["order-9", "refund-1"]
+
+
+def test_the_command_line_worker_parks_poison_submissions_and_sagas_whose_recoveries_fail(
+    postgres: PostgresServer,
+) -> None:
+    with pg_journals.new_journal(postgres) as journal:
+        journal.submit("poison", "ordr", codec.encode(1))
+        dead = journal.as_owner("worker-dead", ttl=TTL)
+        dead.create(
+            "order-5", "order", 1, codec.encode(5), entries=[Entry(1, "intent", "reserve", 1)]
+        )
+        schema = f'"{journal.schema}"'
+        with pg_journals.raw(postgres) as connection:
+            # A worker claimed the submission once and died; a recovery of the saga died too;
+            # both leases ran out.
+            connection.execute(f"UPDATE {schema}.submissions SET claims = 1")
+            connection.execute(
+                f"UPDATE {schema}.sagas SET recovery_attempts = 1, lease_expires_at = 0"
+            )
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "fsaga", "worker", "--dsn", postgres.dsn),
+                *("--schema", journal.schema, "--definitions", "worker_sagas:definitions"),
+                *("--owner", "cli-worker", "--poll", "3600"),
+                *("--max-claims", "1", "--max-recovery-attempts", "1"),
+            ],
+            cwd=TESTS,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert process.stderr is not None
+            seen: list[str] = []
+            while not (
+                any("parked submission poison" in line for line in seen)
+                and any("saga 'order-5' is parked as dead" in line for line in seen)
+            ):
+                line = process.stderr.readline()
+                assert line, f"the worker ended: {seen}"
+                seen.append(line)
+            process.send_signal(signal.SIGTERM)
+            output, errors = process.communicate(timeout=TIMEOUT)
+        finally:
+            if process.poll() is None:  # pragma: no cover - a failed test
+                process.kill()
+                process.wait()
+        assert process.returncode == 0, errors
+        assert "0 started, 0 recovered, 0 lost, 1 failed" in output
+        assert [parked.saga_id for parked in journal.parked_submissions()] == ["poison"]
+        assert journal.get("order-5").status == "dead"  # type: ignore[union-attr]
+        assert journal.entries("order-5") == [Entry(1, "intent", "reserve", 1)]  # nothing ran
 
 
 def test_a_worker_needs_a_journal_workers_share() -> None:

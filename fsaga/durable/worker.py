@@ -312,6 +312,8 @@ class _Worker:
             logger.error("worker %s: %s", self._owner, result)
         else:
             tally.failed += 1
+            if work.pending is not None:
+                self._note_start_error(saga_id, result)
             logger.error(
                 "worker %s: the %s of saga %s failed: %s: %s",
                 self._owner,
@@ -320,8 +322,6 @@ class _Worker:
                 type(result).__qualname__,
                 result,
             )
-            if work.pending is not None:
-                self._note_start_error(saga_id, result)
 
     def _note_start_error(self, saga_id: str, error: BaseException) -> None:
         """Note why a submission did not start (it stays queued, and is claimed again once
