@@ -18,8 +18,8 @@ from fsaga.durable.errors import (
     SagaBusyError,
     SagaParkedError,
     describe_error,
-    revive_error,
 )
+from fsaga.durable.outcomes import decode_outcome, encode_failure
 from fsaga.durable.parked import ParkedSaga, parked_sagas
 from fsaga.durable.recorder import OutOfOrder, Recorder, RecoveryClaim, TakenOver
 from fsaga.events import Listener, SagaFinished
@@ -28,7 +28,7 @@ from fsaga.interpreter.sync import SyncInterpreter
 from fsaga.journal.codec import Codec, CodecError, JsonCodec
 from fsaga.journal.protocol import Journal, JournalError, LeaseLostError, UnknownSagaError
 from fsaga.journal.records import FinishedStatus, SagaRecord
-from fsaga.outcome import CompensationFailure, Failure, Outcome, PartialFailure, Success
+from fsaga.outcome import Failure, Outcome, PartialFailure, Success
 from fsaga.saga import Saga
 
 if TYPE_CHECKING:
@@ -422,7 +422,7 @@ class DurableSagas:
             raise SagaParkedError(saga_id)
         if record.finished:
             assert record.outcome is not None
-            return self._decode_outcome(saga_id, record.outcome)
+            return decode_outcome(self._codec, saga_id, record.outcome)
         version, _ = self._definitions.lookup(record.name)
         if version != record.version:
             raise DefinitionConflictError(
@@ -546,10 +546,10 @@ class DurableSagas:
                 encoded = ready.success_outcome
             case Failure():
                 status = "failed"
-                encoded = self._encode_failure(outcome)
+                encoded = encode_failure(self._codec, outcome)
             case PartialFailure():
                 status = "partially_failed"
-                encoded = self._encode_failure(outcome)
+                encoded = encode_failure(self._codec, outcome)
         try:
             recorded = ready.recorder.finish(status, encoded)
         except (LeaseLostError, UnknownSagaError):
@@ -597,7 +597,7 @@ class DurableSagas:
             ready.ending.stopped(busy)
             raise busy
         ready.ending.stopped(lost_to, "taken_over")
-        return self._decode_outcome(saga_id, current.outcome)
+        return decode_outcome(self._codec, saga_id, current.outcome)
 
     def _note_failed_recovery(self, ready: _Ready, error: Exception) -> None:
         """Note the error that ended a recovery (after its claim: it wrote), so that a saga
@@ -609,55 +609,6 @@ class DurableSagas:
             self._journal.record_recovery_error(
                 ready.saga_id, self._codec.encode(describe_error(error))
             )
-
-    def _encode_failure(self, outcome: Failure | PartialFailure) -> bytes:
-        codec = self._codec
-        match outcome:
-            case Failure(error=error, compensated=compensated):
-                return codec.encode(
-                    {"kind": "failure", "error": describe_error(error), "compensated": compensated}
-                )
-            case PartialFailure():
-                return codec.encode(
-                    {
-                        "kind": "partial_failure",
-                        "error": describe_error(outcome.error),
-                        "compensated": outcome.compensated,
-                        "failed": [
-                            [failure.path, describe_error(failure.error), failure.attempts]
-                            for failure in outcome.failed_compensations
-                        ],
-                        "skipped": outcome.skipped,
-                        "unresolved": outcome.unresolved,
-                    }
-                )
-
-    def _decode_outcome(self, saga_id: str, data: bytes) -> Outcome[object]:
-        document = self._codec.decode(data)
-        assert isinstance(document, dict)
-        kind = document["kind"]
-        if kind == "success":
-            if "unrecordable" in document:
-                # Written by an fsaga that reported a success whose value it could not record.
-                raise CodecError(
-                    f"saga {saga_id!r} succeeded, but its final value was never recorded "
-                    f"({document['unrecordable']}); its effects took place and were not "
-                    "compensated, and its value is lost"
-                )
-            return Success(document["value"])
-        error = revive_error(document["error"])
-        if kind == "failure":
-            return Failure(error, tuple(document["compensated"]))
-        return PartialFailure(
-            error,
-            tuple(document["compensated"]),
-            tuple(
-                CompensationFailure(path, revive_error(described), attempts)
-                for path, described, attempts in document["failed"]
-            ),
-            tuple(document["skipped"]),
-            tuple(document["unresolved"]),
-        )
 
 
 @final
