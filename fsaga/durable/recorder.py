@@ -21,6 +21,7 @@ from fsaga.durable.replay import Replay
 from fsaga.errors import ResultRejectedError, UnknownOutcomeError
 from fsaga.interpreter.protocol import Effect
 from fsaga.interpreter.results import unwrap_result
+from fsaga.interpreter.sync import _wait as wait_in_thread
 from fsaga.journal.codec import Codec, CodecError
 from fsaga.journal.protocol import EntrySequenceError, Journal, JournalError, SagaFinishedError
 from fsaga.journal.records import Entry, EntryKind, FinishedStatus
@@ -214,6 +215,12 @@ class Recorder:
             await anyio.sleep(delay)
         else:
             await anyio.lowlevel.checkpoint()
+
+    def sleep_in_thread(self, delay: float) -> None:
+        """`sleep` for `SyncInterpreter`: wait `delay` seconds in the calling thread before a
+        retry, unless replaying (the recorded run waited already)."""
+        if self._replay is None:
+            wait_in_thread(delay)
 
     def _own(self) -> None:
         """Claim the saga for recovery, once, before the run's first write or effect."""

@@ -425,7 +425,9 @@ class DurableSagas:
             # follow: the recovery runs them concurrently too, in an event loop of its own.
             return anyio.run(self._run_async, ready.again())
         interpreter = SyncInterpreter(
-            listeners=(ready.keep_outcome, *self._listeners), perform=ready.recorder
+            listeners=(ready.keep_outcome, *self._listeners),
+            perform=ready.recorder,
+            sleep=ready.recorder.sleep_in_thread,
         )
         try:
             outcome = interpreter.run_saga(ready.saga, saga_id=ready.saga_id)
@@ -622,7 +624,8 @@ def _replays_one_at_a_time(ready: _Ready) -> bool:
     on the world or the journal, and performs and writes nothing. A divergence it meets is
     raised (the recovery is refused, as the run itself would refuse it)."""
     probe = ready.recorder.probe()
-    SyncInterpreter(perform=probe).run_saga(ready.saga, saga_id=ready.saga_id)
+    # It never waits before a retry: one it would wait for is the live run's, which it stops.
+    SyncInterpreter(perform=probe, sleep=_no_wait).run_saga(ready.saga, saga_id=ready.saga_id)
     if probe.matched:
         return True
     trouble = probe.trouble
@@ -631,3 +634,7 @@ def _replays_one_at_a_time(ready: _Ready) -> bool:
         # branches recorded it (or the saga diverged, which the concurrent replay says).
         return False
     raise trouble
+
+
+def _no_wait(_delay: float) -> None:
+    """The retry waits of a probe (`_replays_one_at_a_time`), which waits for nothing."""
