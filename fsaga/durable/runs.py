@@ -425,7 +425,7 @@ class DurableSagas:
             # follow: the recovery runs them concurrently too, in an event loop of its own.
             return anyio.run(self._run_async, ready.again())
         interpreter = SyncInterpreter(
-            listeners=(ready.keep_outcome, *self._listeners),
+            listeners=(ready.recorder.observe, ready.keep_outcome, *self._listeners),
             perform=ready.recorder,
             sleep=ready.recorder.sleep_in_thread,
         )
@@ -443,7 +443,7 @@ class DurableSagas:
         recorder = ready.recorder
         recorder.concurrent = True
         interpreter = AsyncInterpreter(
-            listeners=(ready.keep_outcome, *self._listeners),
+            listeners=(recorder.observe, ready.keep_outcome, *self._listeners),
             perform=recorder,
             sleep=recorder.sleep,
         )
@@ -625,7 +625,9 @@ def _replays_one_at_a_time(ready: _Ready) -> bool:
     raised (the recovery is refused, as the run itself would refuse it)."""
     probe = ready.recorder.probe()
     # It never waits before a retry: one it would wait for is the live run's, which it stops.
-    SyncInterpreter(perform=probe, sleep=_no_wait).run_saga(ready.saga, saga_id=ready.saga_id)
+    SyncInterpreter(listeners=(probe.observe,), perform=probe, sleep=_no_wait).run_saga(
+        ready.saga, saga_id=ready.saga_id
+    )
     if probe.matched:
         return True
     trouble = probe.trouble
