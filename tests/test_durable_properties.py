@@ -460,10 +460,12 @@ def assert_undone_in_reverse_completion_order(entries: Sequence[Entry]) -> None:
     unknown), however many processes shared the run. Concurrent branches record their results
     as they come, so that order is one reverse causal order.
 
-    The undo begins at its first compensation, or at its first run-again of a step an interrupt
-    cut off (the step's intent follows its previous, resultless, intent). The steps an
-    interrupt cut off left no result: they count as reported together, as the undo began, in
-    any order among themselves."""
+    The undo begins at its first compensation, or at its first run-again of a step whose
+    outcome is unknown (its intent says so, or, where an interrupt cut the step off, follows
+    its previous, resultless, intent). The steps an interrupt cut off left no result: they
+    count as reported together, as the undo began, in any order among themselves. A step whose
+    retry after an unknown outcome a deadline kept from starting counts as reported then (its
+    not-started record: a ``failed`` entry right after the ``unknown`` one)."""
     last: dict[str, Entry] = {}
     undo = len(entries)
     for index, entry in enumerate(entries):
@@ -472,13 +474,21 @@ def assert_undone_in_reverse_completion_order(entries: Sequence[Entry]) -> None:
         if entry.kind in _UNDO_KINDS or (
             entry.kind == "intent"
             and before is not None
-            and (before.kind, before.attempt) == ("intent", entry.attempt - 1)
+            and (
+                entry.payload is not None
+                or (before.kind, before.attempt) == ("intent", entry.attempt - 1)
+            )
         ):
             undo = index
             break
     reported_at: dict[str, int] = {}
+    previous: dict[str, Entry] = {}
     for index, entry in enumerate(entries[:undo]):
-        if entry.kind in ("completed", "rejected", "unknown"):
+        before = previous.get(entry.path)
+        previous[entry.path] = entry
+        # A not-started record after an unknown outcome: the step is left unknown only now.
+        kept_unknown = entry.kind == "failed" and before is not None and before.kind == "unknown"
+        if entry.kind in ("completed", "rejected", "unknown") or kept_unknown:
             reported_at[entry.path] = index
         elif entry.kind == "intent":
             reported_at[entry.path] = undo  # cut off, unless its result follows

@@ -35,9 +35,12 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def _run_once(self) -> None:
         ready: object = getattr(self, "_ready", None)
         scheduled: object = getattr(self, "_scheduled", None)
-        if not ready and isinstance(scheduled, list) and scheduled:
-            when = scheduled[0].when()
-            if when > self._virtual_now:
+        if not ready and isinstance(scheduled, list):
+            # The earliest timer still to fire: a cancelled one (a deadline that was lifted in
+            # time) stays queued until the loop drops it, and jumping only that far would leave
+            # the loop to wait for the next live timer in real time.
+            when = min((timer.when() for timer in scheduled if not timer.cancelled()), default=None)
+            if when is not None and when > self._virtual_now:
                 self._virtual_now = when
         super()._run_once()  # type: ignore[misc]
 

@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Iterable
 from typing import ClassVar
 
-from fsaga.errors import NonRetryableError
+from fsaga.errors import NonRetryableError, UnknownOutcomeError
 
 __all__ = [
     "DefinitionConflictError",
@@ -98,12 +98,12 @@ class RecordedError(Exception):
     def __str__(self) -> str:
         return f"{self.type_name}: {self.message}" if self.message else self.type_name
 
-    # The types a subclass made for a recorded error also is (`revive_error`): the original's,
-    # and `NonRetryableError` for a failure the recording run did not retry.
-    _stands_for: ClassVar[tuple[type, ...]] = ()
+    # The original type a subclass made for a recorded error also is (`revive_error`), when it
+    # could be imported again.
+    _original: ClassVar[type | None] = None
 
     def __repr__(self) -> str:
-        if not any(kind is not NonRetryableError for kind in self._stands_for):
+        if self._original is None:
             return f"RecordedError({self.type_name!r}, {self.message!r})"
         return f"{type(self).__name__}({self.message!r})"  # reads like the original
 
@@ -123,20 +123,22 @@ def _rebuild_recorded(type_name: str, message: str, origin: str) -> RecordedErro
     return RecordedError(type_name, message, origin=origin)
 
 
-_RECORDED_TYPES: dict[tuple[str, bool], type[RecordedError]] = {}
+_RECORDED_TYPES: dict[tuple[str, bool, bool], type[RecordedError]] = {}
 
 
-def _recorded_type(origin: str, *, final: bool) -> type[RecordedError]:
+def _recorded_type(origin: str, *, final: bool, unknown: bool) -> type[RecordedError]:
     """A `RecordedError` subclass that is also the type named ``module:qualname``, if that type
     can be imported and combined (`RecordedError` otherwise); with `final`, also a
-    `NonRetryableError`."""
-    known = _RECORDED_TYPES.get((origin, final))
+    `NonRetryableError`; with `unknown`, also an `UnknownOutcomeError`."""
+    known = _RECORDED_TYPES.get((origin, final, unknown))
     if known is not None:
         return known
-    # NonRetryableError before the original type: both derive from Exception, which must come
-    # after them both in the method resolution order.
+    # The marks before the original type: they all derive from Exception, which must come after
+    # them all in the method resolution order.
     bases: tuple[type, ...] = (RecordedError, NonRetryableError) if final else (RecordedError,)
-    name = RecordedError.__name__
+    if unknown:
+        bases = (*bases, UnknownOutcomeError)
+    original: type | None = None
     module_name, _, qualname = origin.partition(":")
     try:
         found: object = importlib.import_module(module_name)
@@ -150,16 +152,20 @@ def _recorded_type(origin: str, *, final: bool) -> type[RecordedError]:
             # A group is made from its sub-exceptions, which the journal does not keep.
             and not issubclass(found, BaseExceptionGroup)
         ):
-            bases, name = (*bases, found), found.__name__
+            if issubclass(found, UnknownOutcomeError):
+                bases = tuple(base for base in bases if base is not UnknownOutcomeError)
+            original = found
+            bases = (*bases, found)
     except Exception:
         pass  # not importable: a plain RecordedError
     made: type[RecordedError] = RecordedError
     if len(bases) > 1:
+        name = RecordedError.__name__ if original is None else original.__name__
         try:
-            made = type(name, bases, {"__module__": __name__, "_stands_for": bases[1:]})
+            made = type(name, bases, {"__module__": __name__, "_original": original})
         except TypeError:
             made = RecordedError  # the layouts cannot be combined
-    _RECORDED_TYPES[origin, final] = made
+    _RECORDED_TYPES[origin, final, unknown] = made
     return made
 
 
@@ -171,13 +177,22 @@ def describe_error(error: BaseException) -> list[str]:
     return [f"{kind.__module__}:{kind.__qualname__}", kind.__qualname__, str(error)]
 
 
-def revive_error(described: object, *, final: bool = False) -> RecordedError:
+def revive_error(described: object, *, final: bool = False, unknown: bool = False) -> RecordedError:
     """The error `describe_error` recorded, back as a `RecordedError`.
 
     With `final`, it is also a `NonRetryableError`: the run that recorded it did not retry it,
-    and a replay must not either.
+    and a replay must not either. With `unknown`, it is also an `UnknownOutcomeError`: the run
+    recorded the attempt it ended as one whose outcome is unknown (a deadline cut it off, say),
+    and a replay must treat it so, whatever its type.
+
+    >>> cut_off = ["fsaga.errors:StepTimeoutError", "StepTimeoutError", "it ran past its timeout"]
+    >>> error = revive_error(cut_off, unknown=True)
+    >>> error
+    StepTimeoutError('it ran past its timeout')
+    >>> isinstance(error, TimeoutError), isinstance(error, UnknownOutcomeError)
+    (True, True)
     """
     if isinstance(described, list) and len(described) == 3:
         origin, name, message = (str(part) for part in described)
-        return _recorded_type(origin, final=final)(name, message, origin=origin)
-    return _recorded_type("", final=final)("Exception", str(described))
+        return _recorded_type(origin, final=final, unknown=unknown)(name, message, origin=origin)
+    return _recorded_type("", final=final, unknown=unknown)("Exception", str(described))

@@ -10,6 +10,7 @@ from typing import Final, final
 import anyio
 import anyio.lowlevel
 
+from fsaga.durable.deadlines import RUN_AGAIN, Deadlines
 from fsaga.durable.errors import (
     NonDeterminismError,
     RecordedError,
@@ -19,8 +20,11 @@ from fsaga.durable.errors import (
 )
 from fsaga.durable.replay import Replay
 from fsaga.errors import ResultRejectedError, UnknownOutcomeError
+from fsaga.events import Event
+from fsaga.interpreter._attempts import NotStarted
 from fsaga.interpreter.protocol import Effect
 from fsaga.interpreter.results import unwrap_result
+from fsaga.interpreter.sync import _wait as wait_in_thread
 from fsaga.journal.codec import Codec, CodecError
 from fsaga.journal.protocol import EntrySequenceError, Journal, JournalError, SagaFinishedError
 from fsaga.journal.records import Entry, EntryKind, FinishedStatus
@@ -103,6 +107,7 @@ class Recorder:
         "_claim",
         "_codec",
         "_create",
+        "_deadlines",
         "_journal",
         "_probing",
         "_progress",
@@ -139,6 +144,7 @@ class Recorder:
         # that moves from one that is stuck; and the effects waiting for the replay to end.
         self._progress = 0
         self._asked: list[Effect] = []
+        self._deadlines = Deadlines()
         self.concurrent = False
         """Whether effects may wait for their turn (the run is under `AsyncInterpreter`)."""
         self.claimed = False
@@ -206,6 +212,14 @@ class Recorder:
         except EntrySequenceError as error:
             raise self._taken_over() from error
 
+    def observe(self, event: Event) -> None:
+        """A listener of the run: records what its deadlines decided, since a replay cannot
+        consult the clock (see `fsaga.durable.deadlines`)."""
+        decision = self._deadlines.decided(event, live=self._replay is None)
+        if decision is not None:
+            kind, path, attempt, error = decision
+            self._record_at(kind, path, attempt, self._error_bytes(error))
+
     async def sleep(self, delay: float) -> None:
         """Wait `delay` seconds before a retry; while replaying, only let other tasks run: the
         recorded run waited already, and a replay that sleeps would look stuck to those
@@ -214,6 +228,12 @@ class Recorder:
             await anyio.sleep(delay)
         else:
             await anyio.lowlevel.checkpoint()
+
+    def sleep_in_thread(self, delay: float) -> None:
+        """`sleep` for `SyncInterpreter`: wait `delay` seconds in the calling thread before a
+        retry, unless replaying (the recorded run waited already)."""
+        if self._replay is None:
+            wait_in_thread(delay)
 
     def _own(self) -> None:
         """Claim the saga for recovery, once, before the run's first write or effect."""
@@ -285,10 +305,17 @@ class Recorder:
         """What the journal recorded for `effect`, at its turn; or `effect` performed, once
         everything recorded has been replayed, if the journal never saw it."""
         self._progress += 1
-        head = replay.head(effect.path)
-        if head is None:
+        head_index = replay.head_index(effect.path)
+        if head_index is None:
             return self._unrecorded(replay, effect, intent)
-        if (head.kind, head.attempt) != (intent, effect.attempt):
+        head = replay.entries[head_index]
+        expected: tuple[EntryKind, int] = (intent, effect.attempt)
+        if replay.not_started(head_index) and self._deadlines.announced(
+            effect.path, effect.attempt
+        ):
+            # A retry the recorded run decided on, which a deadline kept from starting.
+            expected = (head.kind, effect.attempt)
+        if (head.kind, head.attempt) != expected:
             self.trouble = NonDeterminismError(
                 f"saga {self._saga_id!r}: the replay asked for the {effect.kind} of step "
                 f"{effect.path!r} (attempt {effect.attempt}); the journal recorded "
@@ -296,6 +323,8 @@ class Recorder:
             )
             raise _Halt(str(self.trouble))
         index = replay.take(effect.path)
+        if effect.kind == "action":
+            self._deadlines.replayed(effect.path, effect.attempt)
         slot = replay.slot_of(index)
         if slot is None:
             # The journal ends this step at its intent: the effect was in flight when its
@@ -310,9 +339,9 @@ class Recorder:
     def _unrecorded(self, replay: Replay, effect: Effect, intent: EntryKind) -> object:
         """An effect the journal never saw, asked for before the replay is over."""
         if effect.kind == "action" and effect.attempt == 1 and replay.undo_began:
-            # The recorded run had ended its forward work without starting this step (an
-            # interrupt came first): it never starts.
-            raise revive_error(
+            # The recorded run had ended its forward work without starting this step: a
+            # deadline binding it had passed (the engine names it), or an interrupt came first.
+            interrupted = revive_error(
                 [
                     "builtins:Exception",
                     "Interrupted",
@@ -320,6 +349,7 @@ class Recorder:
                 ],
                 final=True,
             )
+            raise NotStarted(interrupted, recorded=False)
         return self._after_replay(
             replay,
             effect,
@@ -414,31 +444,58 @@ class Recorder:
         result = replay.deliver(index)
         self._end_of(replay)
         if result is None:
-            # Nothing was recorded for it before the run moved on: an interrupt cut it short,
-            # and the run went straight to its undo, retrying nothing.
-            if effect.kind == "action":
-                raise _unknown(f"step {effect.path!r} was cut short by an interrupt", final=True)
-            raise revive_error(
-                [
-                    "builtins:Exception",
-                    "Interrupted",
-                    f"the compensation of {effect.path!r} was cut off",
-                ],
-                final=True,
-            )
+            if replay.not_started(index):
+                # A retry a deadline kept from starting: the step fails as it did.
+                entry = replay.entries[index]
+                self._deadlines.replayed_not_started(entry.path, entry.attempt)
+                raise NotStarted(self._recorded_error(entry), recorded=True)
+            raise self._cut_off_unrecorded(replay, effect, index)
         following = replay.entries[result]
         if following.kind == _RESULT_KINDS[intent]:
             return None if following.payload is None else self._decoded(following)
         if following.kind == "rejected":
             raise self._rejection(following)
         # The run that recorded the failure retried it or not, whatever the policy would say
-        # now (an interrupt may have come before the retry): the replay does as it did.
+        # now (an interrupt may have come before the retry, a deadline may have kept it from
+        # starting or cut the attempt off for every attempt): the replay does as it did.
+        unknown = following.kind == "unknown"
         final = not replay.retried_after(result)
-        error = self._recorded_error(following, final=final)
-        if following.kind == "unknown" and not isinstance(error, UnknownOutcomeError):
-            # Its type could not be imported again: still an unknown outcome to the engine.
+        error = self._recorded_error(following, final=final, unknown=unknown)
+        if unknown and not isinstance(error, UnknownOutcomeError):
+            # Its type could not be combined with one: still an unknown outcome to the engine.
             raise _unknown(error.message, final=final)
         raise error
+
+    def _cut_off_unrecorded(self, replay: Replay, effect: Effect, intent: int) -> RecordedError:
+        """What the attempt whose intent is at index `intent` ended as, cut off without a
+        recorded result before the run moved on: by an interrupt (or a cancelled sibling),
+        after which the run went straight to its undo, retrying nothing; or, in a journal
+        written before cut-off attempts were recorded, by a deadline."""
+        if effect.kind == "action":
+            return _unknown(f"step {effect.path!r} was cut short by an interrupt", final=True)
+        following = replay.head(effect.path)
+        if following is not None and (following.kind, following.attempt) == (
+            "compensation_intent",
+            effect.attempt + 1,
+        ):
+            # The run retried it: only its own timeout cuts a compensation off and lets it be
+            # retried (an interrupt fails it for good).
+            return revive_error(
+                [
+                    "fsaga.errors:StepTimeoutError",
+                    "StepTimeoutError",
+                    f"the compensation of step {effect.path!r} timed out on attempt "
+                    f"{replay.entries[intent].attempt}",
+                ]
+            )
+        return revive_error(
+            [
+                "builtins:Exception",
+                "Interrupted",
+                f"the compensation of {effect.path!r} was cut off",
+            ],
+            final=True,
+        )
 
     def _in_flight(self, effect: Effect, intent: EntryKind) -> object:
         """Settle the effect that was in flight when the recorded run's process stopped: its
@@ -463,10 +520,12 @@ class Recorder:
             )
             raise _Halt(str(self.trouble)) from error
 
-    def _recorded_error(self, entry: Entry, *, final: bool = False) -> RecordedError:
+    def _recorded_error(
+        self, entry: Entry, *, final: bool = False, unknown: bool = False
+    ) -> RecordedError:
         if entry.payload is None:
             return revive_error(["builtins:Exception", "Exception", ""], final=final)
-        return revive_error(self._decoded(entry), final=final)
+        return revive_error(self._decoded(entry), final=final, unknown=unknown)
 
     def _rejection(self, entry: Entry) -> ResultRejectedError:
         """The `ResultRejectedError` a ``rejected`` entry recorded: with its result when the
@@ -493,9 +552,11 @@ class Recorder:
         if self._probing:
             self._live()
         if write_intent:
-            self._write(
-                [*self.pending, Entry(self._next_seq(), intent, effect.path, effect.attempt)]
-            )
+            # The undo running a step again says so: a replay must not take it for a retry.
+            again = intent == "intent" and not self._deadlines.forward(effect)
+            payload = self._codec.encode(RUN_AGAIN) if again else None
+            entry = Entry(self._next_seq(), intent, effect.path, effect.attempt, payload)
+            self._write([*self.pending, entry])
         else:
             self._own()
         if effect.kind == "compensation" and effect.argument is _UNRECORDED:
@@ -526,12 +587,21 @@ class Recorder:
         except Exception as error:
             self._failed(effect, intent, error)
             raise
+        except BaseException:
+            # Cut off (a deadline, a cancelled sibling, an interrupt): what the engine makes of
+            # it comes next, as an event (`observe`).
+            self._deadlines.cut_off(intent, effect.path, effect.attempt)
+            raise
         return self._settled(effect, intent, result)
 
     def _failed(self, effect: Effect, intent: EntryKind, error: Exception) -> None:
         kind: EntryKind
         if isinstance(error, ResultRejectedError) and intent == "intent":
-            self._record("rejected", effect, self._rejection_bytes(error.result, error.error))
+            self._record(
+                "rejected",
+                effect,
+                self._rejection_bytes(error.result, error.error),
+            )
             return
         if isinstance(error, UnknownOutcomeError):
             kind = "unknown"
@@ -557,7 +627,11 @@ class Recorder:
                 f"step {effect.path!r} of saga {self._saga_id!r} returned a value the journal "
                 f"cannot record: {error}"
             )
-            self._record("rejected", effect, self._rejection_bytes(_UNRECORDED, unrecordable))
+            self._record(
+                "rejected",
+                effect,
+                self._rejection_bytes(_UNRECORDED, unrecordable),
+            )
             raise ResultRejectedError(value, unrecordable) from error
         self._record(success, effect, payload)
         return value
@@ -575,7 +649,10 @@ class Recorder:
         return self._codec.encode(describe_error(error))
 
     def _record(self, kind: EntryKind, effect: Effect, payload: bytes | None) -> None:
-        self.pending.append(Entry(self._next_seq(), kind, effect.path, effect.attempt, payload))
+        self._record_at(kind, effect.path, effect.attempt, payload)
+
+    def _record_at(self, kind: EntryKind, path: str, attempt: int, payload: bytes | None) -> None:
+        self.pending.append(Entry(self._next_seq(), kind, path, attempt, payload))
 
 
 def _unknown(message: str, *, final: bool) -> RecordedError:

@@ -9,15 +9,22 @@ its next step once a sibling failed, the order of the undo), so a replay tells i
 results in the order they were recorded. That order is the journal's: a result is recorded
 just before the engine hears of it.
 
-An effect cut off without a recorded result (an interrupt, a deadline) is reported as an unknown
-outcome at the latest point the journal allows: before the next entry of its own step, and
-before the undo began if it came before that. The undo begins with its first compensation, or
-with the first step it runs again to learn the result of an attempt cut off (an intent right
-after a resultless intent of the same step: a run that was cut off retries nothing forward).
-Effects an interrupt cut off together are reported in the order the undo shows in reverse, as
-it undoes the last reported first. One whose process died while it ran (nothing of its step
-follows, and the run never moved on past it) is in flight: the recovery settles it once
-everything else has been replayed (contract rule 3).
+An attempt a deadline cut off is recorded like any other result (``unknown`` for an action,
+``compensation_failed`` for a compensation), and so is a retry a deadline kept from starting: a
+``failed`` entry of that attempt with no intent before it (a *not-started record*), which the
+replay hands back, in its turn, to the engine's request for that attempt.
+
+An effect cut off without a recorded result (an interrupt, a cancelled branch; a deadline, in a
+journal written before deadlines were recorded) is reported as an unknown outcome at the latest
+point the journal allows: before the next entry of its own step, and before the undo began if
+it came before that. The undo begins with its first compensation, or with the first step it runs
+again to learn the result of an attempt whose outcome is unknown: an intent that says so (its
+payload; see `Replay.runs_again`), or, in a journal written before those said so, an intent
+right after a resultless intent of the same step (a run an interrupt cut off retries nothing
+forward). Effects an interrupt cut off together are reported in the order the undo shows in
+reverse, as it undoes the last reported first. One whose process died while it ran (nothing of
+its step follows, and the run never moved on past it) is in flight: the recovery settles it
+once everything else has been replayed (contract rule 3).
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ class Replay:
         "_heads",
         "_left",
         "_logs",
+        "_not_started",
         "_outcomes",
         "_slots",
         "_undo",
@@ -87,14 +95,21 @@ class Replay:
         self._heads = dict.fromkeys(logs, 0)
         end = len(self.entries)
         self._undo = min((index for index in range(end) if self._begins_undo(index)), default=end)
-        # For each intent with a result to hand back: its result's index (None: cut off), and
-        # where that result goes in the order of reports.
+        # For each intent with a result to hand back: its result's index (None: cut off, or a
+        # not-started record, which stands for its own intent), and where that result goes in
+        # the order of reports.
         self._outcomes: dict[int, int | None] = {}
+        self._not_started: set[int] = set()
         # (place in the order of reports, tie-breaks, the intent's index)
         reports: list[tuple[int, int, int, int]] = []
         for log in logs.values():
             for place, index in enumerate(log):
                 intent = self.entries[index]
+                if self._records_not_started(log, place):
+                    self._not_started.add(index)
+                    self._outcomes[index] = None
+                    reports.append((index, 2, 0, index))
+                    continue
                 results = _OUTCOME_KINDS.get(intent.kind)
                 if results is None:
                     continue
@@ -125,13 +140,24 @@ class Replay:
 
     def _begins_undo(self, index: int) -> bool:
         """Whether only an undo writes the entry at `index`: a compensation's, or the intent to
-        run a step again whose previous attempt was cut off without a result (to learn that
-        result before compensating it; a run cut off forward retries nothing)."""
+        run a step again to learn the result of an attempt whose outcome is unknown (see
+        `runs_again`)."""
+        return self.entries[index].kind in _UNDO_KINDS or self.runs_again(index)
+
+    def runs_again(self, index: int) -> bool:
+        """Whether the entry at `index` is the intent of the undo to run its step again, to
+        learn the result of an attempt whose outcome is unknown before compensating it.
+
+        Such an intent says so (it carries a payload, which a forward attempt's never does). In
+        a journal written before intents said so, it is the intent right after a resultless
+        intent of the same step: an attempt cut off without a recorded result was cut off by
+        an interrupt, and a run an interrupt cut off retries nothing forward.
+        """
         entry = self.entries[index]
-        if entry.kind in _UNDO_KINDS:
-            return True
         if entry.kind != "intent" or entry.attempt == 1:
             return False
+        if entry.payload is not None:
+            return True
         log = self._logs[entry.path]
         place = log.index(index)
         previous = self.entries[log[place - 1]] if place else None
@@ -140,6 +166,20 @@ class Replay:
             and previous.kind == "intent"
             and previous.attempt == entry.attempt - 1
         )
+
+    def _records_not_started(self, log: list[int], place: int) -> bool:
+        """Whether the entry at `place` of a step's `log` is a not-started record: a
+        ``failed`` entry that no intent of its attempt precedes (a retry a deadline kept from
+        starting)."""
+        entry = self.entries[log[place]]
+        if entry.kind != "failed":
+            return False
+        previous = self.entries[log[place - 1]] if place else None
+        return previous is None or (previous.kind, previous.attempt) != ("intent", entry.attempt)
+
+    def not_started(self, index: int) -> bool:
+        """Whether the entry at `index` is a not-started record (see the module docstring)."""
+        return index in self._not_started
 
     def _moved_on(self, index: int, following: int | None) -> int | None:
         """Where the run was past the intent at `index`, which has no result: the entry before
@@ -163,11 +203,16 @@ class Replay:
 
     def head(self, path: str) -> Entry | None:
         """The next entry of step `path` not replayed yet, if any."""
+        index = self.head_index(path)
+        return None if index is None else self.entries[index]
+
+    def head_index(self, path: str) -> int | None:
+        """The index of `head(path)`, if any."""
         log = self._logs.get(path)
         if log is None:
             return None
         place = self._heads[path]
-        return self.entries[log[place]] if place < len(log) else None
+        return log[place] if place < len(log) else None
 
     def take(self, path: str) -> int:
         """Take the intent `head(path)` (the replay asked for its effect); its index."""
@@ -195,15 +240,20 @@ class Replay:
 
     def retried_after(self, result: int) -> bool:
         """Whether the recorded run went on to run the effect whose failure is recorded at
-        index `result` again; also when the journal ends before saying, as the engine then
-        decides."""
+        index `result` again (forward: the undo running a step again to settle its unknown
+        outcome is no retry), or decided to and a deadline kept it from starting; also when the
+        journal ends before saying, as the engine then decides."""
         failure = self.entries[result]
-        following = self.head(failure.path)
-        if following is not None:
-            return (following.kind, following.attempt) == (
-                _INTENT_OF[failure.kind],
-                failure.attempt + 1,
-            )
+        log = self._logs[failure.path]
+        place = self._heads[failure.path]
+        if place < len(log):
+            index = log[place]
+            following = self.entries[index]
+            if following.attempt != failure.attempt + 1:
+                return False
+            if self.not_started(index):
+                return True
+            return following.kind == _INTENT_OF[failure.kind] and not self.runs_again(index)
         if result < self._undo:
             return not self.undo_began
         return result + 1 == len(self.entries)

@@ -459,7 +459,9 @@ class DurableSagas:
             # follow: the recovery runs them concurrently too, in an event loop of its own.
             return anyio.run(self._run_async, ready.again())
         interpreter = SyncInterpreter(
-            listeners=(ready.keep_outcome, *self._held_back), perform=ready.recorder
+            listeners=(ready.recorder.observe, ready.keep_outcome, *self._held_back),
+            perform=ready.recorder,
+            sleep=ready.recorder.sleep_in_thread,
         )
         try:
             outcome = interpreter.run_saga(ready.saga, saga_id=ready.saga_id)
@@ -476,7 +478,7 @@ class DurableSagas:
         recorder = ready.recorder
         recorder.concurrent = True
         interpreter = AsyncInterpreter(
-            listeners=(ready.keep_outcome, *self._held_back),
+            listeners=(recorder.observe, ready.keep_outcome, *self._held_back),
             perform=recorder,
             sleep=recorder.sleep,
         )
@@ -685,7 +687,10 @@ def _replays_one_at_a_time(ready: _Ready) -> bool:
     on the world or the journal, and performs and writes nothing. A divergence it meets is
     raised (the recovery is refused, as the run itself would refuse it)."""
     probe = ready.recorder.probe()
-    SyncInterpreter(perform=probe).run_saga(ready.saga, saga_id=ready.saga_id)
+    # It never waits before a retry: one it would wait for is the live run's, which it stops.
+    SyncInterpreter(listeners=(probe.observe,), perform=probe, sleep=_no_wait).run_saga(
+        ready.saga, saga_id=ready.saga_id
+    )
     if probe.matched:
         return True
     trouble = probe.trouble
@@ -694,3 +699,7 @@ def _replays_one_at_a_time(ready: _Ready) -> bool:
         # branches recorded it (or the saga diverged, which the concurrent replay says).
         return False
     raise trouble
+
+
+def _no_wait(_delay: float) -> None:
+    """The retry waits of a probe (`_replays_one_at_a_time`), which waits for nothing."""

@@ -14,7 +14,29 @@ from fsaga.errors import StepTimeoutError
 from fsaga.interpreter._call import ACTION, NO_DEADLINE, SLEEP, Call
 from fsaga.interpreter._fibers import Deadline
 
-__all__ = ["bind_attempt", "bind_compensation", "not_started_error", "timeout_error"]
+__all__ = [
+    "NotStarted",
+    "bind_attempt",
+    "bind_compensation",
+    "not_started_error",
+    "timeout_error",
+]
+
+
+class NotStarted(Exception):
+    """What a `Perform` function raises for an action's attempt that the run it replays never
+    started (a durable replay, `fsaga.durable`): the engine fails the step without a retry, as
+    its last attempt that ran, as when a deadline keeps an attempt from starting.
+
+    `error` is why the attempt did not start, as that run recorded it. When it recorded nothing
+    (`recorded` is false: a first attempt that could not start leaves no trace), the deadline
+    of the sub-tree or run that binds the attempt had passed, and the engine names it
+    (`not_started_error`); if none binds it, `error` stands."""
+
+    def __init__(self, error: BaseException, *, recorded: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.recorded = recorded
 
 
 def bind_attempt(call: Call, limit: Deadline | None, now: float) -> None:

@@ -50,6 +50,7 @@ from fsaga.events import (
 )
 from fsaga.interpreter import _unknown
 from fsaga.interpreter._attempts import (
+    NotStarted,
     bind_attempt,
     bind_compensation,
     not_started_error,
@@ -887,19 +888,37 @@ class Engine(Generic[_T]):
 
     def _could_not_start(self, call: Call, limit: Deadline) -> None:
         """`limit` passed before `call`'s attempt could start: the step fails with a timeout."""
-        fiber = call.fiber
         error = not_started_error(call, limit)
         if self._debug:
             logger.debug("saga %s: %s", self.saga_id, error)
+        self._unstarted(call, error, after_unknown=call.stage == "after-unknown", announced=False)
+
+    def _not_started(self, call: Call, stage: Stage, report: NotStarted) -> None:
+        """The driver's `Perform` function says the run it replays never started `call`'s
+        attempt (see `NotStarted`): the step fails as it did in that run."""
+        limit = call.fiber.deadline if self._phase == "forward" else None
+        error = report.error
+        if not report.recorded and limit is not None:
+            error = not_started_error(call, limit)
+        self._unstarted(call, error, after_unknown=stage == "after-unknown", announced=True)
+
+    def _unstarted(
+        self, call: Call, error: BaseException, *, after_unknown: bool, announced: bool
+    ) -> None:
+        """`call`'s attempt did not start (`error` says why): the step fails, without a retry.
+        `announced`: a `StepStarted` was emitted for the attempt all the same."""
+        fiber = call.fiber
+        call.stage = "settled"
         if call.attempt == 1:
-            # The step never began: no attempt of it ran, so there is no attempt to report.
-            call.stage = "settled"
-            self._fiber_failed(fiber, error)
+            # The step never began: no attempt of it ran, so there is no attempt to report,
+            # unless it was announced.
+            if announced:
+                self._step_failed(call, error)
+            else:
+                self._fiber_failed(fiber, error)
             return
         # A retry that cannot start: the step fails as its last attempt that ran, as when the
         # wait before the retry outlasts the deadline (`_wait_failed`).
-        after_unknown = call.stage == "after-unknown"
-        call.stage = "settled"
         last = call.derive(ACTION, "settled", call.attempt - 1)
         last.started_at = call.started_at
         if after_unknown:
@@ -959,6 +978,9 @@ class Engine(Generic[_T]):
             return self._result_rejected(call, stage, error)
         if stage == "resolving":
             return self._resolution_failed(call, error)
+        if type(error) is NotStarted:
+            self._not_started(call, stage, error)
+            return None
         if isinstance(error, UnknownOutcomeError):
             # The effect itself says it cannot tell whether it took effect.
             retriable = not isinstance(error, NonRetryableError)
