@@ -8,9 +8,12 @@ method chain it names; `traverse` over n items runs as the chain of their sagas.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial, reduce
+from pathlib import Path
 
 import pytest
 import toolz
@@ -349,3 +352,73 @@ def test_run_to_result_is_to_result_of_the_outcome(m: SagaSpec, data: st.DataObj
         assert result == ResultSuccess(by_method.value)
     else:
         assert outcome_shape(result.failure()) == outcome_shape(by_method)
+
+
+# -- what the returns mypy plugin is needed for ---------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOW = """
+from returns.pipeline import flow
+
+from fsaga import Saga, pure
+from fsaga.interpreter import SyncInterpreter
+from fsaga.pipeline import map_, run_to_result, then
+
+
+def cents(euros: int) -> int:
+    return euros * 100
+
+
+reveal_type(flow(pure(1), then(pure(2)), map_(cents), run_to_result(SyncInterpreter())))
+wrong: Saga[str] = flow(pure(1), map_(cents))
+unannotated = flow(pure(1), map_(cents))
+"""
+
+
+def mypy_messages(tmp_path: Path, *, plugin: bool) -> list[str]:
+    """What mypy --strict, configured as the project is, says about `FLOW`, with or without the
+    returns plugin."""
+    config = (ROOT / "mypy.ini").read_text(encoding="utf-8").replace("\nfiles = ", "\n# files = ")
+    if plugin:
+        config = config.replace(
+            "[mypy]\n", "[mypy]\nplugins = returns.contrib.mypy.returns_plugin\n"
+        )
+    (tmp_path / "mypy.ini").write_text(config, encoding="utf-8")
+    (tmp_path / "flow.py").write_text(FLOW, encoding="utf-8")
+    checked = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(tmp_path / "mypy.ini"),
+            "--cache-dir",
+            str(ROOT / ".mypy_cache" / ("returns-plugin" if plugin else "no-plugin")),
+            "--no-error-summary",
+            "--hide-error-context",
+            str(tmp_path / "flow.py"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert not checked.stderr, checked.stderr
+    return [line.split(" ", 1)[1] for line in checked.stdout.splitlines()]
+
+
+@pytest.mark.static
+def test_returns_flow_is_typed_only_with_the_returns_plugin(tmp_path: Path) -> None:
+    """fsaga's pipeline functions are plain callables, but returns' `flow` (and `pipe`) only
+    learn the type of a composition from returns' mypy plugin: without it, a flow's type is
+    whatever the annotation says, or an error asking for one."""
+    assert mypy_messages(tmp_path, plugin=False) == [
+        'note: Revealed type is "Never"',
+        'error: Need type annotation for "unannotated"  [var-annotated]',
+    ]
+    assert mypy_messages(tmp_path, plugin=True) == [
+        'note: Revealed type is "returns.result.Result[int, fsaga.outcome.Failure | '
+        'fsaga.outcome.PartialFailure]"',
+        'error: Incompatible types in assignment (expression has type "Saga[int]", variable has '
+        'type "Saga[str]")  [assignment]',
+    ]
