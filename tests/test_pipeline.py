@@ -358,7 +358,9 @@ def test_run_to_result_is_to_result_of_the_outcome(m: SagaSpec, data: st.DataObj
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = """
-from returns.pipeline import flow
+from collections.abc import Callable
+
+from returns.pipeline import flow, pipe
 
 from fsaga import Saga, pure
 from fsaga.interpreter import SyncInterpreter
@@ -372,6 +374,7 @@ def cents(euros: int) -> int:
 reveal_type(flow(pure(1), then(pure(2)), map_(cents), run_to_result(SyncInterpreter())))
 wrong: Saga[str] = flow(pure(1), map_(cents))
 unannotated = flow(pure(1), map_(cents))
+composed: Callable[[Saga[int]], Saga[int]] = pipe(map_(cents), map_(cents))
 """
 
 
@@ -409,13 +412,17 @@ def mypy_messages(tmp_path: Path, *, plugin: bool) -> list[str]:
 
 @pytest.mark.static
 def test_returns_flow_is_typed_only_with_the_returns_plugin(tmp_path: Path) -> None:
-    """fsaga's pipeline functions are plain callables, but returns' `flow` (and `pipe`) only
+    """fsaga's pipeline functions are plain callables, but returns' `flow` and `pipe` only
     learn the type of a composition from returns' mypy plugin: without it, a flow's type is
-    whatever the annotation says, or an error asking for one."""
-    assert mypy_messages(tmp_path, plugin=False) == [
+    whatever the annotation says, or an error asking for one, and a pipe is no typed callable
+    at all."""
+    without = mypy_messages(tmp_path, plugin=False)
+    assert without[:2] == [
         'note: Revealed type is "Never"',
         'error: Need type annotation for "unannotated"  [var-annotated]',
     ]
+    assert without[2].startswith("error: Incompatible types in assignment (expression has type")
+    assert 'variable has type "Callable[[Saga[int]], Saga[int]]")  [assignment]' in without[2]
     assert mypy_messages(tmp_path, plugin=True) == [
         'note: Revealed type is "returns.result.Result[int, fsaga.outcome.Failure | '
         'fsaga.outcome.PartialFailure]"',
