@@ -182,7 +182,7 @@ def defined_tests(code: str) -> list[str]:
     )
 
 
-def tests_run_by(request: pytest.FixtureRequest, path: Path) -> RunTests:
+def pytest_block_runner(request: pytest.FixtureRequest, path: Path) -> RunTests:
     """What runs a page's pytest blocks: each block, after ``from <page> import *``, as a test
     module in a pytester session whose conftest.py opts into fsaga's plugin."""
 
@@ -224,7 +224,7 @@ def test_python_blocks_run(
                 client.flushdb()
             monkeypatch.setenv("DATABASE_URL", postgres.dsn_for(database))
             monkeypatch.setenv("REDIS_URL", page_redis)
-    run_examples(path, servers=servers, run_tests=tests_run_by(request, path))
+    run_examples(path, servers=servers, run_tests=pytest_block_runner(request, path))
 
 
 @pytest.mark.static
@@ -673,7 +673,7 @@ def test_a_pytest_block_runs_its_tests_with_the_plugin_and_the_pages_names(
         encoding="utf-8",
     )
     assert [example.pytest for example in examples(page.read_text("utf-8"))] == [False, True]
-    run_examples(page, run_tests=tests_run_by(request, page))
+    run_examples(page, run_tests=pytest_block_runner(request, page))
 
 
 def test_a_failing_test_of_a_pytest_block_fails_the_page(
@@ -682,6 +682,6 @@ def test_a_failing_test_of_a_pytest_block_fails_the_page(
     page = tmp_path / "page.md"
     page.write_text("```python pytest\ndef test_no():\n    assert 1 == 2\n```\n", "utf-8")
     with pytest.raises(pytest.fail.Exception, match="the tests of a pytest block did not all"):
-        run_examples(page, run_tests=tests_run_by(request, page))
+        run_examples(page, run_tests=pytest_block_runner(request, page))
     with pytest.raises(pytest.fail.Exception, match="is a pytest block, and nothing runs its"):
         run_examples(page)
