@@ -5,6 +5,10 @@ examples and a failure reproduces exactly. ``HYPOTHESIS_PROFILE=explore`` draws 
 examples, and more of them, for a deeper search on demand.
 
 Async tests (marked ``@pytest.mark.anyio``) run under both anyio backends (`anyio_backend`).
+
+fsaga's own pytest plugin gives the project's tests the fixtures it gives users (its entry
+point loads it once fsaga is installed; listing it here also serves a checkout run without
+installing), and pytest's ``pytester`` runs pytest sessions of their own to test it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 from servers import PostgresServer, postgres_server, redis_server
 from trio.testing import MockClock
+
+pytest_plugins = ["pytester", "fsaga.testing.pytest_plugin"]
 
 settings.register_profile(
     "default",

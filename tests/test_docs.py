@@ -15,6 +15,11 @@ on the PostgreSQL server, ``REDIS_URL`` the URL of a Redis database of the page'
 first). Without the servers' binaries those blocks are skipped, and the others still run (under
 ``CI=true`` the page fails instead, as every test needing a server does).
 
+A block fenced ```python pytest is a test module, as a user would write one: it runs like any
+block (so later blocks see its names), and then pytest runs the tests it defines in a session of
+their own (pytester), from a module that starts with the page's names so far and a conftest.py
+that opts into fsaga's pytest plugin (``pytest_plugins``); every one of them must pass.
+
 The blocks are also type-checked: each file's blocks, joined into one module, must pass
 ``mypy --strict`` with the project's mypy.ini (``--allow-redefinition`` aside, since examples
 reuse names like ``outcome``).
@@ -37,6 +42,7 @@ import sys
 import tomllib
 import traceback
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +57,8 @@ MARKDOWN = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```([\w+-]*)([^\n]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 NEEDS_SERVERS = "needs-servers"
 """What a python block's fence says after the language when it needs the database servers."""
+PYTEST = "pytest"
+"""What a python block's fence says after the language when it is a test module for pytest."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,7 @@ class Example:
     line: int
     expected_output: str | None
     needs_servers: bool = False
+    pytest: bool = False
 
 
 def blocks(text: str) -> list[Block]:
@@ -108,8 +117,10 @@ def examples(text: str) -> list[Example]:
             and not text[block.end : following.start].strip()
         ):
             expected = following.code
-        needs_servers = NEEDS_SERVERS in block.info.split()
-        result.append(Example(number, block.code, block.line, expected, needs_servers))
+        info = block.info.split()
+        result.append(
+            Example(number, block.code, block.line, expected, NEEDS_SERVERS in info, PYTEST in info)
+        )
     return result
 
 
@@ -121,9 +132,15 @@ def label(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
 
 
-def run_examples(path: Path, *, servers: bool = True) -> None:
+RunTests = Callable[[str, str, list[str]], None]
+"""Runs the tests a ```python pytest block defines: given the name of the page's module, the
+block's code and the names of its tests."""
+
+
+def run_examples(path: Path, *, servers: bool = True, run_tests: RunTests | None = None) -> None:
     """Run the python blocks of `path` in order in one namespace; fail on the first error.
-    Without `servers`, the blocks that need them are skipped."""
+    Without `servers`, the blocks that need them are skipped; `run_tests` runs the tests of the
+    ```python pytest blocks (a page with one needs it)."""
     name = f"docs_{path.stem.lower()}"
     module = types.ModuleType(name)
     module.__file__ = str(path)
@@ -140,6 +157,10 @@ def run_examples(path: Path, *, servers: bool = True) -> None:
                     exec(code, module.__dict__)
             except BaseException:
                 pytest.fail(f"{where} raised:\n{traceback.format_exc()}", pytrace=False)
+            if example.pytest:
+                if run_tests is None:
+                    pytest.fail(f"{where} is a pytest block, and nothing runs its tests")
+                run_tests(name, example.code, defined_tests(example.code))
             if example.expected_output is not None:
                 actual, expected = tidy(printed.getvalue()), tidy(example.expected_output)
                 if actual != expected:
@@ -150,6 +171,37 @@ def run_examples(path: Path, *, servers: bool = True) -> None:
                     )
     finally:
         del sys.modules[name]
+
+
+def defined_tests(code: str) -> list[str]:
+    """The test functions a block defines at top level, as pytest would collect them."""
+    return sorted(
+        node.name
+        for node in ast.parse(code).body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test")
+    )
+
+
+def pytest_block_runner(request: pytest.FixtureRequest, path: Path) -> RunTests:
+    """What runs a page's pytest blocks: each block, after ``from <page> import *``, as a test
+    module in a pytester session whose conftest.py opts into fsaga's plugin."""
+
+    def run_tests(module: str, code: str, tests: list[str]) -> None:
+        assert tests, f"{label(path)}: a pytest block defines no test"
+        pytester: pytest.Pytester = request.getfixturevalue("pytester")
+        pytester.makeconftest('pytest_plugins = ["fsaga.testing.pytest_plugin"]\n')
+        test_file = pytester.makepyfile(**{f"test_{module}": f"from {module} import *\n\n{code}"})
+        result = pytester.runpytest_inprocess(
+            "-p", "no:cacheprovider", *(f"{test_file.name}::{test}" for test in tests)
+        )
+        if result.ret != 0 or result.parseoutcomes().get("passed") != len(tests):
+            pytest.fail(
+                f"{label(path)}: the tests of a pytest block did not all pass:\n"
+                + "\n".join(result.outlines),
+                pytrace=False,
+            )
+
+    return run_tests
 
 
 @pytest.mark.parametrize("path", MARKDOWN, ids=[label(p) for p in MARKDOWN])
@@ -172,7 +224,7 @@ def test_python_blocks_run(
                 client.flushdb()
             monkeypatch.setenv("DATABASE_URL", postgres.dsn_for(database))
             monkeypatch.setenv("REDIS_URL", page_redis)
-    run_examples(path, servers=servers)
+    run_examples(path, servers=servers, run_tests=pytest_block_runner(request, path))
 
 
 @pytest.mark.static
@@ -604,3 +656,32 @@ def test_a_link_to_a_missing_file_or_anchor_is_reported(tmp_path: Path) -> None:
 def test_outside_citations_are_found() -> None:
     page = "DESIG" + "N.md"
     assert outside_citations(f"see {page}, rule 3\nfine\n", "x") == [f"x:1: see {page}, rule 3"]
+
+
+def test_a_pytest_block_runs_its_tests_with_the_plugin_and_the_pages_names(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```python\nfrom fsaga import step\n\nanswer = step(lambda: 42)\n```\n\n"
+        "```python pytest\n"
+        "def test_answer(saga_interpreter):\n"
+        "    assert answer.run(saga_interpreter).unwrap() == 42\n\n\n"
+        "def test_journal(saga_journal):\n"
+        "    assert saga_journal.sagas() == []\n"
+        "```\n",
+        encoding="utf-8",
+    )
+    assert [example.pytest for example in examples(page.read_text("utf-8"))] == [False, True]
+    run_examples(page, run_tests=pytest_block_runner(request, page))
+
+
+def test_a_failing_test_of_a_pytest_block_fails_the_page(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("```python pytest\ndef test_no():\n    assert 1 == 2\n```\n", "utf-8")
+    with pytest.raises(pytest.fail.Exception, match="the tests of a pytest block did not all"):
+        run_examples(page, run_tests=pytest_block_runner(request, page))
+    with pytest.raises(pytest.fail.Exception, match="is a pytest block, and nothing runs its"):
+        run_examples(page)

@@ -9,6 +9,7 @@ import pytest
 
 from fsaga import (
     CompensationFailure,
+    CompensationStarted,
     Effect,
     Failure,
     PartialFailure,
@@ -549,3 +550,158 @@ def test_fault_injecting_needs_a_fault_plan() -> None:
 
     with pytest.raises(TypeError, match="needs a FaultPlan"):
         FaultInjectingInterpreter(bad)
+
+
+# -- check=True: each run checked against the contract as it finishes ---------------------------
+
+
+def order_saga(undone: list[object]) -> Saga[int]:
+    return (
+        step(lambda: "R-1", undone.append, name="reserve")
+        .then(step(lambda: "O-1", undone.append, name="order"))
+        .then(step(lambda: 3, name="charge"))
+    )
+
+
+class SwapTheCompensations:
+    """A listener that, once a run finishes, rewrites the trace it recorded (`events`, given
+    once the interpreter exists) so that the undo looks as if it ran oldest first: what a
+    broken engine would record. Until `events` is given, it does nothing."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] | None = None
+
+    def __call__(self, event: object) -> None:
+        events = self.events
+        if events is None or not isinstance(event, SagaFinished):
+            return
+        run = max(index for index, item in enumerate(events) if isinstance(item, SagaStarted))
+        starts = [
+            index
+            for index, item in enumerate(events)
+            if index > run and isinstance(item, CompensationStarted)
+        ]
+        first, last = starts[0], starts[-1]
+        events[first], events[last] = events[last], events[first]
+
+
+def test_checked_interpreters_run_sagas_as_before() -> None:
+    undone: list[object] = []
+    recording = RecordingInterpreter(check=True)
+    faulty = FaultInjectingInterpreter(FaultPlan(actions={"charge": 1}), check=True)
+    scripted = ScriptedInterpreter({"reserve": Return(1), "order": Return(2)}, check=True)
+
+    assert order_saga(undone).run(recording) == Success(3)
+    assert order_saga(undone).run(recording) == Success(3)  # each run checked on its own trace
+    outcome = order_saga(undone).run(faulty)
+    assert isinstance(outcome, Failure)
+    assert outcome.compensated == ("order", "reserve")
+    assert isinstance(order_saga(undone).run(scripted), Failure)  # "charge" is unscripted
+
+
+@pytest.mark.parametrize("kind", ["recording", "fault-injecting", "scripted"])
+def test_a_run_that_breaks_a_rule_raises_naming_the_saga(kind: str) -> None:
+    swap = SwapTheCompensations()
+    listeners = [swap]
+    interpreter: RecordingInterpreter | FaultInjectingInterpreter | ScriptedInterpreter
+    plan = FaultPlan(actions={"charge": 1})
+    if kind == "recording":
+        interpreter = RecordingInterpreter(listeners=listeners, check=True)
+        saga = order_saga([]).then(step(lambda: 1 / 0, name="divide"))
+    elif kind == "fault-injecting":
+        interpreter = FaultInjectingInterpreter(plan, listeners=listeners, check=True)
+        saga = order_saga([])
+    else:
+        interpreter = ScriptedInterpreter(
+            {"reserve": Return(1), "order": Return(2)}, listeners=listeners, check=True
+        )
+        saga = order_saga([])
+    swap.events = interpreter.events
+
+    with pytest.raises(
+        AssertionError,
+        match=r"the run of saga 'o-1' broke the contract: compensations ran in the order "
+        r"\['reserve', 'order'\]; reverse completion order is \['order', 'reserve'\]",
+    ):
+        saga.run(interpreter, saga_id="o-1")
+
+
+def test_an_interrupted_run_is_checked_and_the_interrupt_still_propagates() -> None:
+    swap = SwapTheCompensations()
+    interpreter = FaultInjectingInterpreter(
+        FaultPlan(interrupt="charge"), listeners=[swap], check=True
+    )
+    with pytest.raises(KeyboardInterrupt):
+        order_saga([]).run(interpreter)
+
+    swap.events = interpreter.events
+    with pytest.raises(AssertionError, match="the run of saga 'o-2' broke the contract"):
+        order_saga([]).run(interpreter, saga_id="o-2")
+
+
+def test_a_checked_interpreter_runs_one_saga_at_a_time() -> None:
+    interpreter = RecordingInterpreter(check=True)
+    nested = step(lambda: step(lambda: 1).run(interpreter), name="outer")
+
+    outcome = nested.run(interpreter)
+
+    assert isinstance(outcome, Failure)
+    assert isinstance(outcome.error, RuntimeError)
+    assert "runs one saga at a time" in str(outcome.error)
+    assert step(lambda: 2).run(interpreter) == Success(2)  # and it is usable again
+
+
+@pytest.mark.anyio
+async def test_the_async_fault_injector_checks_each_run() -> None:
+    plan = FaultPlan(actions={"charge": 1})
+    checked = AsyncFaultInjectingInterpreter(plan, check=True)
+    outcome = await order_saga([]).run(checked)
+    assert isinstance(outcome, Failure)
+
+    swap = SwapTheCompensations()
+    broken = AsyncFaultInjectingInterpreter(plan, listeners=[swap], check=True)
+    swap.events = broken.events
+    with pytest.raises(AssertionError, match="broke the contract: compensations ran in the order"):
+        await order_saga([]).run(broken)
+
+    cancelled = AsyncFaultInjectingInterpreter(FaultPlan(interrupt="order"), check=True)
+    outcome = await order_saga([]).run(cancelled)  # the cancellation is absorbed, then checked
+    assert cancelled.interrupted
+    assert isinstance(outcome, PartialFailure)
+
+
+@pytest.mark.anyio
+async def test_a_checked_async_interpreter_refuses_a_second_concurrent_run() -> None:
+    interpreter = AsyncFaultInjectingInterpreter(FaultPlan(), check=True)
+    released = anyio.Event()
+
+    async def wait() -> int:
+        await released.wait()
+        return 1
+
+    results: list[object] = []
+
+    async def run_first() -> None:
+        results.append(await step(wait, name="wait").run(interpreter))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(run_first)
+        await anyio.wait_all_tasks_blocked()
+        with pytest.raises(RuntimeError, match="runs one saga at a time"):
+            await step(lambda: 2).run(interpreter)
+        released.set()
+    assert results == [Success(1)]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RecordingInterpreter(check=1),  # type: ignore[arg-type]
+        lambda: ScriptedInterpreter(check="yes"),  # type: ignore[arg-type]
+        lambda: FaultInjectingInterpreter(FaultPlan(), check=None),  # type: ignore[arg-type]
+        lambda: AsyncFaultInjectingInterpreter(FaultPlan(), check=0),  # type: ignore[arg-type]
+    ],
+)
+def test_check_must_be_a_bool(make: Any) -> None:
+    with pytest.raises(TypeError, match="check must be a bool"):
+        make()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from inspect import isawaitable
 from typing import Literal, TypeAlias, TypeVar, cast, final, get_args
 
@@ -29,7 +30,14 @@ from fsaga.interpreter.protocol import Effect, EffectKind
 from fsaga.interpreter.settings import BranchFailurePolicy, CompensationPolicy
 from fsaga.outcome import Outcome
 from fsaga.saga import Saga
-from fsaga.testing.interpreters import RecordedEffect, RecordingInterpreter, _RecordedRuns, _Ticks
+from fsaga.testing.interpreters import (
+    RecordedEffect,
+    RecordingInterpreter,
+    _checking,
+    _RecordedRuns,
+    _RunChecks,
+    _Ticks,
+)
 
 __all__ = [
     "AsyncFaultInjectingInterpreter",
@@ -146,7 +154,9 @@ class FaultInjectingInterpreter(_RecordedRuns):
     """Performs effects for real, except those a `FaultPlan` makes fail.
 
     Records like `RecordingInterpreter` (`events`, `effects`, `sleeps`, `paths()`); an injected
-    fault is recorded as an effect that raised `InjectedFault`.
+    fault is recorded as an effect that raised `InjectedFault`. With `check`, each run is
+    checked against the contract as it finishes (see `RecordingInterpreter`), an interrupted
+    one included.
     """
 
     __slots__ = ("plan",)
@@ -157,6 +167,7 @@ class FaultInjectingInterpreter(_RecordedRuns):
         *,
         listeners: Iterable[Listener] = (),
         on_compensation_failure: CompensationPolicy = "continue",
+        check: bool = False,
     ) -> None:
         if not isinstance(plan, FaultPlan):
             raise TypeError(f"FaultInjectingInterpreter needs a FaultPlan, got {plan!r}")
@@ -176,6 +187,7 @@ class FaultInjectingInterpreter(_RecordedRuns):
             perform=self._perform,
             listeners=listeners,
             on_compensation_failure=on_compensation_failure,
+            check=_checking(check, "FaultInjectingInterpreter"),
         )
 
     def _perform(self, effect: Effect) -> object:
@@ -212,6 +224,9 @@ class AsyncFaultInjectingInterpreter:
         listeners: further listeners, called after the recording one.
         timeout, on_branch_failure, concurrent_compensation, on_compensation_failure: as for
             `AsyncInterpreter`.
+        check: check each run against the contract as it finishes (`check_run` on its own
+            trace, in the reverse causal order with `concurrent_compensation`): a broken rule
+            raises `AssertionError` out of `run_saga`. Runs are then checked one at a time.
 
     Attributes:
         events, effects, sleeps: the trace, as `RecordingInterpreter` keeps it (an effect cut
@@ -221,6 +236,7 @@ class AsyncFaultInjectingInterpreter:
     """
 
     __slots__ = (
+        "_checks",
         "_inner",
         "_scope",
         "cancelled",
@@ -240,6 +256,7 @@ class AsyncFaultInjectingInterpreter:
         on_branch_failure: BranchFailurePolicy = "settle",
         concurrent_compensation: bool = False,
         on_compensation_failure: CompensationPolicy = "continue",
+        check: bool = False,
     ) -> None:
         if not isinstance(plan, FaultPlan):
             raise TypeError(f"AsyncFaultInjectingInterpreter needs a FaultPlan, got {plan!r}")
@@ -250,6 +267,11 @@ class AsyncFaultInjectingInterpreter:
         self.interrupted = False
         self.cancelled = False
         self._scope: anyio.CancelScope | None = None
+        self._checks = (
+            _RunChecks(self, concurrent_compensation=concurrent_compensation)
+            if _checking(check, "AsyncFaultInjectingInterpreter")
+            else None
+        )
         self._inner = AsyncInterpreter(
             listeners=(self.events.append, *listeners),
             perform=self._perform,
@@ -268,6 +290,11 @@ class AsyncFaultInjectingInterpreter:
 
     async def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
         """Run `saga` under the plan, recording it (see the class docstring on cancellation)."""
+        if self._checks is None:
+            return await self._run(saga, saga_id)
+        return await self._checks.checked_async(partial(self._run, saga, saga_id))
+
+    async def _run(self, saga: Saga[_T], saga_id: str | None) -> Outcome[_T]:
         self.interrupted = False
         self.cancelled = False
         with anyio.CancelScope() as scope:

@@ -16,16 +16,20 @@ Failure(error=RuntimeError('no'), compensated=('reserve',))
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeAlias, TypeVar, final
+from functools import partial
+from typing import TYPE_CHECKING, TypeAlias, TypeVar, final
 
-from fsaga.events import Event, Listener
+from fsaga.events import Event, Listener, SagaFinished, SagaStarted
 from fsaga.interpreter.protocol import Effect, EffectKind, Perform
 from fsaga.interpreter.settings import CompensationPolicy
 from fsaga.interpreter.sync import SyncInterpreter
 from fsaga.outcome import Outcome
 from fsaga.saga import Saga
+
+if TYPE_CHECKING:
+    from fsaga.testing.properties import Trace
 
 __all__ = [
     "Raise",
@@ -63,6 +67,8 @@ class RecordingInterpreter:
         listeners: further listeners, called after the recording one.
         clock: the time stamped on events (default: a counter, so traces are repeatable).
         on_compensation_failure: as for `SyncInterpreter`.
+        check: check each run against the contract as it finishes (`check_run` on its own
+            trace): a broken rule raises `AssertionError` out of `run_saga`, naming the saga.
 
     Attributes:
         events: every event, in order.
@@ -70,7 +76,7 @@ class RecordingInterpreter:
         sleeps: every wait a retry asked for, in seconds (nothing really waits).
     """
 
-    __slots__ = ("_inner", "_perform", "effects", "events", "sleeps")
+    __slots__ = ("_checks", "_inner", "_perform", "effects", "events", "sleeps")
 
     def __init__(
         self,
@@ -80,11 +86,13 @@ class RecordingInterpreter:
         clock: Callable[[], float] | None = None,
         random_unit: Callable[[], float] = lambda: 0.0,
         on_compensation_failure: CompensationPolicy = "continue",
+        check: bool = False,
     ) -> None:
         self.events: list[Event] = []
         self.effects: list[RecordedEffect] = []
         self.sleeps: list[float] = []
         self._perform = perform
+        self._checks = _RunChecks(self) if _checking(check, "RecordingInterpreter") else None
         self._inner = SyncInterpreter(
             listeners=(self.events.append, *listeners),
             perform=self._record,
@@ -96,7 +104,9 @@ class RecordingInterpreter:
 
     def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
         """Run `saga`, appending its trace to `events`, `effects` and `sleeps`."""
-        return self._inner.run_saga(saga, saga_id=saga_id)
+        if self._checks is None:
+            return self._inner.run_saga(saga, saga_id=saga_id)
+        return self._checks.checked(partial(self._inner.run_saga, saga, saga_id=saga_id))
 
     def paths(self, kind: EffectKind | None = None) -> list[str]:
         """Paths of the performed effects (of one kind, if given), in order, retries included."""
@@ -122,6 +132,93 @@ class RecordingInterpreter:
             RecordedEffect(effect.kind, effect.path, effect.attempt, effect.argument, result)
         )
         return result
+
+
+@final
+class _RunChecks:
+    """Checks each run of a recording interpreter against the contract as it finishes: the
+    `check=True` of the interpreters in `fsaga.testing`.
+
+    A run's trace is what the interpreter recorded while it ran, so runs are checked one at a
+    time: a run started while another is still running on the same interpreter is refused.
+    A run that ends with an exception (an interrupt, a cancellation) is checked too, when it
+    reported its outcome (`SagaFinished`) before the exception came out.
+    """
+
+    __slots__ = ("_concurrent_compensation", "_running", "_trace")
+
+    def __init__(self, trace: Trace, *, concurrent_compensation: bool = False) -> None:
+        self._trace = trace
+        self._concurrent_compensation = concurrent_compensation
+        self._running = False
+
+    def checked(self, run: Callable[[], Outcome[_T]]) -> Outcome[_T]:
+        """The outcome of `run()`, once its run is checked."""
+        first = self._start()
+        try:
+            outcome = run()
+        except BaseException:
+            self._check_interrupted(first)
+            raise
+        finally:
+            self._running = False
+        self._check(first, outcome)
+        return outcome
+
+    async def checked_async(self, run: Callable[[], Awaitable[Outcome[_T]]]) -> Outcome[_T]:
+        """`checked` for an async run."""
+        first = self._start()
+        try:
+            outcome = await run()
+        except BaseException:
+            self._check_interrupted(first)
+            raise
+        finally:
+            self._running = False
+        self._check(first, outcome)
+        return outcome
+
+    def _start(self) -> tuple[int, int]:
+        if self._running:
+            raise RuntimeError(
+                "an interpreter made with check=True runs one saga at a time (each run is "
+                "checked on its own trace); use one interpreter per concurrent run"
+            )
+        self._running = True
+        return len(self._trace.events), len(self._trace.effects)
+
+    def _check_interrupted(self, first: tuple[int, int]) -> None:
+        finished = [
+            event for event in self._trace.events[first[0] :] if isinstance(event, SagaFinished)
+        ]
+        if finished:
+            self._check(first, finished[-1].outcome)
+
+    def _check(self, first: tuple[int, int], outcome: Outcome[object]) -> None:
+        from fsaga.testing.properties import check_run
+
+        run = _RunTrace(self._trace.events[first[0] :], self._trace.effects[first[1] :])
+        try:
+            check_run(run, outcome, concurrent_compensation=self._concurrent_compensation)
+        except AssertionError as broken:
+            started = [event.saga_id for event in run.events if isinstance(event, SagaStarted)]
+            saga = repr(started[0]) if started else "(no SagaStarted event)"
+            raise AssertionError(f"the run of saga {saga} broke the contract: {broken}") from None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class _RunTrace:
+    """The trace of one run, cut out of an interpreter's."""
+
+    events: Sequence[Event]
+    effects: Sequence[RecordedEffect]
+
+
+def _checking(check: object, who: str) -> bool:
+    if not isinstance(check, bool):
+        raise TypeError(f"{who}: check must be a bool, got {check!r}")
+    return check
 
 
 @final
@@ -214,6 +311,7 @@ class ScriptedInterpreter(_RecordedRuns):
         default: what an unscripted action does; ``None`` (the default) fails it with
             `UnscriptedStepError`, so a test notices a step it forgot.
         on_compensation_failure: as for `SyncInterpreter`.
+        check: check each run against the contract as it finishes (see `RecordingInterpreter`).
 
     It records like `RecordingInterpreter` (`events`, `effects`, `sleeps`, `paths()`).
     """
@@ -228,6 +326,7 @@ class ScriptedInterpreter(_RecordedRuns):
         default: Return | Raise | None = None,
         listeners: Iterable[Listener] = (),
         on_compensation_failure: CompensationPolicy = "continue",
+        check: bool = False,
     ) -> None:
         self._actions = _check_script(actions or {}, "actions")
         self._compensations = _check_script(compensations or {}, "compensations")
@@ -240,6 +339,7 @@ class ScriptedInterpreter(_RecordedRuns):
             perform=self._answer,
             listeners=listeners,
             on_compensation_failure=on_compensation_failure,
+            check=_checking(check, "ScriptedInterpreter"),
         )
 
     def _answer(self, effect: Effect) -> object:
