@@ -184,12 +184,12 @@ def _subgraph(chart: _Flowchart, title: str, inner: Plan, *, style: str | None =
     name = f"s{chart.count}"
     indent = "    " * chart.depth
     chart.lines.append(f'{indent}subgraph {name} ["{escape(title)}"]')
+    if style is not None:
+        chart.classes.setdefault(style, []).append(name)
     chart.depth += 1
     ends = _draw(chart, inner)
     chart.depth -= 1
     chart.lines.append(f"{indent}end")
-    if style is not None:
-        chart.classes.setdefault(style, []).append(name)
     return ends
 
 
@@ -205,6 +205,7 @@ _ARROWS: Final = {
 """Forward work is a solid arrow, the undo a dotted one; an arrow that ends in a cross failed."""
 
 _UNDO_BACKGROUND: Final = "rgba(200, 40, 40, 0.08)"
+_FAILED: Final = frozenset({"failed", "unknown", "rejected"})
 
 
 def trace_as_mermaid(trace: RunTrace) -> str:
@@ -224,6 +225,7 @@ def trace_as_mermaid(trace: RunTrace) -> str:
     waiting: dict[str, list[str]] = {}  # lane -> its branches that ran and have not joined
     undoing = False
     previous: str = MAIN
+    failed: str = MAIN  # the lane of the last failure: where the undo starts from
     for span in trace.spans:
         lane = span.lane
         if span.kind == "action" and not undoing:
@@ -231,7 +233,10 @@ def trace_as_mermaid(trace: RunTrace) -> str:
         if span.kind == "compensation" and not undoing:
             undoing = True
             lines.append(f"    rect {_UNDO_BACKGROUND}")
+            previous = failed
         source = previous if span.kind == "compensation" else lane
+        if span.kind == "action" and span.status in _FAILED:
+            failed = lane
         arrow = _ARROWS.get((span.kind, span.status))
         if arrow is None:
             arrow = "-x" if span.kind == "action" else "--x"

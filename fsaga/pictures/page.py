@@ -87,10 +87,10 @@ def _data(trace: RunTrace) -> str:
 
 
 def _label(trace: RunTrace, span: Span) -> str:
-    """A span's label on its bar: its path, less its lane's scope."""
+    """A span's label on its bar: its path, less its lane's scope (a compensation's bar is on
+    its lane's undo row, so it needs no word more)."""
     scope = trace.lane(span.lane).label + "/"
-    name = span.path.removeprefix(scope) if span.lane else span.path
-    return name if span.kind == "action" else f"undo {name}"
+    return span.path.removeprefix(scope) if span.lane else span.path
 
 
 def _took(trace: RunTrace, span: Span) -> str:
@@ -179,7 +179,7 @@ _SCRIPT: Final = r"""
   "use strict";
   var SVG = "http://www.w3.org/2000/svg";
   var data = JSON.parse(document.getElementById("fsaga-trace").textContent);
-  var GUTTER = 160, ROW = 24, GAP = 6, PAD = 10, AXIS = 26, MIN_BAR = 24;
+  var GUTTER = 160, RIGHT = 110, ROW = 24, GAP = 6, PAD = 10, AXIS = 26, MIN_BAR = 24;
   var LANE_HEIGHT = PAD + ROW + GAP + ROW + PAD;
 
   function el(name, attributes, parent) {
@@ -194,6 +194,13 @@ _SCRIPT: Final = r"""
     var node = el("text", Object.assign({ x: x, y: y }, attributes || {}), parent);
     node.textContent = content;
     return node;
+  }
+  function shorten(node, label, room) {
+    for (var keep = label.length - 1; keep > 0; keep--) {
+      node.textContent = label.slice(0, keep) + "\u2026";
+      if (node.getComputedTextLength() <= room) return;
+    }
+    node.textContent = "";
   }
   function colour(span) {
     if (span.kind === "action") return "c-" + span.status;
@@ -216,7 +223,7 @@ _SCRIPT: Final = r"""
   first = data.clock === "seconds" ? Math.min(first, 0) : Math.min(first, 1);
 
   function timeLayout(width) {
-    var scale = (width - GUTTER - 24) / Math.max(last - first, 1e-9);
+    var scale = (width - GUTTER - RIGHT) / Math.max(last - first, 1e-9);
     return spans.map(function (span) {
       var end = span.end === null ? last : span.end;
       var x = GUTTER + (span.start - first) * scale;
@@ -277,7 +284,7 @@ _SCRIPT: Final = r"""
 
     var axis = el("g", { "class": "axis" }, svg);
     if (mode === "time") {
-      var scale = (width - GUTTER - 24) / Math.max(last - first, 1e-9);
+      var scale = (width - GUTTER - RIGHT) / Math.max(last - first, 1e-9);
       var step = niceStep((last - first) / 6);
       for (var value = Math.ceil(first / step) * step; value <= last + 1e-9; value += step) {
         var x = GUTTER + (value - first) * scale;
@@ -321,6 +328,7 @@ _SCRIPT: Final = r"""
       text(svg, undoX + 4, height - 8, "undo begins", { "class": "undo-start-label" });
     }
 
+    var arrows = el("g", { "class": "undo-arrows" }, svg);  // under the bars
     var drawn = [];
     spans.forEach(function (span, index) {
       var box = boxes[index], y = top(span);
@@ -336,30 +344,25 @@ _SCRIPT: Final = r"""
       drawn.push({ span: span, box: box, y: y, group: group });
     });
     drawn.forEach(function (bar) {
-      // The label goes inside its bar, or just after it when the row is free up to the next
-      // bar, or inside cut short.
+      // The label goes inside its bar, or else just after it when the row is free up to the
+      // next bar, or else where there is more room, cut short.
       var next = width - 8;
       drawn.forEach(function (other) {
         if (other.y === bar.y && other.box.x > bar.box.x) next = Math.min(next, other.box.x);
       });
       var label = bar.span.label + (bar.span.attempt > 1 ? " #" + bar.span.attempt : "");
-      var needed = label.length * 6.6 + 10;
-      if (needed <= bar.box.width) {
-        text(bar.group, bar.box.x + 5, bar.y + 16, label, { "class": "span-label" });
-      } else if (needed <= next - bar.box.x - bar.box.width) {
-        text(bar.group, bar.box.x + bar.box.width + 4, bar.y + 16, label, {
-          "class": "span-label outside"
-        });
-      } else {
-        var room = Math.floor((Math.max(bar.box.width, next - bar.box.x) - 10) / 6.6);
-        label = room >= 2 ? label.slice(0, room - 1) + "\u2026" : "";
-        var inside = label.length * 6.6 + 10 <= bar.box.width;
-        if (label) {
-          text(bar.group, bar.box.x + 5, bar.y + 16, label, {
-            "class": "span-label" + (inside ? "" : " outside")
-          });
-        }
+      var node = text(bar.group, bar.box.x + 5, bar.y + 16, label, { "class": "span-label" });
+      var inside = bar.box.width - 10;
+      var after = next - (bar.box.x + bar.box.width) - 8;
+      var needed = node.getComputedTextLength();
+      if (needed <= inside) return;
+      if (needed > after && inside >= after) {
+        shorten(node, label, inside);
+        return;
       }
+      node.setAttribute("x", bar.box.x + bar.box.width + 4);
+      node.setAttribute("class", "span-label outside");
+      if (needed > after) shorten(node, label, after);
     });
 
     drawn.forEach(function (undo) {
@@ -370,7 +373,7 @@ _SCRIPT: Final = r"""
             done.span.status !== "failed" && done.box.x <= undo.box.x) undone = done;
       });
       if (undone === null) return;
-      var fromX = undo.box.x, fromY = undo.y + ROW / 2;
+      var fromX = undo.box.x + 2, fromY = undo.y + 2;
       var toX = undone.box.x + undone.box.width, toY = undone.y + ROW;
       var bend = Math.max((fromX - toX) / 3, 18);
       var failed = undo.span.status !== "completed";
@@ -379,7 +382,7 @@ _SCRIPT: Final = r"""
         d: "M" + fromX + "," + fromY + " C" + (fromX - bend) + "," + fromY + " " +
           (toX + bend) + "," + (toY + 14) + " " + toX + "," + toY,
         "marker-end": "url(#arrow-" + (failed ? "undo-failed" : "undone") + ")"
-      }, svg);
+      }, arrows);
     });
 
     document.querySelectorAll(".controls button").forEach(function (button) {

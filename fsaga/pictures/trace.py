@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from fsaga.journal.records import Entry, SagaRecord
 
 __all__ = [
+    "MAIN",
     "Clock",
     "Lane",
     "RunStatus",
@@ -301,23 +302,17 @@ def _event_lanes(spans: Sequence[Span]) -> tuple[Lane, ...]:
 def _labelled(
     keys: Sequence[str], parents: dict[str, str | None], spans: Sequence[Span]
 ) -> tuple[Lane, ...]:
-    """The lanes, each named by the scope its steps share (``#1``, ``payment``) beyond its
-    parent's, or by its first step (a branch that is one named step); ``main`` for the main
-    lane."""
-    scopes: dict[str, tuple[str, ...]] = {MAIN: ()}
+    """The lanes, each named by what its steps share: the path of its one step (a branch that
+    is a single step), or else the scope of its steps' paths (``#1``, ``payment``); ``main``
+    for the main lane."""
     labels: dict[str, str] = {MAIN: "main"}
     for key in keys[1:]:
-        parent = parents[key] or MAIN
-        paths = [span.path.split("/") for span in spans if span.lane == key]
-        shared = _common_prefix([path[:-1] for path in paths])
-        above = scopes.get(parent, ())
-        if len(shared) > len(above) and shared[: len(above)] == above:
-            scopes[key] = shared
-            label = "/".join(shared)
+        paths = list(dict.fromkeys(span.path for span in spans if span.lane == key))
+        if len(paths) == 1:
+            label = paths[0]
         else:
-            scopes[key] = above
-            first = paths[0] if paths else []
-            label = "/".join(first[: len(above) + 1]) or key
+            shared = _common_prefix([path.split("/")[:-1] for path in paths])
+            label = "/".join(shared) or (paths[0] if paths else key)
         while label in labels.values():
             label += "'"
         labels[key] = label
@@ -494,6 +489,8 @@ def trace_as_text(trace: RunTrace) -> str:
     if trace.clock == "seconds" and trace.status != "running":
         header += f", after {seconds(trace.length)}"
     rows = [("", "start", "took", "lane", "what")]
+    if trace.clock == "entries":
+        rows = [("", "intent", "result", "lane", "what")]
     for number, span in enumerate(trace.spans, start=1):
         rows.append(
             (
