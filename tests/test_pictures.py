@@ -1,9 +1,9 @@
 """Pictures of sagas (`fsaga.pictures`): plans and traces as text and Mermaid, against golden
 files, and the lanes a trace puts its spans on.
 
-The golden files are tests/golden/NAME.txt and tests/golden/NAME.mmd, one pair per case of
-tests/picture_sagas.py (`PLANS` and `TRACES`). After a deliberate change to a picture,
-regenerate them and read the diff before committing:
+The golden files are in tests/golden/: a ``.txt`` and a ``.mmd`` file for each case of
+tests/picture_sagas.py (`PLANS` and `TRACES`), named after it. After a deliberate change to a
+picture, regenerate them and read the diff before committing:
 
     FSAGA_UPDATE_GOLDEN=1 python -m pytest tests/test_pictures.py
 
@@ -17,8 +17,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import mermaidx
@@ -48,6 +49,7 @@ from fsaga.pictures import (
 from fsaga.pictures.mermaid import escape
 from fsaga.testing import AsyncFaultInjectingInterpreter, FaultPlan, RecordingInterpreter
 
+_T = TypeVar("_T")
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("FSAGA_UPDATE_GOLDEN", "").lower() in {"1", "true", "yes"}
 
@@ -56,12 +58,16 @@ def pictures() -> dict[str, Callable[[], str]]:
     """Every golden file's name and what draws it."""
     drawn: dict[str, Callable[[], str]] = {}
     for name, saga in sagas.PLANS.items():
-        drawn[f"{name}.txt"] = lambda saga=saga: plan_as_text(saga())
-        drawn[f"{name}.mmd"] = lambda saga=saga: plan_as_mermaid(saga())
+        drawn[f"{name}.txt"] = partial(draw, plan_as_text, saga)
+        drawn[f"{name}.mmd"] = partial(draw, plan_as_mermaid, saga)
     for name, trace in sagas.TRACES.items():
-        drawn[f"{name}.txt"] = lambda trace=trace: trace_as_text(trace())
-        drawn[f"{name}.mmd"] = lambda trace=trace: trace_as_mermaid(trace())
+        drawn[f"{name}.txt"] = partial(draw, trace_as_text, trace)
+        drawn[f"{name}.mmd"] = partial(draw, trace_as_mermaid, trace)
     return drawn
+
+
+def draw(picture: Callable[[_T], str], make: Callable[[], _T]) -> str:
+    return picture(make())
 
 
 PICTURES = pictures()
