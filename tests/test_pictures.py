@@ -401,3 +401,18 @@ def test_a_journal_trace_marks_retried_and_in_flight_attempts() -> None:
         ("charge", 2, "completed", 5.0, 6.0),
         ("ship", 1, "in_flight", 7.0, None),
     ]
+
+
+def test_par_branches_that_take_a_position_scope_are_drawn_under_it() -> None:
+    saga = par(step(sagas.pack), step(sagas.label, name="label").timeout(2))
+    assert plan_as_text(saga).splitlines() == [
+        "saga",
+        "└── par, 2 branches",
+        "    ├── branch 0",
+        "    │   └── pack  (no undo)",
+        "    └── timeout 2s",
+        "        └── label  (no undo)",
+    ]
+    recording = RecordingInterpreter()
+    saga.run(recording)
+    assert recording.paths("action") == ["#0/pack", "label"]

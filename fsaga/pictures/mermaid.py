@@ -34,6 +34,7 @@ from fsaga.pictures.plan import (
     PlanTimeout,
     PlanValue,
     describe_step,
+    keeps_its_name,
     plan_of,
 )
 from fsaga.pictures.trace import MAIN, RunTrace, Span, describe_span
@@ -159,10 +160,8 @@ def _draw(chart: _Flowchart, plan: Plan) -> _Ends:
             inner = [_draw(chart, branch) for branch in branches]
             join = chart.node("{{|}}", "join")
             for index, (branch, ends) in enumerate(zip(branches, inner, strict=True)):
-                named = isinstance(branch, PlanSubSaga) or (
-                    isinstance(branch, PlanStep) and branch.explicit
-                )
-                chart.link([fork], ends.entries, "" if named else f"branch {index}")
+                label = "" if keeps_its_name(branch) else f"branch {index}"
+                chart.link([fork], ends.entries, label)
                 exits.extend(ends.exits)
             chart.link(exits, [join])
             return _Ends((fork,), (join,))

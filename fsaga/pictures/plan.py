@@ -54,6 +54,7 @@ __all__ = [
     "describe_bind",
     "describe_retry",
     "describe_step",
+    "keeps_its_name",
     "plan_as_text",
     "plan_of",
 ]
@@ -215,6 +216,18 @@ def _step(node: StepNode[Any]) -> PlanStep:
     )
 
 
+def keeps_its_name(branch: Plan) -> bool:
+    """Whether a `par` branch keeps its name in its steps' paths (a named step or sub-saga,
+    perhaps under deadlines), rather than being scoped by its position (``#1/...``).
+
+    >>> keeps_its_name(PlanStep("charge", explicit=True)), keeps_its_name(PlanStep("charge"))
+    (True, False)
+    """
+    while isinstance(branch, PlanTimeout):
+        branch = branch.inner
+    return isinstance(branch, PlanSubSaga) or (isinstance(branch, PlanStep) and branch.explicit)
+
+
 def describe_retry(policy: Retry) -> str:
     """A retry policy in a few words: attempts, first wait, growth.
 
@@ -317,7 +330,7 @@ def _children(part: _Drawn) -> list[_Drawn]:
             return list(parts)
         case PlanParallel(branches=branches):
             return [
-                branch if isinstance(branch, PlanStep | PlanSubSaga) else _Branch(index, branch)
+                branch if keeps_its_name(branch) else _Branch(index, branch)
                 for index, branch in enumerate(branches)
             ]
         case PlanSubSaga(inner=inner) | PlanTimeout(inner=inner) | _Branch(inner=inner):
