@@ -922,3 +922,14 @@ def _check_sibling_names(sagas: Iterable[Saga[Any]], *, where: str) -> None:
         if name in seen:
             raise DuplicateStepNameError(name, where=where)
         seen.add(name)
+
+
+def known_continuation(continuation: BindContinuation) -> Saga[Any] | None:
+    """The saga a continuation fsaga built itself runs, known without running it: `zip`'s
+    right side, `sequence`'s next item; ``None`` for a user's `bind` function."""
+    function = continuation.function
+    if isinstance(function, partial) and function.func in (_zip_right, _push) and function.args:
+        saga = function.args[0]
+        if isinstance(saga, Saga):
+            return saga
+    return None

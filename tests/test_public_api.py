@@ -23,7 +23,7 @@ PACKAGE_ROOT = Path(fsaga.__file__).parent
 # between fsaga's own modules (and the conventional module logger).
 NOT_EXPORTED: dict[str, set[str]] = {
     "fsaga.outcome": {"describe_failure"},
-    "fsaga.saga": {"sibling_name"},
+    "fsaga.saga": {"known_continuation", "sibling_name"},
 }
 ALWAYS_PRIVATE = {"logger"}
 

@@ -8,9 +8,11 @@ JOURNAL below stands for either.
 
 ``python -m fsaga journal list JOURNAL [--status STATUS]``
     one line per saga: id, definition, status, recovery attempts, entries, times (UTC).
-``python -m fsaga journal show ID JOURNAL``
+``python -m fsaga journal show ID JOURNAL [--mermaid] [--html FILE]``
     the saga's record, its timeline entry by entry, and where it stands (for a dead saga:
-    why it was parked).
+    why it was parked); with ``--mermaid``, its trace as a Mermaid sequence diagram instead;
+    with ``--html FILE``, its trace written to FILE too, as a self-contained HTML page
+    (`fsaga.pictures`).
 ``python -m fsaga journal recover JOURNAL --definitions MODULE:ATTRIBUTE [--stale-after SECONDS]
 [--max-recovery-attempts N]``
     finish every unfinished saga with the `fsaga.durable.SagaDefinitions` found at
@@ -143,6 +145,22 @@ def add_journal_commands(journal: argparse.ArgumentParser) -> None:
         ),
     )
     showing.add_argument("saga_id", metavar="ID", help="the saga's id")
+    showing.add_argument(
+        "--mermaid",
+        action="store_true",
+        help=(
+            "print the saga's trace as a Mermaid sequence diagram (one participant per par "
+            "branch, the undo going back) instead of the text"
+        ),
+    )
+    showing.add_argument(
+        "--html",
+        metavar="FILE",
+        help=(
+            "also write the saga's trace to FILE as a self-contained HTML page: a timeline "
+            "with a lane per par branch, that works offline"
+        ),
+    )
     recovering = commands.add_parser(
         "recover",
         help="finish every unfinished saga of a journal",
@@ -244,7 +262,7 @@ def run_journal_command(
             case "list":
                 return _list(_Location.of(arguments), arguments.status, write)
             case "show":
-                return _show(_Location.of(arguments), arguments.saga_id, write, write_error)
+                return _show(_Location.of(arguments), arguments, write, write_error)
             case "recover":
                 location = _Location.of(arguments)
                 return _recover(
@@ -425,16 +443,36 @@ def _status(given: str | None) -> SagaStatus | None:
     return next((status for status in SAGA_STATUSES if status == given), None)
 
 
-def _show(location: _Location, saga_id: str, write: _Write, write_error: _Write) -> int:
+def _show(
+    location: _Location, arguments: argparse.Namespace, write: _Write, write_error: _Write
+) -> int:
+    saga_id: str = arguments.saga_id
     with location.open() as (journal, where):
         record = journal.get(saga_id)
         entries = [] if record is None else journal.entries(saga_id)
     if record is None:
         write_error(f"fsaga journal: no saga {saga_id!r} in {where}")
         return EXIT_FAILED
-    for line in describe_saga(record, entries, journal=location.options).splitlines():
+    text = describe_saga(record, entries, journal=location.options)
+    if arguments.mermaid or arguments.html is not None:
+        from fsaga.pictures import trace_as_html, trace_as_mermaid, trace_of_journal
+
+        trace = trace_of_journal(record, entries)
+        if arguments.html is not None:
+            _write_page(arguments.html, trace_as_html(trace))
+        if arguments.mermaid:
+            text = trace_as_mermaid(trace)
+    for line in text.splitlines():
         write(line)
     return EXIT_OK
+
+
+def _write_page(path: str, page: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(page)
+    except OSError as error:
+        raise _Unusable(f"cannot write the page to {path!r}: {error.strerror or error}") from error
 
 
 def _release(location: _Location, saga_id: str, write: _Write, write_error: _Write) -> int:

@@ -22,7 +22,14 @@ from fsaga.journal.records import Entry, EntryKind, PendingSaga, SagaRecord
 from fsaga.outcome import CompensationFailure, Failure, Outcome, PartialFailure, Success
 from fsaga.render import describe_outcome
 
-__all__ = ["describe_entry", "describe_saga", "describe_submission", "utc"]
+__all__ = [
+    "describe_entry",
+    "describe_payload",
+    "describe_recorded_outcome",
+    "describe_saga",
+    "describe_submission",
+    "utc",
+]
 
 _RESULTS: Final[dict[EntryKind, EntryKind]] = {
     "completed": "intent",
@@ -160,13 +167,26 @@ def describe_entry(entry: Entry, *, seq_width: int = 0, kind_width: int = 0) -> 
     """
     text = f"#{entry.seq:<{seq_width}} {entry.kind:<{kind_width}} {entry.path} "
     text += f"(attempt {entry.attempt})"
+    payload = describe_payload(entry)
+    return text if payload is None else f"{text}: {payload}"
+
+
+def describe_payload(entry: Entry) -> str | None:
+    """An entry's payload decoded: a result as JSON, an error as ``Type: message``, a rejection
+    as its error and the result; ``None`` for an entry without one.
+
+    >>> describe_payload(Entry(3, "failed", "charge", 1, b'["CardDeclined","no funds"]'))
+    'CardDeclined: no funds'
+    >>> describe_payload(Entry(2, "intent", "charge", 1)) is None
+    True
+    """
     if entry.payload is None:
-        return text
+        return None
     if entry.kind in _ERRORS:
-        return f"{text}: {_recorded_error(entry.payload)}"
+        return _recorded_error(entry.payload)
     if entry.kind == "rejected":
-        return f"{text}: {_rejection(entry.payload)}"
-    return f"{text}: {_decoded(entry.payload)}"
+        return _rejection(entry.payload)
+    return _decoded(entry.payload)
 
 
 def utc(seconds: float) -> str:
@@ -238,6 +258,16 @@ def _why_dead(record: SagaRecord, entries: Sequence[Entry], journal: str | None)
         f"fsaga journal release {record.saga_id}{where}"
     )
     return lines
+
+
+def describe_recorded_outcome(data: bytes) -> str:
+    """A recorded outcome (`fsaga.journal.SagaRecord.outcome`) as `fsaga.render.describe_outcome`
+    describes a live one.
+
+    >>> describe_recorded_outcome(b'{"kind":"failure","error":["E","no"],"compensated":["a"]}')
+    'Failure: E: no\\n  compensated: a'
+    """
+    return "\n".join(_describe_recorded_outcome(data))
 
 
 def _describe_recorded_outcome(data: bytes) -> list[str]:
