@@ -28,6 +28,7 @@ import pytest
 
 from fsaga import Retry, Saga, par, pure, step
 from fsaga.durable import DurableSagas
+from fsaga.events import Event, SagaStarted, SagaStopped, StepStarted
 from fsaga.journal import MemoryJournal
 from fsaga.pictures import (
     PlanBind,
@@ -345,6 +346,18 @@ def test_trace_of_events_picks_one_run() -> None:
     assert [span.path for span in chosen.spans] == ["second"]
     with pytest.raises(ValueError, match="no events of saga 'three'"):
         trace_of_events(recording.events, saga_id="three")
+
+
+def test_a_run_that_stopped_without_an_outcome_is_traced_as_still_running() -> None:
+    events: list[Event] = [
+        SagaStarted("s-1", 10.0),
+        StepStarted("s-1", "first", 1, 10.5),
+        SagaStopped("s-1", 11.0, "fenced"),
+    ]
+    trace = trace_of_events(events)
+    assert trace.status == "running"
+    assert trace.outcome == "stopped (fenced), no outcome recorded"
+    assert [span.path for span in trace.spans] == ["first"]
 
 
 # -- traces from a journal -------------------------------------------------------------------

@@ -37,6 +37,7 @@ from fsaga.events import (
     Event,
     SagaFinished,
     SagaStarted,
+    SagaStopped,
     StepCompleted,
     StepFailed,
     StepRetrying,
@@ -276,6 +277,10 @@ def trace_of_events(events: Iterable[Event], *, saga_id: str | None = None) -> R
                         status = "failed"
                     case PartialFailure():
                         status = "partially_failed"
+            case SagaStopped(reason=reason):
+                # A durable run that stopped without recording an outcome: the saga is still
+                # running, for another process to finish.
+                outcome = f"stopped ({reason}), no outcome recorded"
             case SagaStarted():
                 pass
     spans = [opened.span() for opened in reading.spans]
