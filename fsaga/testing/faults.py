@@ -11,6 +11,9 @@ fail, interrupt or hang.
 >>> outcome = reserve.then(step(lambda: 0, name="charge")).run(FaultInjectingInterpreter(plan))
 >>> outcome.error, outcome.compensated
 (InjectedFault("injected fault: action of 'charge', attempt 1"), ('reserve',))
+
+PYTEST_DONT_REWRITE: its checks' assertion messages say what is wrong, so pytest, which
+loads fsaga as a plugin, leaves them as written.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ Needs hypothesis, like `fsaga.testing.strategies` (which re-exports everything h
 >>> plan = find(fault_plans(["reserve", "charge"]), lambda plan: "charge" in plan.actions)
 >>> plan.actions["charge"] >= 1
 True
+
+PYTEST_DONT_REWRITE: its checks' assertion messages say what is wrong, so pytest, which
+loads fsaga as a plugin, leaves them as written.
 """
 
 from __future__ import annotations
