@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from contextlib import AbstractContextManager
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -11,8 +13,11 @@ from fsaga.outcome import Outcome, PartialFailure, Success
 if TYPE_CHECKING:
     from fsaga.interpreter._engine import Engine
     from fsaga.interpreter.protocol import Perform
+    from fsaga.interpreter.settings import AroundEffect
 
-__all__ = ["released", "start_effect"]
+__all__ = ["enter_scopes", "leave_scopes", "released", "start_effect"]
+
+logger = logging.getLogger("fsaga.interpreter")
 
 _T = TypeVar("_T")
 
@@ -38,6 +43,48 @@ def start_effect(engine: Engine[Any], call: Call, perform: Perform | None) -> ob
     on_unknown = call.node.on_unknown
     assert on_unknown is not None
     return on_unknown(engine.context_of(call))
+
+
+def enter_scopes(
+    engine: Engine[Any], call: Call, scopes: tuple[AroundEffect, ...]
+) -> list[AbstractContextManager[object]]:
+    """Enter every effect scope (`fsaga.events.EffectScope`) for the effect `call` stands for,
+    in order, and return those entered, for `leave_scopes`. One that raises entering is logged
+    and left out: like a listener, it never changes the run."""
+    context = engine.context_of(call)
+    entered: list[AbstractContextManager[object]] = []
+    for scope in scopes:
+        try:
+            manager = scope(context)
+            manager.__enter__()
+        except Exception:
+            logger.exception(
+                "saga %s: effect scope %r raised entering %s of %s; ignored",
+                context.saga_id,
+                scope,
+                context.kind,
+                context.path,
+            )
+            continue
+        entered.append(manager)
+    return entered
+
+
+def leave_scopes(
+    entered: list[AbstractContextManager[object]], error: BaseException | None
+) -> None:
+    """Leave the scopes `enter_scopes` entered, newest first, telling each the effect's `error`
+    (if it raised). What a scope returns is ignored, so none can swallow the error; one that
+    raises leaving is logged and ignored."""
+    while entered:
+        manager = entered.pop()
+        try:
+            if error is None:
+                manager.__exit__(None, None, None)
+            else:
+                manager.__exit__(type(error), error, error.__traceback__)
+        except Exception:
+            logger.exception("effect scope %r raised leaving; ignored", manager)
 
 
 def released(outcome: Outcome[_T]) -> Outcome[_T]:
