@@ -103,7 +103,9 @@ class Recorder:
         "_claim",
         "_codec",
         "_create",
+        "_history",
         "_journal",
+        "_noted",
         "_probing",
         "_progress",
         "_replay",
@@ -111,6 +113,7 @@ class Recorder:
         "_written",
         "claimed",
         "concurrent",
+        "note",
         "pending",
         "trouble",
     )
@@ -130,6 +133,7 @@ class Recorder:
         self._codec = codec
         # What is left to replay: None once everything recorded has been (or nothing was).
         self._replay = Replay(recorded) if recorded else None
+        self._history = recorded
         self._written = len(recorded)
         # (name, version, input) of a saga the first write creates.
         self._create = create
@@ -147,6 +151,15 @@ class Recorder:
         # outcome), so a step costs one commit where no effect lies between two transitions.
         self.pending: list[Entry] = []
         self.trouble: BaseException | None = None
+        self.note: Callable[[], bytes | None] | None = None
+        """Makes the payload of the first intent this run writes: what its listeners carry
+        across a crash (`fsaga.durable.carrier`), if any do."""
+        self._noted = False
+
+    @property
+    def history(self) -> list[Entry]:
+        """What the journal held for the saga when this run began (empty for a new one)."""
+        return self._history
 
     @property
     def replayed_all(self) -> bool:
@@ -493,8 +506,15 @@ class Recorder:
         if self._probing:
             self._live()
         if write_intent:
+            payload = None
+            if self.note is not None and not self._noted:
+                self._noted = True
+                payload = self.note()
             self._write(
-                [*self.pending, Entry(self._next_seq(), intent, effect.path, effect.attempt)]
+                [
+                    *self.pending,
+                    Entry(self._next_seq(), intent, effect.path, effect.attempt, payload),
+                ]
             )
         else:
             self._own()
