@@ -40,7 +40,7 @@ from fsaga.interpreter._call import (
     UNDO_STRETCH,
     Call,
 )
-from fsaga.interpreter._effects import enter_scopes, leave_scopes, start_effect
+from fsaga.interpreter._effects import in_scopes_async, start_effect
 from fsaga.interpreter._engine import (
     BranchFailurePolicy,
     CompensationPolicy,
@@ -54,7 +54,6 @@ from fsaga.saga import Saga
 
 if TYPE_CHECKING:
     from fsaga.interpreter.protocol import Perform
-    from fsaga.interpreter.settings import AroundEffect
 
 __all__ = ["AsyncInterpreter", "in_worker_thread"]
 
@@ -368,7 +367,10 @@ class _Run:
     ) -> None:
         self.engine = engine
         self.concurrent = concurrent
-        self.perform = perform
+        # Through the listeners' effect scopes, if any (`fsaga.events.EffectScope`): entered in
+        # the task that performs the effect, left once its result has been awaited.
+        scopes = engine.effect_scopes
+        self.perform = perform if not scopes else in_scopes_async(scopes, perform)
         self.sleep = sleep
         self.group: TaskGroup | None = None
         # Whether siblings of a failed branch are cancelled; if so, the calls in flight in the
@@ -451,7 +453,7 @@ class _Run:
         per call, in a task group, while it has several."""
         engine = self.engine
         self.until_undo = until_undo
-        direct = self.perform is None and not engine.effect_scopes
+        direct = self.perform is None
         # `unchecked`: whether the last action was a plain function: it never yielded to the
         # event loop, so a cancellation may be waiting to be noticed before the next one starts.
         call = first or self.next_call()
@@ -728,34 +730,14 @@ class _Run:
         assert kind != "undo-stretch", "an undo stretch is performed by perform_undo_stretch"
         engine = self.engine
         perform = self.perform
-        scopes = engine.effect_scopes
         token = _running_effect.set((engine, call, kind, call.attempt))
         try:
-            if scopes:
-                return await _scoped_effect(engine, call, perform, scopes)
             result = start_effect(engine, call, perform)
             while result is not None and type(result) not in PLAIN_TYPES and isawaitable(result):
                 result = await result
         finally:
             _running_effect.reset(token)
         return result
-
-
-async def _scoped_effect(
-    engine: Engine[Any], call: Call, perform: Perform | None, scopes: tuple[AroundEffect, ...]
-) -> object:
-    """Perform the effect `call` stands for and await its result, as `_Run.invoke` does, inside
-    the listeners' effect scopes (`fsaga.events.EffectScope`), entered and left in this task."""
-    entered = enter_scopes(engine, call, scopes)
-    try:
-        result = start_effect(engine, call, perform)
-        while result is not None and type(result) not in PLAIN_TYPES and isawaitable(result):
-            result = await result
-    except BaseException as error:
-        leave_scopes(entered, error)
-        raise
-    leave_scopes(entered, None)
-    return result
 
 
 def in_worker_thread(

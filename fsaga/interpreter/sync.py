@@ -13,12 +13,11 @@ from fsaga._signatures import function_name
 from fsaga.context import _running_effect
 from fsaga.events import Listener
 from fsaga.interpreter._call import ACTION, COMPENSATION, Call
-from fsaga.interpreter._effects import enter_scopes, leave_scopes, released, start_effect
+from fsaga.interpreter._effects import in_scopes, released, start_effect
 from fsaga.interpreter._engine import CompensationPolicy, Engine, EngineSettings
 from fsaga.interpreter._plan import Straight, Stretch
 from fsaga.interpreter.protocol import Perform
 from fsaga.interpreter.results import PLAIN_TYPES
-from fsaga.interpreter.settings import AroundEffect
 from fsaga.outcome import Failure, Outcome, Success, describe_failure
 from fsaga.saga import Saga
 
@@ -75,7 +74,7 @@ class SyncInterpreter:
     Success(value='ok')
     """
 
-    __slots__ = ("_perform", "_settings", "_sleep")
+    __slots__ = ("_perform", "_performs", "_settings", "_sleep")
 
     def __init__(
         self,
@@ -98,6 +97,10 @@ class SyncInterpreter:
         except (TypeError, ValueError) as error:
             raise type(error)(f"SyncInterpreter: {error}") from None
         self._perform = perform
+        # How the driver performs effects: through the listeners' effect scopes, if any
+        # (`fsaga.events.EffectScope`); a run without them pays nothing for them.
+        scopes = self._settings.effect_scopes
+        self._performs = perform if not scopes else in_scopes(scopes, perform)
         self._sleep = sleep
 
     def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
@@ -241,9 +244,8 @@ class SyncInterpreter:
     ) -> BaseException | None:
         """Perform the engine's calls one at a time, from `call` on, until the run has its
         outcome; return the interruption to re-raise, if one came (or had come already)."""
-        perform = self._perform
+        perform = self._performs
         sleep = self._sleep
-        scopes = self._settings.effect_scopes
         while call is not None:
             # The call handed out and not yet reported back, if an interruption lands now.
             pending: Call | None = call
@@ -260,9 +262,7 @@ class SyncInterpreter:
                     else:
                         token = _running_effect.set((engine, call, kind, call.attempt))
                         try:
-                            if scopes:
-                                result = _scoped_effect(engine, call, perform, scopes)
-                            elif kind is not ACTION:
+                            if kind is not ACTION:
                                 result = start_effect(engine, call, perform)
                             elif call.node.options.async_undo:
                                 result = _refuse_async_undo(engine, call, perform)
@@ -290,24 +290,6 @@ class SyncInterpreter:
                     interruption = stop
                 call = _take_in(engine, pending, stop)
         return interruption
-
-
-def _scoped_effect(
-    engine: Engine[Any], call: Call, perform: Perform | None, scopes: tuple[AroundEffect, ...]
-) -> object:
-    """Perform the effect `call` stands for, as `SyncInterpreter._drive` does, inside the
-    listeners' effect scopes (`fsaga.events.EffectScope`)."""
-    entered = enter_scopes(engine, call, scopes)
-    try:
-        if call.kind is ACTION and call.node.options.async_undo:
-            result = _refuse_async_undo(engine, call, perform)
-        else:
-            result = start_effect(engine, call, perform)
-    except BaseException as error:
-        leave_scopes(entered, error)
-        raise
-    leave_scopes(entered, None)
-    return result
 
 
 def _run_stretch(engine: Engine[Any], call: Call) -> object:
