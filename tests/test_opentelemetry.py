@@ -3,6 +3,8 @@ SDK's in-memory exporter receives it, under the sync and async interpreters and 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -734,3 +736,29 @@ def test_a_carrier_that_raises_never_fails_a_durable_run(caplog: pytest.LogCaptu
     }
     assert "carrier" in caplog.text
     assert "raised" in caplog.text
+
+
+def test_importing_it_without_opentelemetry_says_which_extra_to_install() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['opentelemetry'] = None  # as if it were not installed\n"
+        "import fsaga, fsaga.contrib\n"
+        "try:\n"
+        "    import fsaga.contrib.opentelemetry\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert completed.stdout == (
+        "fsaga.contrib.opentelemetry needs the OpenTelemetry API: pip install 'fsaga[otel]'\n"
+    )
+
+
+def test_importing_fsaga_imports_no_opentelemetry() -> None:
+    code = "import sys, fsaga, fsaga.contrib, fsaga.durable\nprint('opentelemetry' in sys.modules)"
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert completed.stdout == "False\n"

@@ -54,11 +54,16 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Final, Literal, final
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.trace import Link, Span, Status, StatusCode, Tracer, TracerProvider
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from opentelemetry.util.types import AttributeValue
+try:
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+    from opentelemetry.trace import Link, Span, Status, StatusCode, Tracer, TracerProvider
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    from opentelemetry.util.types import AttributeValue
+except ImportError as missing:
+    raise ImportError(
+        "fsaga.contrib.opentelemetry needs the OpenTelemetry API: pip install 'fsaga[otel]'"
+    ) from missing
 
 from fsaga.context import StepContext, StepContextKind
 from fsaga.errors import StepTimeoutError, UnknownOutcomeError
