@@ -5,6 +5,11 @@ step and compensation events carry the step's path and the attempt number, and t
 end an attempt carry when it started (``started_at``) too. A listener is any callable taking an
 `Event`; one that raises is logged and ignored: it never changes the run.
 
+A listener may also wrap every effect the interpreter performs (`EffectScope`): one with an
+``around_effect`` method is entered around each action, compensation and unknown-outcome
+compensation, in the task or thread that performs it, so it can set what the effect sees in
+context variables (the current span of a trace, say: `fsaga.contrib.opentelemetry`).
+
 >>> from fsaga import step
 >>> from fsaga.interpreter import SyncInterpreter
 >>> seen: list[Event] = []
@@ -16,10 +21,12 @@ end an attempt carry when it started (``started_at``) too. A listener is any cal
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, TypeAlias, final
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, final
 
 if TYPE_CHECKING:
+    from fsaga.context import StepContext
     from fsaga.outcome import Outcome
 
 __all__ = [
@@ -27,6 +34,7 @@ __all__ = [
     "CompensationFailed",
     "CompensationRetrying",
     "CompensationStarted",
+    "EffectScope",
     "Event",
     "Listener",
     "SagaFinished",
@@ -239,6 +247,49 @@ Event: TypeAlias = (
 
 Listener: TypeAlias = Callable[[Event], object]
 """Receives each event as it happens; its return value is ignored."""
+
+
+class EffectScope(Protocol):
+    """A listener that also wraps every effect an interpreter performs.
+
+    The interpreter finds the ``around_effect`` method on a listener it is given and enters what
+    it returns around each action, compensation and unknown-outcome compensation (after the
+    effect's `StepStarted` or `CompensationStarted`, before the event that ends its attempt),
+    in the task or thread that performs the effect: what it sets in a context variable, the
+    effect sees, and so do the tasks and threads the effect starts. Retry waits are not
+    wrapped. Several such listeners are entered in the order they were given.
+
+    Like a listener, it never changes the run: an exception raised entering or leaving it is
+    logged and ignored (the effect runs all the same, and its result or error stands), and what
+    its ``__exit__`` returns is ignored (it cannot swallow the effect's error).
+
+    >>> from contextlib import contextmanager
+    >>> from collections.abc import Iterator
+    >>> from fsaga import step
+    >>> from fsaga.context import StepContext
+    >>> from fsaga.interpreter import SyncInterpreter
+    >>> class Around:
+    ...     def __call__(self, event: Event) -> None:
+    ...         pass
+    ...     @contextmanager
+    ...     def around_effect(self, context: StepContext) -> Iterator[None]:
+    ...         print("enter", context.path, context.attempt)
+    ...         yield
+    ...         print("leave", context.path)
+    >>> step(lambda: print("charging"), name="charge").run(SyncInterpreter(listeners=[Around()]))
+    enter charge 1
+    charging
+    leave charge
+    Success(value=None)
+    """
+
+    def __call__(self, event: Event, /) -> object:
+        """Receive `event` (the listener itself)."""
+        ...
+
+    def around_effect(self, context: StepContext, /) -> AbstractContextManager[object]:
+        """What to enter around the effect `context` describes."""
+        ...
 
 
 def branches_independent(first: str, second: str) -> bool:

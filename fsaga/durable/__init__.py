@@ -27,6 +27,7 @@ Success(value='hello ada')
 Success(value='hello ada')
 """
 
+from fsaga.durable.carrier import ContextCarrier as ContextCarrier
 from fsaga.durable.definitions import SagaDefinitions as SagaDefinitions
 from fsaga.durable.errors import DefinitionConflictError as DefinitionConflictError
 from fsaga.durable.errors import NonDeterminismError as NonDeterminismError
@@ -39,6 +40,7 @@ from fsaga.durable.runs import DurableSagas as DurableSagas
 from fsaga.durable.worker import WorkerReport as WorkerReport
 
 __all__ = [
+    "ContextCarrier",
     "DefinitionConflictError",
     "DurableSagas",
     "NonDeterminismError",

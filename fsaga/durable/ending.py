@@ -42,6 +42,13 @@ class HoldingBack:
     def __repr__(self) -> str:
         return repr(self.listener)
 
+    def __getattr__(self, name: str) -> object:
+        # The listener's effect scope, if it has one (`fsaga.events.EffectScope`), goes on
+        # wrapping the run's effects.
+        if name == "around_effect":
+            return getattr(self.listener, name)
+        raise AttributeError(name)
+
 
 def stop_reason(error: BaseException | None) -> StopReason:
     """Why a run that `error` stopped recorded no outcome (see `SagaStopped`)."""

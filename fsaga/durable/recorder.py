@@ -108,7 +108,9 @@ class Recorder:
         "_codec",
         "_create",
         "_deadlines",
+        "_history",
         "_journal",
+        "_noted",
         "_probing",
         "_progress",
         "_replay",
@@ -116,6 +118,7 @@ class Recorder:
         "_written",
         "claimed",
         "concurrent",
+        "note",
         "pending",
         "trouble",
     )
@@ -134,7 +137,8 @@ class Recorder:
         self._saga_id = saga_id
         self._codec = codec
         # What is left to replay: None once everything recorded has been (or nothing was).
-        self._replay = Replay(recorded) if recorded else None
+        self._replay = Replay(recorded, run_again=codec.encode(RUN_AGAIN)) if recorded else None
+        self._history = recorded
         self._written = len(recorded)
         # (name, version, input) of a saga the first write creates.
         self._create = create
@@ -153,6 +157,15 @@ class Recorder:
         # outcome), so a step costs one commit where no effect lies between two transitions.
         self.pending: list[Entry] = []
         self.trouble: BaseException | None = None
+        self.note: Callable[[], bytes | None] | None = None
+        """Makes the payload of the first intent this run writes: what its listeners carry
+        across a crash (`fsaga.durable.carrier`), if any do."""
+        self._noted = False
+
+    @property
+    def history(self) -> list[Entry]:
+        """What the journal held for the saga when this run began (empty for a new one)."""
+        return self._history
 
     @property
     def replayed_all(self) -> bool:
@@ -553,8 +566,14 @@ class Recorder:
             self._live()
         if write_intent:
             # The undo running a step again says so: a replay must not take it for a retry.
+            # Otherwise the run's first intent keeps what its listeners carry (`note`).
             again = intent == "intent" and not self._deadlines.forward(effect)
-            payload = self._codec.encode(RUN_AGAIN) if again else None
+            payload = None
+            if again:
+                payload = self._codec.encode(RUN_AGAIN)
+            elif self.note is not None and not self._noted:
+                self._noted = True
+                payload = self.note()
             entry = Entry(self._next_seq(), intent, effect.path, effect.attempt, payload)
             self._write([*self.pending, entry])
         else:

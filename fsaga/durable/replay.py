@@ -80,14 +80,17 @@ class Replay:
         "_logs",
         "_not_started",
         "_outcomes",
+        "_run_again",
         "_slots",
         "_undo",
         "entries",
         "turn",
     )
 
-    def __init__(self, entries: Sequence[Entry]) -> None:
+    def __init__(self, entries: Sequence[Entry], *, run_again: bytes | None = None) -> None:
         self.entries: Final = tuple(entries)
+        # The payload of an intent to run a step again (None: any payload is one).
+        self._run_again = run_again
         logs: dict[str, list[int]] = {}
         for index, entry in enumerate(self.entries):
             logs.setdefault(entry.path, []).append(index)
@@ -148,7 +151,9 @@ class Replay:
         """Whether the entry at `index` is the intent of the undo to run its step again, to
         learn the result of an attempt whose outcome is unknown before compensating it.
 
-        Such an intent says so (it carries a payload, which a forward attempt's never does). In
+        Such an intent says so (it carries `run_again`, the encoded
+        `fsaga.durable.deadlines.RUN_AGAIN`; a forward attempt's intent carries nothing, or what
+        the run's listeners keep, `fsaga.durable.carrier`). In
         a journal written before intents said so, it is the intent right after a resultless
         intent of the same step: an attempt cut off without a recorded result was cut off by
         an interrupt, and a run an interrupt cut off retries nothing forward.
@@ -157,7 +162,7 @@ class Replay:
         if entry.kind != "intent" or entry.attempt == 1:
             return False
         if entry.payload is not None:
-            return True
+            return self._run_again is None or entry.payload == self._run_again
         log = self._logs[entry.path]
         place = log.index(index)
         previous = self.entries[log[place - 1]] if place else None

@@ -6,11 +6,19 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from functools import partial
 from typing import TYPE_CHECKING, final
 
 import anyio
 
 from fsaga._numbers import check_count, check_seconds
+from fsaga.durable.carrier import (
+    _carrier_payload,
+    _carriers_of,
+    _recorded_carriers,
+    _resuming,
+)
 from fsaga.durable.definitions import SagaDefinitions
 from fsaga.durable.ending import Ending, HoldingBack
 from fsaga.durable.errors import (
@@ -52,7 +60,9 @@ class DurableSagas:
             default; give it your types with ``JsonCodec(types=...)``). A step whose result it
             cannot encode fails with a `fsaga.journal.CodecError` naming the step, without a
             retry, and is compensated with the result the process holds.
-        listeners: called with every event of every run.
+        listeners: called with every event of every run. One that is also a
+            `fsaga.durable.ContextCarrier` (`fsaga.contrib.opentelemetry.Tracing`) has what it
+            carries of a run kept in the journal, and handed to the recoveries of that run.
         max_recovery_attempts: recoveries that may claim a saga without finishing it before it
             is parked as dead (see `parked`).
         stale_after: seconds without a journal write after which an unfinished saga counts as
@@ -63,6 +73,7 @@ class DurableSagas:
     """
 
     __slots__ = (
+        "_carriers",
         "_codec",
         "_definitions",
         "_held_back",
@@ -91,6 +102,7 @@ class DurableSagas:
         # The interpreter's `SagaFinished` comes before the outcome is recorded: the run emits
         # its last event itself (`fsaga.durable.ending`).
         self._held_back = tuple(HoldingBack(listener) for listener in self._listeners)
+        self._carriers = _carriers_of(self._listeners)
         self._max_attempts = max_recovery_attempts
         self._stale = stale_after
 
@@ -464,7 +476,8 @@ class DurableSagas:
             sleep=ready.recorder.sleep_in_thread,
         )
         try:
-            outcome = interpreter.run_saga(ready.saga, saga_id=ready.saga_id)
+            with self._carried(ready):
+                outcome = interpreter.run_saga(ready.saga, saga_id=ready.saga_id)
         except Exception as error:
             ready.ending.stopped(error)
             self._note_failed_recovery(ready, error)
@@ -483,7 +496,8 @@ class DurableSagas:
             sleep=recorder.sleep,
         )
         try:
-            outcome = await interpreter.run_saga(ready.saga, saga_id=ready.saga_id)
+            with self._carried(ready):
+                outcome = await interpreter.run_saga(ready.saga, saga_id=ready.saga_id)
         except Exception as error:
             ready.ending.stopped(error)
             self._note_failed_recovery(ready, error)
@@ -492,6 +506,19 @@ class DurableSagas:
             self._interrupted(ready, interruption)
             raise
         return self._conclude(ready, outcome)
+
+    def _carried(self, ready: _Ready) -> AbstractContextManager[object]:
+        """Around a run: its listeners' carriers (`fsaga.durable.carrier`) get the run's first
+        intent to keep what they carry, and, for a recovery, what the runs before it kept."""
+        carriers = self._carriers
+        if not carriers:
+            return contextlib.nullcontext()
+        recorder = ready.recorder
+        recorder.note = partial(_carrier_payload, carriers, ready.saga_id, self._codec)
+        if not recorder.history:
+            return contextlib.nullcontext()
+        kept = _recorded_carriers(recorder.history, self._codec)
+        return _resuming(carriers, ready.saga_id, kept)
 
     def _interrupted(self, ready: _Ready, interruption: BaseException) -> None:
         """Interrupted or cancelled: the undo ran; record its outcome before it goes on."""

@@ -72,6 +72,7 @@ from fsaga.interpreter._undo import Undo
 from fsaga.interpreter._walk import Failed, Finished, walk
 from fsaga.interpreter.protocol import Effect
 from fsaga.interpreter.results import PLAIN_TYPES, unwrap_result
+from fsaga.interpreter.settings import AroundEffect
 from fsaga.interpreter.settings import BranchFailurePolicy as BranchFailurePolicy
 from fsaga.interpreter.settings import CompensationPolicy as CompensationPolicy
 from fsaga.interpreter.settings import EngineSettings as EngineSettings
@@ -361,6 +362,12 @@ class Engine(Generic[_T]):
     def in_flight(self) -> int:
         """How many calls handed out are not reported yet."""
         return self._in_flight
+
+    @property
+    def effect_scopes(self) -> tuple[AroundEffect, ...]:
+        """What the driver enters around every effect it performs (see
+        `fsaga.events.EffectScope`); empty in most runs."""
+        return self._settings.effect_scopes
 
     def context_of(self, call: Call) -> StepContext:
         """What the effect `call` performs may know about itself (`fsaga.current_context()`)."""

@@ -40,7 +40,7 @@ from fsaga.interpreter._call import (
     UNDO_STRETCH,
     Call,
 )
-from fsaga.interpreter._effects import start_effect
+from fsaga.interpreter._effects import in_scopes_async, start_effect
 from fsaga.interpreter._engine import (
     BranchFailurePolicy,
     CompensationPolicy,
@@ -367,7 +367,10 @@ class _Run:
     ) -> None:
         self.engine = engine
         self.concurrent = concurrent
-        self.perform = perform
+        # Through the listeners' effect scopes, if any (`fsaga.events.EffectScope`): entered in
+        # the task that performs the effect, left once its result has been awaited.
+        scopes = engine.effect_scopes
+        self.perform = perform if not scopes else in_scopes_async(scopes, perform)
         self.sleep = sleep
         self.group: TaskGroup | None = None
         # Whether siblings of a failed branch are cancelled; if so, the calls in flight in the

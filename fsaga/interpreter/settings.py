@@ -5,13 +5,18 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal, final
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias, final
 
 from fsaga._numbers import check_seconds
+from fsaga.context import StepContext
 from fsaga.events import Listener
 
-__all__ = ["BranchFailurePolicy", "CompensationPolicy", "EngineSettings"]
+__all__ = ["AroundEffect", "BranchFailurePolicy", "CompensationPolicy", "EngineSettings"]
+
+AroundEffect: TypeAlias = Callable[[StepContext], AbstractContextManager[object]]
+"""What a driver enters around each effect it performs (see `fsaga.events.EffectScope`)."""
 
 CompensationPolicy = Literal["continue", "stop"]
 """What a compensation that fails for good does to the others: they still run, or are skipped."""
@@ -38,6 +43,9 @@ class EngineSettings:
         on_branch_failure: see `BranchFailurePolicy`.
         concurrent_compensation: undo independent `par` branches side by side (in reverse
             causal order) instead of one step at a time in reverse completion order.
+        effect_scopes: made from the listeners, not given: the ``around_effect`` method of each
+            listener that has one (`fsaga.events.EffectScope`), for the driver to enter around
+            every effect it performs.
     """
 
     listeners: tuple[Listener, ...] = ()
@@ -48,11 +56,22 @@ class EngineSettings:
     run_timeout: float | None = None
     on_branch_failure: BranchFailurePolicy = "settle"
     concurrent_compensation: bool = False
+    effect_scopes: tuple[AroundEffect, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
+        scopes: list[AroundEffect] = []
         for listener in self.listeners:
             if not callable(listener):
                 raise TypeError(f"listener {listener!r} is not callable")
+            around = getattr(listener, "around_effect", None)
+            if around is not None:
+                if not callable(around):
+                    raise TypeError(
+                        f"listener {listener!r} has an around_effect that is not callable"
+                    )
+                scopes.append(around)
+        if scopes:
+            object.__setattr__(self, "effect_scopes", tuple(scopes))
         for label, function in (
             ("clock", self.clock),
             ("random_unit", self.random_unit),

@@ -13,7 +13,7 @@ from fsaga._signatures import function_name
 from fsaga.context import _running_effect
 from fsaga.events import Listener
 from fsaga.interpreter._call import ACTION, COMPENSATION, Call
-from fsaga.interpreter._effects import released, start_effect
+from fsaga.interpreter._effects import in_scopes, released, start_effect
 from fsaga.interpreter._engine import CompensationPolicy, Engine, EngineSettings
 from fsaga.interpreter._plan import Straight, Stretch
 from fsaga.interpreter.protocol import Perform
@@ -74,7 +74,7 @@ class SyncInterpreter:
     Success(value='ok')
     """
 
-    __slots__ = ("_perform", "_settings", "_sleep")
+    __slots__ = ("_perform", "_performs", "_settings", "_sleep")
 
     def __init__(
         self,
@@ -97,6 +97,10 @@ class SyncInterpreter:
         except (TypeError, ValueError) as error:
             raise type(error)(f"SyncInterpreter: {error}") from None
         self._perform = perform
+        # How the driver performs effects: through the listeners' effect scopes, if any
+        # (`fsaga.events.EffectScope`); a run without them pays nothing for them.
+        scopes = self._settings.effect_scopes
+        self._performs = perform if not scopes else in_scopes(scopes, perform)
         self._sleep = sleep
 
     def run_saga(self, saga: Saga[_T], /, *, saga_id: str | None = None) -> Outcome[_T]:
@@ -240,7 +244,7 @@ class SyncInterpreter:
     ) -> BaseException | None:
         """Perform the engine's calls one at a time, from `call` on, until the run has its
         outcome; return the interruption to re-raise, if one came (or had come already)."""
-        perform = self._perform
+        perform = self._performs
         sleep = self._sleep
         while call is not None:
             # The call handed out and not yet reported back, if an interruption lands now.

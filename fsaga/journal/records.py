@@ -117,7 +117,9 @@ class Entry:
 
     The kinds, for a step at `path` and its attempt `attempt`:
 
-    - ``"intent"``: the action is about to run (written before the effect);
+    - ``"intent"``: the action is about to run (written before the effect); the first intent
+      a run writes may carry, as its `payload`, what the run's listeners keep of it across a
+      crash (a trace context: `fsaga.durable.ContextCarrier`), which no replay reads;
     - ``"completed"``: the action returned; `payload` is its encoded result;
     - ``"failed"``: the action failed; `payload` is an encoded description of the error;
     - ``"unknown"``: nobody knows whether the action took effect (its attempt timed out, was
@@ -136,7 +138,8 @@ class Entry:
         kind: the transition (`EntryKind`).
         path: the step's path, e.g. ``"order/payment/charge"``.
         attempt: the attempt it belongs to, from 1.
-        payload: the encoded result or error, for the kinds that carry one; else ``None``.
+        payload: the encoded result or error, for the kinds that carry one (a carrier, for an
+            intent); else ``None``.
 
     Raises:
         ValueError: `seq` or `attempt` is below 1, or `kind` is not an `EntryKind`.
