@@ -32,7 +32,9 @@ from fsaga import (
     step,
 )
 from fsaga.durable import DurableSagas, SagaDefinitions
-from fsaga.journal import Entry, MemoryJournal
+from fsaga.durable.deadlines import RUN_AGAIN
+from fsaga.durable.replay import Replay
+from fsaga.journal import Entry, JsonCodec, MemoryJournal
 from fsaga.outcome import Outcome
 
 SAGA_ID = "deadline-1"
@@ -859,3 +861,27 @@ def test_a_retry_an_interrupt_called_off_after_a_deadline_cut_its_attempt_is_not
     assert isinstance(recovered, Failure)
     assert recovered.compensated == ("charge", "hold")
     assert till.ran["action:charge"] == 2  # the cut-off attempt and the undo's, never again
+
+
+def test_only_the_run_again_mark_makes_an_intent_the_undos_other_payloads_do_not() -> None:
+    # An intent's payload is either the undo's run-again mark or what the run's listeners keep
+    # with its first intent (a trace context, fsaga.durable.carrier); a forward retry that
+    # carries the latter must not be taken for the undo running the step again.
+    codec = JsonCodec()
+    mark = codec.encode(RUN_AGAIN)
+    carried = codec.encode({"carrier": {"traceparent": "00-0af7-b7ad-01"}})
+    entries = [
+        Entry(1, "intent", "a", 1),
+        Entry(2, "failed", "a", 1, codec.encode("declined")),
+        Entry(3, "intent", "a", 2, carried),
+        Entry(4, "unknown", "a", 2),
+        Entry(5, "intent", "a", 3, mark),
+    ]
+    replay = Replay(entries, run_again=mark)
+    assert [replay.runs_again(index) for index in range(len(entries))] == [
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
