@@ -98,6 +98,9 @@ else:
         },
     )
 
+__version__ = "0.1.0"
+"""fsaga's version: the one place it is written (the build reads it, as `fsaga --version` does)."""
+
 __all__ = [
     "AsyncInterpreter",
     "AsyncInterpreterProtocol",

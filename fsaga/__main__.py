@@ -1,6 +1,6 @@
 """The command line: ``python -m fsaga demo``, ``python -m fsaga journal
-list|show|recover|release|migrate|submit|submissions|show-submission|release-submission`` and
-``python -m fsaga worker`` (or ``fsaga ...`` once installed).
+list|show|recover|release|migrate|submit|submissions|show-submission|release-submission``,
+``python -m fsaga worker`` and ``python -m fsaga --version`` (or ``fsaga ...`` once installed).
 
 The journal commands live in `fsaga.journal.cli`, the worker in `fsaga._worker_cli`.
 
@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from fsaga import __version__
 from fsaga.journal.cli import add_journal_commands, run_journal_command
 
 __all__ = ["main", "parser"]
@@ -28,6 +29,7 @@ def parser() -> argparse.ArgumentParser:
         prog="fsaga",
         description="Typed, functional sagas for Python.",
     )
+    command.add_argument("--version", action="version", version=f"fsaga {__version__}")
     commands = command.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
         "demo",

@@ -225,8 +225,10 @@ class AsyncFaultInjectingInterpreter:
     Args:
         plan: which effects fail, hang, or cancel the run.
         listeners: further listeners, called after the recording one.
-        timeout, on_branch_failure, concurrent_compensation, on_compensation_failure: as for
-            `AsyncInterpreter`.
+        timeout: as for `AsyncInterpreter`.
+        on_branch_failure: as for `AsyncInterpreter`.
+        concurrent_compensation: as for `AsyncInterpreter`.
+        on_compensation_failure: as for `AsyncInterpreter`.
         check: check each run against the contract as it finishes (`check_run` on its own
             trace, in the reverse causal order with `concurrent_compensation`): a broken rule
             raises `AssertionError` out of `run_saga`. Runs are then checked one at a time.
