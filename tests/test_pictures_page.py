@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import struct
-import subprocess
-import zlib
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
 import picture_sagas as sagas
 import pytest
+from browser import headless, png_pixels
 
 from fsaga.__main__ import main
 from fsaga.durable import DurableSagas
@@ -36,45 +33,6 @@ from fsaga.pictures import (
 from fsaga.pictures.trace import MAIN, Lane
 
 CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def chromium() -> str:
-    """The Chromium binary; skips the test without one (fails under CI, where nothing skips)."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        reason = (
-            "the page's browser test needs Debian's Chromium: apt-get install chromium "
-            "(.ci/run installs it when missing)"
-        )
-        if CI:
-            pytest.fail(f"CI=true and {reason}", pytrace=False)
-        pytest.skip(reason)
-    return found
-
-
-def headless(binary: str, profile: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    """Chromium, headless, with a fresh profile and nothing that reaches for the network."""
-    return subprocess.run(
-        [
-            binary,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--hide-scrollbars",
-            f"--user-data-dir={profile}",
-            *arguments,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
 
 
 @dataclass
@@ -140,63 +98,15 @@ def read_dom(dump: str) -> Drawn:
     return reader.found
 
 
-def png_pixels(data: bytes) -> tuple[int, int, list[tuple[int, int, int]]]:
-    """A PNG's width, height and RGB pixels (8-bit RGB or RGBA, not interlaced)."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    offset, chunks, header = 8, b"", b""
-    while offset < len(data):
-        (length,) = struct.unpack(">I", data[offset : offset + 4])
-        kind = data[offset + 4 : offset + 8]
-        body = data[offset + 8 : offset + 8 + length]
-        if kind == b"IHDR":
-            header = body
-        elif kind == b"IDAT":
-            chunks += body
-        offset += 12 + length
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header)
-    assert (depth, colour, interlace) in {(8, 2, 0), (8, 6, 0)}, (depth, colour, interlace)
-    channels = 3 if colour == 2 else 4
-    raw = zlib.decompress(chunks)
-    stride = width * channels
-    previous = bytearray(stride)
-    pixels: list[tuple[int, int, int]] = []
-    for row in range(height):
-        start = row * (stride + 1)
-        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
-        for index in range(stride):
-            left = line[index - channels] if index >= channels else 0
-            up = previous[index]
-            corner = previous[index - channels] if index >= channels else 0
-            if kind == 1:
-                line[index] = (line[index] + left) & 0xFF
-            elif kind == 2:
-                line[index] = (line[index] + up) & 0xFF
-            elif kind == 3:
-                line[index] = (line[index] + (left + up) // 2) & 0xFF
-            elif kind == 4:
-                guess = left + up - corner
-                nearest = min(
-                    (abs(guess - left), 0, left),
-                    (abs(guess - up), 1, up),
-                    (abs(guess - corner), 2, corner),
-                )[2]
-                line[index] = (line[index] + nearest) & 0xFF
-        pixels.extend((line[i], line[i + 1], line[i + 2]) for i in range(0, stride, channels))
-        previous = line
-    return width, height, pixels
-
-
 def test_the_page_in_chromium_draws_every_lane_bar_label_and_undo_arrow(tmp_path: Path) -> None:
-    binary = chromium()
     trace = sagas.failure()
     page = tmp_path / "trace.html"
     page.write_text(trace_as_html(trace), encoding="utf-8")
 
     dumped = headless(
-        binary, tmp_path / "profile-dom", "--window-size=1280,800", "--dump-dom", page.as_uri()
+        tmp_path / "profile-dom", "--window-size=1280,800", "--dump-dom", page.as_uri()
     )
-    assert dumped.returncode == 0, dumped.stderr
-    drawn = read_dom(dumped.stdout)
+    drawn = read_dom(dumped)
 
     assert drawn.drawn, "the page's script did not run to its end"
     assert drawn.mode == "time"
@@ -220,16 +130,12 @@ def test_the_page_in_chromium_draws_every_lane_bar_label_and_undo_arrow(tmp_path
     assert drawn.rows == len(trace.spans)
 
     shot = tmp_path / "trace.png"
-    taken = headless(
-        binary,
-        tmp_path / "profile-shot",
-        f"--screenshot={shot}",
-        "--window-size=1280,800",
-        page.as_uri(),
+    headless(
+        tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1280,800", page.as_uri()
     )
-    assert taken.returncode == 0, taken.stderr
-    width, height, pixels = png_pixels(shot.read_bytes())
+    width, height, rows = png_pixels(shot.read_bytes())
     assert (width, height) == (1280, 800)
+    pixels = [pixel for row in rows for pixel in row]
     colours = set(pixels)
     assert len(colours) > 50, "the screenshot is blank"
     # The bars are drawn in their colours: completed green, failed red, compensated blue.
@@ -240,13 +146,10 @@ def test_the_page_in_chromium_draws_every_lane_bar_label_and_undo_arrow(tmp_path
 def test_a_journal_page_in_chromium_lays_out_by_entry_and_shows_what_was_in_flight(
     tmp_path: Path,
 ) -> None:
-    binary = chromium()
     trace = sagas.journal_unfinished()
     page = tmp_path / "journal.html"
     page.write_text(trace_as_html(trace), encoding="utf-8")
-    dumped = headless(binary, tmp_path / "profile", "--dump-dom", page.as_uri())
-    assert dumped.returncode == 0, dumped.stderr
-    drawn = read_dom(dumped.stdout)
+    drawn = read_dom(headless(tmp_path / "profile", "--dump-dom", page.as_uri()))
     assert drawn.mode == "order"
     assert drawn.bars[-1] == ("ship", "action", "in_flight")
     assert drawn.bar_labels == ["reserve", "charge", "charge #2", "ship"]

@@ -16,21 +16,18 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import shutil
-import struct
 import subprocess
 import sys
-import zlib
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from browser import headless, png_pixels
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 pytestmark = pytest.mark.site
 
@@ -164,49 +161,10 @@ def test_doctest_examples_become_pycon_blocks() -> None:
 # -- in the browser ---------------------------------------------------------------------------
 
 
-def chromium() -> str:
-    """The Chromium binary; skips the test without one (fails under CI, where nothing skips)."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        reason = (
-            "the site's browser tests need Debian's Chromium: apt-get install -y chromium "
-            "(.ci/run installs it when missing)"
-        )
-        if CI:
-            pytest.fail(f"CI=true and {reason}", pytrace=False)
-        pytest.skip(reason)
-    return found
-
-
-def headless(profile: Path, *arguments: str) -> str:
-    """Run headless Chromium, with a new empty profile and no network of its own; return what
-    it printed on standard output."""
-    profile.mkdir()
-    completed = subprocess.run(
-        [
-            chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
-            "--window-size=1280,900",
-            # Virtual time: the page's scripts (and the search worker) run until idle.
-            "--virtual-time-budget=15000",
-            *arguments,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    if completed.returncode != 0:
-        pytest.fail(f"chromium exited {completed.returncode}:\n{completed.stderr}", pytrace=False)
-    return completed.stdout
+def in_chromium(profile: Path, *arguments: str) -> str:
+    """Headless Chromium at the site's window size; the page's scripts (and the search
+    worker) run until idle, on virtual time."""
+    return headless(profile, "--window-size=1280,900", "--virtual-time-budget=15000", *arguments)
 
 
 class Page(HTMLParser):
@@ -261,50 +219,8 @@ class Page(HTMLParser):
 def dump(site: Path, profile: Path, page: str, query: str = "") -> Page:
     """The DOM of a page of the site once its scripts ran, opened from the file system."""
     parsed = Page()
-    parsed.feed(headless(profile, "--dump-dom", (site / page).as_uri() + query))
+    parsed.feed(in_chromium(profile, "--dump-dom", (site / page).as_uri() + query))
     return parsed
-
-
-def png_rows(data: bytes, count: int) -> tuple[int, int, list[bytes]]:
-    """Width, height and the first `count` rows of pixels (RGB or RGBA bytes) of an 8-bit,
-    non-interlaced PNG: the filters undone, as a PNG decoder does."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    position, compressed = 8, b""
-    width = height = channels = 0
-    while position < len(data):
-        (length,) = struct.unpack(">I", data[position : position + 4])
-        kind, body = data[position + 4 : position + 8], data[position + 8 : position + 8 + length]
-        if kind == b"IHDR":
-            width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body)
-            assert (depth, interlace) == (8, 0), (depth, interlace)
-            assert colour in {2, 6}, colour
-            channels = 3 if colour == 2 else 4
-        elif kind == b"IDAT":
-            compressed += body
-        position += 12 + length
-    raw, stride = zlib.decompress(compressed), width * channels
-    rows: list[bytes] = []
-    previous = bytearray(stride)
-    for y in range(min(count, height)):
-        start = y * (stride + 1)
-        filter_type, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
-        for x in range(stride):
-            left = line[x - channels] if x >= channels else 0
-            up = previous[x]
-            corner = previous[x - channels] if x >= channels else 0
-            if filter_type == 1:
-                line[x] = (line[x] + left) & 0xFF
-            elif filter_type == 2:
-                line[x] = (line[x] + up) & 0xFF
-            elif filter_type == 3:
-                line[x] = (line[x] + (left + up) // 2) & 0xFF
-            elif filter_type == 4:
-                guess = left + up - corner
-                distances = [abs(guess - left), abs(guess - up), abs(guess - corner)]
-                line[x] = (line[x] + (left, up, corner)[distances.index(min(distances))]) & 0xFF
-        rows.append(bytes(line))
-        previous = line
-    return width, height, rows
 
 
 def test_the_index_in_chromium_draws_the_navigation_and_the_search_box(
@@ -323,18 +239,16 @@ def test_the_index_in_chromium_draws_the_navigation_and_the_search_box(
     assert page.search_inputs[0].get("placeholder") == "Search"
 
     screenshot = tmp_path / "index.png"
-    headless(tmp_path / "profile-2", f"--screenshot={screenshot}", (site / "index.html").as_uri())
-    width, height, rows = png_rows(screenshot.read_bytes(), 11)
+    in_chromium(
+        tmp_path / "profile-2", f"--screenshot={screenshot}", (site / "index.html").as_uri()
+    )
+    width, height, rows = png_pixels(screenshot.read_bytes(), rows=11)
     assert (width, height) == (1280, 900)
     # Drawn with the theme's stylesheet: the header bar across the top is its indigo.
-    channels = len(rows[0]) // width
-    header = rows[10]
     indigo = sum(
         1
-        for x in range(width)
-        if abs(header[x * channels] - 0x40) < 12
-        and abs(header[x * channels + 1] - 0x51) < 12
-        and abs(header[x * channels + 2] - 0xB5) < 12
+        for red, green, blue in rows[10]
+        if abs(red - 0x40) < 12 and abs(green - 0x51) < 12 and abs(blue - 0xB5) < 12
     )
     assert indigo > width // 2, f"{indigo} of {width} header pixels are the theme's indigo"
 
