@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 from servers import PostgresServer, postgres_server, redis_server
+from temporal_env import TemporalSession, require_temporal, time_skipping_session
 from trio.testing import MockClock
 
 pytest_plugins = ["pytester", "fsaga.testing.pytest_plugin"]
@@ -71,3 +72,12 @@ def redis_server_url() -> Iterator[str]:
     """One throwaway Redis server for the whole run (tests/servers.py), as its URL."""
     with redis_server() as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def temporal() -> Iterator[TemporalSession]:
+    """One time-skipping Temporal server, client and worker for the whole run
+    (tests/temporal_env.py); tests keep apart by giving each saga an id of its own."""
+    require_temporal()
+    with time_skipping_session() as session:
+        yield session

@@ -80,3 +80,29 @@ class SagaDefinitions:
         if definition is None:
             raise UnknownDefinitionError(name, registered=sorted(self._by_name))
         return definition.version, definition.build
+
+    def name_of(self, build: Callable[[Any], Saga[object]]) -> str:
+        """The name the builder `build` is registered under.
+
+        Raises:
+            UnknownDefinitionError: `build` is not registered here.
+            ValueError: `build` is registered under several names.
+
+        >>> definitions = SagaDefinitions()
+        >>> @definitions.saga("greet")
+        ... def greet(name: str) -> Saga[str]:
+        ...     raise NotImplementedError
+        >>> definitions.name_of(greet)
+        'greet'
+        """
+        names = [name for name, definition in self._by_name.items() if definition.build is build]
+        if len(names) > 1:
+            raise ValueError(
+                f"{getattr(build, '__qualname__', build)} is registered under several names "
+                f"({', '.join(map(repr, names))}): name the one to run"
+            )
+        if not names:
+            raise UnknownDefinitionError(
+                getattr(build, "__qualname__", repr(build)), registered=sorted(self._by_name)
+            )
+        return names[0]
