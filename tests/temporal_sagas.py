@@ -282,7 +282,7 @@ def parcel_saga(fail: bool) -> Saga[tuple[str, str, str]]:
 @definitions.saga("retries")
 def retries_saga(failures: int) -> Saga[str]:
     """A step that fails `failures` times before it succeeds, retried with backoff."""
-    retry = Retry(5, delay=10.0, backoff=2.0, jitter=0.0)
+    retry = Retry(5, delay=10.0, backoff=2.0, max_delay=600.0, jitter=0.0)
     return step(activity(note, "first"), activity(forget), name="first").then(
         step(activity(flaky, "flaky", failures), retry=retry, name="flaky")
     )

@@ -65,12 +65,12 @@ class SagaHandle(Generic[_T_co]):
 
     __slots__ = ("_client", "_hint", "workflow")
 
-    def __init__(self, client: Client, workflow_id: str, hint: type | None) -> None:
+    def __init__(
+        self, client: Client, workflow: WorkflowHandle[Any, RawValue], hint: type | None
+    ) -> None:
         self._client = client
         self._hint = hint
-        self.workflow: WorkflowHandle[Any, RawValue] = client.get_workflow_handle(
-            workflow_id, result_type=RawValue
-        )
+        self.workflow = workflow
         """The `temporalio.client.WorkflowHandle` of the saga's workflow (to cancel it, query
         it, fetch its history)."""
 
@@ -208,12 +208,14 @@ async def start(
         raise TypeError(f"saga definition {name!r} returned {built!r}, not a saga")
     refuse_what_cannot_run(built, name, client.data_converter.payload_converter)
     hint = value_hint(build)
+    handle: WorkflowHandle[Any, RawValue]
     try:
-        await client.start_workflow(
+        handle = await client.start_workflow(
             name,
             args=[input, options.document()],
             id=id,
             task_queue=task_queue,
+            result_type=RawValue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
     except WorkflowAlreadyStartedError as started:
@@ -222,7 +224,8 @@ async def start(
                 f"saga id {id!r} belongs to a workflow of type {started.workflow_type!r}, not "
                 f"to saga {name!r}"
             ) from started
-    return SagaHandle(client, id, hint)
+        handle = client.get_workflow_handle(id, result_type=RawValue)
+    return SagaHandle(client, handle, hint)
 
 
 @overload
