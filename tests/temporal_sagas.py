@@ -79,9 +79,7 @@ def listen(event: Event) -> None:
 
 def _record(result: object, argument: object = None) -> None:
     context = current_context()
-    effects[context.saga_id].append(
-        (context.kind, context.path, context.attempt, argument, result)
-    )
+    effects[context.saga_id].append((context.kind, context.path, context.attempt, argument, result))
 
 
 # -- activities ----------------------------------------------------------------------------------

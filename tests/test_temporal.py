@@ -8,7 +8,9 @@ time while an activity runs.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from functools import partial
 from typing import Any
 
 import pytest
@@ -18,12 +20,35 @@ from temporal_sagas import Declined, Order, definitions, order_saga
 
 require_temporal()
 
-from temporalio.client import WorkflowExecutionStatus  # noqa: E402
+from temporalio.client import (  # noqa: E402
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowHistory,
+)
+from temporalio.exceptions import ApplicationError  # noqa: E402
+from temporalio.service import RPCError  # noqa: E402
+from temporalio.worker import Replayer  # noqa: E402
 
-from fsaga import Failure, Outcome, PartialFailure, StepTimeoutError, Success  # noqa: E402
-from fsaga.durable import RecordedError  # noqa: E402
+from fsaga import (  # noqa: E402
+    Failure,
+    Outcome,
+    PartialFailure,
+    Saga,
+    StepTimeoutError,
+    Success,
+    step,
+)
+from fsaga.durable import RecordedError, SagaDefinitions  # noqa: E402
 from fsaga.errors import UnknownOutcomeError  # noqa: E402
-from fsaga.events import StepCompleted, StepFailed, StepRetrying, StepStarted  # noqa: E402
+from fsaga.events import (  # noqa: E402
+    Event,
+    SagaFinished,
+    StepCompleted,
+    StepFailed,
+    StepRetrying,
+    StepStarted,
+)
 from fsaga.interpreter import SyncInterpreter  # noqa: E402
 from fsaga.testing import (  # noqa: E402
     assert_causal_compensation_order,
@@ -33,8 +58,11 @@ from fsaga.testing import (  # noqa: E402
 from fsaga.temporal import (  # noqa: E402
     NotAnActivityError,
     SagaCancelledError,
+    activity,
     execute,
+    saga_workflow,
     start,
+    worker,
 )
 
 
@@ -42,7 +70,9 @@ def fresh_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def run(temporal: TemporalSession, name: str, value: object, **options: Any) -> tuple[str, Outcome[object]]:
+def run(
+    temporal: TemporalSession, name: str, value: object, **options: Any
+) -> tuple[str, Outcome[object]]:
     saga_id = fresh_id(name)
     outcome = temporal.run(
         execute,
@@ -245,12 +275,293 @@ def test_starting_a_saga_id_again_runs_it_once(temporal: TemporalSession) -> Non
     saga_id = fresh_id("order")
     order = Order("o-3", "pen", 1, 100)
     first = temporal.run(
-        execute, temporal.client, definitions, order_saga, order, id=saga_id,
+        execute,
+        temporal.client,
+        definitions,
+        order_saga,
+        order,
+        id=saga_id,
         task_queue=temporal.task_queue,
     )
     again = temporal.run(
-        execute, temporal.client, definitions, order_saga, order, id=saga_id,
+        execute,
+        temporal.client,
+        definitions,
+        order_saga,
+        order,
+        id=saga_id,
         task_queue=temporal.task_queue,
     )
     assert first == again == Success("S-o-3")
     assert len(sagas.effects[saga_id]) == 3
+
+
+# -- refused before the workflow starts --------------------------------------------------------
+
+
+def release_by_hand(reservation: str) -> None:
+    pass
+
+
+def test_a_saga_with_a_lambda_is_refused_before_it_starts(temporal: TemporalSession) -> None:
+    local = SagaDefinitions()
+
+    @local.saga("lambda")
+    def with_lambda(_: None) -> Saga[str]:
+        payment = step(activity(sagas.note, "auth"), name="authorize").then(
+            step(lambda: "C-1", activity(sagas.forget), name="capture")
+        )
+        return step(activity(sagas.note, "o"), name="order").then(payment.named("payment"))
+
+    saga_id = fresh_id("refused")
+    with pytest.raises(NotAnActivityError) as refused:
+        temporal.run(
+            start,
+            temporal.client,
+            local,
+            with_lambda,
+            None,
+            id=saga_id,
+            task_queue=temporal.task_queue,
+        )
+    message = str(refused.value)
+    assert "step 'payment/capture'" in message
+    assert "its action (a lambda) is not an fsaga.temporal.activity" in message
+    assert "activity(function, *args)" in message
+    with pytest.raises(RPCError):  # nothing was started
+        temporal.run(temporal.client.get_workflow_handle(saga_id).describe)
+
+
+def test_a_compensation_that_is_not_an_activity_is_refused(temporal: TemporalSession) -> None:
+    local = SagaDefinitions()
+
+    @local.saga("plain-undo")
+    def plain_undo(_: None) -> Saga[str]:
+        return step(activity(sagas.reserve, "book", 1), release_by_hand, name="reserve")
+
+    with pytest.raises(NotAnActivityError, match=r"step 'reserve': its compensation release_by_"):
+        temporal.run(
+            start,
+            temporal.client,
+            local,
+            "plain-undo",
+            None,
+            id=fresh_id("refused"),
+            task_queue=temporal.task_queue,
+        )
+
+
+def test_activity_arguments_the_converter_cannot_encode_are_refused(
+    temporal: TemporalSession,
+) -> None:
+    local = SagaDefinitions()
+
+    @local.saga("unencodable")
+    def unencodable(_: None) -> Saga[str]:
+        return step(activity(sagas.note, object()), name="note")
+
+    with pytest.raises(TypeError, match=r"step 'note': the arguments of its action note cannot"):
+        temporal.run(
+            start,
+            temporal.client,
+            local,
+            unencodable,
+            None,
+            id=fresh_id("refused"),
+            task_queue=temporal.task_queue,
+        )
+
+
+def test_activity_needs_a_module_level_function() -> None:
+    def nested() -> None:
+        pass
+
+    with pytest.raises(TypeError, match="got a lambda"):
+        activity(lambda: None)
+    with pytest.raises(TypeError, match="defined inside another"):
+        activity(nested)
+    with pytest.raises(TypeError, match=r"functools.partial\(note, ...\)"):
+        activity(partial(sagas.note, "x"))
+    with pytest.raises(TypeError, match="needs the function itself"):
+        activity(activity(sagas.note, "x"))  # type: ignore[arg-type]
+    # A step checks that the activity takes what it will be given.
+    with pytest.raises(TypeError, match=r"partial\(note, ...\) cannot be called with no argument"):
+        step(activity(sagas.note))
+
+
+def test_an_activity_is_the_plain_call_it_stands_for() -> None:
+    reserve = activity(sagas.reserve, "book", 2)
+    assert reserve.activity_name == "reserve"
+    assert isinstance(reserve, partial)
+    assert step(reserve).run(SyncInterpreter(), saga_id="plain") == Success("R-book-2")
+
+
+def test_the_worker_refuses_what_it_cannot_register(temporal: TemporalSession) -> None:
+    with pytest.raises(TypeError, match="got a lambda"):
+        worker(temporal.client, definitions, task_queue="q", activities=[lambda: None])
+    with pytest.raises(ValueError, match="pass task_queue as itself"):
+        worker(temporal.client, definitions, task_queue="q", config={"task_queue": "other"})
+
+
+def test_run_options_are_checked_before_the_saga_starts(temporal: TemporalSession) -> None:
+    with pytest.raises(ValueError, match="heartbeat_timeout must be a positive number"):
+        run(temporal, "order", Order("o-9", "pen", 1, 1), heartbeat_timeout=0)
+    with pytest.raises(ValueError, match="on_compensation_failure"):
+        run(temporal, "order", Order("o-9", "pen", 1, 1), on_compensation_failure="halt")
+
+
+# -- what a worker refuses -----------------------------------------------------------------------
+
+
+def options(version: int = 1) -> dict[str, object]:
+    return {
+        "version": version,
+        "timeout": None,
+        "activity_timeout": 60.0,
+        "heartbeat_timeout": None,
+        "on_branch_failure": "settle",
+        "concurrent_compensation": False,
+        "on_compensation_failure": "continue",
+    }
+
+
+def test_an_input_the_definition_cannot_decode_fails_the_workflow(
+    temporal: TemporalSession,
+) -> None:
+    async def started_by_hand() -> BaseException:
+        handle = await temporal.client.start_workflow(
+            "order",
+            args=[["not", "an", "order"], options()],
+            id=fresh_id("bad-input"),
+            task_queue=temporal.task_queue,
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+        return failed.value.cause
+
+    cause = temporal.run(started_by_hand)
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == "fsaga.UndecodableInput"
+    assert cause.non_retryable
+    assert "saga 'order': its input cannot be decoded as Order" in cause.message
+
+
+def test_a_workflow_not_started_by_fsaga_fails(temporal: TemporalSession) -> None:
+    async def started_by_hand() -> BaseException:
+        handle = await temporal.client.start_workflow(
+            "order", args=[1], id=fresh_id("not-a-saga"), task_queue=temporal.task_queue
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+        return failed.value.cause
+
+    cause = temporal.run(started_by_hand)
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == "fsaga.NotASaga"
+
+
+def test_a_worker_with_another_version_of_the_definition_does_not_run_the_saga(
+    temporal: TemporalSession,
+) -> None:
+    newer = SagaDefinitions()
+    newer.saga("order", version=2)(order_saga)
+    queue = fresh_id("versions")
+    saga_id = fresh_id("version")
+    current = worker(temporal.client, newer, task_queue=queue, activities=sagas.ACTIVITIES)
+    with temporal.portal.wrap_async_context_manager(current):
+        outcome = temporal.run(
+            execute,
+            temporal.client,
+            newer,
+            order_saga,
+            Order("o-5", "pen", 1, 1),
+            id=saga_id,
+            task_queue=queue,
+        )
+    assert outcome == Success("S-o-5")
+    history = temporal.run(temporal.client.get_workflow_handle(saga_id).fetch_history)
+    # A worker registering version 1 fails the workflow task (Temporal retries it, so the
+    # saga waits for a worker with version 2): replaying the history shows what it would do.
+    older = Replayer(workflows=[saga_workflow(definitions)])
+    failed = temporal.run(older.replay_workflow, history, raise_on_replay_failure=False)
+    assert failed.replay_failure is not None
+    message = str(failed.replay_failure)
+    assert "saga 'order' was started as version 2 of its definition" in message
+    assert "this worker registers version 1: a worker with version 2 must run it" in message
+    same = Replayer(workflows=[saga_workflow(newer)])
+    assert temporal.run(same.replay_workflow, history).replay_failure is None
+
+
+# -- the same saga value everywhere --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        Order("o-10", "book", 2, 900),
+        Order("o-11", "book", 2, 900, decline=True),
+        Order("o-12", "book", 2, 900, no_courier=True),
+    ],
+    ids=["success", "declined", "no-courier"],
+)
+def test_sync_interpreter_and_temporal_give_the_same_outcome_and_effects(
+    temporal: TemporalSession, order: Order
+) -> None:
+    here = fresh_id("sync")
+    local = order_saga(order).run(SyncInterpreter(), saga_id=here)
+    there, remote = run(temporal, "order", order)
+    assert type(remote) is type(local)
+    match local, remote:
+        case Success(value=value), Success():
+            assert remote.value == value
+        case Failure(error=error, compensated=compensated), Failure():
+            assert isinstance(remote.error, type(error))
+            assert isinstance(remote.error, RecordedError)
+            assert remote.error.message == str(error)
+            assert remote.compensated == compensated
+    # Every effect, in the same order, with the same arguments and results.
+    assert sagas.effects[there] == sagas.effects[here]
+
+
+def test_events_reach_the_workers_listeners_once(temporal: TemporalSession) -> None:
+    saga_id, outcome = run(temporal, "order", Order("o-13", "book", 1, 10, decline=True))
+    kinds = [type(event).__name__ for event in sagas.events[saga_id]]
+    assert kinds == [
+        "SagaStarted",
+        "StepStarted",
+        "StepCompleted",
+        "StepStarted",
+        "StepFailed",
+        "CompensationStarted",
+        "CompensationCompleted",
+        "SagaFinished",
+    ]
+    finished = sagas.events[saga_id][-1]
+    assert isinstance(finished, SagaFinished)
+    assert isinstance(outcome, Failure)
+    assert finished.outcome.compensated == outcome.compensated  # type: ignore[union-attr]
+    assert {event.saga_id for event in sagas.events[saga_id]} == {saga_id}
+
+
+# -- replay --------------------------------------------------------------------------------------
+
+
+def test_recorded_histories_replay_without_events(temporal: TemporalSession) -> None:
+    async def histories() -> list[WorkflowHistory]:
+        return [
+            await temporal.client.get_workflow_handle(saga_id).fetch_history() for saga_id in ran
+        ]
+
+    ran = [
+        run(temporal, "order", Order("o-20", "book", 1, 10))[0],
+        run(temporal, "order", Order("o-21", "book", 1, 10, no_courier=True))[0],
+        run(temporal, "parcel", True, concurrent_compensation=True)[0],
+        run(temporal, "retries", 2)[0],
+        run(temporal, "unanswered", None)[0],
+    ]
+    replayed: list[Event] = []
+    replayer = Replayer(workflows=[saga_workflow(definitions, [replayed.append])])
+    for history in temporal.run(histories):
+        result = temporal.run(replayer.replay_workflow, history)
+        assert result.replay_failure is None
+    assert replayed == []

@@ -14,9 +14,12 @@ interpreter does with anyio's:
   schedule-to-close timeout, or ends its timer early; the engine's clock is the workflow's;
 - an activity that times out otherwise (its heartbeat stopped: the worker running it died; or the
   run's ``activity_timeout`` passed) has an unknown outcome, settled by contract rule 3;
-- cancelling the workflow stops forward work (the activities in flight are cancelled: their
-  outcomes are unknown), compensates everything completed, shielded (a compensation is never
-  cut short), then lets the cancellation end the workflow (contract rule 8).
+- cancelling the workflow stops forward work: the activities in flight are asked to stop (an
+  activity hears it at its next heartbeat) and waited for; one that stopped has an unknown
+  outcome, one that completed all the same is compensated with its result. Then everything
+  completed is compensated, shielded (a compensation is never cut short), and the cancellation
+  ends the workflow (contract rule 8). Waiting for the activities to confirm also keeps a
+  cancelled activity from reporting to a workflow that has already closed.
 
 Everything the engine is told comes from the workflow's history in the order Temporal delivers
 it, so a replay (a new worker taking over, a query, `temporalio.worker.Replayer`) makes the same
@@ -252,7 +255,7 @@ class WorkflowRun:
             start_to_close_timeout=start_to_close,
             heartbeat_timeout=None if heartbeat is None else timedelta(seconds=heartbeat),
             retry_policy=_ONE_ATTEMPT,
-            cancellation_type=ActivityCancellationType.TRY_CANCEL,
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             activity_id=f"{call.path}:{context.kind}:{call.attempt}",
             summary=f"{call.path} ({context.kind}, attempt {call.attempt})",
         )
