@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -37,7 +37,6 @@ __all__ = [
     "time_skipping_session",
 ]
 
-_P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 TEMPORAL_HINT = (
@@ -87,7 +86,7 @@ class TemporalSession:
     def client(self) -> Client:
         return self.environment.client
 
-    def run(self, function: Callable[_P, Awaitable[_T]], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    def run(self, function: Callable[..., Awaitable[_T]], *args: object, **kwargs: object) -> _T:
         """Call the coroutine function in the session's event loop and wait for its result."""
 
         async def call() -> _T:
@@ -99,8 +98,8 @@ class TemporalSession:
 @contextlib.contextmanager
 def time_skipping_session() -> Iterator[TemporalSession]:
     """The time-skipping server, with a worker for tests/temporal_sagas.py, for a whole run."""
-    from temporalio.testing import WorkflowEnvironment
     from temporal_sagas import ACTIVITIES, definitions, listen
+    from temporalio.testing import WorkflowEnvironment
 
     from fsaga.temporal import test_server_path, worker
 

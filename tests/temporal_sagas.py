@@ -24,16 +24,18 @@ import json
 import sys
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, is_dataclass
 from dataclasses import fields as dataclass_fields
 from itertools import count
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from fsaga import Retry, Saga, StepContext, current_context, par, pure, sequence, step
 from fsaga.durable import SagaDefinitions
 from fsaga.errors import UnknownOutcomeError
 from fsaga.events import Event
+from fsaga.temporal import activity
 from fsaga.testing import FaultPlan, InjectedFault
 from fsaga.testing.specs import (
     RETRY_DELAY,
@@ -51,7 +53,6 @@ from fsaga.testing.specs import (
     ThenSpec,
     TimeoutSpec,
 )
-from fsaga.temporal import activity
 
 Record = tuple[str, str, int, object, object]
 """An effect that ran: kind, path, attempt, argument (a compensation's), result (or the name of
@@ -172,7 +173,7 @@ def act(label: str, compensable: bool) -> str:
     plan = plans.get(context.saga_id, FaultPlan())
     if plan.actions.get(context.path, 0) >= context.attempt:
         _record("InjectedFault")
-        raise InjectedFault(f"{context.path}: injected failure of attempt {context.attempt}")
+        raise InjectedFault("action", context.path, context.attempt)
     result = f"{label}:{next(serials)}"
     _record(result)
     return result
@@ -184,7 +185,7 @@ def undo(received: str) -> None:
     plan = plans.get(context.saga_id, FaultPlan())
     if plan.compensations.get(context.path, 0) >= context.attempt:
         _record("InjectedFault", received)
-        raise InjectedFault(f"{context.path}: injected failure of undo {context.attempt}")
+        raise InjectedFault("compensation", context.path, context.attempt)
     _record(None, received)
 
 
@@ -212,7 +213,7 @@ async def stall(path: str, label: str) -> str:
     return label
 
 
-ACTIVITIES: Final = [
+ACTIVITIES: Final[list[Callable[..., object]]] = [
     reserve,
     release,
     charge,
@@ -435,7 +436,7 @@ def spec_from_json(text: str) -> SagaSpec:
 
 def _built(value: object) -> object:
     if isinstance(value, dict) and "spec" in value:
-        cls = _SPECS[value["spec"]]
+        cls: Any = _SPECS[value["spec"]]
         fields = {
             name: tuple(_built(item) for item in item_value)
             if isinstance(item_value, list)

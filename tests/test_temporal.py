@@ -8,7 +8,6 @@ time while an activity runs.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from functools import partial
 from typing import Any
@@ -16,14 +15,13 @@ from typing import Any
 import pytest
 import temporal_sagas as sagas
 from temporal_env import TemporalSession, require_temporal
-from temporal_sagas import Declined, Order, definitions, order_saga
+from temporal_sagas import Order, definitions, order_saga
 
 require_temporal()
 
 from temporalio.client import (  # noqa: E402
     WorkflowExecutionStatus,
     WorkflowFailureError,
-    WorkflowHandle,
     WorkflowHistory,
 )
 from temporalio.exceptions import ApplicationError  # noqa: E402
@@ -50,11 +48,6 @@ from fsaga.events import (  # noqa: E402
     StepStarted,
 )
 from fsaga.interpreter import SyncInterpreter  # noqa: E402
-from fsaga.testing import (  # noqa: E402
-    assert_causal_compensation_order,
-    assert_every_completed_step_accounted_for,
-    assert_reverse_compensation_order,
-)
 from fsaga.temporal import (  # noqa: E402
     NotAnActivityError,
     SagaCancelledError,
@@ -63,6 +56,11 @@ from fsaga.temporal import (  # noqa: E402
     saga_workflow,
     start,
     worker,
+)
+from fsaga.testing import (  # noqa: E402
+    assert_causal_compensation_order,
+    assert_every_completed_step_accounted_for,
+    assert_reverse_compensation_order,
 )
 
 
@@ -248,7 +246,8 @@ def test_an_attempt_whose_outcome_is_lost_is_run_again_with_the_same_key(
     failed = [event for event in sagas.events[saga_id] if isinstance(event, StepFailed)]
     assert failed == []  # the retry settled it forward
     retried = [event for event in sagas.events[saga_id] if isinstance(event, StepRetrying)]
-    assert len(retried) == 1 and isinstance(retried[0].error, UnknownOutcomeError)
+    assert len(retried) == 1
+    assert isinstance(retried[0].error, UnknownOutcomeError)
 
 
 def test_an_unknown_outcome_goes_to_on_unknown_with_the_steps_key(
@@ -383,7 +382,7 @@ def test_activity_needs_a_module_level_function() -> None:
     with pytest.raises(TypeError, match=r"functools.partial\(note, ...\)"):
         activity(partial(sagas.note, "x"))
     with pytest.raises(TypeError, match="needs the function itself"):
-        activity(activity(sagas.note, "x"))  # type: ignore[arg-type]
+        activity(activity(sagas.note, "x"))
     # A step checks that the activity takes what it will be given.
     with pytest.raises(TypeError, match=r"partial\(note, ...\) cannot be called with no argument"):
         step(activity(sagas.note))
@@ -519,6 +518,8 @@ def test_sync_interpreter_and_temporal_give_the_same_outcome_and_effects(
             assert isinstance(remote.error, RecordedError)
             assert remote.error.message == str(error)
             assert remote.compensated == compensated
+        case _:
+            raise AssertionError(f"{local} here, {remote} on Temporal")
     # Every effect, in the same order, with the same arguments and results.
     assert sagas.effects[there] == sagas.effects[here]
 

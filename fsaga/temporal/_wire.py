@@ -16,8 +16,9 @@ from temporalio.exceptions import ApplicationError
 
 from fsaga.context import StepContext, StepContextKind
 from fsaga.durable.errors import describe_error, revive_error
+from fsaga.durable.outcomes import failure_document, failure_from_document
 from fsaga.interpreter.settings import BranchFailurePolicy, CompensationPolicy, EngineSettings
-from fsaga.outcome import CompensationFailure, Failure, PartialFailure, describe_failure
+from fsaga.outcome import Failure, PartialFailure, describe_failure
 from fsaga.saga import Saga
 
 __all__ = [
@@ -26,8 +27,6 @@ __all__ = [
     "RunOptions",
     "decode",
     "effect_error",
-    "failure_document",
-    "failure_from_document",
     "header",
     "hints_of",
     "input_hint",
@@ -185,53 +184,6 @@ _OPTION_NAMES: Final = (
 # -- outcomes --------------------------------------------------------------------------------------
 
 
-def failure_document(outcome: Failure | PartialFailure) -> dict[str, object]:
-    """A failed outcome as JSON-shaped data (as a journal records it)."""
-    match outcome:
-        case Failure(error=error, compensated=compensated):
-            return {
-                "kind": "failure",
-                "error": describe_error(error),
-                "compensated": list(compensated),
-            }
-        case PartialFailure():
-            return {
-                "kind": "partial_failure",
-                "error": describe_error(outcome.error),
-                "compensated": list(outcome.compensated),
-                "failed": [
-                    [failure.path, describe_error(failure.error), failure.attempts]
-                    for failure in outcome.failed_compensations
-                ],
-                "skipped": list(outcome.skipped),
-                "unresolved": list(outcome.unresolved),
-            }
-
-
-def failure_from_document(document: object) -> Failure | PartialFailure:
-    """The failed outcome `failure_document` made; TypeError/ValueError/KeyError if it is not
-    one."""
-    if not isinstance(document, dict):
-        raise TypeError(f"not an outcome: {document!r}")
-    kind = document["kind"]
-    error = revive_error(document["error"])
-    compensated = tuple(str(path) for path in document["compensated"])
-    if kind == "failure":
-        return Failure(error, compensated)
-    if kind != "partial_failure":
-        raise ValueError(f"not a failed outcome: {kind!r}")
-    return PartialFailure(
-        error,
-        compensated,
-        tuple(
-            CompensationFailure(str(path), revive_error(described), int(attempts))
-            for path, described, attempts in document["failed"]
-        ),
-        tuple(str(path) for path in document["skipped"]),
-        tuple(str(path) for path in document["unresolved"]),
-    )
-
-
 def outcome_error(outcome: Failure | PartialFailure) -> ApplicationError:
     """What a saga workflow fails with: the failed outcome, described, its document the one
     detail."""
@@ -247,7 +199,10 @@ def outcome_of_error(failure: ApplicationError) -> Failure | PartialFailure | No
     """The failed outcome a saga workflow's failure carries, or None if it carries none."""
     if failure.type not in _FAILURE_TYPES.values() or len(failure.details) != 1:
         return None
-    return failure_from_document(failure.details[0])
+    document = failure.details[0]
+    if not isinstance(document, dict):
+        return None
+    return failure_from_document(document)
 
 
 # -- type hints ----------------------------------------------------------------------------------

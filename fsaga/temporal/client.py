@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlre
 
 from fsaga.durable.definitions import SagaDefinitions
 from fsaga.durable.errors import DefinitionConflictError
+from fsaga.durable.outcomes import failure_from_document
 from fsaga.interpreter.settings import BranchFailurePolicy, CompensationPolicy
 from fsaga.outcome import Outcome, Success
 from fsaga.saga import Saga
@@ -30,7 +31,6 @@ from fsaga.temporal._wire import (
     OUTCOME_QUERY,
     RunOptions,
     decode,
-    failure_from_document,
     outcome_of_error,
     value_hint,
 )

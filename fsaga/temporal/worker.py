@@ -24,6 +24,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker, WorkerConfig
 
 from fsaga.durable.definitions import SagaDefinitions
+from fsaga.durable.outcomes import failure_document
 from fsaga.events import Event, Listener
 from fsaga.interpreter._engine import Engine
 from fsaga.outcome import Failure, Outcome, PartialFailure, Success
@@ -34,7 +35,6 @@ from fsaga.temporal._wire import (
     OUTCOME_QUERY,
     RunOptions,
     decode,
-    failure_document,
     input_hint,
     outcome_error,
 )
