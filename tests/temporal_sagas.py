@@ -167,7 +167,7 @@ def unknown(label: str) -> str:
     raise UnknownOutcomeError(f"{label}: no answer")
 
 
-def act(label: str, compensable: bool) -> str:
+def act(label: str) -> str:
     """A generated step's action: fails as the saga's plan says, else returns a fresh value."""
     context = current_context()
     plan = plans.get(context.saga_id, FaultPlan())
@@ -177,6 +177,22 @@ def act(label: str, compensable: bool) -> str:
     result = f"{label}:{next(serials)}"
     _record(result)
     return result
+
+
+# A generated unnamed step takes its label from its action, as under `build_saga`: one
+# activity per label the kit's strategies give unnamed steps (`IMPLICIT_LABELS`).
+
+
+def a(label: str) -> str:
+    return act(label)
+
+
+def b(label: str) -> str:
+    return act(label)
+
+
+def c(label: str) -> str:
+    return act(label)
 
 
 def undo(received: str) -> None:
@@ -227,6 +243,9 @@ ACTIVITIES: Final[list[Callable[..., object]]] = [
     slow_once,
     unknown,
     act,
+    a,
+    b,
+    c,
     undo,
     void_generated,
     evidence,
@@ -380,7 +399,7 @@ def _continue(continuation: ContinuationSpec, value: object) -> Saga[object]:
 def _step(spec: StepSpec) -> Saga[object]:
     undoable = spec.compensable or spec.on_unknown
     return step(
-        activity(act, spec.label, spec.compensable),
+        activity(_ACTIONS.get(spec.label, act), spec.label),
         activity(undo) if spec.compensable else None,
         name=spec.label if spec.explicit else None,
         retry=_retry(spec.attempts),
@@ -389,6 +408,9 @@ def _step(spec: StepSpec) -> Saga[object]:
         idempotent=spec.idempotent,
         on_unknown=activity(void_generated) if spec.on_unknown else None,
     )
+
+
+_ACTIONS: Final = {"a": a, "b": b, "c": c}
 
 
 def _retry(attempts: int) -> Retry | None:

@@ -209,8 +209,9 @@ def outcome_of_error(failure: ApplicationError) -> Failure | PartialFailure | No
 
 
 def decode(converter: PayloadConverter, payload: Payload, hint: type | None) -> object:
-    """`payload` decoded by `converter`, into `hint` when there is one."""
-    if hint is None:
+    """`payload` decoded by `converter`, into `hint` when there is one (``object`` and ``Any``
+    say nothing about the value: it is decoded as it comes)."""
+    if hint is None or hint is object or hint is Any:
         return converter.from_payload(payload)
     value: object = converter.from_payload(payload, cast("type[object]", hint))
     return value
