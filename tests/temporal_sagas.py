@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from fsaga import Retry, Saga, StepContext, current_context, par, pure, sequence, step
+from fsaga.context import StepContextKind
 from fsaga.durable import SagaDefinitions
 from fsaga.errors import UnknownOutcomeError
 from fsaga.events import Event
@@ -54,7 +55,7 @@ from fsaga.testing.specs import (
     TimeoutSpec,
 )
 
-Record = tuple[str, str, int, object, object]
+Record = tuple[StepContextKind, str, int, object, object]
 """An effect that ran: kind, path, attempt, argument (a compensation's), result (or the name of
 the error it raised)."""
 
