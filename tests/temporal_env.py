@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+import anyio
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -87,10 +88,12 @@ class TemporalSession:
         return self.environment.client
 
     def run(self, function: Callable[..., Awaitable[_T]], *args: object, **kwargs: object) -> _T:
-        """Call the coroutine function in the session's event loop and wait for its result."""
+        """Call the coroutine function in the session's event loop and wait for its result
+        (two minutes at most: a test that waits longer fails, saying so, rather than hang)."""
 
         async def call() -> _T:
-            return await function(*args, **kwargs)
+            with anyio.fail_after(float(os.environ.get("FSAGA_TEMPORAL_WAIT", "120"))):
+                return await function(*args, **kwargs)
 
         return self.portal.call(call)
 

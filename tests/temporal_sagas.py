@@ -66,7 +66,9 @@ started: defaultdict[str, threading.Event] = defaultdict(threading.Event)
 """Per saga id, set when its `hold` activity is running."""
 attempts: defaultdict[str, int] = defaultdict(int)
 """Per idempotency key, how many times `flaky` and `slow_once` ran."""
-serials = count(1)
+serials: defaultdict[str, count[int]] = defaultdict(lambda: count(1))
+"""Per saga id, the serial numbers of the generated steps' results: the same in every run of
+the same saga, whatever ran before."""
 
 definitions = SagaDefinitions()
 
@@ -175,7 +177,7 @@ def act(label: str) -> str:
     if plan.actions.get(context.path, 0) >= context.attempt:
         _record("InjectedFault")
         raise InjectedFault("action", context.path, context.attempt)
-    result = f"{label}:{next(serials)}"
+    result = f"{label}:{next(serials[context.saga_id])}"
     _record(result)
     return result
 
@@ -356,6 +358,18 @@ def generated_saga(spec: str) -> Saga[object]:
     return build_spec(spec_from_json(spec))
 
 
+@definitions.saga("siblings")
+def siblings_saga(_: None) -> Saga[tuple[str, str, str]]:
+    """Three branches: one done at once, one that runs until cancelled, one that fails."""
+    return par(
+        step(activity(note, "done"), activity(forget), name="done"),
+        step(
+            activity(hold, "held"), activity(forget), name="held", on_unknown=activity(void, "held")
+        ),
+        step(activity(ship, "parcel", True), name="send"),
+    )
+
+
 @definitions.saga("killed")
 def killed_saga(path: str) -> Saga[str]:
     """The end-to-end test's saga: its middle step stalls until its worker is killed."""
@@ -472,6 +486,7 @@ def _built(value: object) -> object:
 
 
 def reset(saga_id: str) -> None:
+    serials.pop(saga_id, None)
     effects.pop(saga_id, None)
     events.pop(saga_id, None)
     plans.pop(saga_id, None)
