@@ -3,10 +3,11 @@
 The kit's strategies (`fsaga.testing.strategies`) draw saga trees and fault plans; the trees are
 built with activities (tests/temporal_sagas.py) and run on the time-skipping test server, under
 drawn options (sequential or concurrent undo, the undo going on or stopping after a compensation
-fails for good). The kit's checks then read the run's events, as the worker's listener
-received them, and its effects, as the activities recorded them: compensations in reverse order (reverse causal order when the undo is
-concurrent), nothing unstarted compensated, every completed step compensated or reported, no
-forward work once the undo began, each compensation given its own step's result.
+fails for good). The kit's checks then read the run's events, as the worker's listener received
+them, and its effects, as the activities recorded them: compensations in reverse order (reverse
+causal order when the undo is concurrent), nothing unstarted compensated, every completed step
+compensated or reported, no forward work once the undo began, each compensation given its own
+step's result.
 
 Siblings of a failed branch are left to settle here: cancelling them
 (``on_branch_failure="cancel"``) may ask the server to cancel an activity that has just

@@ -53,6 +53,8 @@ __all__ = ["NotAnActivityError", "WorkflowRun"]
 
 _ONE_ATTEMPT: Final = RetryPolicy(maximum_attempts=1)
 
+_DEADLINE_TIMEOUTS: Final = frozenset({TimeoutType.SCHEDULE_TO_CLOSE, TimeoutType.START_TO_CLOSE})
+
 _FORWARD: Final = frozenset({"attempt", "after-unknown", "wait"})
 """The stages of forward work: what a cancellation of the workflow cuts short."""
 
@@ -297,8 +299,10 @@ class WorkflowRun:
         if isinstance(cause, ApplicationError):
             return engine.fail(call, revived(cause))
         if isinstance(cause, ActivityTimeoutError):
-            if cause.type == TimeoutType.SCHEDULE_TO_CLOSE and call.deadline != NO_DEADLINE:
-                return engine.expire(call)  # the engine's deadline: rule 7
+            if call.deadline != NO_DEADLINE and cause.type in _DEADLINE_TIMEOUTS:
+                # The engine's deadline, the activity's schedule-to-close timeout (which the
+                # server also makes its start-to-close one): rule 7.
+                return engine.expire(call)
             if cause.type == TimeoutType.HEARTBEAT:
                 what = "stopped heartbeating (the worker running it may be lost)"
             elif cause.type == TimeoutType.START_TO_CLOSE:
