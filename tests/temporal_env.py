@@ -35,6 +35,7 @@ __all__ = [
     "local_environment",
     "require_temporal",
     "settle",
+    "temporal_installed",
     "time_skipping_session",
 ]
 
@@ -46,7 +47,8 @@ TEMPORAL_HINT = (
 )
 
 
-def _installed() -> bool:
+def temporal_installed() -> bool:
+    """Whether temporalio and both Temporal servers are installed."""
     if importlib.util.find_spec("temporalio") is None:
         return False
     from fsaga.temporal import dev_server_path, test_server_path
@@ -56,7 +58,7 @@ def _installed() -> bool:
 
 def require_temporal() -> None:
     """Skip the calling test module without Temporal (fail it under ``CI=true``)."""
-    if _installed():
+    if temporal_installed():
         return
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
         pytest.fail(f"CI=true and {TEMPORAL_HINT}", pytrace=False)

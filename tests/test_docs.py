@@ -13,7 +13,9 @@ A block fenced ```python needs-servers runs against the session's PostgreSQL and
 (tests/servers.py): ``DATABASE_URL`` is the connection string of a database of the page's own
 on the PostgreSQL server, ``REDIS_URL`` the URL of a Redis database of the page's own (emptied
 first). Without the servers' binaries those blocks are skipped, and the others still run (under
-``CI=true`` the page fails instead, as every test needing a server does).
+``CI=true`` the page fails instead, as every test needing a server does). A block fenced
+```python needs-temporal starts a Temporal server of its own (tests/temporal_env.py says from
+where): without temporalio and the servers' packages it is skipped likewise.
 
 A block fenced ```python pytest is a test module, as a user would write one: it runs like any
 block (so later blocks see its names), and then pytest runs the tests it defines in a session of
@@ -36,6 +38,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
+import os
 import re
 import subprocess
 import sys
@@ -50,6 +53,7 @@ import psycopg
 import pytest
 import redis
 from psycopg import sql
+from temporal_env import TEMPORAL_HINT, temporal_installed
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKDOWN = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -57,6 +61,9 @@ MARKDOWN = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```([\w+-]*)([^\n]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 NEEDS_SERVERS = "needs-servers"
 """What a python block's fence says after the language when it needs the database servers."""
+NEEDS_TEMPORAL = "needs-temporal"
+"""What a python block's fence says when it starts a Temporal server of its own (temporalio and
+the servers' packages, the ``dev`` extra: tests/temporal_env.py)."""
 PYTEST = "pytest"
 """What a python block's fence says after the language when it is a test module for pytest."""
 
@@ -82,6 +89,7 @@ class Example:
     line: int
     expected_output: str | None
     needs_servers: bool = False
+    needs_temporal: bool = False
     pytest: bool = False
 
 
@@ -147,7 +155,7 @@ def run_examples(path: Path, *, servers: bool = True, run_tests: RunTests | None
     sys.modules[name] = module  # dataclasses and pickling look classes up by module
     try:
         for example in examples(path.read_text(encoding="utf-8")):
-            if example.needs_servers and not servers:
+            if (example.needs_servers and not servers) or (example.needs_temporal and not temporal):
                 continue
             where = f"{label(path)}, python block {example.number} (line {example.line})"
             printed = io.StringIO()

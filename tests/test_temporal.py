@@ -8,8 +8,10 @@ time while an activity runs.
 
 from __future__ import annotations
 
+import os
 import uuid
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -565,4 +567,39 @@ def test_recorded_histories_replay_without_events(temporal: TemporalSession) -> 
     for history in temporal.run(histories):
         result = temporal.run(replayer.replay_workflow, history)
         assert result.replay_failure is None
+    assert replayed == []
+
+
+GOLDEN = Path(__file__).resolve().parent / "fixtures" / "temporal"
+"""Histories recorded by this module's sagas (a failure undone, a `par` undone concurrently,
+retries on timers, a cancellation, an unknown outcome), kept so that a change to the workflow
+that would break the replay of sagas already running is seen. Record them again, after a
+deliberate change to tests/temporal_sagas.py, with ``FSAGA_RECORD_TEMPORAL_HISTORIES=1``."""
+
+GOLDEN_RUNS: dict[str, tuple[str, object, dict[str, Any]]] = {
+    "order-failed": ("order", Order("o-30", "book", 2, 700, no_courier=True), {}),
+    "parcel-undone-concurrently": ("parcel", True, {"concurrent_compensation": True}),
+    "retries": ("retries", 2, {}),
+    "unanswered": ("unanswered", None, {}),
+}
+
+
+def record_golden_histories(temporal: TemporalSession) -> None:
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    for name, (definition, value, options) in GOLDEN_RUNS.items():
+        saga_id, _ = run(temporal, definition, value, **options)
+        history = temporal.run(temporal.client.get_workflow_handle(saga_id).fetch_history)
+        (GOLDEN / f"{name}.json").write_text(history.to_json() + "\n", encoding="utf-8")
+
+
+def test_the_golden_histories_still_replay(temporal: TemporalSession) -> None:
+    if os.environ.get("FSAGA_RECORD_TEMPORAL_HISTORIES"):
+        record_golden_histories(temporal)
+    replayed: list[Event] = []
+    replayer = Replayer(workflows=[saga_workflow(definitions, [replayed.append])])
+    for name in GOLDEN_RUNS:
+        text = (GOLDEN / f"{name}.json").read_text(encoding="utf-8")
+        history = WorkflowHistory.from_json(name, text)
+        result = temporal.run(replayer.replay_workflow, history)
+        assert result.replay_failure is None, name
     assert replayed == []
