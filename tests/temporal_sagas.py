@@ -112,6 +112,12 @@ def refund(payment: str) -> None:
     _record(None, payment)
 
 
+def refuse_refund(payment: str) -> None:
+    """A compensation that always fails."""
+    _record("ConnectionError", payment)
+    raise ConnectionError(f"the bank is down: {payment} not refunded")
+
+
 def ship(order: str, fail: bool) -> str:
     if fail:
         _record("ConnectionError")
@@ -237,6 +243,7 @@ ACTIVITIES: Final[list[Callable[..., object]]] = [
     release,
     charge,
     refund,
+    refuse_refund,
     ship,
     flaky,
     note,
@@ -282,6 +289,23 @@ def order_saga(order: Order) -> Saga[str]:
             )
         )
         .then(step(activity(ship, order.order_id, order.no_courier), name="ship"))
+    )
+
+
+@definitions.saga("stubborn")
+def stubborn_saga(order: Order) -> Saga[str]:
+    """The order saga whose refund always fails, retried on timers, before shipping fails."""
+    return (
+        step(activity(reserve, order.sku, order.count), activity(release), name="reserve")
+        .then(
+            step(
+                activity(charge, order.order_id, order.cents, False),
+                activity(refuse_refund),
+                name="charge",
+                compensation_retry=Retry(3, delay=30.0, jitter=0.0),
+            )
+        )
+        .then(step(activity(ship, order.order_id, True), name="ship"))
     )
 
 

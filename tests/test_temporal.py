@@ -122,6 +122,24 @@ def test_a_failure_compensates_the_completed_steps_in_reverse(
     ]
 
 
+def test_a_failing_compensation_is_retried_then_reported_and_the_rest_still_run(
+    temporal: TemporalSession,
+) -> None:
+    saga_id, outcome = run(temporal, "stubborn", Order("o-14", "book", 1, 10))
+    assert isinstance(outcome, PartialFailure)
+    assert isinstance(outcome.error, ConnectionError)
+    assert outcome.compensated == ("reserve",)
+    [failed] = outcome.failed_compensations
+    assert (failed.path, failed.attempts) == ("charge", 3)
+    assert str(failed.error) == "ConnectionError: the bank is down: P-o-14-10 not refunded"
+    assert order_of(saga_id)[-4:] == [
+        ("compensation", "charge"),
+        ("compensation", "charge"),
+        ("compensation", "charge"),
+        ("compensation", "reserve"),
+    ]
+
+
 def test_par_branches_run_concurrently_and_are_undone_in_reverse(
     temporal: TemporalSession,
 ) -> None:

@@ -183,8 +183,12 @@ async def start(
         heartbeat_timeout: seconds without a heartbeat from the worker running an effect (it
             sends them while the effect runs) before the attempt's outcome counts as unknown:
             how soon a worker that died is noticed. ``None``: no heartbeats.
-        on_branch_failure, concurrent_compensation, on_compensation_failure: as for
-            `fsaga.interpreter.AsyncInterpreter`.
+        on_branch_failure: as for `fsaga.interpreter.AsyncInterpreter`: when a `par` branch
+            fails, its siblings' activities in flight settle, or are cancelled.
+        concurrent_compensation: as for `fsaga.interpreter.AsyncInterpreter`: undo
+            independent branches side by side, in reverse causal order.
+        on_compensation_failure: as for `fsaga.interpreter.AsyncInterpreter`: the undo goes
+            on, or stops, after a compensation fails for good.
 
     Raises:
         fsaga.durable.UnknownDefinitionError: `saga` is not registered in `definitions`.
