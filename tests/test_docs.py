@@ -127,7 +127,15 @@ def examples(text: str) -> list[Example]:
             expected = following.code
         info = block.info.split()
         result.append(
-            Example(number, block.code, block.line, expected, NEEDS_SERVERS in info, PYTEST in info)
+            Example(
+                number,
+                block.code,
+                block.line,
+                expected,
+                needs_servers=NEEDS_SERVERS in info,
+                needs_temporal=NEEDS_TEMPORAL in info,
+                pytest=PYTEST in info,
+            )
         )
     return result
 
@@ -145,9 +153,12 @@ RunTests = Callable[[str, str, list[str]], None]
 block's code and the names of its tests."""
 
 
-def run_examples(path: Path, *, servers: bool = True, run_tests: RunTests | None = None) -> None:
+def run_examples(
+    path: Path, *, servers: bool = True, temporal: bool = True, run_tests: RunTests | None = None
+) -> None:
     """Run the python blocks of `path` in order in one namespace; fail on the first error.
-    Without `servers`, the blocks that need them are skipped; `run_tests` runs the tests of the
+    Without `servers`, the blocks that need them are skipped, and without `temporal` those that
+    start a Temporal server; `run_tests` runs the tests of the
     ```python pytest blocks (a page with one needs it)."""
     name = f"docs_{path.stem.lower()}"
     module = types.ModuleType(name)
@@ -232,7 +243,14 @@ def test_python_blocks_run(
                 client.flushdb()
             monkeypatch.setenv("DATABASE_URL", postgres.dsn_for(database))
             monkeypatch.setenv("REDIS_URL", page_redis)
-    run_examples(path, servers=servers, run_tests=pytest_block_runner(request, path))
+    temporal = True
+    if any(example.needs_temporal for example in examples(path.read_text("utf-8"))):
+        temporal = temporal_installed()
+        if not temporal and os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"CI=true and {TEMPORAL_HINT}", pytrace=False)
+    run_examples(
+        path, servers=servers, temporal=temporal, run_tests=pytest_block_runner(request, path)
+    )
 
 
 @pytest.mark.static
