@@ -19,6 +19,8 @@ import temporal_sagas as sagas
 from temporal_env import TemporalSession, require_temporal
 from temporal_sagas import Order, definitions, order_saga
 
+pytestmark = pytest.mark.temporal
+
 require_temporal()
 
 from temporalio.client import (  # noqa: E402

@@ -28,6 +28,8 @@ import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from temporal_env import local_environment, require_temporal
 
+pytestmark = pytest.mark.temporal
+
 require_temporal()
 
 import temporal_sagas as sagas  # noqa: E402

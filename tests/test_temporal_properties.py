@@ -24,11 +24,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pytest
 import temporal_sagas as sagas
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporal_env import TemporalSession, require_temporal
 from temporal_sagas import build_spec, definitions, spec_json
+
+pytestmark = pytest.mark.temporal
 
 require_temporal()
 
