@@ -88,10 +88,11 @@ class SagaDefinitions:
             UnknownDefinitionError: `build` is not registered here.
             ValueError: `build` is registered under several names.
 
+        >>> from fsaga import pure
         >>> definitions = SagaDefinitions()
         >>> @definitions.saga("greet")
         ... def greet(name: str) -> Saga[str]:
-        ...     raise NotImplementedError
+        ...     return pure(f"hello {name}")
         >>> definitions.name_of(greet)
         'greet'
         """
