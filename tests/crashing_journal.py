@@ -18,7 +18,58 @@ class Crash(BaseException):
     """The process running the saga dies here."""
 
 
-class CrashingJournal(Journal):
+class PassingJournal(Journal):
+    """`journal`, every call passed through: the base of the test journals that change what
+    some writes do (they override ``create``, ``append`` and ``finish``)."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def create(
+        self, saga_id: str, name: str, version: int, input: bytes, *, entries: Sequence[Entry] = ()
+    ) -> tuple[SagaRecord, bool]:
+        return self.journal.create(saga_id, name, version, input, entries=entries)
+
+    def append(self, saga_id: str, entries: Sequence[Entry]) -> None:
+        self.journal.append(saga_id, entries)
+
+    def entries(self, saga_id: str) -> list[Entry]:
+        return self.journal.entries(saga_id)
+
+    def finish(
+        self,
+        saga_id: str,
+        status: FinishedStatus,
+        outcome: bytes,
+        *,
+        entries: Sequence[Entry] = (),
+    ) -> bool:
+        return self.journal.finish(saga_id, status, outcome, entries=entries)
+
+    def get(self, saga_id: str) -> SagaRecord | None:
+        return self.journal.get(saga_id)
+
+    def sagas(self, status: SagaStatus | None = None) -> list[SagaRecord]:
+        return self.journal.sagas(status)
+
+    def claim_for_recovery(
+        self, saga_id: str, *, max_attempts: int, stale_before: float | None = None
+    ) -> bool:
+        return self.journal.claim_for_recovery(
+            saga_id, max_attempts=max_attempts, stale_before=stale_before
+        )
+
+    def record_recovery_error(self, saga_id: str, error: bytes) -> bool:
+        return self.journal.record_recovery_error(saga_id, error)
+
+    def release(self, saga_id: str) -> SagaRecord:
+        return self.journal.release(saga_id)
+
+    def close(self) -> None:
+        self.journal.close()
+
+
+class CrashingJournal(PassingJournal):
     """`journal`, until the process dies at its write number `crash_at` (``append``, ``finish``
     and a ``create`` that records entries count, from 0): that write raises `Crash` before it is
     performed, or just after when `after`, and so does every later write. `on_crash` is called
@@ -36,7 +87,7 @@ class CrashingJournal(Journal):
         after: bool = False,
         on_crash: Callable[[], None] = lambda: None,
     ) -> None:
-        self.journal = journal
+        super().__init__(journal)
         self.crash_at = crash_at
         self.after = after
         self.on_crash = on_crash
@@ -66,9 +117,6 @@ class CrashingJournal(Journal):
     def append(self, saga_id: str, entries: Sequence[Entry]) -> None:
         self._write(partial(self.journal.append, saga_id, entries))
 
-    def entries(self, saga_id: str) -> list[Entry]:
-        return self.journal.entries(saga_id)
-
     def finish(
         self,
         saga_id: str,
@@ -79,25 +127,3 @@ class CrashingJournal(Journal):
     ) -> bool:
         finish = partial(self.journal.finish, saga_id, status, outcome, entries=entries)
         return self._write(finish)
-
-    def get(self, saga_id: str) -> SagaRecord | None:
-        return self.journal.get(saga_id)
-
-    def sagas(self, status: SagaStatus | None = None) -> list[SagaRecord]:
-        return self.journal.sagas(status)
-
-    def claim_for_recovery(
-        self, saga_id: str, *, max_attempts: int, stale_before: float | None = None
-    ) -> bool:
-        return self.journal.claim_for_recovery(
-            saga_id, max_attempts=max_attempts, stale_before=stale_before
-        )
-
-    def record_recovery_error(self, saga_id: str, error: bytes) -> bool:
-        return self.journal.record_recovery_error(saga_id, error)
-
-    def release(self, saga_id: str) -> SagaRecord:
-        return self.journal.release(saga_id)
-
-    def close(self) -> None:
-        self.journal.close()

@@ -37,7 +37,7 @@ from typing import Literal, TypeVar, get_args
 import anyio
 import pg_journals
 import pytest
-from crashing_journal import Crash, CrashingJournal
+from crashing_journal import Crash, CrashingJournal, PassingJournal
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from servers import PostgresServer
@@ -68,7 +68,7 @@ from fsaga.journal import (
     MemoryJournal,
     PostgresJournal,
 )
-from fsaga.journal.records import FinishedStatus, SagaRecord, SagaStatus
+from fsaga.journal.records import FinishedStatus, SagaRecord
 from fsaga.outcome import Outcome
 from fsaga.testing import FaultPlan
 from fsaga.testing.strategies import SagaSpec, fault_plans
@@ -87,7 +87,7 @@ REASONS: dict[Stop, StopReason] = {
 """The reason a run that met each stop, and recorded no outcome, must give."""
 
 
-class StoppingJournal(Journal):
+class StoppingJournal(PassingJournal):
     """`journal`, whose write number `at` (``append``, ``finish``, a ``create`` with entries,
     counted from 0) goes wrong as `stop` says (see the module docstring).
 
@@ -96,7 +96,7 @@ class StoppingJournal(Journal):
     """
 
     def __init__(self, journal: Journal, *, stop: Stop, at: int) -> None:
-        self.journal = journal
+        super().__init__(journal)
         self.stop = stop
         self.at = at
         self.writes = 0
@@ -140,9 +140,6 @@ class StoppingJournal(Journal):
         append = partial(self.journal.append, saga_id, entries)
         self._write(append, append)
 
-    def entries(self, saga_id: str) -> list[Entry]:
-        return self.journal.entries(saga_id)
-
     def finish(
         self,
         saga_id: str,
@@ -158,28 +155,6 @@ class StoppingJournal(Journal):
 
         other = partial(self.journal.finish, saga_id, status, outcome, entries=entries)
         return self._write(finish, other)
-
-    def get(self, saga_id: str) -> SagaRecord | None:
-        return self.journal.get(saga_id)
-
-    def sagas(self, status: SagaStatus | None = None) -> list[SagaRecord]:
-        return self.journal.sagas(status)
-
-    def claim_for_recovery(
-        self, saga_id: str, *, max_attempts: int, stale_before: float | None = None
-    ) -> bool:
-        return self.journal.claim_for_recovery(
-            saga_id, max_attempts=max_attempts, stale_before=stale_before
-        )
-
-    def record_recovery_error(self, saga_id: str, error: bytes) -> bool:
-        return self.journal.record_recovery_error(saga_id, error)
-
-    def release(self, saga_id: str) -> SagaRecord:
-        return self.journal.release(saga_id)
-
-    def close(self) -> None:
-        self.journal.close()
 
 
 class LandingJournal(CrashingJournal):
